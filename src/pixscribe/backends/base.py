@@ -1,0 +1,158 @@
+"""One interface for every generation backend (transformers, OpenAI-compatible HTTP, vLLM).
+
+A method builds :class:`GenerationRequest` objects (chat messages, the images they
+refer to, sampling, maybe a JSON schema) and gets one :class:`GenerationResult` per
+request back, in order. A failure is per request (``result.error``), never an
+exception out of :meth:`Backend.generate`.
+
+Messages use the Hugging Face chat format. An image placeholder is
+``{"type": "image"}``; the i-th placeholder of a request refers to ``images[i]``::
+
+    [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe."}]}]
+
+Text-only requests (LLM rewriting, fusion) simply have no images.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Sampling:
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+@dataclass
+class GenerationRequest:
+    messages: list[dict[str, Any]]
+    images: list[Any] = field(default_factory=list)  # PIL images, in placeholder order
+    sampling: Sampling = field(default_factory=Sampling)
+    json_schema: dict[str, Any] | None = None  # ask for JSON matching this schema
+    id: str | None = None  # the record id, for logs and errors
+
+    @classmethod
+    def simple(
+        cls,
+        prompt: str,
+        images: list[Any] | None = None,
+        *,
+        system: str | None = None,
+        sampling: Sampling | None = None,
+        json_schema: dict[str, Any] | None = None,
+        id: str | None = None,
+    ) -> "GenerationRequest":
+        """One user turn: every image first, then the prompt text."""
+        images = list(images or [])
+        content: list[dict[str, Any]] = [{"type": "image"} for _ in images]
+        content.append({"type": "text", "text": prompt})
+        messages: list[dict[str, Any]] = []
+        if system:
+            messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
+        messages.append({"role": "user", "content": content})
+        return cls(messages=messages, images=images, sampling=sampling or Sampling(), json_schema=json_schema, id=id)
+
+
+@dataclass
+class GenerationResult:
+    text: str | None = None
+    error: str | None = None  # "kind: message", as in the error column
+    parsed: Any = None  # the validated JSON object when a schema was asked for
+    tokens_in: int = 0
+    tokens_out: int = 0
+    seconds: float = 0.0
+    retries: int = 0
+    status: int | None = None  # last HTTP status for HTTP backends
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.text is not None
+
+
+@dataclass
+class BackendUsage:
+    """Counters a backend keeps for the end-of-run summary."""
+
+    requests: int = 0
+    failures: int = 0
+    retries: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+    def add(self, r: GenerationResult) -> None:
+        self.requests += 1
+        self.failures += 0 if r.ok else 1
+        self.retries += r.retries
+        self.tokens_in += r.tokens_in
+        self.tokens_out += r.tokens_out
+        self.latencies.append(r.seconds)
+
+    def summary(self) -> dict[str, Any]:
+        lat = sorted(self.latencies)
+
+        def pct(p: float) -> float | None:
+            if not lat:
+                return None
+            i = min(len(lat) - 1, max(0, int(round(p * (len(lat) - 1)))))
+            return round(lat[i], 4)
+
+        return {
+            "requests": self.requests,
+            "failures": self.failures,
+            "retries": self.retries,
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+            "latency_p50": pct(0.50),
+            "latency_p95": pct(0.95),
+        }
+
+
+class BackendUnavailable(RuntimeError):
+    """Raised before a run starts when the model or server cannot be reached."""
+
+
+class Backend(abc.ABC):
+    """A model that answers chat requests. Subclasses implement :meth:`_generate`."""
+
+    name: str = "backend"
+    model: str = ""
+    revision: str | None = None
+
+    def __init__(self) -> None:
+        self.usage = BackendUsage()
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        if not requests:
+            return []
+        try:
+            results = self._generate(requests)
+        except Exception as exc:  # a backend bug must not kill the run
+            from ..record import format_error
+
+            results = [GenerationResult(error=format_error(exc, "backend")) for _ in requests]
+        if len(results) != len(requests):
+            raise AssertionError(f"{self.name} returned {len(results)} results for {len(requests)} requests")
+        for r in results:
+            self.usage.add(r)
+        return results
+
+    @abc.abstractmethod
+    def _generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Model name and revision, for run.json and provenance."""
+        return {"backend": self.name, "model": self.model, "revision": self.revision}
+
+    def close(self) -> None:
+        pass
