@@ -1,0 +1,57 @@
+"""Vision experts behind one batched interface (see base.py).
+
+Experts are looked up by name and imported lazily, so a missing optional dependency
+only matters when that expert is asked for. Every class has ``from_config(config)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from .base import Expert, ExpertOutput, MissingDependency, to_jsonable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import RunConfig
+
+# name -> "module:Class"
+REGISTRY: dict[str, str] = {
+    # offline CPU experts (weights install from the registry)
+    "ocr": "pixscribe.experts.ocr:OCRExpert",
+    "faces": "pixscribe.experts.faces:FaceExpert",
+    "nsfw": "pixscribe.experts.nsfw:NSFWExpert",
+    "stats": "pixscribe.experts.stats:ImageStatsExpert",
+    # transformers experts (hub ids or local directories)
+    "grounding_dino": "pixscribe.experts.detection:GroundingDinoExpert",
+    "owlv2": "pixscribe.experts.detection:OwlV2Expert",
+    "sam": "pixscribe.experts.segmentation:SamExpert",
+    "depth": "pixscribe.experts.depth:DepthExpert",
+    "dense": "pixscribe.experts.florence:FlorenceExpert",
+}
+
+LITE_EXPERTS = ["stats", "faces", "ocr", "nsfw"]
+FULL_EXPERTS = ["grounding_dino", "sam", "depth", "dense", "ocr", "stats"]
+
+
+def expert_class(name: str) -> type[Expert]:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown expert {name!r}; available: {', '.join(sorted(REGISTRY))}")
+    module, cls = REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def build_expert(name: str, config: "RunConfig") -> Expert:
+    return expert_class(name).from_config(config)  # type: ignore[attr-defined]
+
+
+__all__ = [
+    "Expert",
+    "ExpertOutput",
+    "MissingDependency",
+    "REGISTRY",
+    "LITE_EXPERTS",
+    "FULL_EXPERTS",
+    "build_expert",
+    "expert_class",
+    "to_jsonable",
+]
