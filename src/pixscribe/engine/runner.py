@@ -1,0 +1,496 @@
+"""The local executor: read -> decode (thread pool, prefetched) -> method stages -> write.
+
+CPU work overlaps model work: a producer thread walks the shards and submits each
+record's load + decode to a pool; the main thread takes finished records in order,
+groups them into batches and runs the method's stages, while the pool is already
+decoding the next batches. The queue between them is bounded, so memory stays flat
+whatever the dataset size.
+
+The executor owns sharding and resume (see state.py); stages know nothing of either.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import hashlib
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .. import __version__
+from ..config import RunConfig
+from ..record import TAIL_COLUMNS, BASE_COLUMNS, PixscribeError, Record, error_kind, format_error
+from .stage import Method, build_method
+from .state import RunState
+
+
+@dataclass
+class Summary:
+    rows_written: int = 0
+    rows_skipped: int = 0  # already in OUT_DIR from an earlier run
+    duplicates: int = 0  # same id twice in one shard (identical bytes or keys)
+    errors: dict[str, int] = field(default_factory=dict)
+    shards_total: int = 0
+    shards_done_before: int = 0
+    shards_completed: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+    usage: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.rows_written / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def error_rows(self) -> int:
+        return sum(self.errors.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows_written": self.rows_written,
+            "rows_skipped": self.rows_skipped,
+            "duplicates": self.duplicates,
+            "error_rows": self.error_rows,
+            "errors": dict(sorted(self.errors.items())),
+            "shards_total": self.shards_total,
+            "shards_done_before": self.shards_done_before,
+            "shards_completed": self.shards_completed,
+            "seconds": round(self.seconds, 3),
+            "images_per_second": round(self.images_per_second, 3),
+            "interrupted": self.interrupted,
+            "usage": self.usage,
+        }
+
+
+class _Skip:
+    __slots__ = ("record", "why")
+
+    def __init__(self, record: Record, why: str):
+        self.record = record
+        self.why = why
+
+
+class _ShardEnd:
+    __slots__ = ("shard", "exhausted")
+
+    def __init__(self, shard: int, exhausted: bool):
+        self.shard = shard
+        self.exhausted = exhausted
+
+
+_DONE = object()
+
+
+def _id_for_unreadable(rec: Record) -> str:
+    return rec.key or hashlib.sha256(("source:" + rec.source).encode()).hexdigest()
+
+
+class Runner:
+    """Runs one method over inputs into an output directory. Use :func:`run`."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        method: Method | None = None,
+        *,
+        console: Any = None,
+        on_batch: Callable[[list[Record]], None] | None = None,
+    ):
+        self.config = config
+        self.method = method
+        self.console = console
+        self.on_batch = on_batch
+        self.state = RunState(config.output, config.format)
+        self.summary = Summary()
+        self._stop = threading.Event()
+
+    # ---- preparing records (runs in the decode pool) -----------------------------
+    def _prepare(self, rec: Record, skip_ids: set[str]) -> Record | _Skip:
+        cfg = self.config
+        if rec.key is not None:
+            rec.id = str(rec.key)
+            if rec.id in skip_ids:
+                return _Skip(rec, "done")
+        if rec.error is not None:
+            rec.id = rec.id or _id_for_unreadable(rec)
+            return rec
+        try:
+            data = rec.data if rec.data is not None else (rec.load() if rec.load else b"")
+        except PixscribeError as exc:
+            rec.id = rec.id or _id_for_unreadable(rec)
+            rec.fail(exc)
+            return rec
+        except Exception as exc:  # an unexpected reader failure is still a row
+            rec.id = rec.id or _id_for_unreadable(rec)
+            rec.fail(exc, "input")
+            return rec
+        rec.data = None
+        if data:
+            rec.sha256 = hashlib.sha256(data).hexdigest()
+        if rec.id is None:
+            rec.id = rec.sha256 if data else _id_for_unreadable(rec)
+            if rec.id in skip_ids:
+                return _Skip(rec, "done")
+        from ..imaging import decode
+
+        try:
+            dec = decode(
+                data,
+                max_pixels=cfg.max_pixels,
+                max_side=cfg.max_side,
+                max_image_pixels=cfg.max_image_pixels,
+                source=rec.source,
+            )
+        except PixscribeError as exc:
+            rec.fail(exc)
+            return rec
+        except Exception as exc:
+            rec.fail(exc, "decode")
+            return rec
+        rec.image = dec.image
+        rec.width, rec.height = dec.width, dec.height
+        rec.orig_width, rec.orig_height = dec.orig_width, dec.orig_height
+        exif = getattr(dec, "exif", None)
+        if exif:
+            rec.fields["exif"] = exif
+        return rec
+
+    # ---- the producer ------------------------------------------------------------
+    def _produce(
+        self,
+        shards: list[Any],
+        skip: dict[int, set[str]],
+        pool: cf.ThreadPoolExecutor,
+        out: "queue.Queue[Any]",
+    ) -> None:
+        rename = self.method.rename_inputs if self.method else {}
+        try:
+            for shard in shards:
+                if self._stop.is_set():
+                    break
+                skip_ids = skip[shard.index]
+                exhausted = True
+                try:
+                    it: Iterator[Record] = iter(shard.records())
+                    while True:
+                        if self._stop.is_set():
+                            exhausted = False
+                            break
+                        try:
+                            rec = next(it)
+                        except StopIteration:
+                            break
+                        except Exception as exc:  # the reader itself failed mid-shard
+                            bad = Record(source=shard.name, shard=shard.index)
+                            bad.fail(exc, "input")
+                            bad.id = _id_for_unreadable(bad)
+                            out.put(_resolved(bad))
+                            break
+                        rec.shard = shard.index
+                        for a, b in rename.items():
+                            if a in rec.columns and b not in rec.columns:
+                                rec.columns[b] = rec.columns.pop(a)
+                        self._put(out, pool.submit(self._prepare, rec, skip_ids))
+                except Exception as exc:
+                    bad = Record(source=shard.name, shard=shard.index)
+                    bad.fail(exc, "input")
+                    bad.id = _id_for_unreadable(bad)
+                    self._put(out, _resolved(bad))
+                self._put(out, _ShardEnd(shard.index, exhausted))
+        finally:
+            self._put(out, _DONE, force=True)
+
+    def _put(self, out: "queue.Queue[Any]", item: Any, force: bool = False) -> None:
+        while True:
+            if self._stop.is_set() and not force:
+                if isinstance(item, cf.Future):
+                    item.cancel()
+                return
+            try:
+                out.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    # ---- running the method on a batch ------------------------------------------------
+    def _run_stages(self, batch: list[Record]) -> None:
+        assert self.method is not None
+        for stage in self.method.stages:
+            live = [r for r in batch if r.ok]
+            if not live:
+                break
+            try:
+                stage(live)
+            except Exception as exc:  # isolate: run records one by one
+                if len(live) == 1:
+                    live[0].fail(exc, f"stage {stage.name}")
+                    continue
+                for r in live:
+                    try:
+                        stage([r])
+                    except Exception as exc1:
+                        r.fail(exc1, f"stage {stage.name}")
+        for r in batch:
+            r.drop_image()
+
+    def _column_order(self) -> list[str]:
+        assert self.method is not None
+        return list(BASE_COLUMNS) + [c for c in self.method.columns if c not in BASE_COLUMNS]
+
+    def _write(self, shard: int, batch: list[Record]) -> None:
+        from ..io.writers import rows_to_table
+
+        assert self.method is not None
+        rows = [r.to_row(self.method.name, self.method.caption_field, self.method.columns) for r in batch]
+        order = self._column_order()
+        table = rows_to_table(rows, order + [c for c in rows[0] if c not in order and c not in TAIL_COLUMNS] + list(TAIL_COLUMNS))
+        self.state.append_batch(shard, table)
+        self.summary.rows_written += len(batch)
+        for r in batch:
+            k = error_kind(r.error)
+            if k:
+                self.summary.errors[k] = self.summary.errors.get(k, 0) + 1
+
+    # ---- main loop ------------------------------------------------------------------
+    def run(self) -> Summary:
+        cfg = self.config
+        out = Path(cfg.output)
+        out.mkdir(parents=True, exist_ok=True)
+        from ..io.fetch import UrlFetcher
+        from ..io.readers import plan_shards
+
+        fetcher = UrlFetcher(timeout=cfg.url_timeout, max_bytes=cfg.url_max_bytes, allow_private=cfg.allow_private_urls)
+        plan = plan_shards(cfg.inputs, shard_size=cfg.shard_size, fetcher=fetcher)
+        k, n = cfg.shard_k_n
+        mine = [s for s in plan if s.index % n == k]
+        self.summary.shards_total = len(mine)
+
+        fp_fields = cfg.fingerprint_fields()
+        self.state.check_config(cfg.fingerprint(), fp_fields, cfg.overwrite)
+        if cfg.overwrite:
+            self.state.clear([s.index for s in mine] if n > 1 else None)
+
+        if self.method is None:
+            self.method = build_method(cfg.method, cfg)
+        self.method.setup()  # load models before any work: fail fast
+
+        self.state.write_run_json(
+            {
+                "pixscribe_version": __version__,
+                "fingerprint": cfg.fingerprint(),
+                "fingerprint_fields": fp_fields,
+                "config": cfg.model_dump(mode="json"),
+                "method": self.method.describe(),
+                "shards": len(plan),
+                "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+        )
+
+        todo = []
+        skip: dict[int, set[str]] = {}
+        for s in mine:
+            if self.state.is_done(s.index):
+                m = self.state.marker(s.index) or {}
+                if cfg.retry_errors and m.get("errors", 0) > 0:
+                    self.state.reopen(s.index)
+                else:
+                    self.state.cleanup_done(s.index)
+                    self.summary.shards_done_before += 1
+                    self.summary.rows_skipped += int(m.get("rows", 0))
+                    continue
+            skip[s.index] = self.state.written_ids(s.index, retry_errors=cfg.retry_errors)
+            todo.append(s)
+
+        total = None
+        if all(s.count is not None for s in todo):
+            total = sum(s.count for s in todo) - sum(len(v) for v in skip.values())
+            if cfg.limit is not None:
+                total = min(total, cfg.limit)
+
+        batch_size = cfg.batch_size
+        for st in self.method.stages:
+            pref = getattr(st, "preferred_batch_size", None)
+            if pref:
+                batch_size = max(batch_size, int(pref))
+
+        t0 = time.perf_counter()
+        q: "queue.Queue[Any]" = queue.Queue(maxsize=max(2, batch_size * cfg.prefetch_batches))
+        pool = cf.ThreadPoolExecutor(max_workers=cfg.decode_workers, thread_name_prefix="pixscribe-decode")
+        producer = threading.Thread(target=self._produce, args=(todo, skip, pool, q), daemon=True, name="pixscribe-read")
+        touched: set[int] = set()
+        progress = _Progress(total, enabled=cfg.progress, console=self.console)
+        processed = 0
+        seen: dict[int, set[str]] = collections.defaultdict(set)
+        batch: list[Record] = []
+        batch_shard: int | None = None
+
+        def flush() -> None:
+            nonlocal batch
+            if not batch:
+                return
+            assert batch_shard is not None
+            self._run_stages(batch)
+            self._write(batch_shard, batch)
+            if self.on_batch:
+                self.on_batch(batch)
+            progress.advance(len(batch))
+            batch = []
+
+        prev_handler = None
+        if threading.current_thread() is threading.main_thread():
+            prev_handler = signal.getsignal(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        producer.start()
+        try:
+            with progress:
+                while True:
+                    item = q.get()
+                    if item is _DONE:
+                        break
+                    if isinstance(item, _ShardEnd):
+                        if batch and batch_shard == item.shard:
+                            flush()
+                        if item.shard in touched or item.exhausted:
+                            complete = item.exhausted and not self._stop.is_set()
+                            info = self.state.finalize(item.shard, complete, self._column_order())
+                            touched.discard(item.shard)
+                            if complete:
+                                self.summary.shards_completed += 1
+                            del info
+                        continue
+                    if self._stop.is_set():  # --limit reached: the rest is redone by a later run
+                        if isinstance(item, cf.Future):
+                            item.cancel()
+                        continue
+                    rec = item.result() if isinstance(item, cf.Future) else item
+                    if isinstance(rec, _Skip):
+                        self.summary.rows_skipped += 1
+                        progress.advance(0)
+                        continue
+                    if rec.id in seen[rec.shard]:
+                        self.summary.duplicates += 1
+                        continue
+                    seen[rec.shard].add(rec.id)
+                    if batch and batch_shard != rec.shard:
+                        flush()
+                    batch_shard = rec.shard
+                    batch.append(rec)
+                    touched.add(rec.shard)
+                    processed += 1
+                    if len(batch) >= batch_size:
+                        flush()
+                    if cfg.limit is not None and processed >= cfg.limit:
+                        flush()
+                        self._stop.set()
+                flush()
+        except KeyboardInterrupt:
+            self.summary.interrupted = True
+            self._stop.set()
+        finally:
+            self._stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            _drain(q)
+            producer.join(timeout=10)
+            # Make whatever was written visible (and valid) without marking it done.
+            for s in sorted(touched):
+                self.state.finalize(s, False, self._column_order())
+            if prev_handler is not None:
+                signal.signal(signal.SIGTERM, prev_handler)
+            self.summary.seconds = time.perf_counter() - t0
+            self.summary.usage = self.method.summary() if self.method else {}
+            self.method.close() if self.method else None
+            fetcher.close()
+            self._write_summary()
+        return self.summary
+
+    def _write_summary(self) -> None:
+        from ..io.writers import atomic_write_json
+
+        k, n = self.config.shard_k_n
+        name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-shard{k}of{n}.json"
+        try:
+            atomic_write_json(self.state.state / "summaries" / name, self.summary.to_dict())
+        except OSError:
+            pass
+
+
+def _resolved(rec: Record) -> cf.Future:
+    f: cf.Future = cf.Future()
+    f.set_result(rec)
+    return f
+
+
+def _drain(q: "queue.Queue[Any]") -> None:
+    while True:
+        try:
+            item = q.get_nowait()
+        except queue.Empty:
+            return
+        if isinstance(item, cf.Future):
+            item.cancel()
+
+
+def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+class _Progress:
+    """A rich progress bar with img/s and ETA (quiet when disabled)."""
+
+    def __init__(self, total: int | None, enabled: bool, console: Any = None):
+        self.enabled = enabled
+        self.total = total
+        self._p = None
+        if enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._p = Progress(
+                TextColumn("[bold]captioning"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]} img/s"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=console,
+                transient=False,
+            )
+            self._task = self._p.add_task("run", total=total, rate="-")
+        self._t0 = time.perf_counter()
+        self._n = 0
+
+    def __enter__(self) -> "_Progress":
+        if self._p:
+            self._p.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._p:
+            self._p.stop()
+
+    def advance(self, n: int) -> None:
+        self._n += n
+        if self._p:
+            dt = time.perf_counter() - self._t0
+            rate = f"{self._n / dt:.2f}" if dt > 0 else "-"
+            self._p.update(self._task, advance=n, rate=rate)
+
+
+def run(config: RunConfig, method: Method | None = None, **kwargs: Any) -> Summary:
+    """Run ``config.method`` (or ``method``) over ``config.inputs`` into ``config.output``."""
+    return Runner(config, method, **kwargs).run()
+
+
+__all__ = ["Runner", "Summary", "run", "format_error"]

@@ -1,0 +1,204 @@
+"""Run state: shard completion markers, batch files and id-level skip.
+
+Layout of an output directory::
+
+    OUT_DIR/
+      part-00000.parquet         one file per shard (or .jsonl / .tar)
+      _run.json                  resolved config, fingerprint, version, models
+      _state/
+        done/00000.json          completion marker of shard 0 (rows, errors)
+        batches/00000/*.parquet  rows of an unfinished shard, one atomic file per batch
+        summaries/*.json         end-of-run summaries
+
+Names under OUT_DIR that start with ``_`` are skipped by pyarrow's and DuckDB's
+directory discovery, so ``pyarrow.parquet.read_table(OUT_DIR)`` reads only the parts.
+
+Exactly-once: a batch file is written atomically after its rows are computed; a rerun
+reads the ids of all batch files of an unfinished shard and skips them; a part file is
+always rebuilt from all batch files (last row per id wins, so a retried row replaces
+its failed one); the marker is written after the part file, and the batch files are
+removed only after the marker. A crash at any point leaves either batch files to
+rebuild from, or a marker with its complete part file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..io import writers
+
+
+class ConfigMismatch(RuntimeError):
+    pass
+
+
+class RunState:
+    def __init__(self, out_dir: str | Path, fmt: str = "parquet"):
+        self.out = Path(out_dir)
+        self.fmt = fmt
+        self.ext = writers.EXTENSIONS[fmt]
+        self.state = self.out / "_state"
+        self._seq = 0
+
+    # ---- paths ---------------------------------------------------------------
+    def part_path(self, shard: int) -> Path:
+        return self.out / f"part-{shard:05d}{self.ext}"
+
+    def marker_path(self, shard: int) -> Path:
+        return self.state / "done" / f"{shard:05d}.json"
+
+    def batch_dir(self, shard: int) -> Path:
+        return self.state / "batches" / f"{shard:05d}"
+
+    @property
+    def run_json(self) -> Path:
+        return self.out / "_run.json"
+
+    # ---- config ----------------------------------------------------------------
+    def check_config(self, fingerprint: str, fields: dict[str, Any], overwrite: bool) -> None:
+        """Refuse to resume into OUT_DIR written with a different configuration."""
+        if overwrite or not self.run_json.exists():
+            return
+        try:
+            prev = json.loads(self.run_json.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigMismatch(f"{self.run_json} is unreadable ({exc}); use --overwrite to start over") from exc
+        if prev.get("fingerprint") == fingerprint:
+            return
+        old = prev.get("fingerprint_fields", {})
+        diff = sorted(k for k in set(old) | set(fields) if old.get(k) != fields.get(k))
+        shown = ", ".join(f"{k}: {old.get(k)!r} -> {fields.get(k)!r}" for k in diff[:6])
+        raise ConfigMismatch(
+            f"{self.out} holds a run with a different configuration ({shown}). "
+            "Resuming would mix outputs. Use --overwrite to start over, or write to a new -o directory."
+        )
+
+    def clear(self, shards: list[int] | None = None) -> None:
+        """Remove pixscribe's own files (all of them, or those of some shards)."""
+        if shards is None:
+            for p in self.out.glob("part-*"):
+                if p.is_file():
+                    p.unlink()
+            shutil.rmtree(self.state, ignore_errors=True)
+            if self.run_json.exists():
+                self.run_json.unlink()
+            return
+        for s in shards:
+            for p in (self.part_path(s), self.marker_path(s)):
+                if p.exists():
+                    p.unlink()
+            shutil.rmtree(self.batch_dir(s), ignore_errors=True)
+
+    def write_run_json(self, info: dict[str, Any]) -> None:
+        writers.atomic_write_json(self.run_json, info)
+
+    # ---- shards -----------------------------------------------------------------
+    def marker(self, shard: int) -> dict[str, Any] | None:
+        p = self.marker_path(shard)
+        if not p.exists():
+            return None
+        try:
+            return json.loads(p.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def is_done(self, shard: int) -> bool:
+        m = self.marker(shard)
+        return m is not None and self.part_path(shard).exists()
+
+    def cleanup_done(self, shard: int) -> None:
+        """Batch files left behind by a crash after the marker was written."""
+        d = self.batch_dir(shard)
+        if d.exists():
+            shutil.rmtree(d, ignore_errors=True)
+
+    def reopen(self, shard: int) -> None:
+        """Turn a finished shard back into batch files (for --retry-errors)."""
+        table = self.read_part(shard)
+        d = self.batch_dir(shard)
+        d.mkdir(parents=True, exist_ok=True)
+        writers.atomic_write_bytes(d / "00000000-base.parquet", writers.table_to_bytes(table, "parquet"))
+        self.marker_path(shard).unlink()
+
+    def read_part(self, shard: int) -> pa.Table:
+        p = self.part_path(shard)
+        if self.fmt == "parquet":
+            return pq.read_table(p)
+        if self.fmt == "jsonl":
+            rows = [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+        else:
+            import tarfile
+
+            rows = []
+            with tarfile.open(p) as tar:
+                for m in tar:
+                    if m.name.endswith(".json"):
+                        f = tar.extractfile(m)
+                        if f is not None:
+                            rows.append(json.loads(f.read()))
+        return writers.rows_to_table(rows)
+
+    def batch_files(self, shard: int) -> list[Path]:
+        d = self.batch_dir(shard)
+        if not d.exists():
+            return []
+        return sorted(p for p in d.glob("*.parquet") if not p.name.startswith("."))
+
+    def load_batches(self, shard: int) -> pa.Table | None:
+        files = self.batch_files(shard)
+        if not files:
+            return None
+        tables = []
+        for f in files:
+            try:
+                tables.append(pq.read_table(f))
+            except Exception:  # an unreadable batch file: its rows are redone
+                f.rename(f.with_suffix(".bad"))
+        if not tables:
+            return None
+        return writers.dedup_last(writers.concat_tables(tables))
+
+    def written_ids(self, shard: int, retry_errors: bool = False) -> set[str]:
+        """Ids already written for an unfinished shard (minus failed ones with --retry-errors)."""
+        t = self.load_batches(shard)
+        if t is None:
+            return set()
+        ids = t.column("id").to_pylist()
+        if not retry_errors or "error" not in t.column_names:
+            return {i for i in ids if i is not None}
+        errs = t.column("error").to_pylist()
+        return {i for i, e in zip(ids, errs) if i is not None and e is None}
+
+    def append_batch(self, shard: int, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        self._seq += 1
+        name = f"{int(time.time() * 1000):013d}-{os.getpid()}-{self._seq:06d}.parquet"
+        writers.atomic_write_bytes(self.batch_dir(shard) / name, writers.table_to_bytes(table, "parquet"))
+
+    def finalize(self, shard: int, complete: bool, column_order: list[str] | None = None) -> dict[str, Any]:
+        """Write the part file from the batch files; if complete, the marker too."""
+        table = self.load_batches(shard)
+        if table is None:
+            table = writers.rows_to_table([], column_order)
+        if column_order:
+            names = [c for c in column_order if c in table.column_names]
+            names += [c for c in table.column_names if c not in names]
+            table = table.select(names)
+        writers.write_table(table, self.part_path(shard), self.fmt)
+        errors = 0
+        if "error" in table.column_names:
+            errors = sum(1 for e in table.column("error").to_pylist() if e is not None)
+        info = {"shard": shard, "rows": table.num_rows, "errors": errors, "complete": complete, "time": time.time()}
+        if complete:
+            writers.atomic_write_json(self.marker_path(shard), info)
+            self.cleanup_done(shard)
+        return info
