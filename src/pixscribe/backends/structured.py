@@ -1,0 +1,348 @@
+"""Structured (JSON schema) output, shared by every backend.
+
+A method asks for JSON by setting ``GenerationRequest.json_schema`` (a JSON schema dict,
+or build one from a pydantic model with :func:`schema_of`). A backend then:
+
+1. asks the server to constrain decoding: :func:`request_fields` gives the body fields
+   for an OpenAI-compatible server (``response_format`` json_schema, or the vLLM/SGLang
+   extras), :func:`vllm_structured_params` gives the offline-engine parameter;
+2. checks the reply with :func:`check_reply`: strip code fences, parse, repair malformed
+   JSON with json-repair, validate against the schema (jsonschema when installed, else a
+   small built-in subset) and, when given, the pydantic model;
+3. if that fails, retries once with :func:`stricter_request` (the schema spelled out in a
+   system message, temperature 0);
+4. only then fails the row with ``"schema: ..."``.
+
+Which server fields do what (checked against the vLLM and SGLang docs, 2026):
+
+- ``response_format={"type": "json_schema", "json_schema": {"name", "schema", "strict"}}``:
+  the OpenAI API; honoured by vLLM (>= 0.6), SGLang, llama.cpp's server and Ollama's /v1.
+  This is the default (``mode="response_format"``).
+- vLLM >= 0.10.2: ``{"structured_outputs": {"json": schema}}`` in the body (offline:
+  ``SamplingParams(structured_outputs=StructuredOutputsParams(json=schema))``).
+  ``mode="vllm"``.
+- vLLM < 0.12: ``{"guided_json": schema}`` (offline before 0.10.2:
+  ``SamplingParams(guided_decoding=GuidedDecodingParams(json=schema))``); the ``guided_*``
+  body fields were removed in vLLM 0.12.0. ``mode="vllm-legacy"``.
+- SGLang: ``response_format`` json_schema as above, or ``{"regex": ...}`` / ``{"ebnf": ...}``
+  in the body; its native ``/generate`` takes ``sampling_params={"json_schema": "<schema as
+  a string>"}``. ``mode="sglang"`` sends ``response_format`` (what SGLang documents for
+  its OpenAI API).
+
+Reply text is data: it is parsed, never executed or interpreted as instructions.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import replace
+from typing import Any, Awaitable, Callable, Literal
+
+from ..record import PixscribeError
+from .base import GenerationRequest, GenerationResult
+
+StructuredMode = Literal["response_format", "vllm", "vllm-legacy", "sglang", "none"]
+STRUCTURED_MODES: tuple[str, ...] = ("response_format", "vllm", "vllm-legacy", "sglang", "none")
+
+
+class SchemaError(PixscribeError):
+    kind = "schema"
+
+
+def schema_of(model_or_schema: Any) -> dict[str, Any]:
+    """A JSON schema dict from a pydantic model class (or a schema dict, returned as is)."""
+    if isinstance(model_or_schema, dict):
+        return model_or_schema
+    if hasattr(model_or_schema, "model_json_schema"):
+        return model_or_schema.model_json_schema()
+    raise TypeError(f"expected a JSON schema dict or a pydantic model class, got {type(model_or_schema).__name__}")
+
+
+def schema_name(schema: dict[str, Any]) -> str:
+    raw = str(schema.get("title") or "output")
+    name = re.sub(r"[^A-Za-z0-9_-]+", "_", raw).strip("_")[:64]
+    return name or "output"
+
+
+def response_format(schema: dict[str, Any], name: str | None = None, strict: bool = True) -> dict[str, Any]:
+    """The OpenAI ``response_format`` for a JSON schema."""
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": name or schema_name(schema), "schema": schema, "strict": strict},
+    }
+
+
+def request_fields(schema: dict[str, Any] | None, mode: str = "response_format") -> dict[str, Any]:
+    """Body fields asking an OpenAI-compatible server for JSON matching ``schema``."""
+    if schema is None or mode == "none":
+        return {}
+    if mode in ("response_format", "sglang"):
+        return {"response_format": response_format(schema)}
+    if mode == "vllm":
+        return {"structured_outputs": {"json": schema}}
+    if mode == "vllm-legacy":
+        return {"guided_json": schema}
+    raise ValueError(f"unknown structured-output mode {mode!r}; use one of {', '.join(STRUCTURED_MODES)}")
+
+
+# ---- parsing and validation ---------------------------------------------------------
+
+_FENCE = re.compile(r"^\s*```[A-Za-z0-9_-]*\s*\n?(.*?)\n?\s*```\s*$", re.S)
+
+
+def _strip_fences(text: str) -> str:
+    m = _FENCE.match(text)
+    return m.group(1) if m else text
+
+
+def parse_json(text: str) -> tuple[Any, bool]:
+    """Parse a reply as JSON; repair it with json-repair if needed. Returns (value, repaired)."""
+    body = _strip_fences(text.strip())
+    try:
+        return json.loads(body), False
+    except (json.JSONDecodeError, ValueError):
+        pass
+    try:
+        import json_repair
+    except ImportError as exc:  # pragma: no cover - json-repair is a core dependency
+        raise SchemaError("reply is not valid JSON and json-repair is not installed (pip install json-repair)") from exc
+    value = json_repair.repair_json(body, return_objects=True)
+    if value in ("", None) or (isinstance(value, (list, dict)) and not value and body.strip() not in ("[]", "{}")):
+        raise SchemaError(f"reply is not JSON and could not be repaired: {text[:120]!r}")
+    return value, True
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "object": (dict,),
+    "array": (list,),
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "null": (type(None),),
+}
+
+
+def _mini_validate(value: Any, schema: dict[str, Any], path: str = "$") -> None:
+    """A small subset of JSON schema (type, enum, const, required, properties,
+    additionalProperties=false, items, minItems/maxItems), used when jsonschema is absent."""
+    t = schema.get("type")
+    if t is not None:
+        types = t if isinstance(t, list) else [t]
+        ok = False
+        for name in types:
+            py = _TYPES.get(name)
+            if py is None:
+                ok = True
+                break
+            if isinstance(value, bool) and name in ("integer", "number"):
+                continue
+            if isinstance(value, py):
+                ok = True
+                break
+        if not ok:
+            raise SchemaError(f"{path}: expected {t}, got {type(value).__name__}")
+    if "enum" in schema and value not in schema["enum"]:
+        raise SchemaError(f"{path}: {value!r} is not one of {schema['enum']}")
+    if "const" in schema and value != schema["const"]:
+        raise SchemaError(f"{path}: expected {schema['const']!r}")
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        for req in schema.get("required", []):
+            if req not in value:
+                raise SchemaError(f"{path}: {req!r} is a required property")
+        if schema.get("additionalProperties") is False:
+            extra = sorted(set(value) - set(props))
+            if extra:
+                raise SchemaError(f"{path}: unexpected properties {extra}")
+        for k, sub in props.items():
+            if k in value and isinstance(sub, dict):
+                _mini_validate(value[k], sub, f"{path}.{k}")
+    if isinstance(value, list):
+        if "minItems" in schema and len(value) < schema["minItems"]:
+            raise SchemaError(f"{path}: fewer than {schema['minItems']} items")
+        if "maxItems" in schema and len(value) > schema["maxItems"]:
+            raise SchemaError(f"{path}: more than {schema['maxItems']} items")
+        items = schema.get("items")
+        if isinstance(items, dict):
+            for i, v in enumerate(value):
+                _mini_validate(v, items, f"{path}[{i}]")
+
+
+def validate(value: Any, schema: dict[str, Any], model: Any = None) -> Any:
+    """Validate ``value`` against the schema (and the pydantic model, if given).
+
+    Returns the value (the model's ``model_dump()`` when a model is given). Raises
+    :class:`SchemaError` naming the first problem.
+    """
+    try:
+        import jsonschema
+    except ImportError:
+        _mini_validate(value, schema)
+    else:
+        try:
+            jsonschema.validate(value, schema)
+        except jsonschema.ValidationError as exc:
+            where = "$" + "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in exc.absolute_path)
+            raise SchemaError(f"{where}: {exc.message}") from None
+        except jsonschema.SchemaError as exc:
+            raise SchemaError(f"the method's JSON schema is itself invalid: {exc.message}") from None
+    if model is not None:
+        from pydantic import ValidationError
+
+        try:
+            return model.model_validate(value).model_dump()
+        except ValidationError as exc:
+            raise SchemaError(str(exc).replace("\n", " ")) from None
+    return value
+
+
+def check_reply(text: str | None, schema: dict[str, Any], model: Any = None) -> tuple[Any, bool]:
+    """Parse, repair and validate a reply. Returns (object, repaired); raises SchemaError."""
+    if text is None:
+        raise SchemaError("empty reply")
+    value, repaired = parse_json(text)
+    return validate(value, schema, model), repaired
+
+
+def apply_schema(req: GenerationRequest, res: GenerationResult, model: Any = None) -> str | None:
+    """Check a successful result against ``req.json_schema``; set ``res.parsed``.
+
+    Returns None when the reply is good (possibly repaired), else the reason."""
+    if req.json_schema is None or not res.ok:
+        return None
+    try:
+        res.parsed, repaired = check_reply(res.text, req.json_schema, model)
+    except SchemaError as exc:
+        return str(exc)
+    if repaired:
+        res.text = json.dumps(res.parsed, ensure_ascii=False)
+    return None
+
+
+STRICT_INSTRUCTION = (
+    "Reply with one JSON value only: no prose, no explanation, no code fences. "
+    "It must validate against this JSON schema:\n{schema}"
+)
+
+
+def stricter_request(req: GenerationRequest, reason: str | None = None) -> GenerationRequest:
+    """The same request with the schema spelled out in a system message, at temperature 0."""
+    assert req.json_schema is not None
+    text = STRICT_INSTRUCTION.format(schema=json.dumps(req.json_schema, sort_keys=True))
+    if reason:
+        text += f"\nYour previous reply was rejected ({reason[:200]})."
+    messages = copy.deepcopy(req.messages)
+    if messages and messages[0].get("role") == "system":
+        content = messages[0].get("content")
+        if isinstance(content, str):
+            messages[0]["content"] = content + "\n\n" + text
+        else:
+            messages[0]["content"] = list(content or []) + [{"type": "text", "text": text}]
+    else:
+        messages.insert(0, {"role": "system", "content": [{"type": "text", "text": text}]})
+    sampling = replace(req.sampling, temperature=0.0, top_p=1.0)
+    return replace(req, messages=messages, sampling=sampling)
+
+
+def schema_failure(res: GenerationResult, reason: str) -> GenerationResult:
+    res.error = f"schema: {reason} (after one stricter retry)"
+    res.parsed = None
+    return res
+
+
+def _merge(first: GenerationResult, second: GenerationResult) -> GenerationResult:
+    second.retries += first.retries + 1
+    second.tokens_in += first.tokens_in
+    second.tokens_out += first.tokens_out
+    second.seconds += first.seconds
+    return second
+
+
+def generate_with_schema(
+    requests: list[GenerationRequest],
+    run: Callable[[list[GenerationRequest]], list[GenerationResult]],
+    model: Any = None,
+) -> list[GenerationResult]:
+    """For batch backends: run, check schema replies, rerun the failures once stricter."""
+    results = run(requests)
+    redo: list[tuple[int, str]] = []
+    for i, (req, res) in enumerate(zip(requests, results)):
+        reason = apply_schema(req, res, model)
+        if reason is not None:
+            redo.append((i, reason))
+    if not redo:
+        return results
+    again = run([stricter_request(requests[i], reason) for i, reason in redo])
+    for (i, reason), res2 in zip(redo, again):
+        merged = _merge(results[i], res2)
+        if merged.ok:
+            reason2 = apply_schema(requests[i], merged, model)
+            if reason2 is not None:
+                schema_failure(merged, reason2)
+        results[i] = merged
+    return results
+
+
+async def agenerate_one_with_schema(
+    req: GenerationRequest,
+    run: Callable[[GenerationRequest], Awaitable[GenerationResult]],
+    model: Any = None,
+) -> GenerationResult:
+    """For per-request async backends: the same policy for one request."""
+    res = await run(req)
+    reason = apply_schema(req, res, model)
+    if reason is None:
+        return res
+    res2 = _merge(res, await run(stricter_request(req, reason)))
+    if res2.ok:
+        reason2 = apply_schema(req, res2, model)
+        if reason2 is not None:
+            schema_failure(res2, reason2)
+    return res2
+
+
+def example_for(schema: dict[str, Any]) -> Any:
+    """A minimal value valid for simple schemas (used by the test server's echo mode)."""
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    t = schema.get("type")
+    if isinstance(t, list):
+        t = next((x for x in t if x != "null"), t[0] if t else None)
+    if t == "object" or (t is None and "properties" in schema):
+        props = schema.get("properties", {})
+        return {k: example_for(props.get(k, {})) for k in schema.get("required", list(props))}
+    if t == "array":
+        n = int(schema.get("minItems", 0))
+        return [example_for(schema.get("items", {})) for _ in range(n)]
+    if t == "string":
+        return "x" * int(schema.get("minLength", 1))
+    if t == "integer":
+        return int(schema.get("minimum", 0))
+    if t == "number":
+        return float(schema.get("minimum", 0))
+    if t == "boolean":
+        return False
+    return None
+
+
+__all__ = [
+    "STRUCTURED_MODES",
+    "SchemaError",
+    "StructuredMode",
+    "agenerate_one_with_schema",
+    "apply_schema",
+    "check_reply",
+    "example_for",
+    "generate_with_schema",
+    "parse_json",
+    "request_fields",
+    "response_format",
+    "schema_of",
+    "stricter_request",
+    "validate",
+]
