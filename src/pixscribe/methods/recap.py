@@ -73,15 +73,18 @@ def sampling_from(config: RunConfig) -> Sampling:
     return Sampling(max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p)
 
 
-@register_method("recap")
-def recap(config: RunConfig) -> Method:
-    from ..backends import make_backend
-
-    stage = RecapStage(make_backend(config), config.resolved_prompt(RECAP_PROMPT), sampling_from(config))
+def recap_method(backend: Backend, prompt: str = RECAP_PROMPT, sampling: Sampling | None = None) -> Method:
     return Method(
         name="recap",
-        stages=[stage],
+        stages=[RecapStage(backend, prompt, sampling)],
         columns=["org_caption", "re_caption"],
         caption_field="re_caption",
         rename_inputs={"caption": "org_caption"},
     )
+
+
+@register_method("recap")
+def recap(config: RunConfig) -> Method:
+    from ..backends import make_backend
+
+    return recap_method(make_backend(config), config.resolved_prompt(RECAP_PROMPT), sampling_from(config))
