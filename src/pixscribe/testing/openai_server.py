@@ -362,7 +362,7 @@ class Handler(BaseHTTPRequestHandler):
             text = json.dumps(example_for(schema))
         else:
             dims = ",".join(f"{im.width}x{im.height}" for im in images)
-            text = f"echo: {last_user} [{len(images)} image(s) {dims}]".replace(" []", "")
+            text = f"echo: {last_user}" + (f" [{len(images)} image(s) {dims}]" if images else "")
         n_in = len(" ".join(_text_of(m.get("content")) for m in messages).split()) + 16 * len(images)
         return text, n_in, len(text.split())
 
@@ -397,8 +397,7 @@ def make_tiny_generator(model_dir: str, lock: threading.Lock):
         from ..config import RunConfig
 
         backend = TransformersBackend.from_config(RunConfig(vlm=model_dir, device="cpu", dtype="fp32"))
-        if hasattr(backend, "setup"):
-            backend.setup()
+        backend.load()
     except Exception:  # not written yet, or a different signature: use transformers directly
         backend = None
 
