@@ -7,6 +7,10 @@ with ``datasets.save_to_disk``, or an http(s) URL) and returns a deterministic l
 cheap row counts (parquet metadata, a line count for jsonl) and tars are not opened.
 :meth:`Shard.records` then yields :class:`~pixscribe.record.Record` objects lazily.
 
+Record sources are absolute paths (``/data/x.jpg``, ``/data/s/00001.tar::k1.jpg``,
+``/data/t.parquet#row=12``) or URLs, so they do not change when a rerun starts in
+another directory; shard names are shorter (relative to the cwd when below it).
+
 Shard order: the loose files (image files, directory contents, list entries, glob
 matches and direct URLs, gathered in input order and deduplicated by resolved path)
 come first, chunked by ``shard_size``; then each table / HF dataset (chunked by
@@ -145,7 +149,7 @@ class _Plan:
         else:
             item = os.path.abspath(item)
             key = os.path.realpath(item)
-            shown = _display(item)
+            shown = item  # absolute: record ids of unreadable files must not depend on the cwd
         if key in self._seen:
             return
         self._seen.add(key)
@@ -507,7 +511,7 @@ def _row_record(
             if not os.path.isabs(p):
                 p = os.path.join(base_dir, p)
             p = os.path.normpath(p)
-            return Record(source=_display(p), key=key, columns=columns, load=_FileLoader(p, source))
+            return Record(source=p, key=key, columns=columns, load=_FileLoader(p, source))
         rec = Record(source=source, key=key, columns=columns)
         rec.fail(InputError(f"{source}: the {col} column holds a {type(val).__name__}, not image bytes, a path or a URL"))
         return rec
@@ -520,7 +524,7 @@ def _iter_parquet(path: str, start: int, stop: int, fetcher: _LazyFetcher) -> It
     import pyarrow.parquet as pq
 
     base = os.path.dirname(path)
-    disp = _display(path)
+    disp = path  # sources use absolute paths: stable when a rerun starts elsewhere
     try:
         pf = pq.ParquetFile(path)
     except Exception as exc:  # noqa: BLE001
@@ -569,7 +573,7 @@ def _iter_parquet(path: str, start: int, stop: int, fetcher: _LazyFetcher) -> It
 
 def _iter_jsonl(path: str, offset: int, start: int, stop: int, fetcher: _LazyFetcher) -> Iterator[Record]:
     base = os.path.dirname(path)
-    disp = _display(path)
+    disp = path  # sources use absolute paths: stable when a rerun starts elsewhere
     try:
         f = open(path, "rb")
     except OSError as exc:
@@ -621,7 +625,7 @@ def _maybe_base64(v: str) -> bytes | None:
 
 def _iter_hf(path: str, split: str | None, start: int, stop: int, fetcher: _LazyFetcher) -> Iterator[Record]:
     datasets = _import_datasets(path)
-    disp = _display(path)
+    disp = path  # sources use absolute paths: stable when a rerun starts elsewhere
     obj = datasets.load_from_disk(path)
     ds = obj[split] if split is not None else obj
     # Image features: read the stored bytes/path instead of decoding to PIL and back.
@@ -674,7 +678,12 @@ def _group_record(tar_disp: str, key: str, members: dict[str, tuple[str, bytes]]
                 columns["json"] = jsonable(obj)
         elif ext == "txt":
             columns["caption"] = data.decode("utf-8", "replace")
-        else:
+        elif ext.endswith(".json"):  # compound names like "meta.json" stay one column, parsed
+            try:
+                columns[ext] = jsonable(json.loads(data.decode("utf-8")))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                columns[ext] = data.decode("utf-8", "replace")
+        else:  # .cls, .2.txt, ...: a text column named by the extension
             columns[ext] = data.decode("utf-8", "replace")
     if image_ext is None:
         rec = Record(source=f"{tar_disp}::{key}", key=key, columns=columns)
@@ -686,7 +695,7 @@ def _group_record(tar_disp: str, key: str, members: dict[str, tuple[str, bytes]]
 
 
 def _iter_tar(path: str) -> Iterator[Record]:
-    disp = _display(path)
+    disp = path  # sources use absolute paths: stable when a rerun starts elsewhere
     current_key: str | None = None
     members: dict[str, tuple[str, bytes]] = {}
     n_members = 0
