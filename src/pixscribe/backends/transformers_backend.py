@@ -1,0 +1,432 @@
+"""A local Hugging Face transformers model as a :class:`Backend`.
+
+Vision-language models load with ``AutoProcessor`` + ``AutoModelForImageTextToText``;
+text-only models (no vision part in their config) with ``AutoTokenizer`` +
+``AutoModelForCausalLM``. Weights must be safetensors; remote code runs only when asked
+(``trust_remote_code=True``).
+
+Requests are grouped (same sampling, with/without images), prompts are built with the
+model's own chat template, batched with LEFT padding, generated under
+``torch.inference_mode()`` and only the new tokens are decoded. If a batch fails (out
+of memory, one unreadable image), each request is retried alone so the error stays
+with the request that caused it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ..record import format_error
+from .base import Backend, BackendUnavailable, GenerationRequest, GenerationResult
+
+_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+
+JSON_INSTRUCTION = (
+    "\n\nAnswer only with a JSON object (no prose, no code fences) that matches this JSON schema:\n{schema}"
+)
+
+
+def _looks_like_path(model: str) -> bool:
+    if model.startswith(("/", "./", "../", "~", ".\\")) or model in (".", ".."):
+        return True
+    # a hub id is "name" or "org/name"; anything deeper is a local path
+    return model.count("/") > 1 or "\\" in model
+
+
+def resolve_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BackendUnavailable("--device cuda was asked for but no CUDA device is visible; use --device cpu or auto")
+    return device
+
+
+def resolve_dtype(dtype: str = "auto", device: str = "cpu"):
+    """auto: bf16 on CUDA when supported, else fp16 on CUDA; fp32 on CPU."""
+    import torch
+
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    name = _DTYPES.get(dtype, dtype)
+    try:
+        return getattr(torch, name)
+    except AttributeError:
+        raise ValueError(f"unknown dtype {dtype!r}; use auto, bf16, fp16 or fp32") from None
+
+
+def _unavailable(model: str, reason: str) -> BackendUnavailable:
+    return BackendUnavailable(
+        f"cannot load model {model!r}: {reason.rstrip('. ')}. "
+        f"Point to a local copy with --vlm /path/to/dir (make one on a machine with access using "
+        f"`huggingface-cli download {model if not _looks_like_path(model) else '<hub-id>'} --local-dir DIR`), "
+        f"or use a server with --backend openai --base-url http://host:8000/v1."
+    )
+
+
+def _is_vision_config(config: Any) -> bool:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    if getattr(config, "model_type", None) in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+        return True
+    auto_map = getattr(config, "auto_map", None) or {}
+    if any(k in auto_map for k in ("AutoModelForImageTextToText", "AutoModelForVision2Seq")):
+        return True
+    return getattr(config, "vision_config", None) is not None
+
+
+def _with_schema_instruction(req: GenerationRequest) -> GenerationRequest:
+    """Append 'answer with JSON matching this schema' to the last user turn."""
+    if req.json_schema is None:
+        return req
+    text = JSON_INSTRUCTION.format(schema=json.dumps(req.json_schema, sort_keys=True))
+    messages = copy.deepcopy(req.messages)
+    for msg in reversed(messages):
+        if msg.get("role") == "user":
+            content = msg.get("content")
+            if isinstance(content, str):
+                msg["content"] = content + text
+            else:
+                parts = list(content or [])
+                for part in reversed(parts):
+                    if part.get("type") == "text":
+                        part["text"] = str(part.get("text", "")) + text
+                        break
+                else:
+                    parts.append({"type": "text", "text": text.lstrip()})
+                msg["content"] = parts
+            break
+    else:
+        messages.append({"role": "user", "content": [{"type": "text", "text": text.lstrip()}]})
+    return GenerationRequest(
+        messages=messages, images=req.images, sampling=req.sampling, json_schema=req.json_schema, id=req.id
+    )
+
+
+def _count_placeholders(messages: list[dict[str, Any]]) -> int:
+    n = 0
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, list):
+            n += sum(1 for p in content if isinstance(p, dict) and p.get("type") == "image")
+    return n
+
+
+def _check_request(req: GenerationRequest) -> str | None:
+    """Reasons a request cannot be generated at all (checked before batching)."""
+    from PIL import Image
+
+    n = _count_placeholders(req.messages)
+    if n != len(req.images):
+        return f"the messages have {n} image placeholder(s) but {len(req.images)} image(s) were given"
+    for i, im in enumerate(req.images):
+        if not isinstance(im, Image.Image):
+            return f"image {i} is a {type(im).__name__}, not a PIL image"
+        if im.width < 1 or im.height < 1:
+            return f"image {i} is empty ({im.width}x{im.height})"
+    return None
+
+
+class TransformersBackend(Backend):
+    """Generate with a local transformers model (hub id or local directory)."""
+
+    name = "transformers"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        revision: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        trust_remote_code: bool = False,
+        max_batch_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        if max_batch_size is not None and max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1 or None")
+        self.model = str(model)
+        self.requested_revision = revision
+        self.revision = None  # the resolved commit hash once loaded
+        self.device_request = device
+        self.dtype_request = dtype
+        self.trust_remote_code = trust_remote_code
+        self.max_batch_size = max_batch_size
+        self.processor: Any = None  # AutoProcessor (VLM) or AutoTokenizer (text model)
+        self.tokenizer: Any = None
+        self.hf_model: Any = None
+        self.is_vlm: bool | None = None
+        self.device: str | None = None
+        self.torch_dtype: Any = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, config: Any, *, model: str | None = None, max_batch_size: int | None = None):
+        """From a :class:`~pixscribe.config.RunConfig` (``model`` overrides ``config.vlm``)."""
+        return cls(
+            model or config.vlm,
+            revision=config.revision,
+            device=config.device,
+            dtype=config.dtype,
+            trust_remote_code=config.trust_remote_code,
+            max_batch_size=max_batch_size,
+        )
+
+    # ---- loading ------------------------------------------------------------------
+    @property
+    def loaded(self) -> bool:
+        return self.hf_model is not None
+
+    def _source(self) -> tuple[str, dict[str, Any]]:
+        """Where to load from, and the hub kwargs; raises BackendUnavailable for a missing dir."""
+        p = Path(self.model).expanduser()
+        if p.exists():
+            if not p.is_dir():
+                raise _unavailable(self.model, f"{p} is a file, expected a model directory")
+            if not (p / "config.json").is_file():
+                raise _unavailable(self.model, f"{p} has no config.json, so it is not a transformers model directory")
+            return str(p), {}
+        if _looks_like_path(self.model):
+            raise _unavailable(self.model, f"no such directory {p}")
+        kw: dict[str, Any] = {}
+        if self.requested_revision:
+            kw["revision"] = self.requested_revision
+        return self.model, kw
+
+    def load(self) -> "TransformersBackend":
+        """Load processor and model (idempotent). Raises BackendUnavailable when unreachable."""
+        with self._lock:
+            if self.hf_model is not None:
+                return self
+            self._load()
+        return self
+
+    def _load(self) -> None:
+        import torch  # noqa: F401
+        import transformers
+        from transformers import AutoConfig
+
+        src, hub_kw = self._source()
+        trc = bool(self.trust_remote_code)
+        try:
+            config = AutoConfig.from_pretrained(src, trust_remote_code=trc, **hub_kw)
+        except OSError as exc:  # not on disk, hub unreachable/offline, unknown id, gated
+            raise _unavailable(self.model, _short(exc)) from exc
+        except ValueError as exc:  # e.g. an architecture needing trust_remote_code
+            raise _unavailable(self.model, _short(exc) + " (remote code is only run with --trust-remote-code)") from exc
+        self.device = resolve_device(self.device_request)
+        self.torch_dtype = resolve_dtype(self.dtype_request, self.device)
+        self.is_vlm = _is_vision_config(config)
+        load_kw: dict[str, Any] = dict(trust_remote_code=trc, **hub_kw)
+        try:
+            if self.is_vlm:
+                processor = transformers.AutoProcessor.from_pretrained(src, **load_kw)
+                tokenizer = getattr(processor, "tokenizer", None)
+                if tokenizer is None:
+                    raise BackendUnavailable(f"model {self.model!r}: its processor has no tokenizer")
+                model_cls = transformers.AutoModelForImageTextToText
+            else:
+                processor = tokenizer = transformers.AutoTokenizer.from_pretrained(src, **load_kw)
+                model_cls = transformers.AutoModelForCausalLM
+            model = model_cls.from_pretrained(src, dtype=self.torch_dtype, use_safetensors=True, **load_kw)
+        except BackendUnavailable:
+            raise
+        except (OSError, ValueError) as exc:
+            raise _unavailable(self.model, _short(exc)) from exc
+        model.to(self.device).eval()
+        tokenizer.padding_side = "left"  # generation appends on the right: pad on the left
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if getattr(tokenizer, "chat_template", None) is None and getattr(processor, "chat_template", None) is None:
+            raise BackendUnavailable(
+                f"model {self.model!r} has no chat template; use an instruction-tuned model "
+                "(one whose tokenizer or processor defines chat_template)"
+            )
+        self.processor, self.tokenizer, self.hf_model = processor, tokenizer, model
+        self.revision = getattr(model.config, "_commit_hash", None) or None
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        if self.loaded:
+            d["device"] = self.device
+            d["dtype"] = str(self.torch_dtype).replace("torch.", "")
+        else:
+            d["device"] = self.device_request
+            d["dtype"] = self.dtype_request
+        return d
+
+    def close(self) -> None:
+        self.hf_model = self.processor = self.tokenizer = None
+
+    # ---- generation ---------------------------------------------------------------
+    def _generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        self.load()
+        if any(r.json_schema is not None for r in requests):
+            try:
+                from .structured import generate_with_schema
+            except ImportError:  # pragma: no cover - structured.py is part of the package
+                generate_with_schema = _local_generate_with_schema
+            prepared = [_with_schema_instruction(r) for r in requests]
+            return generate_with_schema(prepared, self._generate_plain)
+        return self._generate_plain(requests)
+
+    def _generate_plain(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        results: list[GenerationResult | None] = [None] * len(requests)
+        groups: dict[tuple, list[int]] = {}
+        for i, req in enumerate(requests):
+            reason = _check_request(req)
+            if reason is not None:
+                results[i] = GenerationResult(error=f"input: {reason}")
+                continue
+            s = req.sampling
+            key = (
+                bool(req.images),
+                s.max_new_tokens,
+                s.greedy,
+                None if s.greedy else s.temperature,
+                None if s.greedy else s.top_p,
+                None if s.greedy else s.seed,
+            )
+            groups.setdefault(key, []).append(i)
+        for idx in groups.values():
+            step = self.max_batch_size or len(idx)
+            for start in range(0, len(idx), step):
+                chunk = idx[start : start + step]
+                for i, res in zip(chunk, self._run_chunk([requests[i] for i in chunk])):
+                    results[i] = res
+        return [r if r is not None else GenerationResult(error="generate: no result") for r in results]
+
+    def _run_chunk(self, reqs: list[GenerationRequest]) -> list[GenerationResult]:
+        try:
+            return self._run_batch(reqs)
+        except Exception as exc:
+            if len(reqs) == 1:
+                return [GenerationResult(error=format_error(exc, "generate"))]
+            _free_cache()
+        out = []
+        for req in reqs:  # alone, so the error stays with the request that caused it
+            try:
+                res = self._run_batch([req])[0]
+            except Exception as exc:  # noqa: BLE001 - any failure becomes this row's error
+                res = GenerationResult(error=format_error(exc, "generate"))
+            res.retries += 1
+            out.append(res)
+        return out
+
+    def _prompt(self, req: GenerationRequest) -> str:
+        return self.processor.apply_chat_template(req.messages, add_generation_prompt=True, tokenize=False)
+
+    def _run_batch(self, reqs: list[GenerationRequest]) -> list[GenerationResult]:
+        import torch
+
+        t0 = time.perf_counter()
+        texts = [self._prompt(r) for r in reqs]
+        bos = getattr(self.tokenizer, "bos_token", None)
+        # a chat template that already writes BOS must not get a second one from the tokenizer
+        add_special = not (bos and all(t.startswith(bos) for t in texts))
+        if self.is_vlm and any(r.images for r in reqs):
+            inputs = self.processor(
+                text=texts,
+                images=[list(r.images) for r in reqs],
+                padding=True,
+                return_tensors="pt",
+                add_special_tokens=add_special,
+            )
+        elif self.is_vlm:
+            inputs = self.processor(text=texts, padding=True, return_tensors="pt", add_special_tokens=add_special)
+        else:
+            inputs = self.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=add_special)
+        inputs = inputs.to(self.device)
+        for k, v in list(inputs.items()):
+            if torch.is_tensor(v) and v.is_floating_point():
+                inputs[k] = v.to(self.torch_dtype)
+        s = reqs[0].sampling
+        pad_id = self.tokenizer.pad_token_id
+        gen_kw: dict[str, Any] = dict(max_new_tokens=s.max_new_tokens, do_sample=not s.greedy, pad_token_id=pad_id)
+        if s.greedy:
+            gen_kw.update(temperature=None, top_p=None, top_k=None)
+        else:
+            gen_kw.update(temperature=s.temperature, top_p=s.top_p)
+            if s.seed is not None:
+                torch.manual_seed(s.seed)
+        with torch.inference_mode():
+            out = self.hf_model.generate(**inputs, **gen_kw)
+        n_in = inputs["input_ids"].shape[1]
+        new = out[:, n_in:] if out.shape[1] >= n_in else out
+        stop = _stop_ids(self.hf_model, self.tokenizer)
+        texts_out = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        mask = inputs.get("attention_mask")
+        per = (time.perf_counter() - t0) / len(reqs)
+        results = []
+        for i, text in enumerate(texts_out):
+            tokens_in = int(mask[i].sum()) if mask is not None else int(n_in)
+            results.append(
+                GenerationResult(text=text.strip(), tokens_in=tokens_in, tokens_out=_n_generated(new[i], stop), seconds=per)
+            )
+        return results
+
+
+def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids: set[int] = set()
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for v in eos if isinstance(eos, (list, tuple)) else [eos]:
+        if v is not None:
+            ids.add(int(v))
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return ids
+
+
+def _n_generated(row: Any, stop: set[int]) -> int:
+    """New tokens up to and including the first stop token (the rest is padding)."""
+    for j, t in enumerate(row.tolist()):
+        if t in stop:
+            return j + 1
+    return int(row.shape[0])
+
+
+def _free_cache() -> None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # pragma: no cover
+        pass
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    return msg if len(msg) <= limit else msg[: limit - 3] + "..."
+
+
+def _local_generate_with_schema(requests, run):  # pragma: no cover - fallback only
+    """Minimal schema check used if backends/structured.py is missing."""
+    import json_repair
+
+    results = run(requests)
+    for req, res in zip(requests, results):
+        if not res.ok or req.json_schema is None:
+            continue
+        try:
+            value = json_repair.loads(res.text)
+        except Exception as exc:  # noqa: BLE001
+            res.error = f"schema: reply is not JSON: {exc}"
+            continue
+        missing = [k for k in req.json_schema.get("required", []) if not isinstance(value, dict) or k not in value]
+        if missing or (req.json_schema.get("type") == "object" and not isinstance(value, dict)):
+            res.error = f"schema: reply does not match the schema (missing {missing or 'an object'})"
+        else:
+            res.parsed = value
+    return results
+
+
+__all__ = ["TransformersBackend", "resolve_device", "resolve_dtype", "JSON_INSTRUCTION"]
