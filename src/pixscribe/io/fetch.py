@@ -67,6 +67,8 @@ def blocked_reason(address: str | IPAddress) -> str | None:
             inner = blocked_reason(embedded)
             if inner:
                 return f"{inner} (embedded in {ip})"
+            if ip.ipv4_mapped is not None:
+                return None  # ::ffff:a.b.c.d connects to a.b.c.d, which is public
     if ip.is_unspecified:
         return "an unspecified address"
     if ip.is_loopback:
@@ -75,10 +77,10 @@ def blocked_reason(address: str | IPAddress) -> str | None:
         return "a link-local address"
     if ip.is_multicast:
         return "a multicast address"
-    if ip.is_private:
-        return "a private address"
     if ip.is_reserved:
         return "a reserved address"
+    if ip.is_private:
+        return "a private address"
     if not ip.is_global:
         return "not a globally routable address"
     return None
