@@ -264,3 +264,35 @@ def test_tables_with_url_column_read_through_fetcher(server, tmp_path):
     (rec,) = [r for s in plan_shards([urls[0]]) for r in s.records()]
     with pytest.raises(FetchError, match="--allow-private-urls"):
         rec.load()
+
+
+def test_connects_to_the_checked_address_with_original_host(server, monkeypatch):
+    """DNS-rebinding defence: the address the guard checked is the one connected to,
+    and the request still carries the URL's own host name."""
+    import pixscribe.io.fetch as fetch_mod
+
+    base, h = server
+    port = int(base.rsplit(":", 1)[1])
+    answers = {"images.example": "127.0.0.1", "evil.example": "10.9.8.7"}
+    lookups: list[str] = []
+
+    def fake_resolve(host, p):
+        lookups.append(host)
+        return [(2, 1, 6, "", (answers.get(host, host), p))]  # IP literals resolve to themselves
+
+    monkeypatch.setattr(fetch_mod, "_resolve", fake_resolve)
+    seen: list[str] = []
+
+    def policy(ip):
+        seen.append(str(ip))
+        return None if str(ip) == "127.0.0.1" else blocked_reason(ip)
+
+    with UrlFetcher(retries=0, address_policy=policy) as f:
+        assert f.fetch(f"http://images.example:{port}/img/coffee.jpg") == h.images["coffee"]
+        assert h.hosts[-1] == f"images.example:{port}"
+        assert lookups == ["images.example"] and seen == ["127.0.0.1"]
+        with pytest.raises(FetchError, match=r"refusing to connect to evil.example \(10.9.8.7 is a private address\)"):
+            f.fetch(f"http://evil.example:{port}/img/coffee.jpg")
+        # a redirect to a name is resolved and checked again at connect time
+        with pytest.raises(FetchError, match="evil.example"):
+            f.fetch(f"{base}/redirect-to/http:____evil.example:{port}__img__coffee.jpg")

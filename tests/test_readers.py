@@ -335,3 +335,16 @@ def test_saved_hf_dataset_with_image_feature(tmp_path: Path, photos):
     assert [(r.columns["split"], r.columns["caption"]) for r in recs] == [
         ("train", "astronaut"), ("train", "chelsea"), ("validation", "coffee")]
     assert recs[2].source == f"{out2}#split=validation&row=0"
+
+
+def test_gzipped_tar_found_by_glob(tmp_path: Path, photos):
+    with tarfile.open(tmp_path / "s-0.tar.gz", "w:gz") as tf:
+        for key, data in (("a", photos["chelsea"]), ("b", photos["rocket"])):
+            ti = tarfile.TarInfo(f"{key}.jpg")
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+    (tmp_path / "s-0.json").write_text("{}")  # sidecar-like stray file: not an input
+    shards = plan_shards([str(tmp_path / "s-*")])
+    assert len(shards) == 1 and shards[0].count is None
+    recs = list(shards[0].records())
+    assert [(r.key, r.data) for r in recs] == [("a", photos["chelsea"]), ("b", photos["rocket"])]

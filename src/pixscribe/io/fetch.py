@@ -90,6 +90,11 @@ class BlockedAddressError(Exception):
     """Raised from inside the transport when a connection target is refused."""
 
 
+def _resolve(host: str, port: int) -> list[tuple]:
+    """The one DNS lookup per connection (a module function so tests can stand in a resolver)."""
+    return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+
 class _GuardedBackend(httpcore.SyncBackend):
     """httpcore network backend that resolves, checks and pins the connection address."""
 
@@ -99,7 +104,7 @@ class _GuardedBackend(httpcore.SyncBackend):
 
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):  # type: ignore[override]
         try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            infos = _resolve(host, port)
         except socket.gaierror as exc:
             raise httpcore.ConnectError(f"cannot resolve host {host!r}: {exc.strerror or exc}") from exc
         allowed: list[str] = []

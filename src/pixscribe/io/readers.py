@@ -180,7 +180,7 @@ class _Plan:
             if not matches:
                 raise InputError(f"{spec}: the pattern matched no files{_from(origin)}")
             for m in matches:
-                if os.path.isfile(m) and _ext(m) not in _KNOWN_FILE_EXTS:
+                if os.path.isfile(m) and _ext(m) not in _KNOWN_FILE_EXTS and not m.lower().endswith(_COMPRESSED_TAR):
                     continue  # dir/* may match sidecars (e.g. .json); keep only readable inputs
                 self._add_path(m, origin or spec)
             return
@@ -199,7 +199,7 @@ class _Plan:
             self.add_loose(path)
         elif ext == "txt":
             self._add_list(path)
-        elif ext == "tar":
+        elif ext == "tar" or path.lower().endswith(_COMPRESSED_TAR):
             self._add_tar(path)
         elif ext == "parquet":
             self._add_parquet(path)
@@ -208,7 +208,7 @@ class _Plan:
         else:
             raise InputError(
                 f"{path}: unknown input type {('.' + ext) if ext else '(no extension)'}{_from(origin)}; expected an image "
-                f"({', '.join(IMAGE_EXTENSIONS)}), a directory, a .txt list, a webdataset .tar, a .parquet or .jsonl "
+                f"({', '.join(IMAGE_EXTENSIONS)}), a directory, a .txt list, a webdataset .tar (or .tar.gz), a .parquet or .jsonl "
                 "table, a saved Hugging Face dataset directory, or an http(s) URL"
             )
 
@@ -230,7 +230,11 @@ class _Plan:
             if not os.path.isabs(p):
                 p = os.path.join(base, p)
             ext = _ext(p)
-            if ext in ("tar", "parquet", "jsonl", "ndjson") or (ext not in _IMAGE_EXT_SET and os.path.isdir(p)):
+            if (
+                ext in ("tar", "parquet", "jsonl", "ndjson")
+                or p.lower().endswith(_COMPRESSED_TAR)
+                or (ext not in _IMAGE_EXT_SET and os.path.isdir(p))
+            ):
                 self.add_input(p, origin=path)
             else:
                 # A missing image here becomes an error row when it is loaded, not a planning error.
@@ -335,7 +339,8 @@ class _Plan:
         return out
 
 
-_KNOWN_FILE_EXTS = _IMAGE_EXT_SET | {"txt", "tar", "parquet", "jsonl", "ndjson"}
+_KNOWN_FILE_EXTS = _IMAGE_EXT_SET | {"txt", "tar", "parquet", "jsonl", "ndjson", "tgz"}
+_COMPRESSED_TAR = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
 
 def plan_shards(
