@@ -1,0 +1,339 @@
+"""OpenAIBackend against the loopback server (pixscribe.testing.openai_server) running in a
+subprocess on 127.0.0.1: real HTTP, real faults, real timing."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+
+import pytest
+
+from pixscribe.backends.base import BackendUnavailable, GenerationRequest, Sampling
+from pixscribe.backends.openai_backend import (
+    AdaptiveLimiter,
+    EndpointPool,
+    OpenAIBackend,
+    normalize_base_url,
+    parse_retry_after,
+    to_openai_messages,
+)
+from pixscribe.config import RunConfig
+from pixscribe.testing import sample_photo
+from pixscribe.testing.openai_server import ServerProcess, free_port
+
+MODEL = "pixscribe-test"
+SCHEMA = {
+    "title": "Caption",
+    "type": "object",
+    "properties": {"caption": {"type": "string"}, "objects": {"type": "array", "items": {"type": "string"}}},
+    "required": ["caption", "objects"],
+    "additionalProperties": False,
+}
+
+
+def backend(urls, **kw) -> OpenAIBackend:
+    kw.setdefault("concurrency", 8)
+    kw.setdefault("backoff_base", 0.005)
+    kw.setdefault("backoff_max", 0.05)
+    kw.setdefault("request_timeout", 5.0)
+    return OpenAIBackend(MODEL, urls if isinstance(urls, list) else [urls], **kw)
+
+
+def reqs(prompts, **kw):
+    return [GenerationRequest.simple(p, id=str(i), **kw) for i, p in enumerate(prompts)]
+
+
+@pytest.fixture
+def echo():
+    with ServerProcess("--mode", "echo", "--retry-after", "0.02", "--slow", "3") as srv:
+        yield srv
+
+
+# ---- pure helpers --------------------------------------------------------------------------
+
+
+def test_normalize_base_url_and_errors():
+    assert normalize_base_url("http://h:8000") == "http://h:8000/v1"
+    assert normalize_base_url("http://h:8000/v1/") == "http://h:8000/v1"
+    assert normalize_base_url("https://api.example.com/openai/v1") == "https://api.example.com/openai/v1"
+    with pytest.raises(ValueError, match="--base-url"):
+        normalize_base_url("localhost:8000")
+
+
+def test_parse_retry_after_seconds_and_http_date():
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after("0.5") == 0.5
+    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
+    now = time.time()
+    date = email.utils.formatdate(now + 30, usegmt=True)
+    assert 28 <= parse_retry_after(date, now=now) <= 31
+    assert parse_retry_after("100000") == 300.0  # capped
+
+
+def test_messages_conversion_images_and_text_only():
+    img = sample_photo("coffee")
+    seen = []
+    msgs = GenerationRequest.simple("Describe.", [img, img], system="Be brief.").messages
+    out = to_openai_messages(msgs, [img, img], lambda im: seen.append(im) or b"\xff\xd8jpeg")
+    assert out[0] == {"role": "system", "content": "Be brief."}
+    parts = out[1]["content"]
+    assert [p["type"] for p in parts] == ["image_url", "image_url", "text"]
+    assert parts[0]["image_url"]["url"].startswith("data:image/jpeg;base64,")
+    assert len(seen) == 2
+    text_only = to_openai_messages(GenerationRequest.simple("Rewrite this.").messages, [], lambda im: b"")
+    assert text_only == [{"role": "user", "content": "Rewrite this."}]
+    with pytest.raises(ValueError, match="placeholder"):
+        to_openai_messages(msgs, [img], lambda im: b"")
+
+
+def test_limiter_halves_once_per_round_trip_and_grows_additively():
+    lim = AdaptiveLimiter(16)
+    assert lim.current == 16
+    epochs = [lim.epoch] * 5  # five requests sent before the storm answers
+    assert lim.on_overload(epochs[0]) is True
+    assert lim.current == 8
+    assert not any(lim.on_overload(e) for e in epochs[1:])  # same round trip: no further halving
+    assert lim.current == 8
+    assert lim.on_overload(lim.epoch) and lim.current == 4
+    for _ in range(4):
+        lim.on_success()
+    assert lim.current == 5  # +1 after `limit` successes in a row
+    lim2 = AdaptiveLimiter(3)
+    for _ in range(100):
+        lim2.on_success()
+    assert lim2.current == 3  # never above the cap
+
+
+def test_pool_weights_prefer_healthy_endpoints():
+    pool = EndpointPool(["http://a:1/v1", "http://b:1/v1"])
+    a, b = pool.endpoints
+    a.failures = 3  # weight 1/4 vs 1
+    picks = [pool.pick(0.0) for _ in range(50)]
+    assert picks.count(b) == 40 and picks.count(a) == 10
+    b.disabled = "b: 401"
+    assert all(pool.pick(0.0) is a for _ in range(5))
+
+
+# ---- against the loopback server --------------------------------------------------------
+
+
+def test_check_lists_served_models_and_names_dead_urls(echo):
+    b = backend(echo.url)
+    assert b.check() == [echo.url]
+    wrong = OpenAIBackend("no-such-model", [echo.url])
+    with pytest.raises(BackendUnavailable, match="pixscribe-test"):
+        wrong.check()
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    with pytest.raises(BackendUnavailable, match=dead.replace(".", r"\.")):
+        backend(dead).check()
+
+
+def test_images_are_resized_jpeg_data_urls_and_text_only_works(echo):
+    b = backend(echo.url, max_pixels=4096)
+    img = sample_photo("astronaut")  # 512x512
+    res = b.generate(reqs(["one image"], images=[img]) + reqs(["no image"]))
+    assert res[0].ok and res[0].text.startswith("echo: one image [1 image(s) 64x64]")
+    assert res[1].ok and res[1].text == "echo: no image"
+    st = echo.stats()
+    assert st["max_image_pixels"] <= 4096 and st["image_formats"] == ["JPEG"]
+    assert res[0].tokens_in > 0 and res[0].tokens_out > 0
+    b.close()
+
+
+def test_transient_faults_all_recover_in_order(echo):
+    faults = ["429", "500", "503", "502", "drop", "overloaded", "408", "slow"]
+    prompts = [f"item {i} [[faults:{faults[i % len(faults)]},{faults[(i + 3) % len(faults)]}]]" for i in range(24)]
+    b = backend(echo.url, request_timeout=1.0)
+    res = b.generate(reqs(prompts))
+    assert [r.ok for r in res] == [True] * 24, [r.error for r in res if not r.ok]
+    assert [r.text for r in res] == [f"echo: {p}" for p in prompts]
+    assert all(r.retries == 2 for r in res)
+    st = echo.stats()
+    assert st["chat_requests"] == 24 * 3 and st["ok"] >= 24  # (slow replies may still finish late)
+    for f in faults:
+        assert st["by_fault"][f] == 6
+    u = b.usage.summary()
+    assert u["requests"] == 24 and u["retries"] == 48 and u["failures"] == 0
+    assert u["latency_p50"] is not None
+    b.close()
+
+
+def test_permanent_faults_become_error_rows_with_last_status(echo):
+    prompts = [
+        "ok one",
+        "flaky [[faults:500,429]]",
+        "dead [[always:500]]",
+        "bad request [[always:400]]",
+        "gone [[always:404]]",
+        "slowpoke [[always:slow]]",
+        "dropper [[always:drop]]",
+        "timeout-ish [[always:408]]",
+        "ok two",
+    ]
+    b = backend(echo.url, max_retries=2, request_timeout=0.5)
+    res = b.generate(reqs(prompts))
+    assert len(res) == len(prompts)
+    by = dict(zip(prompts, res))
+    assert by["ok one"].ok and by["ok two"].ok and by["flaky [[faults:500,429]]"].ok
+    dead = by["dead [[always:500]]"]
+    assert dead.status == 500 and dead.error.startswith("http: 500") and "gave up after 3 attempt(s)" in dead.error
+    assert dead.retries == 2
+    bad = by["bad request [[always:400]]"]
+    assert bad.status == 400 and "not retried" in bad.error and bad.retries == 0
+    assert by["gone [[always:404]]"].status == 404 and by["gone [[always:404]]"].retries == 0
+    slow = by["slowpoke [[always:slow]]"]
+    assert slow.error.startswith("timeout: ") and "0.5 s" in slow.error and slow.retries == 2
+    assert by["dropper [[always:drop]]"].error.startswith("connection: ")
+    assert by["timeout-ish [[always:408]]"].status == 408 and by["timeout-ish [[always:408]]"].retries == 2
+    st = echo.stats()
+    assert st["by_fault"]["400"] == 1 and st["by_fault"]["404"] == 1  # never retried
+    assert st["by_fault"]["500"] == 3 + 1  # dead: 3 attempts; flaky: 1
+    b.close()
+
+
+def test_retry_after_is_honoured():
+    with ServerProcess("--mode", "echo", "--retry-after", "0.6") as srv:
+        b = backend(srv.url, backoff_base=0.001)
+        t = time.perf_counter()
+        (r,) = b.generate(reqs(["wait [[faults:429]]"]))
+        assert r.ok and r.retries == 1
+        assert time.perf_counter() - t >= 0.6
+        b.close()
+
+
+def test_concurrency_drops_under_429_storm_and_recovers():
+    with ServerProcess("--mode", "echo", "--latency", "0.02", "--capacity", "4", "--retry-after", "0") as srv:
+        b = backend(srv.url, concurrency=32, max_retries=50)
+        res = b.generate(reqs([f"storm {i}" for i in range(160)]))
+        assert all(r.ok for r in res)
+        storm = list(b.limiter.samples)
+        assert storm[0][2] == 32
+        storm_min = min(s[2] for s in storm)
+        assert storm_min <= 8  # halved repeatedly by the 429s
+        assert b.limiter.decreases >= 2
+        assert srv.stats()["by_fault"]["capacity"] > 0
+        srv.admin(capacity=None)  # the storm is over
+        n0 = len(b.limiter.samples)
+        res = b.generate(reqs([f"calm {i}" for i in range(400)]))
+        assert all(r.ok for r in res)
+        calm = list(b.limiter.samples)[n0:]
+        assert max(s[2] for s in calm) >= storm_min + 8  # additive increase on success streaks
+        assert max(s[1] for s in calm) > 8  # and more requests really are in flight
+        assert max(s[1] for s in storm + calm) <= 32  # never above --concurrency
+        b.close()
+
+
+def test_two_base_urls_one_down_all_work_goes_to_the_live_one(echo):
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    b = backend([dead, echo.url], max_retries=0, cooldown=30.0)
+    res = b.generate(reqs([f"pool {i}" for i in range(40)]))
+    assert all(r.ok for r in res), [r.error for r in res if not r.ok]
+    st = echo.stats()
+    assert st["chat_requests"] == 40 and st["ok"] == 40
+    down, live = b.stats()["endpoints"]
+    assert down["succeeded"] == 0 and down["sent"] <= 1 + 8  # at most one round of probes
+    assert live["succeeded"] == 40
+    b.close()
+
+
+def test_unauthorized_endpoint_is_disabled_with_a_clear_message(monkeypatch):
+    with ServerProcess("--mode", "echo", "--api-key", "right") as srv:
+        monkeypatch.setenv("PIXSCRIBE_TEST_KEY", "wrong")
+        b = backend(srv.url, api_key_env="PIXSCRIBE_TEST_KEY")
+        res = b.generate(reqs([f"auth {i}" for i in range(30)]))
+        assert all(not r.ok for r in res)
+        for r in res:
+            assert r.error.startswith("auth: ") and "401" in r.error and "endpoint disabled" in r.error
+            assert "$PIXSCRIBE_TEST_KEY" in r.error
+        assert srv.stats()["chat_requests"] <= 8  # fails fast: no retry storm
+        assert "right" not in res[0].error and "wrong" not in res[0].error  # the key is never echoed
+        b.close()
+        monkeypatch.setenv("PIXSCRIBE_TEST_KEY", "right")
+        good = backend(srv.url, api_key_env="PIXSCRIBE_TEST_KEY")
+        assert good.check() == [srv.url]
+        assert all(r.ok for r in good.generate(reqs(["authorised"])))
+        good.close()
+    monkeypatch.delenv("PIXSCRIBE_TEST_KEY")
+    with pytest.raises(BackendUnavailable, match="PIXSCRIBE_TEST_KEY"):
+        backend("http://127.0.0.1:1/v1", api_key_env="PIXSCRIBE_TEST_KEY")
+
+
+def test_401_on_one_endpoint_moves_work_to_the_other(monkeypatch):
+    monkeypatch.setenv("PIXSCRIBE_TEST_KEY", "k1")
+    with ServerProcess("--mode", "echo", "--api-key", "k2") as locked, ServerProcess("--mode", "echo", "--api-key", "k1") as open_:
+        b = backend([locked.url, open_.url], api_key_env="PIXSCRIBE_TEST_KEY", max_retries=0)
+        res = b.generate(reqs([f"r {i}" for i in range(20)]))
+        assert all(r.ok for r in res)
+        eps = b.stats()["endpoints"]
+        assert eps[0]["disabled"] and "401" in eps[0]["disabled"] and eps[1]["succeeded"] == 20
+        b.close()
+
+
+def test_structured_output_repaired_retried_stricter_then_failed(echo):
+    prompts = [
+        "fine",
+        "broken [[faults:malformed]]",
+        "wrong once [[faults:wrong_schema]]",
+        "wrong always [[always:wrong_schema]]",
+        "prose always [[always:garbage]]",
+    ]
+    b = backend(echo.url)
+    res = b.generate(reqs(prompts, json_schema=SCHEMA, sampling=Sampling(temperature=0.7)))
+    by = dict(zip(prompts, res))
+    assert by["fine"].parsed == {"caption": "x", "objects": []} and by["fine"].retries == 0
+    fixed = by["broken [[faults:malformed]]"]
+    assert fixed.ok and fixed.parsed == {"caption": "x", "objects": []} and fixed.retries == 0
+    again = by["wrong once [[faults:wrong_schema]]"]
+    assert again.ok and again.parsed == {"caption": "x", "objects": []} and again.retries == 1
+    for p in ("wrong always [[always:wrong_schema]]", "prose always [[always:garbage]]"):
+        r = by[p]
+        assert not r.ok and r.error.startswith("schema: ") and "stricter retry" in r.error and r.parsed is None
+    st = echo.stats()
+    assert st["structured_fields"] == ["response_format"]
+    assert st["chat_requests"] == 1 + 1 + 2 + 2 + 2  # exactly one stricter retry each
+    b.close()
+
+
+@pytest.mark.parametrize("mode,field", [("vllm", "structured_outputs"), ("vllm-legacy", "guided_json")])
+def test_structured_modes_send_server_specific_fields(echo, mode, field):
+    b = backend(echo.url, structured=mode)
+    (r,) = b.generate(reqs(["json please"], json_schema=SCHEMA))
+    assert r.ok and r.parsed == {"caption": "x", "objects": []}
+    assert echo.stats()["structured_fields"] == [field]
+    b.close()
+
+
+def test_submit_keeps_batches_in_flight_and_agenerate(echo):
+    echo.admin(latency=0.2)
+    b = backend(echo.url, concurrency=16)
+    assert b.preferred_batch_size == 64
+    t = time.perf_counter()
+    futs = [b.submit(reqs([f"batch {k} item {i}" for i in range(8)])) for k in range(2)]
+    out = [f.result(30) for f in futs]
+    elapsed = time.perf_counter() - t
+    assert [r.text for r in out[1]] == [f"echo: batch 1 item {i}" for i in range(8)]
+    assert echo.stats()["max_inflight"] == 16  # both batches really were in flight together
+    assert elapsed < 0.2 * 2 * 0.95 + 1.0
+    assert b.usage.requests == 16
+
+    async def main():
+        return await b.agenerate(reqs(["from another loop"]))
+
+    (r,) = asyncio.run(main())
+    assert r.text == "echo: from another loop" and b.usage.requests == 17
+    b.close()
+
+
+def test_from_config_reads_run_config(monkeypatch, echo):
+    monkeypatch.setenv("PIXSCRIBE_TEST_KEY", "sk-secret-123")
+    cfg = RunConfig(
+        backend="openai", vlm=MODEL, base_url=[echo.base], api_key_env="PIXSCRIBE_TEST_KEY", concurrency=5,
+        request_timeout=7, max_retries=2, max_pixels=1024,
+    )
+    b = OpenAIBackend.from_config(cfg)
+    assert (b.concurrency, b.request_timeout, b.max_retries, b.max_pixels) == (5, 7.0, 2, 1024)
+    assert b.pool.endpoints[0].base == echo.url
+    assert b.describe()["base_urls"] == [echo.url] and "sk-secret" not in str(b.describe())
+    with pytest.raises(BackendUnavailable, match="--base-url"):
+        OpenAIBackend.from_config(RunConfig(backend="openai"))
