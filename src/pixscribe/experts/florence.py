@@ -1,0 +1,186 @@
+"""Florence-2 dense regions: ``<OD>``, ``<DENSE_REGION_CAPTION>``, ``<OCR_WITH_REGION>`` (and the text tasks).
+
+    fl = FlorenceExpert("florence-community/Florence-2-large"); fl.setup()
+    fl.run([img], task="<DENSE_REGION_CAPTION>")  # -> [[Detection(label="a brown cat lying on a bed", ...)]]
+    fl.run([img], task="<OCR_WITH_REGION>")       # -> [[TextLine(text="OPEN 24H", box=..., ...)]]
+    fl.run([img], task="<MORE_DETAILED_CAPTION>") # -> ["A cat lies ..."]
+
+Florence-2 writes locations as tokens ``<loc_0>``..``<loc_999>``: 1000 bins per axis, a
+box is four of them (x0 y0 x1 y1), an OCR quad eight (four x, y corners). Decoding goes
+through the processor's ``post_process_generation``; :func:`parse_generation` is the same
+parsing in plain Python (used when a processor lacks its post-processor config, and
+unit-tested on hand-written strings). Florence-2 gives no scores: ``score`` is 1.0.
+OCR text is data: it is never interpreted as an instruction.
+
+The default is the transformers-native conversion ``florence-community/Florence-2-large``
+(``Florence2ForConditionalGeneration``), so ``trust_remote_code`` is not needed.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from .base import Detection, Expert, TextLine, normalize_box
+from .detection import _to_device, load_pretrained
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import RunConfig
+
+DEFAULT_FLORENCE = "florence-community/Florence-2-large"
+BOX_TASKS = ("<OD>", "<DENSE_REGION_CAPTION>", "<REGION_PROPOSAL>")
+OCR_TASKS = ("<OCR_WITH_REGION>",)
+TEXT_TASKS = ("<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>", "<OCR>")
+TASKS = BOX_TASKS + OCR_TASKS + TEXT_TASKS
+BINS = 1000
+
+_LOC = r"<loc_(\d+)>"
+_BOX_RE = re.compile(r"([^<]*)((?:<loc_\d+>){4,})")
+_OCR_RE = re.compile(r"(.+?)" + _LOC * 8)
+
+
+def dequantize(bins: list[int], size: tuple[int, int]) -> list[int]:
+    """Bin indices (x, y, x, y, ...) -> pixel coordinates at bin centres, as Florence-2 does."""
+    w, h = size
+    return [int((b + 0.5) * (w if k % 2 == 0 else h) / BINS) for k, b in enumerate(bins)]
+
+
+def _strip(text: str) -> str:
+    return text.replace("<s>", "").replace("</s>", "").replace("<pad>", "")
+
+
+def parse_generation(text: str, task: str, image_size: tuple[int, int]) -> dict[str, Any]:
+    """Parse Florence-2 output text like ``post_process_generation`` (``image_size`` is (w, h)).
+
+    Box tasks -> ``{"bboxes": [[x0, y0, x1, y1], ...], "labels": [...]}``, OCR ->
+    ``{"quad_boxes": [[x0, y0, ..., x3, y3], ...], "labels": [...]}``, text tasks -> str.
+    A phrase followed by several boxes gives one entry per box.
+    """
+    text = _strip(text)
+    if task in OCR_TASKS:
+        quads, labels = [], []
+        for m in _OCR_RE.finditer(text):
+            quads.append(dequantize([int(g) for g in m.groups()[1:]], image_size))
+            labels.append(m.group(1).strip())
+        return {"quad_boxes": quads, "labels": labels}
+    if task in BOX_TASKS:
+        bboxes, labels = [], []
+        for m in _BOX_RE.finditer(text):
+            phrase = re.sub(r"<[^>]*>", "", m.group(1)).strip()
+            if not phrase and task != "<REGION_PROPOSAL>":
+                continue
+            bins = [int(b) for b in re.findall(_LOC, m.group(2))]
+            for k in range(0, len(bins) - 3, 4):
+                bboxes.append(dequantize(bins[k : k + 4], image_size))
+                labels.append(phrase.encode("ascii", "ignore").decode("ascii"))
+        return {"bboxes": bboxes, "labels": labels}
+    return re.sub(r"<[^>]*>", "", text).strip()  # type: ignore[return-value]
+
+
+def clean_label(text: str) -> str:
+    """Drop location tokens (and fragments such as ``loc_12>`` a partial match leaves) and tags."""
+    text = re.sub(r"<?loc_\d+>", " ", str(text))
+    text = re.sub(r"</?[a-z_]+>", " ", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def quad_to_box(quad: list[float]) -> tuple[float, float, float, float]:
+    xs, ys = quad[0::2], quad[1::2]
+    return (min(xs), min(ys), max(xs), max(ys))
+
+
+class FlorenceExpert(Expert):
+    name = "dense"
+    default_model = DEFAULT_FLORENCE
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        trust_remote_code: bool = False,
+        revision: str | None = None,
+        batch_size: int = 4,
+        task: str = "<DENSE_REGION_CAPTION>",
+        max_new_tokens: int = 1024,
+        num_beams: int = 3,
+    ) -> None:
+        self.model = model or self.default_model
+        self.device_pref, self.dtype_pref = device, dtype
+        self.trust_remote_code = trust_remote_code
+        self.revision = revision
+        self.batch_size = max(1, int(batch_size))
+        self.task = task
+        self.max_new_tokens = max_new_tokens
+        self.num_beams = num_beams
+        self.processor: Any = None
+        self.net: Any = None
+        self.device = "cpu"
+        self.torch_dtype: Any = None
+
+    @classmethod
+    def from_config(cls, config: "RunConfig") -> "FlorenceExpert":
+        return cls(config.expert_models.get(cls.name, cls.default_model), device=config.device, dtype=config.dtype,
+                   trust_remote_code=config.trust_remote_code)  # fmt: skip
+
+    def setup(self) -> None:
+        if self.net is None:
+            self.processor, self.net, self.device, self.torch_dtype = load_pretrained(
+                self.name, self.model, "AutoModelForImageTextToText", "AutoProcessor", device=self.device_pref,
+                dtype=self.dtype_pref, trust_remote_code=self.trust_remote_code, revision=self.revision,
+            )  # fmt: skip
+
+    def parse(self, text: str, task: str, image_size: tuple[int, int]) -> Any:
+        """The processor's ``post_process_generation``, or :func:`parse_generation` if it has no parser config."""
+        post = getattr(self.processor, "post_process_generation", None)
+        if post is not None and getattr(self.processor, "post_processor_config", None):
+            return post(text, task=task, image_size=image_size)[task]
+        return parse_generation(text, task, image_size)
+
+    def to_results(self, parsed: Any, task: str, image: Any) -> Any:
+        w, h = image.width, image.height
+        if task in OCR_TASKS:
+            lines = []
+            for q, t in zip(parsed["quad_boxes"], parsed["labels"]):
+                box = quad_to_box(q)
+                if clean_label(t):
+                    lines.append(TextLine(text=clean_label(t), box=tuple(round(float(v), 2) for v in box),  # type: ignore[arg-type]
+                                          box_norm=normalize_box(box, w, h), score=1.0))  # fmt: skip
+            return lines
+        if task in BOX_TASKS:
+            return [Detection.make(b, 1.0, clean_label(lab), w, h) for b, lab in zip(parsed["bboxes"], parsed["labels"])
+                    if clean_label(lab) or task == "<REGION_PROPOSAL>"]  # fmt: skip
+        return clean_label(parsed)
+
+    def run(
+        self,
+        images: list[Any],
+        task: str | None = None,
+        max_new_tokens: int | None = None,
+        min_new_tokens: int | None = None,
+        **_: Any,
+    ) -> list[Any]:
+        import torch
+
+        task = task or self.task
+        if task not in TASKS:
+            raise ValueError(f"unsupported Florence-2 task {task!r}; choose one of {', '.join(TASKS)}")
+        self.setup()
+        out: list[Any] = []
+        for s in range(0, len(images), self.batch_size):
+            part = images[s : s + self.batch_size]
+            inputs = self.processor(text=[task] * len(part), images=part, return_tensors="pt", padding=True)
+            with torch.inference_mode():
+                gen = self.net.generate(
+                    **_to_device(inputs, self.device, self.torch_dtype),
+                    max_new_tokens=max_new_tokens or self.max_new_tokens, num_beams=self.num_beams, do_sample=False,
+                    **({"min_new_tokens": min_new_tokens} if min_new_tokens else {}),
+                )  # fmt: skip
+            texts = self.processor.batch_decode(gen, skip_special_tokens=False)
+            for im, t in zip(part, texts):
+                out.append(self.to_results(self.parse(t, task, (im.width, im.height)), task, im))
+        return out
+
+
+__all__ = ["DEFAULT_FLORENCE", "FlorenceExpert", "TASKS", "clean_label", "dequantize", "parse_generation", "quad_to_box"]
