@@ -152,20 +152,20 @@ def ptb_tokenize_line(line: str, lower: bool = True, follow: str = "") -> list[s
     ``follow`` is the start of the next line: like CoreNLP, a sentence-final ``.`` after an
     abbreviation depends on whether a capitalised word follows (it is removed later anyway).
     """
-    line = _clean(line)
+    line = _clean(line).replace("\u2019", "'")
     toks: list[str] = []
     i, n = 0, len(line)
     while i < n:
         # apostrophe forms first: contractions and apostrophe words
         if line[i] == "'" or line[i] == "\u2019":
-            m = _REDAUX.match(line.replace("\u2019", "'"), i) if i > 0 and not line[i - 1].isspace() else None
+            m = _REDAUX.match(line, i) if i > 0 and not line[i - 1].isspace() else None
             if m is None and i > 0 and not line[i - 1].isspace() and line[i - 1] not in "([{\"":
-                m = _REDAUX.match(line.replace("\u2019", "'"), i)
+                m = _REDAUX.match(line, i)
             if m is not None and (i > 0 and not line[i - 1].isspace()):
                 toks.append("'" + line[m.start() + 1:m.end()])
                 i = m.end()
                 continue
-            m = _APOWORD.match(line.replace("\u2019", "'"), i)
+            m = _APOWORD.match(line, i)
             if m is not None:
                 txt = m.group(0)
                 toks.append(txt)
@@ -226,7 +226,7 @@ def ptb_tokenize_line(line: str, lower: bool = True, follow: str = "") -> list[s
             # a decimal then a period at the end of the number: "0.5." -> "0.5" "."
             toks.append(txt)
         elif kind == "word":
-            a = _APOWORD.match(line.replace("\u2019", "'"), i) if txt[0].isalpha() else None
+            a = _APOWORD.match(line, i) if txt[0].isalpha() else None
             if a is not None and a.end() > j:
                 toks.append(a.group(0))
                 j = a.end()
@@ -260,6 +260,11 @@ _ACRO = re.compile(r"[A-Za-z](?:\.[A-Za-z])+")
 
 _ABBREV3 = {"no", "nos"}
 _NUM_AFTER = re.compile(r"[ \u00a0]+\d")
+_ACRO_SENTEND = re.compile(
+    r"\s+(?:About|According|Additionally|After|An|A|As|At|But|Earlier|He|Her|Here|However|If|In|It|Last|Many"
+    r"|More|Mr\.|Ms\.|Now|Once|One|Other|Our|She|Since|So|Some|Such|That|The|Then|There|These|They|This|We"
+    r"|When|While|What|Yet|You)[ \t\u00a0]"
+)
 _SENTEND = re.compile(r"\s+[A-Z][a-z]")
 
 
@@ -274,6 +279,8 @@ def _word(line: str, start: int, txt: str, toks: list[str], follow: str = "") ->
         after = line[end + 1] if end + 1 < n else ""
         acro = _ACRO.fullmatch(txt) is not None or (len(txt) == 1 and txt.isalpha())
         known = low in _ABBREV1 or low in _ABBREV2 or (low in _ABBREV3 and _NUM_AFTER.match(line, end + 1))
+        if len(txt) == 1 and _ACRO_SENTEND.match(line[end + 1:] + "\n" + follow):
+            acro = False  # CoreNLP 3.4.1: "x." before "A ", "The ", "It " ... ends a sentence
         if acro or (known and not after.isalnum()):
             toks.append(txt + ".")
             j = end + 1
@@ -306,17 +313,56 @@ def _word(line: str, start: int, txt: str, toks: list[str], follow: str = "") ->
 
 
 def ptb_tokenize(captions_for_image: Mapping[object, Iterable[object]]) -> dict[object, list[str]]:
-    """Drop-in for ``PTBTokenizer().tokenize``: ``{id: [{"caption": s} | s, ...]}`` -> ``{id: ["tok tok", ...]}``."""
-    out: dict[object, list[str]] = {}
+    """Drop-in for ``PTBTokenizer().tokenize``: ``{id: [{"caption": s} | s, ...]}`` -> ``{id: ["tok tok", ...]}``.
+
+    Like pycocoevalcap, captions are processed as one stream in dict order, because
+    CoreNLP looks at the start of the next caption for a few sentence-end decisions.
+    """
+    keys: list[object] = []
+    texts: list[str] = []
     for k, caps in captions_for_image.items():
-        lst = out.setdefault(k, [])
         for c in caps:
             s = c["caption"] if isinstance(c, Mapping) else c
-            lst.append(tokenize_caption(str(s)))
+            keys.append(k)
+            texts.append(str(s).replace("\n", " "))
+    out: dict[object, list[str]] = {k: [] for k in captions_for_image}
+    for i, (k, s) in enumerate(zip(keys, texts)):
+        out[k].append(tokenize_caption(s, texts[i + 1] if i + 1 < len(texts) else ""))
     return out
 
 
-def tokenize_caption(s: str) -> str:
-    """One caption -> the space-joined, lower-cased tokens with PTB punctuation removed."""
+_PLAIN = re.compile(r"[A-Za-z0-9 ]*")
+_CACHE: dict[str, str] = {}
+
+
+_SINGLE_DOT = re.compile(r"(?<![\w.])[A-Za-z]\.(?![\w.])")
+
+
+def tokenize_caption(s: str, follow: str = "") -> str:
+    """One caption -> the space-joined, lower-cased tokens with PTB punctuation removed.
+
+    ``follow`` is the next caption of the stream (only consulted for a single letter
+    followed by a period). Plain captions (ASCII letters, digits and spaces, optionally a
+    final period after a word that is not an abbreviation) take a fast path with the same
+    result; results are memoised (captions repeat a lot in caption corpora).
+    """
     s = s.replace("\n", " ")
-    return " ".join(t for t in ptb_tokenize_line(s) if t not in PUNCTUATIONS)
+    context = _SINGLE_DOT.search(s) is not None
+    if not context:
+        hit = _CACHE.get(s)
+        if hit is not None:
+            return hit
+    body = s[:-1] if s.endswith(".") else s
+    out = None
+    if not context and _PLAIN.fullmatch(body):
+        words = body.lower().split()
+        if not any(w in _ASSIM for w in words) and not (
+            s.endswith(".") and words and (words[-1] in _ABBREV1 or words[-1] in _ABBREV2)
+            and not body.endswith(" ")
+        ):
+            out = " ".join(words)
+    if out is None:
+        out = " ".join(t for t in ptb_tokenize_line(s, follow=follow) if t not in PUNCTUATIONS)
+    if not context and len(_CACHE) < 1_000_000:
+        _CACHE[s] = out
+    return out
