@@ -328,6 +328,38 @@ class Runner:
         seen: dict[int, set[str]] = collections.defaultdict(set)
         batch: list[Record] = []
         batch_shard: int | None = None
+        # Writing (rows -> table -> fsynced batch file, shard finalisation) runs on its own
+        # thread so the model never waits on the disk.
+        writes: "queue.Queue[Any]" = queue.Queue(maxsize=4)
+        write_error: list[BaseException] = []
+        order = self._column_order()
+
+        def writer() -> None:
+            while True:
+                job = writes.get()
+                if job is None:
+                    return
+                if write_error:
+                    continue
+                try:
+                    if job[0] == "batch":
+                        _, shard_i, recs = job
+                        self._write(shard_i, recs)
+                        if self.on_batch:
+                            self.on_batch(recs)
+                        progress.advance(len(recs))
+                    else:
+                        _, shard_i, complete = job
+                        self.state.finalize(shard_i, complete, order)
+                        if complete:
+                            self.summary.shards_completed += 1
+                except BaseException as exc:  # surfaced on the main thread
+                    write_error.append(exc)
+
+        def submit_write(job: Any) -> None:
+            if write_error:
+                raise write_error[0]
+            writes.put(job)
 
         def flush() -> None:
             nonlocal batch
@@ -335,16 +367,15 @@ class Runner:
                 return
             assert batch_shard is not None
             self._run_stages(batch)
-            self._write(batch_shard, batch)
-            if self.on_batch:
-                self.on_batch(batch)
-            progress.advance(len(batch))
+            submit_write(("batch", batch_shard, batch))
             batch = []
 
         prev_handler = None
         if threading.current_thread() is threading.main_thread():
             prev_handler = signal.getsignal(signal.SIGTERM)
             signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        writer_thread = threading.Thread(target=writer, daemon=True, name="pixscribe-write")
+        writer_thread.start()
         producer.start()
         try:
             with progress:
@@ -355,13 +386,12 @@ class Runner:
                     if isinstance(item, _ShardEnd):
                         if batch and batch_shard == item.shard:
                             flush()
+                        seen.pop(item.shard, None)
+                        skip.pop(item.shard, None)
                         if item.shard in touched or item.exhausted:
                             complete = item.exhausted and not self._stop.is_set()
-                            info = self.state.finalize(item.shard, complete, self._column_order())
+                            submit_write(("end", item.shard, complete))
                             touched.discard(item.shard)
-                            if complete:
-                                self.summary.shards_completed += 1
-                            del info
                         continue
                     if self._stop.is_set():  # --limit reached: the rest is redone by a later run
                         if isinstance(item, cf.Future):
@@ -370,7 +400,6 @@ class Runner:
                     rec = item.result() if isinstance(item, cf.Future) else item
                     if isinstance(rec, _Skip):
                         self.summary.rows_skipped += 1
-                        progress.advance(0)
                         continue
                     if rec.id in seen[rec.shard]:
                         self.summary.duplicates += 1
@@ -396,9 +425,11 @@ class Runner:
             pool.shutdown(wait=True, cancel_futures=True)
             _drain(q)
             producer.join(timeout=10)
+            writes.put(None)
+            writer_thread.join()
             # Make whatever was written visible (and valid) without marking it done.
             for s in sorted(touched):
-                self.state.finalize(s, False, self._column_order())
+                self.state.finalize(s, False, order)
             if prev_handler is not None:
                 signal.signal(signal.SIGTERM, prev_handler)
             self.summary.seconds = time.perf_counter() - t0
@@ -406,6 +437,8 @@ class Runner:
             self.method.close() if self.method else None
             fetcher.close()
             self._write_summary()
+        if write_error:
+            raise write_error[0]
         return self.summary
 
     def _write_summary(self) -> None:

@@ -1,0 +1,107 @@
+"""kill -9 and Ctrl-C at any moment, then a rerun: every input id exactly once."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+N_IMAGES = 80
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {tests!r})
+    from fixtures_engine import ScriptedBackend
+    from pixscribe.config import RunConfig
+    from pixscribe.engine.runner import Runner
+    from pixscribe.methods.recap import recap_method
+
+    cfg = RunConfig(inputs=[{inp!r}], output={out!r}, progress=False, batch_size=4, shard_size=25, vlm="scripted-vlm")
+    s = Runner(cfg, recap_method(ScriptedBackend(delay=0.15))).run()
+    print("written", s.rows_written, "skipped", s.rows_skipped, flush=True)
+    sys.exit(130 if s.interrupted else 0)
+    """
+)
+
+
+@pytest.fixture()
+def many_images(tmp_path: Path) -> Path:
+    d = tmp_path / "imgs"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(N_IMAGES):
+        arr = rng.integers(0, 255, size=(24, 32, 3), dtype=np.uint8)
+        Image.fromarray(arr).save(d / f"img{i:03d}.png")
+    return d
+
+
+def _script(tmp_path: Path, inp: Path, out: Path) -> Path:
+    p = tmp_path / "run_it.py"
+    p.write_text(SCRIPT.format(tests=str(Path(__file__).parent), inp=str(inp), out=str(out)))
+    return p
+
+
+def _check_exactly_once(out: Path, inp: Path) -> None:
+    import hashlib
+
+    expected = {hashlib.sha256(p.read_bytes()).hexdigest() for p in inp.iterdir()}
+    rows = pq.read_table(out).to_pylist()
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids)), "duplicated rows"
+    assert set(ids) == expected, f"missing {len(expected - set(ids))}"
+    assert all(r["error"] is None and r["caption"] for r in rows)
+
+
+def test_kill_9_at_random_moments_then_rerun(tmp_path, many_images):
+    out = tmp_path / "out"
+    script = _script(tmp_path, many_images, out)
+    rng = random.Random(1234)
+    kills = 0
+    for attempt in range(6):
+        proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(0.9, 2.2))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait(timeout=60)
+    assert kills >= 2, "the run finished before it could be killed; make it slower"
+    # the output may hold partial shards now, but never a duplicate
+    if any(out.glob("part-*.parquet")):
+        ids = pq.read_table(out).column("id").to_pylist()
+        assert len(ids) == len(set(ids))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    _check_exactly_once(out, many_images)
+    # no batch files are left behind once every shard is complete
+    assert not list((out / "_state" / "batches").glob("*/*.parquet"))
+    assert len(list((out / "_state" / "done").glob("*.json"))) == 4
+
+
+def test_ctrl_c_stops_cleanly_and_resumes(tmp_path, many_images):
+    out = tmp_path / "out"
+    script = _script(tmp_path, many_images, out)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (stdout, stderr)
+    written = int(stdout.split()[1])
+    assert 0 < written < N_IMAGES
+    # what was written is valid and readable right away
+    rows = pq.read_table(out).to_pylist()
+    assert len(rows) == written and len({r["id"] for r in rows}) == written
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"skipped {written}" in done.stdout
+    _check_exactly_once(out, many_images)
