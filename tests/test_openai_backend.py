@@ -337,3 +337,41 @@ def test_from_config_reads_run_config(monkeypatch, echo):
     assert b.describe()["base_urls"] == [echo.url] and "sk-secret" not in str(b.describe())
     with pytest.raises(BackendUnavailable, match="--base-url"):
         OpenAIBackend.from_config(RunConfig(backend="openai"))
+
+
+def test_tiny_mode_real_generation_round_trip(tiny_vlms):
+    """The server answers with a real tiny LLaVA; the reply equals generating in-process
+    on the same resized JPEG, so images and text survive the HTTP round trip intact."""
+    import io
+
+    from PIL import Image
+
+    from pixscribe.backends.openai_backend import encode_image
+    from pixscribe.backends.transformers_backend import TransformersBackend
+
+    model_dir = str(tiny_vlms["llava"])
+    img = sample_photo("chelsea")
+    sampling = Sampling(max_new_tokens=8)
+    with ServerProcess("--mode", "tiny", "--model-dir", model_dir) as srv:
+        b = OpenAIBackend(model_dir, [srv.url], concurrency=2, max_pixels=50_000, request_timeout=60)
+        assert b.check() == [srv.url]
+        res = b.generate(
+            [
+                GenerationRequest.simple("Describe this image.", [img], sampling=sampling),
+                GenerationRequest.simple("Rewrite: a cat on a table.", sampling=sampling),
+            ]
+        )
+        assert all(r.ok for r in res), [r.error for r in res]
+        assert srv.stats()["images"] == 1 and srv.stats()["max_image_pixels"] <= 50_000
+        b.close()
+    local = TransformersBackend.from_config(RunConfig(vlm=model_dir, device="cpu", dtype="fp32"))
+    sent = Image.open(io.BytesIO(encode_image(img, 50_000, None))).convert("RGB")
+    want = local.generate(
+        [
+            GenerationRequest.simple("Describe this image.", [sent], sampling=sampling),
+            GenerationRequest.simple("Rewrite: a cat on a table.", sampling=sampling),
+        ]
+    )
+    assert [r.text for r in res] == [w.text for w in want]
+    assert [r.tokens_in for r in res] == [w.tokens_in for w in want]
+    assert all(r.tokens_out > 0 for r in res)
