@@ -30,6 +30,7 @@ def _jpeg(name: str) -> bytes:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    wbufsize = -1  # headers and body in one write (no Nagle/delayed-ACK stalls)
     images: dict[str, bytes] = {}
     hits: dict[str, int] = {}
     hosts: list[str] = []

@@ -229,7 +229,7 @@ def test_parquet_bytes_with_caption_and_key_columns_kept(tmp_path: Path, photos)
         "score": [0.5 + i for i in range(len(names))],
     })
     p = tmp_path / "t.parquet"
-    pq.write_table(t, p, row_group_size=2)  # several row groups, shards cross them
+    pq.write_table(t, p, row_group_size=3)  # shard boundaries fall inside row groups
     shards = plan_shards([str(p)], shard_size=4)
     assert [(s.index, s.count) for s in shards] == [(0, 4), (1, 2)]
     recs = all_records(shards)
@@ -348,3 +348,9 @@ def test_gzipped_tar_found_by_glob(tmp_path: Path, photos):
     assert len(shards) == 1 and shards[0].count is None
     recs = list(shards[0].records())
     assert [(r.key, r.data) for r in recs] == [("a", photos["chelsea"]), ("b", photos["rocket"])]
+
+
+def test_brace_range_with_a_missing_member_names_it(tmp_path: Path, photos):
+    _write_tar(tmp_path / "00000.tar", [("a", {"jpg": photos["coffee"]})])
+    with pytest.raises(InputError, match=r"00001\.tar: no such file or directory \(from .*\{00000\.\.00001\}\.tar\)"):
+        plan_shards([str(tmp_path / "{00000..00001}.tar")])

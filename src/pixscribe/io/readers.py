@@ -49,7 +49,7 @@ KEY_COLUMNS = ("key", "id")
 HF_HINT = "pip install 'pixscribe[hf]'"
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _BRACE = re.compile(r"\{[^{}]*(?:,|\.\.)[^{}]*\}")
-_PARQUET_BATCH_ROWS = 256
+_PARQUET_BATCH_ROWS = 64  # rows converted to python at a time (image bytes can be large)
 
 
 def is_url(s: str) -> bool:
@@ -373,7 +373,7 @@ def plan_shards(
 # Helpers
 # --------------------------------------------------------------------------------------
 def _from(origin: str | None) -> str:
-    return f" (listed in {origin})" if origin else ""
+    return f" (from {origin})" if origin else ""
 
 
 def _display(path: str) -> str:
