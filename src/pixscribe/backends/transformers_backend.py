@@ -283,6 +283,8 @@ class TransformersBackend(Backend):
         groups: dict[tuple, list[int]] = {}
         for i, req in enumerate(requests):
             reason = _check_request(req)
+            if reason is None and req.images and not self.is_vlm:
+                reason = f"model {self.model!r} is a text-only model and cannot read images"
             if reason is not None:
                 results[i] = GenerationResult(error=f"input: {reason}")
                 continue
