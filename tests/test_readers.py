@@ -117,6 +117,8 @@ def test_list_file_relative_paths_comments_and_urls(tmp_path: Path, folder: Path
 def test_globs_sorted_recursive_and_dedup(folder: Path):
     recs = all_records(plan_shards([str(folder / "**" / "*.png"), str(folder / "*.jpg"), str(folder / "sub" / "?.png")]))
     assert [os.path.relpath(r.source, folder) for r in recs] == ["sub/c.png", "a.jpg"]
+    (folder / "sub" / "only_sidecars").mkdir()
+    (folder / "sub" / "only_sidecars" / "x.json").write_text("{}")
     everything = all_records(plan_shards([str(folder / "**")]))
     assert len(everything) == 5  # dirs walked, sidecars (.md/.json) skipped, duplicates removed
     with pytest.raises(InputError, match=r"nomatch\*\.jpg: the pattern matched no files"):
@@ -146,6 +148,10 @@ def test_missing_and_unknown_inputs_fail_clearly(tmp_path: Path):
         plan_shards([str(bad)])
     with pytest.raises(InputError, match="no inputs"):
         plan_shards([])
+    (tmp_path / "tars").mkdir()
+    (tmp_path / "tars" / "0.tar").write_bytes(b"")
+    with pytest.raises(InputError, match=r"tars: the folder holds no image files.*tars/\*\.tar"):
+        plan_shards([str(tmp_path / "tars")])
 
 
 def test_loader_missing_file_at_load_time(tmp_path: Path, photos):

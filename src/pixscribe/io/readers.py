@@ -180,6 +180,10 @@ class _Plan:
             if not matches:
                 raise InputError(f"{spec}: the pattern matched no files{_from(origin)}")
             for m in matches:
+                if os.path.isdir(m) and not _is_hf_dataset_dir(m):
+                    for p in _walk_images(m):  # a folder matched by a pattern may hold no images: fine
+                        self.add_loose(p)
+                    continue
                 if os.path.isfile(m) and _ext(m) not in _KNOWN_FILE_EXTS and not m.lower().endswith(_COMPRESSED_TAR):
                     continue  # dir/* may match sidecars (e.g. .json); keep only readable inputs
                 self._add_path(m, origin or spec)
@@ -191,7 +195,13 @@ class _Plan:
             if _is_hf_dataset_dir(path):
                 self._add_hf(path)
             else:
-                for p in _walk_images(path):
+                found = _walk_images(path)
+                if not found:
+                    raise InputError(
+                        f"{path}: the folder holds no image files ({', '.join(IMAGE_EXTENSIONS)}; hidden files are "
+                        f"skipped){_from(origin)}; for tars or tables inside it pass a pattern like '{os.path.join(path, '*.tar')}'"
+                    )
+                for p in found:
                     self.add_loose(p)
             return
         ext = _ext(path)
