@@ -353,10 +353,11 @@ def test_resize_to_budget_and_max_side(astronaut, chelsea):
     assert resize_to_budget(pal, 4096).mode == "RGB"  # palette indices are not interpolated
 
 
-def test_draft_mode_on_large_jpeg(monkeypatch, astronaut):
+@pytest.mark.parametrize("w,h,drafted", [(3000, 2000, (750, 500)), (3001, 2003, (751, 501))])
+def test_draft_mode_on_large_jpeg(monkeypatch, astronaut, w, h, drafted):
     big = Image.fromarray(
-        np.clip(np.asarray(astronaut.resize((3000, 2000), Image.Resampling.BICUBIC), np.int16)
-                + np.random.default_rng(0).normal(0, 4, (2000, 3000, 3)).astype(np.int16), 0, 255).astype(np.uint8)
+        np.clip(np.asarray(astronaut.resize((w, h), Image.Resampling.BICUBIC), np.int16)
+                + np.random.default_rng(0).normal(0, 4, (h, w, 3)).astype(np.int16), 0, 255).astype(np.uint8)
     )
     data = save(big, "JPEG", quality=90)
     calls = []
@@ -369,9 +370,9 @@ def test_draft_mode_on_large_jpeg(monkeypatch, astronaut):
 
     monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
     d = decode(data, max_pixels=250_000)
-    tw, th = target_size(3000, 2000, 250_000)
-    assert (d.width, d.height) == (tw, th) == (612, 408)
-    assert calls and calls[0][1] == (750, 500)  # libjpeg decoded at 1/4 scale, not 3000x2000
+    tw, th = target_size(w, h, 250_000)
+    assert (d.width, d.height) == (tw, th) and (d.orig_width, d.orig_height) == (w, h)
+    assert calls and calls[0][1] == drafted  # libjpeg decoded at 1/4 scale, not full size
     naive = np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize((tw, th)), np.int32)
     diff = np.abs(arr(d) - naive)
     assert diff.mean() < 2.0 and np.percentile(diff, 99) < 20
