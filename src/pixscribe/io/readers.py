@@ -30,7 +30,6 @@ import re
 import tarfile
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ..record import InputError, Record
