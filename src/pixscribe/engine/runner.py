@@ -108,6 +108,7 @@ class Runner:
         self.state = RunState(config.output, config.format)
         self.summary = Summary()
         self._stop = threading.Event()
+        self._input_columns: list[str] = []
 
     # ---- preparing records (runs in the decode pool) -----------------------------
     def _prepare(self, rec: Record, skip_ids: set[str]) -> Record | _Skip:
@@ -240,7 +241,37 @@ class Runner:
 
     def _column_order(self) -> list[str]:
         assert self.method is not None
-        return list(BASE_COLUMNS) + [c for c in self.method.columns if c not in BASE_COLUMNS]
+        cols = list(BASE_COLUMNS) + [c for c in self.method.columns if c not in BASE_COLUMNS]
+        cols += [c for c in self._input_columns if c not in cols and c not in TAIL_COLUMNS]
+        return cols
+
+    def _probe_columns(self, shards: list[Any], budget_s: float = 3.0) -> list[str]:
+        """The input columns of every shard, from its first record, so that every part file
+        has the same columns (null where an input lacks one) and readers that take the schema
+        from the first file (pyarrow.parquet.read_table(dir)) see them all."""
+        rename = self.method.rename_inputs if self.method else {}
+        cols: list[str] = []
+        t0 = time.perf_counter()
+        for shard in shards:
+            if time.perf_counter() - t0 > budget_s:
+                break
+            it = None
+            try:
+                it = iter(shard.records())
+                rec = next(it)
+            except StopIteration:
+                continue
+            except Exception:
+                continue
+            finally:
+                close = getattr(it, "close", None)
+                if close:
+                    close()
+            for c in rec.columns:
+                c = rename.get(c, c)
+                if c not in cols:
+                    cols.append(c)
+        return cols
 
     def _write(self, shard: int, batch: list[Record]) -> None:
         from ..io.writers import rows_to_table
@@ -248,7 +279,8 @@ class Runner:
         assert self.method is not None
         rows = [r.to_row(self.method.name, self.method.caption_field, self.method.columns) for r in batch]
         order = self._column_order()
-        table = rows_to_table(rows, order + [c for c in rows[0] if c not in order and c not in TAIL_COLUMNS] + list(TAIL_COLUMNS))
+        extra = [c for r in rows for c in r if c not in order and c not in TAIL_COLUMNS]
+        table = rows_to_table(rows, order + list(dict.fromkeys(extra)) + list(TAIL_COLUMNS))
         self.state.append_batch(shard, table)
         self.summary.rows_written += len(batch)
         for r in batch:
@@ -291,6 +323,7 @@ class Runner:
             }
         )
 
+        self._input_columns = self._probe_columns(mine)
         todo = []
         skip: dict[int, set[str]] = {}
         for s in mine:

@@ -190,8 +190,15 @@ class RunState:
         if table is None:
             table = writers.rows_to_table([], column_order)
         if column_order:
-            names = [c for c in column_order if c in table.column_names]
-            names += [c for c in table.column_names if c not in names]
+            from ..record import TAIL_COLUMNS
+
+            for c in list(column_order) + list(TAIL_COLUMNS):  # same columns in every part
+                if c not in table.column_names:
+                    typ = writers.KNOWN_TYPES.get(c, pa.string())
+                    table = table.append_column(pa.field(c, typ), pa.nulls(table.num_rows, typ))
+            head = [c for c in column_order if c not in TAIL_COLUMNS]
+            names = head + [c for c in table.column_names if c not in head and c not in TAIL_COLUMNS]
+            names += [c for c in TAIL_COLUMNS if c in table.column_names]
             table = table.select(names)
         writers.write_table(table, self.part_path(shard), self.fmt)
         errors = 0
