@@ -1,0 +1,166 @@
+"""One call for the standard caption numbers: :func:`evaluate` -> a JSON-able report.
+
+Report keys: ``corpus`` (``bleu_1..4``, ``meteor``, ``rouge_l``, ``cider_d``, ``spice``,
+``chair_s``, ``chair_i``, ``bertscore_f1``, ``clipscore``, ``refclipscore``, ``lin_*``),
+``per_image`` (``{id: {metric: value}}``), ``ci95`` (seeded bootstrap over images of
+the per-image scores, see :mod:`.bootstrap`), ``n_images``, ``missing`` (count and ids
+of references without a prediction; they are reported, not scored), ``extra`` (ids
+predicted but without references), and ``info``.
+
+PancapScore (panoptic captioning) belongs to the panoptic issue and is not part of this
+module yet; asking for it is an error rather than a made-up number.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .bootstrap import bootstrap_ci
+from .coco import coco_scores
+from .tokenize import ptb_tokenize
+
+ALL_METRICS = ("bleu", "meteor", "rouge_l", "cider_d", "spice", "chair", "bertscore", "clipscore", "lin")
+DEFAULT_METRICS = ("bleu", "meteor", "rouge_l", "cider_d")
+_ALIASES = {"rouge": "rouge_l", "cider": "cider_d", "ciderd": "cider_d", "bleu4": "bleu", "linbench": "lin",
+            "refclipscore": "clipscore", "bert": "bertscore", "clip": "clipscore"}
+
+
+def parse_metrics(spec: str | Sequence[str] | None) -> list[str]:
+    if spec is None:
+        return list(DEFAULT_METRICS)
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    out: list[str] = []
+    for m in items:
+        m = m.strip().lower().replace("-", "_")
+        if not m:
+            continue
+        if m == "all":
+            out.extend(x for x in ALL_METRICS if x not in out)
+            continue
+        m = _ALIASES.get(m, m)
+        if m == "pancapscore":
+            raise ValueError("PancapScore is part of the panoptic captioning work and is not implemented yet")
+        if m not in ALL_METRICS:
+            raise ValueError(f"unknown metric {m!r}; choose from {', '.join(ALL_METRICS)}")
+        if m not in out:
+            out.append(m)
+    return out
+
+
+def evaluate(
+    preds: Mapping[str, str],
+    refs: Mapping[str, Sequence[str]],
+    metrics: str | Sequence[str] | None = None,
+    *,
+    objects: Mapping[str, Iterable[str]] | None = None,
+    bertscore_model: str | None = None,
+    clip_model: str | None = None,
+    images: Any = None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    missing_preds: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Score predictions against references. ``images``: a directory or a callable id -> PIL image."""
+    ms = parse_metrics(metrics)
+    ids = [k for k in refs if k in preds]
+    missing = [k for k in refs if k not in preds]
+    extra = [k for k in preds if k not in refs]
+    if not ids:
+        raise ValueError("no prediction matches a reference id (ids are compared as strings)")
+    corpus: dict[str, float] = {}
+    per: dict[str, np.ndarray] = {}
+    info: dict[str, Any] = {"metrics": ms, "seconds": {}}
+
+    gts_raw = {k: list(refs[k]) for k in ids}
+    res_raw = {k: [preds[k]] for k in ids}
+    need_tok = any(m in ms for m in ("bleu", "rouge_l", "cider_d", "meteor", "spice"))
+    if need_tok:
+        t = time.perf_counter()
+        gts = ptb_tokenize(gts_raw)
+        res = ptb_tokenize(res_raw)
+        info["seconds"]["tokenize"] = round(time.perf_counter() - t, 4)
+    coco_ms = [m for m in ("bleu", "rouge_l", "cider_d") if m in ms]
+    if coco_ms:
+        t = time.perf_counter()
+        c, p, _ = coco_scores(gts, res, coco_ms)
+        corpus.update(c)
+        per.update(p)
+        info["seconds"]["coco"] = round(time.perf_counter() - t, 4)
+    if "meteor" in ms:
+        from .meteor import Meteor
+
+        t = time.perf_counter()
+        with Meteor() as m:
+            c0, p0 = m.compute_score(gts, res)
+        corpus["meteor"] = c0
+        per["meteor"] = np.asarray(p0)
+        info["seconds"]["meteor"] = round(time.perf_counter() - t, 4)
+    if "spice" in ms:
+        from .spice import spice_scores
+
+        c0, p0 = spice_scores(gts, res)
+        corpus["spice"] = c0
+        per["spice"] = np.asarray(p0)
+    if "chair" in ms:
+        from .chair import chair, objects_from_captions
+
+        gt_obj: dict[str, set[str]] = {}
+        for k in ids:
+            s = set(objects.get(k, ())) if objects else set()
+            s |= objects_from_captions(refs[k])  # as in the CHAIR paper: annotations + reference mentions
+            gt_obj[k] = s
+        r = chair({k: preds[k] for k in ids}, gt_obj)
+        corpus["chair_s"] = r.chair_s
+        corpus["chair_i"] = r.chair_i
+        per["chair_s"] = np.asarray([r.per_image[k]["chair_s"] for k in ids])
+        per["chair_i"] = np.asarray([r.per_image[k]["chair_i"] if r.per_image[k]["mentioned"] else np.nan
+                                     for k in ids])
+        info["chair"] = {"mentions": r.mentions, "hallucinated": r.hallucinated,
+                         "ground_truth": "instances+reference mentions" if objects else "reference mentions"}
+    if "bertscore" in ms:
+        if not bertscore_model:
+            raise ValueError("bertscore needs a model: --bertscore-model DIR_OR_HUB_ID")
+        from .embed import BertScorer
+
+        b = BertScorer(bertscore_model).score([preds[k] for k in ids], [refs[k] for k in ids])
+        for k2, v in b.items():
+            per[k2] = v
+            corpus[k2] = float(v.mean())
+        info["bertscore_model"] = bertscore_model
+    if "clipscore" in ms:
+        if not clip_model or images is None:
+            raise ValueError("clipscore needs --clip-model DIR_OR_HUB_ID and --images DIR")
+        from .embed import ClipScorer, load_images
+
+        imgs = load_images(ids, images) if isinstance(images, str) else [images(k) for k in ids]
+        cs = ClipScorer(clip_model)
+        out = cs.score([preds[k] for k in ids], imgs, [refs[k] for k in ids])
+        for k2, v in out.items():
+            per[k2] = v
+            corpus[k2] = float(v.mean())
+        info["clip_model"] = clip_model
+        info["clip_chunked"] = cs.chunked
+    if "lin" in ms:
+        from .linguistic import TextStats, corpus_stats, text_stats
+
+        corpus.update(corpus_stats(preds[k] for k in ids))
+        stats = [text_stats(preds[k]) for k in ids]
+        for f in TextStats.__dataclass_fields__:
+            per[f"lin_{f}"] = np.asarray([float(getattr(s, f)) for s in stats])
+        info["pos"] = "not computed: no part-of-speech tagger is available offline"
+
+    ci = bootstrap_ci({k: v for k, v in per.items() if k in corpus}, n_resamples=bootstrap, seed=seed)
+    per_image = {k: {m: (None if np.isnan(v[i]) else float(v[i])) for m, v in per.items()} for i, k in enumerate(ids)}
+    miss = list(dict.fromkeys(list(missing) + [k for k in missing_preds if k in refs and k not in preds]))
+    return {
+        "corpus": corpus,
+        "ci95": ci,
+        "per_image": per_image,
+        "n_images": len(ids),
+        "missing": {"count": len(miss), "ids": miss},
+        "extra": {"count": len(extra), "ids": extra},
+        "info": info,
+    }
