@@ -418,6 +418,8 @@ def test_from_pil_and_to_rgb(chelsea):
     rgba = chelsea.convert("RGBA")
     d = from_pil(rgba, max_side=150)
     assert (d.width, d.height) == (150, 99) and d.image.mode == "RGB"
+    with pytest.raises(DecodeError, match=r"ds\[3\]: decompression bomb guard: 451×300 = 135300 pixels"):
+        from_pil(chelsea, max_image_pixels=1000, source="ds[3]")
     assert to_rgb(chelsea) is chelsea
     assert to_rgb(chelsea.convert("YCbCr")).mode == "RGB"
 

@@ -436,10 +436,14 @@ def from_pil(
     *,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_side: int | None = None,
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
     source: str = "",
 ) -> Decoded:
     """The same normalisation for an image that is already a PIL object (e.g. from
-    a Hugging Face dataset): EXIF orientation, RGB, budget resize."""
+    a Hugging Face dataset): size guard, EXIF orientation, RGB, budget resize."""
+    src = source or "<image>"
+    if max_image_pixels and img.width * img.height > max_image_pixels:
+        raise DecodeError(_bomb_message(src, img.width, img.height, max_image_pixels))
     try:
         fmt = img.format
         frames = _frame_count(img)
@@ -452,7 +456,7 @@ def from_pil(
         ow, oh = (h0, w0) if orientation in (5, 6, 7, 8) else (w0, h0)
         return Decoded(out, out.width, out.height, ow, oh, fmt, frames)
     except Exception as e:  # noqa: BLE001
-        raise DecodeError(f"{source or '<image>'}: corrupt image ({type(e).__name__}: {e})") from None
+        raise DecodeError(f"{src}: corrupt image ({type(e).__name__}: {e})") from None
 
 
 def encode_jpeg(img: Image.Image, quality: int = 90) -> bytes:
