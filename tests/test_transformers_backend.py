@@ -53,7 +53,7 @@ def _truncated_jpeg():
 @pytest.mark.parametrize("family", ["llava", "idefics3"])
 def test_batch_equals_each_request_alone(backends, photos, family):
     be = backends[family]
-    assert be.is_vlm and be.tokenizer.padding_side == "left"
+    assert be.is_vlm and be.padding_side == "left"
     reqs = _image_requests(photos)
     batched = be.generate(reqs)
     assert len(batched) == 3
@@ -77,11 +77,11 @@ def test_right_padding_would_be_caught(backends, photos):
     be = backends["llava"]
     reqs = _image_requests(photos)
     alone = [be.generate([q])[0].text for q in reqs]
-    be.tokenizer.padding_side = "right"
+    be.padding_side = "right"
     try:
         batched = [r.text for r in be.generate(reqs)]
     finally:
-        be.tokenizer.padding_side = "left"
+        be.padding_side = "left"
     assert batched[2] == alone[2]  # the longest prompt has no padding
     assert batched[:2] != alone[:2]
 
@@ -318,3 +318,15 @@ def test_make_backend_dispatches_to_server_backends(monkeypatch):
     assert make_backend(RunConfig(backend="openai", vlm="m1")) == "OpenAIBackend"
     assert make_backend(RunConfig(backend="vllm", vlm="m2", llm="m3"), role="llm") == "VLLMBackend"
     assert made == {"OpenAIBackend": "m1", "VLLMBackend": "m3"}
+
+
+@pytest.mark.parametrize("family", ["llava", "idefics3"])
+def test_multi_image_request_in_a_batch(backends, photos, family):
+    be = backends[family]
+    two = GenerationRequest.simple("Compare the two photos.", [photos["astronaut"], photos["rocket"]], sampling=SAMPLING)
+    one = _image_requests(photos)[1]
+    res = be.generate([two, one])
+    assert all(r.ok for r in res), [r.error for r in res]
+    alone_two = be.generate([two])[0]
+    assert res[0].text == alone_two.text
+    assert res[0].tokens_in > be.generate([GenerationRequest.simple("Compare the two photos.", [photos["astronaut"]], sampling=SAMPLING)])[0].tokens_in

@@ -164,6 +164,7 @@ class TransformersBackend(Backend):
         self.tokenizer: Any = None
         self.hf_model: Any = None
         self.is_vlm: bool | None = None
+        self.padding_side = "left"  # generation appends on the right, so prompts pad on the left
         self.device: str | None = None
         self.torch_dtype: Any = None
         self._lock = threading.Lock()
@@ -242,7 +243,7 @@ class TransformersBackend(Backend):
         except (OSError, ValueError) as exc:
             raise _unavailable(self.model, _short(exc)) from exc
         model.to(self.device).eval()
-        tokenizer.padding_side = "left"  # generation appends on the right: pad on the left
+        tokenizer.padding_side = self.padding_side
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         if getattr(tokenizer, "chat_template", None) is None and getattr(processor, "chat_template", None) is None:
@@ -334,18 +335,19 @@ class TransformersBackend(Backend):
         bos = getattr(self.tokenizer, "bos_token", None)
         # a chat template that already writes BOS must not get a second one from the tokenizer
         add_special = not (bos and all(t.startswith(bos) for t in texts))
+        tok_kw: dict[str, Any] = dict(
+            padding=True, padding_side=self.padding_side, return_tensors="pt", add_special_tokens=add_special
+        )
         if self.is_vlm and any(r.images for r in reqs):
             inputs = self.processor(
                 text=texts,
-                images=[list(r.images) for r in reqs],
-                padding=True,
-                return_tensors="pt",
-                add_special_tokens=add_special,
+                images=[list(r.images) for r in reqs],  # nested: one list per request
+                **tok_kw,
             )
         elif self.is_vlm:
-            inputs = self.processor(text=texts, padding=True, return_tensors="pt", add_special_tokens=add_special)
+            inputs = self.processor(text=texts, **tok_kw)
         else:
-            inputs = self.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=add_special)
+            inputs = self.tokenizer(texts, **tok_kw)
         inputs = inputs.to(self.device)
         for k, v in list(inputs.items()):
             if torch.is_tensor(v) and v.is_floating_point():
