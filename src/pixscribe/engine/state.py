@@ -185,26 +185,52 @@ class RunState:
         writers.atomic_write_bytes(self.batch_dir(shard) / name, writers.table_to_bytes(table, "parquet"))
 
     def finalize(self, shard: int, complete: bool, column_order: list[str] | None = None) -> dict[str, Any]:
-        """Write the part file from the batch files; if complete, the marker too."""
-        table = self.load_batches(shard)
-        if table is None:
-            table = writers.rows_to_table([], column_order)
-        if column_order:
-            from ..record import TAIL_COLUMNS
+        """Write the part file from the batch files, streaming one batch at a time (last row
+        per id wins); if complete, write the marker too."""
+        from ..record import TAIL_COLUMNS
 
-            for c in list(column_order) + list(TAIL_COLUMNS):  # same columns in every part
-                if c not in table.column_names:
-                    typ = writers.KNOWN_TYPES.get(c, pa.string())
-                    table = table.append_column(pa.field(c, typ), pa.nulls(table.num_rows, typ))
-            head = [c for c in column_order if c not in TAIL_COLUMNS]
-            names = head + [c for c in table.column_names if c not in head and c not in TAIL_COLUMNS]
-            names += [c for c in TAIL_COLUMNS if c in table.column_names]
-            table = table.select(names)
-        writers.write_table(table, self.part_path(shard), self.fmt)
+        files = self.batch_files(shard)
+        last: dict[Any, tuple[int, int]] = {}
+        readable: list[Path] = []
+        for f in files:
+            try:
+                ids = pq.read_table(f, columns=["id"]).column(0).to_pylist()
+            except Exception:  # an unreadable batch file: its rows are redone
+                f.rename(f.with_suffix(".bad"))
+                continue
+            fi = len(readable)
+            readable.append(f)
+            for ri, i in enumerate(ids):
+                last[i] = (fi, ri)
+        # the schema: the requested order, then any other column, then the tail
+        head = [c for c in (column_order or []) if c not in TAIL_COLUMNS]
+        extra: list[str] = []
+        for f in readable:
+            for name in pq.read_schema(f).names:
+                if name not in head and name not in TAIL_COLUMNS and name not in extra:
+                    extra.append(name)
+        names = head + extra + list(TAIL_COLUMNS)
+        schema = pa.schema([pa.field(n, writers.KNOWN_TYPES.get(n, pa.string())) for n in names])
+        keep: dict[int, list[int]] = {}
+        for fi, ri in last.values():
+            keep.setdefault(fi, []).append(ri)
+        out = writers.PartWriter(self.part_path(shard), self.fmt, schema)
         errors = 0
-        if "error" in table.column_names:
-            errors = sum(1 for e in table.column("error").to_pylist() if e is not None)
-        info = {"shard": shard, "rows": table.num_rows, "errors": errors, "complete": complete, "time": time.time()}
+        try:
+            for fi, f in enumerate(readable):
+                rows = sorted(keep.get(fi, []))
+                if not rows:
+                    continue
+                t = pq.read_table(f)
+                t = t.take(pa.array(rows, type=pa.int64())) if len(rows) != t.num_rows else t
+                if "error" in t.column_names:
+                    errors += t.num_rows - t.column("error").null_count
+                out.write(t)
+            out.commit()
+        except BaseException:
+            out.abort()
+            raise
+        info = {"shard": shard, "rows": out.rows, "errors": errors, "complete": complete, "time": time.time()}
         if complete:
             writers.atomic_write_json(self.marker_path(shard), info)
             self.cleanup_done(shard)

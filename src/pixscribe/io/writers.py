@@ -130,6 +130,67 @@ def write_table(table: pa.Table, path: Path, fmt: str) -> None:
     atomic_write_bytes(path, table_to_bytes(table, fmt))
 
 
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Add missing columns as nulls, order and cast columns to ``schema``."""
+    cols = []
+    for f in schema:
+        if f.name in table.column_names:
+            col = table.column(f.name)
+            cols.append(col if col.type == f.type else col.cast(f.type))
+        else:
+            cols.append(pa.nulls(table.num_rows, f.type))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+class PartWriter:
+    """Streams tables into one part file (parquet, jsonl or webdataset tar) at a temporary
+    name; :meth:`commit` fsyncs and renames it into place, so memory stays one batch."""
+
+    def __init__(self, path: Path, fmt: str, schema: pa.Schema):
+        self.path = Path(path)
+        self.fmt = fmt
+        self.schema = schema
+        self.rows = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
+        self._f = open(self.tmp, "wb")
+        self._pq = pq.ParquetWriter(self._f, schema, compression="zstd") if fmt == "parquet" else None
+        self._tar = tarfile.open(fileobj=self._f, mode="w", format=tarfile.GNU_FORMAT) if fmt == "tar" else None
+        if fmt not in EXTENSIONS:
+            raise ValueError(f"unknown output format {fmt!r} (parquet, jsonl, tar)")
+
+    def write(self, table: pa.Table) -> None:
+        table = conform(table, self.schema)
+        self.rows += table.num_rows
+        if self._pq is not None:
+            self._pq.write_table(table)
+        elif self._tar is not None:
+            data = _rows_to_tar(table.to_pylist())
+            with tarfile.open(fileobj=io.BytesIO(data)) as src:
+                for m in src:
+                    f = src.extractfile(m)
+                    self._tar.addfile(m, io.BytesIO(f.read()) if f else None)
+        else:
+            self._f.write(table_to_bytes(table, "jsonl"))
+
+    def commit(self) -> None:
+        if self._pq is not None:
+            self._pq.close()
+        if self._tar is not None:
+            self._tar.close()
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+        os.replace(self.tmp, self.path)
+        _fsync_dir(self.path.parent)
+
+    def abort(self) -> None:
+        try:
+            self._f.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
 def read_parquet_file(path: Path) -> pa.Table:
     return pq.read_table(path)
 
