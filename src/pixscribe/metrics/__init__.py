@@ -1,0 +1,18 @@
+"""Caption metrics and ``pixscribe eval``.
+
+- :mod:`.tokenize`: Java-free equivalent of pycocoevalcap's PTBTokenizer
+- :mod:`.coco`: BLEU-1..4, ROUGE-L, CIDEr-D (same numbers as pycocoevalcap, vectorised)
+- :mod:`.meteor`: METEOR 1.5 via one persistent Java process
+- :mod:`.spice`: SPICE (optional; needs Stanford CoreNLP jars locally)
+- :mod:`.chair`, :mod:`.pope`: object hallucination
+- :mod:`.linguistic`: LIN-Bench statistics and readability
+- :mod:`.embed`: BERTScore, CLIPScore, RefCLIPScore with any local model
+- :mod:`.evaluate`: :func:`evaluate` -> report dict; :mod:`.eval_cli`: ``register(app)``
+- PancapScore: belongs to the panoptic captioning work; not implemented here yet.
+"""
+
+from .coco import coco_scores
+from .evaluate import evaluate, parse_metrics
+from .tokenize import ptb_tokenize, tokenize_caption
+
+__all__ = ["coco_scores", "evaluate", "parse_metrics", "ptb_tokenize", "tokenize_caption"]
