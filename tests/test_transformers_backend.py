@@ -256,6 +256,7 @@ def test_unavailable_hub_id_offline():
         TransformersBackend(model).load()
     _assert_helpful(str(e.value), model)
     assert f"huggingface-cli download {model} --local-dir DIR" in str(e.value)
+    assert "HF_HUB_OFFLINE is set" in str(e.value)
 
 
 def test_unavailable_missing_and_bad_local_dirs(tmp_path, tiny_llm):

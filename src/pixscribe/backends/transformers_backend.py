@@ -15,7 +15,9 @@ with the request that caused it.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -220,7 +222,10 @@ class TransformersBackend(Backend):
         try:
             config = AutoConfig.from_pretrained(src, trust_remote_code=trc, **hub_kw)
         except OSError as exc:  # not on disk, hub unreachable/offline, unknown id, gated
-            raise _unavailable(self.model, _short(exc)) from exc
+            reason = _short(exc)
+            if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+                reason = f"HF_HUB_OFFLINE is set and it is not in the local cache ({reason})"
+            raise _unavailable(self.model, reason) from exc
         except ValueError as exc:  # e.g. an architecture needing trust_remote_code
             raise _unavailable(self.model, _short(exc) + " (remote code is only run with --trust-remote-code)") from exc
         self.device = resolve_device(self.device_request)
@@ -237,6 +242,8 @@ class TransformersBackend(Backend):
             else:
                 processor = tokenizer = transformers.AutoTokenizer.from_pretrained(src, **load_kw)
                 model_cls = transformers.AutoModelForCausalLM
+            if self.device != "cpu" and importlib.util.find_spec("accelerate") is not None:
+                load_kw["device_map"] = self.device  # load straight onto the GPU
             model = model_cls.from_pretrained(src, dtype=self.torch_dtype, use_safetensors=True, **load_kw)
         except BackendUnavailable:
             raise

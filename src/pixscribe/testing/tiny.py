@@ -35,7 +35,7 @@ from . import train_tokenizer
 
 SEED = 0
 _MARKER = "pixscribe_tiny.json"  # written last: a directory without it is rebuilt
-_VERSION = 1
+_VERSION = 2  # bump whenever a builder changes, so reused directories are rebuilt
 
 # Chat templates. Content may be a string or a list of {"type": "image"|"text"} parts.
 LLAVA_CHAT_TEMPLATE = (
@@ -342,6 +342,17 @@ def main(argv: list[str] | None = None) -> int:
     for name, path in build_all(args.dir, force=args.force).items():
         print(f"{name}\t{path}\t{dir_size(path) / 1e6:.2f} MB")
     return 0
+
+
+__all__ = [
+    "VLM_BUILDERS",
+    "build_all",
+    "build_tiny_idefics3",
+    "build_tiny_llava",
+    "build_tiny_text_llm",
+    "build_tiny_vlms",
+    "dir_size",
+]
 
 
 if __name__ == "__main__":  # pragma: no cover - exercised by a subprocess test
