@@ -123,6 +123,7 @@ class State:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes: avoid the 40 ms delayed-ACK stall
     server_version = "pixscribe-test-openai/1"
     state: State  # set on the class by make_server
 
