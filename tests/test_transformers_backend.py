@@ -134,9 +134,7 @@ def test_broken_images_fail_per_request(backends, photos, family):
         GenerationRequest.simple("Describe.", [Image.new("RGB", (0, 0))], sampling=SAMPLING),
         GenerationRequest.simple("Describe.", [b"not an image"], sampling=SAMPLING),
         GenerationRequest.simple("Describe.", [_truncated_jpeg()], sampling=SAMPLING),
-        GenerationRequest.simple("Describe.", [], sampling=SAMPLING).__class__(
-            messages=good[1].messages, images=[], sampling=SAMPLING
-        ),  # a placeholder without its image
+        GenerationRequest(messages=good[1].messages, images=[], sampling=SAMPLING),  # placeholder, no image
         good[1],
     ]
     res = be.generate(reqs)

@@ -278,10 +278,8 @@ class TransformersBackend(Backend):
     def _generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         self.load()
         if any(r.json_schema is not None for r in requests):
-            try:
-                from .structured import generate_with_schema
-            except ImportError:  # pragma: no cover - structured.py is part of the package
-                generate_with_schema = _local_generate_with_schema
+            from .structured import generate_with_schema  # parse, repair, validate, one stricter retry
+
             prepared = [_with_schema_instruction(r) for r in requests]
             return generate_with_schema(prepared, self._generate_plain)
         return self._generate_plain(requests)
@@ -417,27 +415,6 @@ def _free_cache() -> None:
 def _short(exc: BaseException, limit: int = 300) -> str:
     msg = " ".join(str(exc).split()) or type(exc).__name__
     return msg if len(msg) <= limit else msg[: limit - 3] + "..."
-
-
-def _local_generate_with_schema(requests, run):  # pragma: no cover - fallback only
-    """Minimal schema check used if backends/structured.py is missing."""
-    import json_repair
-
-    results = run(requests)
-    for req, res in zip(requests, results):
-        if not res.ok or req.json_schema is None:
-            continue
-        try:
-            value = json_repair.loads(res.text)
-        except Exception as exc:  # noqa: BLE001
-            res.error = f"schema: reply is not JSON: {exc}"
-            continue
-        missing = [k for k in req.json_schema.get("required", []) if not isinstance(value, dict) or k not in value]
-        if missing or (req.json_schema.get("type") == "object" and not isinstance(value, dict)):
-            res.error = f"schema: reply does not match the schema (missing {missing or 'an object'})"
-        else:
-            res.parsed = value
-    return results
 
 
 __all__ = ["TransformersBackend", "resolve_device", "resolve_dtype", "JSON_INSTRUCTION"]
