@@ -64,6 +64,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=5000)
     ap.add_argument("--refs", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeat", type=int, default=3, help="best of N runs each (the machine may be shared)")
     a = ap.parse_args()
     gts, res = synth(a.images, a.refs, a.seed)
     G = {k: [{"caption": c} for c in v] for k, v in gts.items()}
@@ -74,13 +75,16 @@ def main() -> None:
     from pycocoevalcap.rouge.rouge import Rouge
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-    t0 = time.perf_counter()
-    tg, tr = PTBTokenizer().tokenize(G), PTBTokenizer().tokenize(R)
-    t1 = time.perf_counter()
-    b, bl = Bleu(4).compute_score(tg, tr, verbose=0)
-    r, rl = Rouge().compute_score(tg, tr)
-    c, cl = Cider().compute_score(tg, tr)
-    t2 = time.perf_counter()
+    best_ref = (1e9, 1e9)
+    for _ in range(a.repeat):
+        t0 = time.perf_counter()
+        tg, tr = PTBTokenizer().tokenize(G), PTBTokenizer().tokenize(R)
+        t1 = time.perf_counter()
+        b, bl = Bleu(4).compute_score(tg, tr, verbose=0)
+        r, rl = Rouge().compute_score(tg, tr)
+        c, cl = Cider().compute_score(tg, tr)
+        t2 = time.perf_counter()
+        best_ref = min(best_ref, (t2 - t0, t1 - t0))
     ref_scores = {f"bleu_{k + 1}": (b[k], np.asarray(bl[k])) for k in range(4)}
     ref_scores["rouge_l"] = (r, rl)
     ref_scores["cider_d"] = (c, cl)
@@ -88,15 +92,19 @@ def main() -> None:
     from pixscribe.metrics import tokenize as tk
     from pixscribe.metrics.coco import coco_scores
 
-    tk._CACHE.clear()
-    t3 = time.perf_counter()
-    mg, mr = tk.ptb_tokenize(G), tk.ptb_tokenize(R)
-    t4 = time.perf_counter()
-    corpus, per, ids = coco_scores(mg, mr)
-    t5 = time.perf_counter()
-
+    best_own = (1e9, 1e9)
+    for _ in range(a.repeat):
+        tk._CACHE.clear()  # no help from earlier runs
+        t3 = time.perf_counter()
+        mg, mr = tk.ptb_tokenize(G), tk.ptb_tokenize(R)
+        t4 = time.perf_counter()
+        corpus, per, ids = coco_scores(mg, mr)
+        t5 = time.perf_counter()
+        best_own = min(best_own, (t5 - t3, t4 - t3))
+    t0, t1, t2 = 0.0, best_ref[1], best_ref[0]
+    t3, t4, t5 = 0.0, best_own[1], best_own[0]
     ref_t, own_t = t2 - t0, t5 - t3
-    print(f"P5  {a.images} images x {a.refs} refs (seed {a.seed})")
+    print(f"P5  {a.images} images x {a.refs} refs (seed {a.seed}), best of {a.repeat}")
     print(f"{'':18}{'pycocoevalcap':>14}{'pixscribe':>12}{'ratio':>8}")
     print(f"{'tokenize (s)':18}{t1 - t0:14.3f}{t4 - t3:12.3f}{(t1 - t0) / (t4 - t3):8.1f}")
     print(f"{'score (s)':18}{t2 - t1:14.3f}{t5 - t4:12.3f}{(t2 - t1) / (t5 - t4):8.1f}")

@@ -125,6 +125,8 @@ def _quote_dir(line: str, end: int) -> bool:
 
 
 def _clean(line: str) -> str:
+    if line.isascii():  # nothing to delete, normalise or split in plain ASCII
+        return line
     out = []
     for ch in line:
         if ch in _UNTOKENIZABLE or ch == "\u00ad":
@@ -331,7 +333,8 @@ def ptb_tokenize(captions_for_image: Mapping[object, Iterable[object]]) -> dict[
     return out
 
 
-_PLAIN = re.compile(r"[A-Za-z0-9 ]*")
+_PLAIN = re.compile(r"[A-Za-z0-9 ,]*")  # commas are removed punctuation unless inside a number
+_DIGIT = re.compile(r"\d")
 _CACHE: dict[str, str] = {}
 
 
@@ -352,10 +355,10 @@ def tokenize_caption(s: str, follow: str = "") -> str:
         hit = _CACHE.get(s)
         if hit is not None:
             return hit
-    body = s[:-1] if s.endswith(".") else s
+    body = s[:-1] if s.endswith((".", "!", "?")) else s
     out = None
-    if not context and _PLAIN.fullmatch(body):
-        words = body.lower().split()
+    if not context and _PLAIN.fullmatch(body) and not ("," in body and _DIGIT.search(body)):
+        words = body.lower().replace(",", " ").split()
         if not any(w in _ASSIM for w in words) and not (
             s.endswith(".") and words and (words[-1] in _ABBREV1 or words[-1] in _ABBREV2)
             and not body.endswith(" ")
