@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
@@ -172,8 +171,6 @@ def caption(
         _fail("no inputs: give images, directories, lists, globs, tars, tables or URLs (or `inputs:` in --config)")
     if not cfg.output:
         _fail("no output directory: pass -o OUT_DIR (or `output:` in --config)")
-    if not sys.stderr.isatty():
-        cfg.progress = cfg.progress and False
     try:
         runner = Runner(cfg, console=err)
         summary = runner.run()

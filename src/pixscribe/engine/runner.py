@@ -508,11 +508,16 @@ def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
 class _Progress:
     """A rich progress bar with img/s and ETA (quiet when disabled)."""
 
-    def __init__(self, total: int | None, enabled: bool, console: Any = None):
+    def __init__(self, total: int | None, enabled: bool, console: Any = None, log_every: float = 30.0):
         self.enabled = enabled
         self.total = total
         self._p = None
-        if enabled:
+        self._console = console
+        self._log_every = log_every
+        self._last_log = time.perf_counter()
+        # Not a terminal (a Slurm log, a pipe): a plain line every ``log_every`` seconds.
+        self._log_mode = enabled and console is not None and not getattr(console, "is_terminal", True)
+        if enabled and not self._log_mode:
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -548,10 +553,19 @@ class _Progress:
 
     def advance(self, n: int) -> None:
         self._n += n
+        now = time.perf_counter()
+        dt = now - self._t0
         if self._p:
-            dt = time.perf_counter() - self._t0
             rate = f"{self._n / dt:.2f}" if dt > 0 else "-"
             self._p.update(self._task, advance=n, rate=rate)
+        elif self._log_mode and now - self._last_log >= self._log_every:
+            self._last_log = now
+            r = self._n / dt if dt > 0 else 0.0
+            of = f"/{self.total}" if self.total is not None else ""
+            eta = ""
+            if self.total is not None and r > 0:
+                eta = f", ETA {time.strftime('%H:%M:%S', time.gmtime(max(0, self.total - self._n) / r))}"
+            self._console.print(f"pixscribe: {self._n}{of} rows, {r:.2f} img/s{eta}", highlight=False)
 
 
 def run(config: RunConfig, method: Method | None = None, **kwargs: Any) -> Summary:
