@@ -475,6 +475,8 @@ class OpenAIBackend(Backend):
         return self._clients[self._next_client]
 
     def close(self) -> None:
+        if self._thread is not None and threading.current_thread() is self._thread:
+            return  # (garbage-collected on its own loop: the daemon thread dies with the process)
         with self._start_lock:
             loop, self._loop = self._loop, None
         if loop is None:
