@@ -109,6 +109,10 @@ def caption(
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Environment variable holding the API key."),
     concurrency: Optional[int] = typer.Option(None, "--concurrency", help="Max requests in flight (HTTP backend)."),
     request_timeout: Optional[float] = typer.Option(None, "--request-timeout", help="Per-request timeout, seconds."),
+    max_retries: Optional[int] = typer.Option(None, "--max-retries", help="Retries per request (HTTP backend)."),
+    structured_output: Optional[str] = typer.Option(
+        None, "--structured-output", help="JSON-schema mode: response_format (default), vllm, vllm-legacy, sglang, none."
+    ),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="Prompt text (overrides the method's default)."),
     prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="Read the prompt from a file."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Default 128."),
@@ -152,6 +156,8 @@ def caption(
         "api_key_env": api_key_env,
         "concurrency": concurrency,
         "request_timeout": request_timeout,
+        "max_retries": max_retries,
+        "structured_output": structured_output,
         "prompt": prompt,
         "prompt_file": str(prompt_file) if prompt_file else None,
         "max_new_tokens": max_new_tokens,

@@ -39,6 +39,7 @@ RUNTIME_ONLY = {
     "concurrency",
     "request_timeout",
     "max_retries",
+    "structured_output",
     "progress",
     "allow_private_urls",
     "url_timeout",
@@ -90,6 +91,8 @@ class RunConfig(BaseModel):
     concurrency: int = Field(32, ge=1)
     request_timeout: float = Field(120.0, gt=0)
     max_retries: int = Field(5, ge=0)
+    # how a JSON schema is sent to an OpenAI-compatible server (see docs/backends.md)
+    structured_output: Literal["response_format", "vllm", "vllm-legacy", "sglang", "none"] = "response_format"
 
     # generation
     prompt: str | None = None

@@ -89,7 +89,16 @@ class BackendUsage:
     tokens_out: int = 0
     latencies: list[float] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+
     def add(self, r: GenerationResult) -> None:
+        with self._lock:
+            self._add(r)
+
+    def _add(self, r: GenerationResult) -> None:
         self.requests += 1
         self.failures += 0 if r.ok else 1
         self.retries += r.retries

@@ -402,6 +402,8 @@ class OpenAIBackend(Backend):
         self.extra_body = dict(extra_body or {})
         self.schema_model = schema_model
         self.preferred_batch_size = 4 * self.concurrency
+        # the engine keeps this many batches in flight, so the pipe never drains between batches
+        self.max_inflight_batches = 2
         self._rng = random.Random()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -422,6 +424,7 @@ class OpenAIBackend(Backend):
             max_retries=config.max_retries,
             max_pixels=config.max_pixels,
             max_side=config.max_side,
+            structured=getattr(config, "structured_output", "response_format"),
         )
         kw.update(overrides)
         return cls(model or config.vlm, list(config.base_url), **kw)

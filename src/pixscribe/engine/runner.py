@@ -394,13 +394,33 @@ class Runner:
                 raise write_error[0]
             writes.put(job)
 
+        # Backends that serve many requests at once (HTTP servers) keep several batches in
+        # flight; results are still written in order. A local model runs one at a time.
+        inflight_max = max(1, min(int(getattr(st, "max_inflight_batches", 1)) for st in self.method.stages))
+        stage_pool = (
+            cf.ThreadPoolExecutor(max_workers=inflight_max, thread_name_prefix="pixscribe-stage")
+            if inflight_max > 1
+            else None
+        )
+        inflight: "collections.deque[tuple[int, list[Record], cf.Future]]" = collections.deque()
+
+        def retire(keep: int) -> None:
+            while len(inflight) > keep:
+                shard_i, recs, fut = inflight.popleft()
+                fut.result()
+                submit_write(("batch", shard_i, recs))
+
         def flush() -> None:
             nonlocal batch
             if not batch:
                 return
             assert batch_shard is not None
-            self._run_stages(batch)
-            submit_write(("batch", batch_shard, batch))
+            if stage_pool is None:
+                self._run_stages(batch)
+                submit_write(("batch", batch_shard, batch))
+            else:
+                inflight.append((batch_shard, batch, stage_pool.submit(self._run_stages, batch)))
+                retire(inflight_max - 1)
             batch = []
 
         prev_handler = None
@@ -419,6 +439,7 @@ class Runner:
                     if isinstance(item, _ShardEnd):
                         if batch and batch_shard == item.shard:
                             flush()
+                        retire(0)
                         seen.pop(item.shard, None)
                         skip.pop(item.shard, None)
                         if item.shard in touched or item.exhausted:
@@ -450,11 +471,18 @@ class Runner:
                         flush()
                         self._stop.set()
                 flush()
+                retire(0)
         except KeyboardInterrupt:
             self.summary.interrupted = True
             self._stop.set()
         finally:
             self._stop.set()
+            if stage_pool is not None:
+                try:
+                    retire(0)  # batches already sent: keep their answers
+                except BaseException:
+                    pass
+                stage_pool.shutdown(wait=True, cancel_futures=True)
             pool.shutdown(wait=True, cancel_futures=True)
             _drain(q)
             producer.join(timeout=10)

@@ -31,6 +31,7 @@ class RecapStage(Stage):
         self.field = field
         self.prompt_sha = prompt_sha(prompt, self.sampling.max_new_tokens, self.sampling.temperature, self.sampling.top_p)
         self.preferred_batch_size = getattr(backend, "preferred_batch_size", None)
+        self.max_inflight_batches = int(getattr(backend, "max_inflight_batches", 1))
 
     def setup(self) -> None:
         load = getattr(self.backend, "load", None) or getattr(self.backend, "check", None)

@@ -16,7 +16,7 @@ Modes:
 - ``tiny``: real generation from a tiny transformers model dir (``--model-dir``), with the
   data-URL images decoded.
 
-Faults are deterministic. A request's *key* is a hash of its non-system message text, so
+Faults are deterministic. A request's *key* is a hash of its non-system message text and images, so
 a retry (and the stricter schema retry, which only adds a system message) is the next
 *attempt* of the same key:
 
@@ -240,7 +240,14 @@ class Handler(BaseHTTPRequestHandler):
             self._error(404, f"model {body.get('model')!r} not found", "not_found_error")
             return
         user_text = "\n".join(_text_of(m.get("content")) for m in messages if m.get("role") != "system")
-        key = hashlib.sha256(user_text.encode()).hexdigest()
+        # the key covers the images too: many requests share one prompt (recap) but not one image
+        h = hashlib.sha256(user_text.encode())
+        for m in messages:
+            if m.get("role") != "system" and isinstance(m.get("content"), list):
+                for part in m["content"]:
+                    if isinstance(part, dict) and part.get("type") == "image_url":
+                        h.update(str((part.get("image_url") or {}).get("url", "")).encode())
+        key = h.hexdigest()
         with st.lock:
             attempt = st.attempts.get(key, 0)
             st.attempts[key] = attempt + 1
