@@ -477,12 +477,8 @@ class Runner:
             self._stop.set()
         finally:
             self._stop.set()
-            if stage_pool is not None:
-                try:
-                    retire(0)  # batches already sent: keep their answers
-                except BaseException:
-                    pass
-                stage_pool.shutdown(wait=True, cancel_futures=True)
+            if stage_pool is not None:  # on Ctrl-C, batches still in flight are redone later
+                stage_pool.shutdown(wait=False, cancel_futures=True)
             pool.shutdown(wait=True, cancel_futures=True)
             _drain(q)
             producer.join(timeout=10)
