@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fixtures_metrics import varied_captions, varied_sets
-from pixscribe.metrics.coco import _lcs, coco_scores
+from pixscribe.metrics.coco import _lcs, _popcount, coco_scores
 from pixscribe.metrics.tokenize import PUNCTUATIONS, ptb_tokenize, ptb_tokenize_line
 
 pce = pytest.importorskip("pycocoevalcap")
@@ -108,6 +108,13 @@ def test_lcs_bitparallel_matches_dp():
         assert _lcs(a, b) == dp(a, b)
 
 
+def test_popcount_fallback():
+    v = np.array([0, 1, 3, 2**63, 2**64 - 1, 0x0F0F], dtype=np.uint64)
+    want = [0, 1, 2, 1, 64, 8]
+    assert _popcount(v).tolist() == want
+    assert _popcount(v, builtin=False).tolist() == want
+
+
 @needs_java
 @pytest.mark.parametrize("seed,n_refs", [(0, 5), (1, 3), (2, 1)])
 def test_scores_equal_pycocoevalcap(seed, n_refs):
@@ -150,3 +157,91 @@ def test_identical_caption_scores_and_order_sensitivity():
     assert c1["cider_d"] > c2["cider_d"]
     with pytest.raises(ValueError, match="same image ids"):
         coco_scores(gts, {"a": ["x"]})
+
+
+_FRAGMENTS = [
+    "a", "A", "dog", "The", "It", "x", "I", "y", "5", "3.", "3.5", "3.5.", "1,000", "1,000,", ".5", "0.5.", "+5", "2+2",
+    "-3", "a.", "x.", "A.", "I.", "No.", "no.", "Nos.", "nos", "Mr.", "mr.", "St.", "etc.", "vs.", "Inc.", "U.S.",
+    "u.s.a.", "a.m.", "p.m.", "Ph.D.", "e.g.", "i.e.,", "word.", "word,", "word,.", "word!", "word?!", "word;",
+    "word:", "word...", "word..", "word....", ".", "..", "...", "....", ". .", ". . .", "-", "--", "---", "e-mail",
+    "e-mail.", "3-year-old", "10-20", "a-b-c.", "x-a.", "and/or", "1/2", "10:30", "(x)", "(x).", "(a).", "[b]", "{c},",
+    '"quoted"', '"q".', "'q'", "``tex''", "`", "'", "''", "isn't", "isn't.", "don't", "can't.", "y'all", "y's.", "y't.",
+    "dog's", "dog's.", "dogs'", "'s", "'s.", "'t.", "ca't.", "'tis", "'twas", "o'clock.", "ma'am", "'90s", "90's",
+    "rock'n'roll", "'n'", "'em", "gonna", "gonna,", "Cannot.", "wanna.", "lemme", "c++", "f#", "#tag", "@user",
+    "a@b.com", "a@b.com.", "http://x.org/a?b=1.", "www.foo.org.", ":)", ";-)", ":-(", "=D", "<b>", "<a", "href=x>",
+    "</b>", "&amp;", "&", "$5", "5%", "*", "a*b", "_a.", "_", "x_y", "~", "^", "|", "=", "\\", "!?", "??", "?!",
+]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_chunk_fast_path_equals_full_scan(seed):
+    """Captions assembled from memoised chunks give exactly the full scanner's result, with
+    and without warm caches and for next captions that change sentence-end decisions."""
+    import random
+
+    from pixscribe.metrics import tokenize as tk
+
+    rng = random.Random(seed)
+    follows = ["", "The cat sat.", "a dog", "5 dogs", "It is", "Mr. X"]
+    tk.clear_caches()
+    n_fast = 0
+    for i in range(3000):
+        k = rng.randint(1, 8)
+        sep = [rng.choice([" ", " ", " ", "  ", "   "]) for _ in range(k)]
+        s = "".join(rng.choice(_FRAGMENTS) + sep[j] for j in range(k))
+        if rng.random() < 0.5:
+            s = s.rstrip()
+        follow = rng.choice(follows)
+        if i % 2:
+            tk.clear_caches()
+        want = " ".join(t for t in ptb_tokenize_line(s, follow=follow) if t not in PUNCTUATIONS)
+        n_fast += tk._tokenize_by_chunks(s) is not None
+        assert tk.tokenize_caption(s, follow) == want, (s, follow)
+        assert tk.tokenize_caption(s, follow) == want, (s, follow)  # memoised
+        other = rng.choice(follows)
+        want2 = " ".join(t for t in ptb_tokenize_line(s, follow=other) if t not in PUNCTUATIONS)
+        assert tk.tokenize_caption(s, other) == want2, (s, other)  # memo only when follow is irrelevant
+    assert n_fast > 500  # the fast path was exercised
+
+
+@pytest.mark.parametrize("odd_spacing", [False, True])
+def test_scores_equal_pycocoevalcap_scorers_on_random_tokens(odd_spacing):
+    """The scorers alone (no tokenizer) on random token strings: empty sentences, long
+    hypotheses (> 64 tokens, the non-vectorised LCS), 1..6 references, and with
+    ``odd_spacing`` double spaces / tabs / leading spaces where ROUGE-L's ``split(" ")`` and
+    BLEU/CIDEr-D's ``split()`` disagree."""
+    import contextlib
+    import io
+    import random
+
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    rng = random.Random(int(odd_spacing))
+    words = ["a", "dog", "cat", "on", "the", "grass", "red", "x", "y", "z", "of"]
+
+    def sent():
+        if rng.random() < 0.05:
+            return ""
+        n = rng.randint(60, 90) if rng.random() < 0.03 else rng.randint(1, 14)
+        s = " ".join(rng.choice(words) for _ in range(n))
+        if odd_spacing and rng.random() < 0.1:
+            s = rng.choice([s.replace(" ", "  ", 1), s.replace(" ", "\t", 1), " " + s, s + " "])
+        return s
+
+    for _ in range(40):
+        gts = {f"i{k}": [sent() for _ in range(rng.randint(1, 6))] for k in range(rng.randint(2, 60))}
+        res = {k: [sent()] for k in gts}
+        with contextlib.redirect_stdout(io.StringIO()):
+            b, bl = Bleu(4).compute_score(gts, res, verbose=0)
+        r, rl = Rouge().compute_score(gts, res)
+        c, cl = Cider().compute_score(gts, res)
+        corpus, per, _ids = coco_scores(gts, res)
+        for k in range(4):
+            assert corpus[f"bleu_{k + 1}"] == pytest.approx(b[k], abs=1e-6)
+            np.testing.assert_allclose(per[f"bleu_{k + 1}"], bl[k], atol=1e-6)
+        assert corpus["rouge_l"] == pytest.approx(r, abs=1e-6)
+        np.testing.assert_allclose(per["rouge_l"], rl, atol=1e-6)
+        assert corpus["cider_d"] == pytest.approx(c, abs=1e-6)
+        np.testing.assert_allclose(per["cider_d"], cl, atol=1e-6)

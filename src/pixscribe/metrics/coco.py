@@ -23,7 +23,7 @@ terms are array operations.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import re
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -32,81 +32,23 @@ _TINY = 1e-15
 _SMALL = 1e-9
 
 
-@dataclass
-class _Grams:
-    """All n-gram occurrences of a list of sentences, counted per sentence."""
-
-    sent: np.ndarray  # sentence index of each (sentence, gram) entry
-    gram: np.ndarray  # global gram id (orders share one id space)
-    order: np.ndarray  # n - 1
-    count: np.ndarray  # term frequency in the sentence
-    n_grams: int
-
-
-def _count_grams(sentences: Sequence[Sequence[str]], n: int = 4) -> _Grams:
-    vocab: dict[str, int] = {}
-    lens = np.fromiter((len(s) for s in sentences), dtype=np.int64, count=len(sentences))
-    flat = [vocab.setdefault(w, len(vocab)) for s in sentences for w in s]
-    toks = np.asarray(flat, dtype=np.int64)
-    sent_of_tok = np.repeat(np.arange(len(sentences), dtype=np.int64), lens)
-    starts = np.concatenate([[0], np.cumsum(lens)[:-1]]) if len(lens) else np.zeros(0, np.int64)
-    pos_in_sent = np.arange(len(toks), dtype=np.int64) - np.repeat(starts, lens)
-    V = max(len(vocab), 1)
-    sents, grams, orders, counts = [], [], [], []
-    prev_ids = toks  # (n-1)-gram ids ending at each position (for n=1: token ids)
-    offset = 0
-    cur_ids = toks.copy()
-    n_total = 0
-    for k in range(1, n + 1):
-        if k == 1:
-            valid = np.ones(len(toks), dtype=bool)
-            uniq, inv = np.unique(toks, return_inverse=True)
-            cur_ids = inv.astype(np.int64)
-            n_k = len(uniq)
-        else:
-            valid = pos_in_sent >= (k - 1)
-            # gram ending at position p = (k-1 gram ending at p-1, token at p)
-            prev_shift = np.empty_like(prev_ids)
-            prev_shift[1:] = prev_ids[:-1]
-            if len(prev_shift):
-                prev_shift[0] = 0
-            key = prev_shift * V + toks
-            key = np.where(valid, key, -1)
-            uniq, inv = np.unique(key[valid], return_inverse=True)
-            cur_ids = np.full(len(toks), -1, dtype=np.int64)
-            cur_ids[valid] = inv
-            n_k = len(uniq)
-        # count per (sentence, gram)
-        s_v = sent_of_tok[valid]
-        g_v = cur_ids[valid]
-        if len(g_v):
-            pair = s_v * max(n_k, 1) + g_v
-            up, cnt = np.unique(pair, return_counts=True)
-            sents.append(up // max(n_k, 1))
-            grams.append(up % max(n_k, 1) + offset)
-            orders.append(np.full(len(up), k - 1, dtype=np.int64))
-            counts.append(cnt.astype(np.float64))
-        offset += n_k
-        prev_ids = np.where(cur_ids >= 0, cur_ids, 0)
-        n_total = offset
-    if sents:
-        return _Grams(np.concatenate(sents), np.concatenate(grams), np.concatenate(orders),
-                      np.concatenate(counts), n_total)
-    e = np.zeros(0, dtype=np.int64)
-    return _Grams(e, e, e, np.zeros(0), 0)
-
-
-def _lookup(keys_sorted: np.ndarray, values: np.ndarray, query: np.ndarray, default: float = 0.0) -> np.ndarray:
-    if len(keys_sorted) == 0:
-        return np.full(len(query), default, dtype=np.float64)
-    idx = np.searchsorted(keys_sorted, query)
-    idx_c = np.minimum(idx, len(keys_sorted) - 1)
-    hit = keys_sorted[idx_c] == query
-    return np.where(hit, values[idx_c], default)
+def _dense_ids(words: list[str]) -> tuple[np.ndarray, int]:
+    """Integer ids (first-occurrence order) of a list of strings, and the vocabulary size."""
+    vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}
+    return np.fromiter(map(vocab.__getitem__, words), dtype=np.int64, count=len(words)), len(vocab)
 
 
 class _Prepared:
-    """Hypotheses and references of a corpus, split into tokens and counted once."""
+    """Hypotheses and references of a corpus, split into tokens and counted once.
+
+    Sentences are numbered hypotheses first (``0..N-1``, sentence ``i`` is image ``i``'s
+    hypothesis), then references in image order. Every n-gram (n=1..4) gets an integer id
+    (orders share one id space) and every occurrence the key
+    ``(image * G + gram) * S + slot`` (slot 0: the hypothesis, 1..: the references), so one
+    ``np.sort`` groups the counts per (image, gram) with the hypothesis count first: BLEU
+    clipping, CIDEr-D document frequencies and the tf-idf products are then array operations
+    on those groups, shared by both metrics.
+    """
 
     def __init__(self, gts: Mapping[object, Sequence[str]], res: Mapping[object, Sequence[str]], n: int = 4):
         if set(gts.keys()) != set(res.keys()):
@@ -120,53 +62,112 @@ class _Prepared:
                 raise ValueError(f"image {i!r}: expected exactly one hypothesis, got {len(h)}")
             hyps.append(h[0])
         refs: list[str] = []
-        ref_img: list[int] = []
-        for k, i in enumerate(self.ids):
+        n_refs: list[int] = []
+        for i in self.ids:
             r = gts[i]
             if len(r) < 1:
                 raise ValueError(f"image {i!r}: no references")
             refs.extend(r)
-            ref_img.extend([k] * len(r))
+            n_refs.append(len(r))
         self.hyp_text = hyps
         self.ref_text = refs
-        self.N = len(self.ids)
-        self.ref_img = np.asarray(ref_img, dtype=np.int64)
-        self.n_refs = np.bincount(self.ref_img, minlength=self.N)
-        split = [s.split() for s in hyps] + [s.split() for s in refs]
-        self.hyp_len = np.asarray([len(s) for s in split[: self.N]], dtype=np.float64)
-        self.ref_len = np.asarray([len(s) for s in split[self.N:]], dtype=np.float64)
-        g = _count_grams(split, n)
-        self.G = max(g.n_grams, 1)
-        is_hyp = g.sent < self.N
-        self.h_img = g.sent[is_hyp]
-        self.h_gram = g.gram[is_hyp]
-        self.h_order = g.order[is_hyp]
-        self.h_count = g.count[is_hyp]
-        self.r_sent = g.sent[~is_hyp] - self.N
-        self.r_img = self.ref_img[self.r_sent]
-        self.r_gram = g.gram[~is_hyp]
-        self.r_order = g.order[~is_hyp]
-        self.r_count = g.count[~is_hyp]
+        N = self.N = len(self.ids)
+        self.n_refs = np.asarray(n_refs, dtype=np.int64).reshape(N)
+        self.ref_start = np.cumsum(self.n_refs) - self.n_refs
+        self.ref_img = np.repeat(np.arange(N, dtype=np.int64), self.n_refs)
+        n_ref_sent = len(refs)
+        sents = hyps + refs
+        n_sent = len(sents)
+        # tokens as pycocoevalcap's BLEU and CIDEr see them (str.split())
+        lens = np.fromiter(map(len, map(str.split, sents)), dtype=np.int64, count=n_sent)
+        words = " ".join(sents).split()
+        tok, V = _dense_ids(words)
+        self.tok, self.lens, self.V = tok, lens, V
+        self.hyp_len = lens[:N].astype(np.float64)
+        self.ref_len = lens[N:].astype(np.float64)
+        T = len(tok)
+        sent_of_tok = np.repeat(np.arange(n_sent, dtype=np.int64), lens)
+        starts = np.cumsum(lens) - lens
+        pos = np.arange(T, dtype=np.int64) - starts[sent_of_tok]
+        self.sent_of_tok, self.pos = sent_of_tok, pos
+
+        # n-gram ids: the k-gram ending at p is (id of the (k-1)-gram ending at p-1, token p)
+        occ_tok: list[np.ndarray] = []
+        occ_gram: list[np.ndarray] = []
+        sizes: list[int] = []
+        offset = 0
+        prev = tok
+        for k in range(1, n + 1):
+            if k == 1:
+                idx = np.arange(T, dtype=np.int64)
+                ids_k, n_k = tok, V
+            else:
+                idx = np.flatnonzero(pos >= k - 1)
+                raw = prev[idx - 1] * V + tok[idx]
+                if len(raw):
+                    _u, inv = np.unique(raw, return_inverse=True)
+                    ids_k, n_k = inv.reshape(-1).astype(np.int64), len(_u)
+                else:
+                    ids_k, n_k = raw, 0
+                nxt = np.zeros(T, dtype=np.int64)
+                nxt[idx] = ids_k
+                prev = nxt
+            occ_tok.append(idx)
+            occ_gram.append(ids_k + offset)
+            sizes.append(n_k)
+            offset += n_k
+        G = self.G = max(offset, 1)
+        self.order_of_gram = np.repeat(np.arange(n, dtype=np.int64), sizes)
+        S = int(self.n_refs.max()) + 1 if N else 1
+        if N * G * S >= 2 ** 62:  # pragma: no cover - far beyond any caption corpus
+            raise ValueError("corpus too large for 64-bit n-gram keys")
+        img_of_sent = np.concatenate([np.arange(N, dtype=np.int64), self.ref_img])
+        slot_of_sent = np.concatenate([np.zeros(N, dtype=np.int64),
+                                       np.arange(n_ref_sent, dtype=np.int64) - self.ref_start[self.ref_img] + 1])
+        base = (img_of_sent * G * S + slot_of_sent)[sent_of_tok]
+        p = np.concatenate(occ_tok)
+        key = np.sort(base[p] + np.concatenate(occ_gram) * S)
+        # one entry per (image, gram, slot) with its count
+        if len(key):
+            first = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
+            ukey = key[first]
+            cnt = np.diff(np.append(first, len(key))).astype(np.float64)
+        else:
+            ukey, cnt = key, np.zeros(0)
+        slot = ukey % S
+        grp = ukey // S
+        # groups: one per (image, gram); the hypothesis entry (slot 0) comes first
+        if len(grp):
+            gnew = np.concatenate([[True], grp[1:] != grp[:-1]])
+        else:
+            gnew = np.zeros(0, dtype=bool)
+        gstart = np.flatnonzero(gnew)
+        gidx = np.cumsum(gnew) - 1
+        is_hyp = slot == 0
+        hc = np.zeros(len(gstart))
+        hc[gidx[is_hyp]] = cnt[is_hyp]
+        cnt_ref = np.where(is_hyp, 0.0, cnt)
+        rmax = np.maximum.reduceat(cnt_ref, gstart) if len(gstart) else np.zeros(0)
+        g_grp = grp[gstart]
+        self.g_img = g_grp // G
+        self.g_gram = g_grp % G
+        self.g_order = self.order_of_gram[self.g_gram]
+        self.g_hyp = hc  # hypothesis count of the gram
+        self.g_refmax = rmax  # max count over the image's references
+        # reference entries
+        er = ~is_hyp
+        self.e_idx = gidx[er]  # group of the entry
+        self.e_count = cnt[er]
+        e_grp = grp[er]
+        self.e_gram = e_grp % G
+        self.e_sent = self.ref_start[e_grp // G] + slot[er] - 1
+        self.e_order = self.order_of_gram[self.e_gram]
 
 
 def _bleu(p: _Prepared) -> tuple[list[float], np.ndarray]:
     n, N = p.n, p.N
-    # max reference count per (image, gram)
-    key = p.r_img * p.G + p.r_gram
-    order = np.argsort(key, kind="stable")
-    ks = key[order]
-    cs = p.r_count[order]
-    if len(ks):
-        starts = np.flatnonzero(np.concatenate([[True], ks[1:] != ks[:-1]]))
-        ukeys = ks[starts]
-        umax = np.maximum.reduceat(cs, starts)
-    else:
-        ukeys, umax = ks, cs
-    hkey = p.h_img * p.G + p.h_gram
-    refmax = _lookup(ukeys, umax, hkey)
-    clipped = np.minimum(p.h_count, refmax)
-    correct = np.zeros((N, n))
-    np.add.at(correct, (p.h_img, p.h_order), clipped)
+    clipped = np.minimum(p.g_hyp, p.g_refmax)
+    correct = np.bincount(p.g_img * n + p.g_order, weights=clipped, minlength=N * n).reshape(N, n)
     testlen = p.hyp_len
     guess = np.maximum(0.0, testlen[:, None] - np.arange(n)[None, :])
     # closest reference length, ties -> the shorter one
@@ -199,35 +200,25 @@ def _bleu(p: _Prepared) -> tuple[list[float], np.ndarray]:
 def _cider(p: _Prepared, sigma: float = 6.0) -> np.ndarray:
     n, N = p.n, p.N
     # document frequency: images whose references contain the gram
-    ig = np.unique(p.r_img * p.G + p.r_gram)
-    df = np.bincount(ig % p.G, minlength=p.G).astype(np.float64)
-    log_n = np.log(float(N))
-    w = log_n - np.log(np.maximum(1.0, df))
-    hv = p.h_count * w[p.h_gram]
-    rv = p.r_count * w[p.r_gram]
-    h_norm = np.zeros((N, n))
-    np.add.at(h_norm, (p.h_img, p.h_order), hv * hv)
-    h_norm = np.sqrt(h_norm)
+    df = np.bincount(p.g_gram[p.g_refmax > 0], minlength=p.G).astype(np.float64)
+    w = np.log(float(N)) - np.log(np.maximum(1.0, df))
+    hv = p.g_hyp * w[p.g_gram]  # hypothesis tf-idf per (image, gram)
+    rv = p.e_count * w[p.e_gram]  # reference tf-idf per (reference, gram)
+    h_norm = np.sqrt(np.bincount(p.g_img * n + p.g_order, weights=hv * hv, minlength=N * n)).reshape(N, n)
     n_ref_sent = len(p.ref_len)
-    r_norm = np.zeros((n_ref_sent, n))
-    np.add.at(r_norm, (p.r_sent, p.r_order), rv * rv)
-    r_norm = np.sqrt(r_norm)
-    # hypothesis value for every reference entry of the same image and gram
-    hkey = p.h_img * p.G + p.h_gram
-    o = np.argsort(hkey)
-    hv_at_r = _lookup(hkey[o], hv[o], p.r_img * p.G + p.r_gram)
-    acc = np.zeros((n_ref_sent, n))
-    np.add.at(acc, (p.r_sent, p.r_order), np.minimum(hv_at_r, rv) * rv)
-    denom = h_norm[p.ref_img] * r_norm
-    ok = (h_norm[p.ref_img] != 0) & (r_norm != 0)
-    val = np.where(ok, acc / np.where(ok, denom, 1.0), acc)
+    e_key = p.e_sent * n + p.e_order
+    r_norm = np.sqrt(np.bincount(e_key, weights=rv * rv, minlength=n_ref_sent * n)).reshape(n_ref_sent, n)
+    acc = np.bincount(e_key, weights=np.minimum(hv[p.e_idx], rv) * rv,
+                      minlength=n_ref_sent * n).reshape(n_ref_sent, n)
+    hn = h_norm[p.ref_img]
+    ok = (hn != 0) & (r_norm != 0)
+    val = np.where(ok, acc / np.where(ok, hn * r_norm, 1.0), acc)
     # "length" in pycocoevalcap counts bigrams
     hb = np.maximum(0.0, p.hyp_len - 1)
     rb = np.maximum(0.0, p.ref_len - 1)
     delta = hb[p.ref_img] - rb
     val = val * (np.e ** (-(delta ** 2) / (2 * sigma ** 2)))[:, None]
-    score = np.zeros((N, n))
-    np.add.at(score, p.ref_img, val)
+    score = np.add.reduceat(val, p.ref_start, axis=0) if N else np.zeros((0, n))
     return score.mean(axis=1) / p.n_refs * 10.0
 
 
@@ -249,23 +240,104 @@ def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
     return m - bin(v).count("1")
 
 
+def _popcount(v: np.ndarray, builtin: bool = True) -> np.ndarray:
+    """Set bits of each uint64 (``np.bitwise_count`` needs numpy >= 2)."""
+    if builtin and hasattr(np, "bitwise_count"):
+        return np.bitwise_count(v).astype(np.int64)
+    table = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
+    return table[np.ascontiguousarray(v).view(np.uint8)].reshape(len(v), -1).sum(axis=1)
+
+
+# whitespace where str.split(" ") and str.split() disagree (other than the empty string)
+_ODD_SPACE = re.compile(r"[^\S ]|  |^ | $")
+
+
+def _rouge_tokens(p: _Prepared) -> tuple[np.ndarray, np.ndarray, list[list[str]] | None]:
+    """Token ids and lengths of every sentence as ``str.split(" ")`` gives them (ROUGE's split).
+
+    For single-spaced text this is the BLEU/CIDEr-D split, except that an empty sentence is
+    one empty token (it then has length 1 and matches only another empty sentence).
+    """
+    sents = p.hyp_text + p.ref_text
+    # cheap pre-filter: any whitespace other than " " makes str.isprintable() false
+    if not any(_ODD_SPACE.search(s) for s in sents if not s.isprintable() or "  " in s or s[:1] == " " or s[-1:] == " "):
+        tok = p.tok
+        lens = p.lens
+        empty = np.flatnonzero(lens == 0)
+        if len(empty):
+            # insert one token with id V (the empty string) for each empty sentence
+            starts = np.cumsum(lens) - lens
+            tok = np.insert(tok, starts[empty], p.V)
+            lens = np.maximum(lens, 1)
+        return tok, lens, None
+    split = [s.split(" ") for s in sents]
+    words = [w for s in split for w in s]
+    tok, _V = _dense_ids(words)
+    lens = np.fromiter(map(len, split), dtype=np.int64, count=len(split))
+    return tok, lens, split
+
+
 def _rouge(p: _Prepared, beta: float = 1.2) -> np.ndarray:
-    out = np.zeros(p.N)
+    """pycocoevalcap's ROUGE-L: LCS of every (reference, hypothesis) pair, bit-parallel (Hyyrö)
+    with the hypothesis as a uint64 bit vector, for all pairs at once (hypotheses longer than
+    64 tokens use the Python-integer version)."""
+    N = p.N
     b2 = beta ** 2
-    k = 0
-    for i in range(p.N):
-        c = p.hyp_text[i].split(" ")
-        lc = float(len(c))
-        pm = rm = 0.0
-        for _ in range(int(p.n_refs[i])):
-            r = p.ref_text[k].split(" ")
-            k += 1
-            lcs = _lcs(r, c)
-            pm = max(pm, lcs / lc)
-            rm = max(rm, lcs / float(len(r)))
-        if pm != 0 and rm != 0:
-            out[i] = ((1 + b2) * pm * rm) / float(rm + b2 * pm)
-    return out
+    tok, lens, split = _rouge_tokens(p)
+    starts = np.cumsum(lens) - lens
+    n_sent = len(lens)
+    hyp_len, ref_len = lens[:N], lens[N:]
+    lcs = np.zeros(len(ref_len), dtype=np.int64)
+    pair_h = p.ref_img  # reference r is compared with hypothesis ref_img[r]
+    vec = hyp_len[pair_h] <= 64
+    rv = np.flatnonzero(vec)
+    if len(rv):
+        # padded matrices (hypotheses padded with -2, references with -1: padding never matches)
+        sent_of_tok = np.repeat(np.arange(n_sent, dtype=np.int64), lens)
+        pos = np.arange(len(tok), dtype=np.int64) - starts[sent_of_tok]
+        lh = int(hyp_len[pair_h[rv]].max())
+        width = 8 if lh <= 8 else 16 if lh <= 16 else 32 if lh <= 32 else 64
+        H = np.full((N, width), -2, dtype=np.int64)
+        ht = sent_of_tok < N
+        keep = ht & (pos < width)
+        H[sent_of_tok[keep], pos[keep]] = tok[keep]
+        udt = {8: np.uint8, 16: np.uint16, 32: np.uint32, 64: np.uint64}[width]
+        one = np.uint64(1)
+        # sort pairs by reference length so that blocks pad little
+        rv = rv[np.argsort(ref_len[rv], kind="stable")]
+        block = max(1, (1 << 22) // (width * max(1, int(ref_len[rv[-1]]))))
+        block = max(block, 256)
+        for b0 in range(0, len(rv), block):
+            r = rv[b0:b0 + block]
+            la = int(ref_len[r].max())
+            idx = (starts[N + r][:, None] + np.arange(la)[None, :])
+            A = np.where(np.arange(la)[None, :] < ref_len[r][:, None],
+                         tok[np.minimum(idx, len(tok) - 1)], -1)
+            eq = A[:, :, None] == H[pair_h[r]][:, None, :]
+            masks = np.packbits(eq, axis=-1, bitorder="little").view(udt).reshape(len(r), la).astype(np.uint64)
+            m = hyp_len[pair_h[r]].astype(np.uint64)
+            full = np.where(m >= 64, np.uint64(0xFFFFFFFFFFFFFFFF),
+                            (one << np.minimum(m, np.uint64(63))) - one)
+            v = full.copy()
+            for t in range(la):
+                u = v & masks[:, t]
+                v = ((v + u) | (v - u)) & full
+            lcs[r] = hyp_len[pair_h[r]] - _popcount(v)
+    for r in np.flatnonzero(~vec):  # long hypotheses
+        if split is not None:
+            a, b = split[N + r], split[pair_h[r]]
+        else:
+            a = tok[starts[N + r]:starts[N + r] + ref_len[r]].tolist()
+            b = tok[starts[pair_h[r]]:starts[pair_h[r]] + hyp_len[pair_h[r]]].tolist()
+        lcs[r] = _lcs(a, b)
+    lcs_f = lcs.astype(np.float64)
+    prec = lcs_f / hyp_len[pair_h]
+    rec = lcs_f / ref_len
+    pm = np.maximum.reduceat(prec, p.ref_start) if N else np.zeros(0)
+    rm = np.maximum.reduceat(rec, p.ref_start) if N else np.zeros(0)
+    ok = (pm != 0) & (rm != 0)
+    den = np.where(ok, rm + b2 * pm, 1.0)
+    return np.where(ok, ((1 + b2) * pm * rm) / den, 0.0)
 
 
 def coco_scores(

@@ -148,11 +148,13 @@ def _clean(line: str) -> str:
     return "".join(out)
 
 
-def ptb_tokenize_line(line: str, lower: bool = True, follow: str = "") -> list[str]:
+def ptb_tokenize_line(line: str, lower: bool = True, follow: str = "", looks_past_end: list | None = None) -> list[str]:
     """Tokens of one line as CoreNLP 3.4.1's PTBTokenizer (``-lowerCase``) prints them.
 
     ``follow`` is the start of the next line: like CoreNLP, a sentence-final ``.`` after an
     abbreviation depends on whether a capitalised word follows (it is removed later anyway).
+    When ``looks_past_end`` is a list, something is appended to it whenever a kept token
+    depends on what follows the line (a line-final ``x.`` or ``No.``).
     """
     line = _clean(line).replace("\u2019", "'")
     toks: list[str] = []
@@ -233,7 +235,7 @@ def ptb_tokenize_line(line: str, lower: bool = True, follow: str = "") -> list[s
                 toks.append(a.group(0))
                 j = a.end()
             else:
-                j = _word(line, i, txt, toks, follow)
+                j = _word(line, i, txt, toks, follow, looks_past_end)
         elif kind == "smiley":
             toks.append("".join(_BRACKETS.get(c, c) for c in txt))
         elif kind == "multi":
@@ -270,7 +272,7 @@ _ACRO_SENTEND = re.compile(
 _SENTEND = re.compile(r"\s+[A-Z][a-z]")
 
 
-def _word(line: str, start: int, txt: str, toks: list[str], follow: str = "") -> int:
+def _word(line: str, start: int, txt: str, toks: list[str], follow: str = "", looks_past_end: list | None = None) -> int:
     """Handle a word match; returns the index after what was consumed."""
     end = start + len(txt)
     n = len(line)
@@ -280,6 +282,8 @@ def _word(line: str, start: int, txt: str, toks: list[str], follow: str = "") ->
     if end < n and line[end] == "." and not line.startswith("...", end):
         after = line[end + 1] if end + 1 < n else ""
         acro = _ACRO.fullmatch(txt) is not None or (len(txt) == 1 and txt.isalpha())
+        if looks_past_end is not None and end + 1 == n and (len(txt) == 1 or low in _ABBREV3):
+            looks_past_end.append(txt)  # the two tests below read past the line
         known = low in _ABBREV1 or low in _ABBREV2 or (low in _ABBREV3 and _NUM_AFTER.match(line, end + 1))
         if len(txt) == 1 and _ACRO_SENTEND.match(line[end + 1:] + "\n" + follow):
             acro = False  # CoreNLP 3.4.1: "x." before "A ", "The ", "It " ... ends a sentence
@@ -324,48 +328,96 @@ def ptb_tokenize(captions_for_image: Mapping[object, Iterable[object]]) -> dict[
     texts: list[str] = []
     for k, caps in captions_for_image.items():
         for c in caps:
-            s = c["caption"] if isinstance(c, Mapping) else c
+            if type(c) is not str:
+                c = c["caption"] if isinstance(c, Mapping) else c
             keys.append(k)
-            texts.append(str(s).replace("\n", " "))
+            texts.append(str(c).replace("\n", " "))
     out: dict[object, list[str]] = {k: [] for k in captions_for_image}
-    for i, (k, s) in enumerate(zip(keys, texts)):
-        out[k].append(tokenize_caption(s, texts[i + 1] if i + 1 < len(texts) else ""))
+    for k, s, follow in zip(keys, texts, texts[1:] + [""]):
+        out[k].append(tokenize_caption(s, follow))
     return out
 
 
-_PLAIN = re.compile(r"[A-Za-z0-9 ,]*")  # commas are removed punctuation unless inside a number
-_DIGIT = re.compile(r"\d")
-_CACHE: dict[str, str] = {}
+_CACHE: dict[str, str] = {}  # caption -> result, for captions whose result is context-free
+_CHUNKS: dict[str, "str | bool"] = {}  # space-free ASCII chunk -> its tokens, or False (context needed)
+_CACHE_MAX = 1_000_000
+
+# a single letter followed by a period: the only case where the result depends on the next
+# caption (CoreNLP's sentence-end rule for "x. The ..."); deliberately broad, it only
+# decides what is cached
+_SINGLE_DOT = re.compile(r"(?<![^\W_])[^\W\d_]\.")
+_ALNUM_CHUNK = re.compile(r"[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*")  # one word, number or hyphenated word
+_DOTS_THEN = re.compile(r"\.+[^.]")
 
 
-_SINGLE_DOT = re.compile(r"(?<![\w.])[A-Za-z]\.(?![\w.])")
+def clear_caches() -> None:
+    """Forget memoised captions and chunks (for benchmarks)."""
+    _CACHE.clear()
+    _CHUNKS.clear()
+
+
+def _chunk_tokens(c: str) -> "str | bool":
+    """Tokens (space-joined, lower-cased, punctuation removed) of one space-free chunk of
+    printable ASCII, or ``False`` when they can depend on the neighbouring chunks.
+
+    Every rule of :func:`ptb_tokenize_line` treats the line start and end like a space, and
+    only these look across a space: SGML tags (``<a href=x>``: any chunk with ``<``); spaced
+    dots (``. . .``), which can take the first ``.`` of a chunk that starts with dots and goes
+    on (``.5``; chunks of dots only give removed tokens either way); and a chunk-final period
+    after a single letter (``x. The``: sentence end or acronym) or after ``No`` (``No. 5``),
+    which :func:`ptb_tokenize_line` reports through ``looks_past_end``. Other periods only
+    decide tokens that are removed (an extra sentence-final ``.``). Any other chunk gives
+    the same tokens alone as inside its caption.
+    """
+    if _ALNUM_CHUNK.fullmatch(c):  # one token (gonna, cannot: two)
+        low = c.lower()
+        if low not in _ASSIM:
+            return low
+    elif "<" in c or _DOTS_THEN.match(c):
+        return False
+    past: list = []
+    toks = ptb_tokenize_line(c, looks_past_end=past)
+    if past:
+        return False
+    return " ".join(t for t in toks if t not in PUNCTUATIONS)
+
+
+def _tokenize_by_chunks(s: str) -> "str | None":
+    """The caption's result assembled from memoised chunk results, or None (full scan needed)."""
+    if not (s.isascii() and s.isprintable()):  # only " " separates chunks
+        return None
+    words = s.split()
+    outs = list(map(_CHUNKS.get, words))
+    if None in outs:
+        for k, r in enumerate(outs):
+            if r is None:
+                c = words[k]
+                r = outs[k] = _chunk_tokens(c)
+                if len(_CHUNKS) < _CACHE_MAX:
+                    _CHUNKS[c] = r
+    if False in outs:
+        return None
+    return " ".join(filter(None, outs))
 
 
 def tokenize_caption(s: str, follow: str = "") -> str:
     """One caption -> the space-joined, lower-cased tokens with PTB punctuation removed.
 
     ``follow`` is the next caption of the stream (only consulted for a single letter
-    followed by a period). Plain captions (ASCII letters, digits and spaces, optionally a
-    final period after a word that is not an abbreviation) take a fast path with the same
-    result; results are memoised (captions repeat a lot in caption corpora).
+    followed by a period). Printable-ASCII captions are assembled from memoised results of
+    their space-separated chunks when no chunk needs context (see :func:`_chunk_tokens`);
+    the others go through :func:`ptb_tokenize_line`. Results that do not depend on
+    ``follow`` are memoised (captions repeat a lot in caption corpora).
     """
     s = s.replace("\n", " ")
-    context = _SINGLE_DOT.search(s) is not None
-    if not context:
-        hit = _CACHE.get(s)
-        if hit is not None:
-            return hit
-    body = s[:-1] if s.endswith((".", "!", "?")) else s
-    out = None
-    if not context and _PLAIN.fullmatch(body) and not ("," in body and _DIGIT.search(body)):
-        words = body.lower().replace(",", " ").split()
-        if not any(w in _ASSIM for w in words) and not (
-            s.endswith(".") and words and (words[-1] in _ABBREV1 or words[-1] in _ABBREV2)
-            and not body.endswith(" ")
-        ):
-            out = " ".join(words)
+    hit = _CACHE.get(s)
+    if hit is not None:
+        return hit
+    out = _tokenize_by_chunks(s)
     if out is None:
         out = " ".join(t for t in ptb_tokenize_line(s, follow=follow) if t not in PUNCTUATIONS)
-    if not context and len(_CACHE) < 1_000_000:
+        if _SINGLE_DOT.search(s):
+            return out  # may depend on the next caption: not memoised
+    if len(_CACHE) < _CACHE_MAX:
         _CACHE[s] = out
     return out
