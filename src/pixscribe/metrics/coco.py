@@ -13,17 +13,20 @@ pycocoevalcap's shape: ``gts = {id: [ref, ...]}``, ``res = {id: [hyp]}``.
   The idf depends on the whole corpus, so per-image CIDEr-D is only defined together
   with the corpus it was computed in.
 - ROUGE-L: LCS-based F-measure with beta=1.2, max precision and max recall over the
-  references; the LCS is computed bit-parallel (Hyyrö) on Python integers.
+  references, on ``split(" ")`` tokens as pycocoevalcap; the LCS is computed bit-parallel
+  (Hyyrö) for all (reference, hypothesis) pairs at once on uint64 bit vectors.
 
-N-grams of all sentences are numbered with ``numpy.unique`` (an n-gram id is the pair
-(id of its (n-1)-gram prefix, last token)), then counting, clipping, idf and the cosine
-terms are array operations.
+All sentences are split once; every n-gram (n=1..4) gets an integer id (the pair (id of
+its (n-1)-gram prefix, last token), numbered with ``numpy.unique``), and a single sort of
+``(image, gram, sentence slot)`` keys gives the counts BLEU clipping and CIDEr-D's document
+frequencies and tf-idf products share; the rest are ``bincount``/``reduceat`` operations.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from itertools import chain
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -79,8 +82,9 @@ class _Prepared:
         sents = hyps + refs
         n_sent = len(sents)
         # tokens as pycocoevalcap's BLEU and CIDEr see them (str.split())
-        lens = np.fromiter(map(len, map(str.split, sents)), dtype=np.int64, count=n_sent)
-        words = " ".join(sents).split()
+        split = list(map(str.split, sents))
+        lens = np.fromiter(map(len, split), dtype=np.int64, count=n_sent)
+        words = list(chain.from_iterable(split))
         tok, V = _dense_ids(words)
         self.tok, self.lens, self.V = tok, lens, V
         self.hyp_len = lens[:N].astype(np.float64)
