@@ -41,6 +41,8 @@ RUNTIME_ONLY = {
     "max_retries",
     "structured_output",
     "progress",
+    "flush_rows",
+    "flush_seconds",
     "allow_private_urls",
     "url_timeout",
     "url_max_bytes",
@@ -77,6 +79,8 @@ class RunConfig(BaseModel):
     decode_workers: int = Field(2, ge=1)
     prefetch_batches: int = Field(4, ge=1)
     progress: bool = True
+    flush_rows: int = Field(1024, ge=1)  # rows buffered before an atomic batch file is written
+    flush_seconds: float = Field(10.0, gt=0)  # ... or seconds since the last one
 
     # model backend
     backend: Literal["transformers", "openai", "vllm"] = "transformers"

@@ -16,6 +16,7 @@ import concurrent.futures as cf
 import hashlib
 import queue
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -109,6 +110,10 @@ class Runner:
         self.summary = Summary()
         self._stop = threading.Event()
         self._input_columns: list[str] = []
+        self._pending: dict[int, list[Any]] = {}
+        self._pending_rows: dict[int, int] = {}
+        self._last_flush: dict[int, float] = {}
+        self._t_start = time.monotonic()
 
     # ---- preparing records (runs in the decode pool) -----------------------------
     def _prepare(self, rec: Record, skip_ids: set[str]) -> Record | _Skip:
@@ -281,12 +286,31 @@ class Runner:
         order = self._column_order()
         extra = [c for r in rows for c in r if c not in order and c not in TAIL_COLUMNS]
         table = rows_to_table(rows, order + list(dict.fromkeys(extra)) + list(TAIL_COLUMNS))
-        self.state.append_batch(shard, table)
+        self._pending.setdefault(shard, []).append(table)
+        self._pending_rows[shard] = self._pending_rows.get(shard, 0) + table.num_rows
+        now = time.monotonic()
+        if (
+            self._pending_rows[shard] >= self.config.flush_rows
+            or now - self._last_flush.get(shard, self._t_start) >= self.config.flush_seconds
+        ):
+            self._flush_pending(shard)
         self.summary.rows_written += len(batch)
         for r in batch:
             k = error_kind(r.error)
             if k:
                 self.summary.errors[k] = self.summary.errors.get(k, 0) + 1
+
+    def _flush_pending(self, shard: int) -> None:
+        """Persist buffered rows of a shard as one atomic batch file. Rows are buffered up to
+        --flush-rows or --flush-seconds, so a shard is a few files, not one per batch; a crash
+        loses at most that window, which the rerun redoes."""
+        from ..io.writers import concat_tables
+
+        tables = self._pending.pop(shard, None)
+        self._pending_rows.pop(shard, None)
+        self._last_flush[shard] = time.monotonic()
+        if tables:
+            self.state.append_batch(shard, concat_tables(tables))
 
     # ---- main loop ------------------------------------------------------------------
     def run(self) -> Summary:
@@ -352,6 +376,10 @@ class Runner:
                 batch_size = max(batch_size, int(pref))
 
         t0 = time.perf_counter()
+        # The main thread drives the model; hand it the GIL quickly when it wakes, so the
+        # decode threads (which hold the GIL between C calls) never delay a model call.
+        prev_switch = sys.getswitchinterval()
+        sys.setswitchinterval(min(prev_switch, 0.0005))
         q: "queue.Queue[Any]" = queue.Queue(maxsize=max(2, batch_size * cfg.prefetch_batches))
         pool = cf.ThreadPoolExecutor(max_workers=cfg.decode_workers, thread_name_prefix="pixscribe-decode")
         producer = threading.Thread(target=self._produce, args=(todo, skip, pool, q), daemon=True, name="pixscribe-read")
@@ -371,6 +399,11 @@ class Runner:
             while True:
                 job = writes.get()
                 if job is None:
+                    try:
+                        for shard_i in list(self._pending):
+                            self._flush_pending(shard_i)
+                    except BaseException as exc:
+                        write_error.append(exc)
                     return
                 if write_error:
                     continue
@@ -383,6 +416,7 @@ class Runner:
                         progress.advance(len(recs))
                     else:
                         _, shard_i, complete = job
+                        self._flush_pending(shard_i)
                         self.state.finalize(shard_i, complete, order)
                         if complete:
                             self.summary.shards_completed += 1
@@ -489,6 +523,7 @@ class Runner:
                 self.state.finalize(s, False, order)
             if prev_handler is not None:
                 signal.signal(signal.SIGTERM, prev_handler)
+            sys.setswitchinterval(prev_switch)
             self.summary.seconds = time.perf_counter() - t0
             self.summary.usage = self.method.summary() if self.method else {}
             self.method.close() if self.method else None
