@@ -109,6 +109,8 @@ class RunConfig(BaseModel):
     experts: list[str] = Field(default_factory=list)
     profile: Literal["lite", "full"] | None = None
     expert_models: dict[str, str] = Field(default_factory=dict)
+    expert_options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per-expert settings
+    queries: list[str] = Field(default_factory=list)  # text queries for the open-vocabulary detectors
 
     @field_validator("shard")
     @classmethod
@@ -120,7 +122,7 @@ class RunConfig(BaseModel):
             raise ValueError(f"--shard must be K/N with 0 <= K < N, got {v!r}")
         return f"{int(m.group(1))}/{int(m.group(2))}"
 
-    @field_validator("experts", mode="before")
+    @field_validator("experts", "queries", mode="before")
     @classmethod
     def _split_experts(cls, v: Any) -> Any:
         if isinstance(v, str):

@@ -70,6 +70,30 @@ class Decoded:
     orig_height: int
     format: str | None
     frames: int = 1
+    exif: dict[str, str] | None = None  # camera and time, when the file has them
+
+
+_EXIF_FIELDS = {271: "make", 272: "model", 306: "datetime"}
+_EXIF_SUB = {36867: "datetime_original", 33434: "exposure_time", 33437: "f_number", 37386: "focal_length"}
+
+
+def exif_summary(ex: Image.Exif) -> dict[str, str] | None:
+    """Camera make/model and capture time (plus a few exposure fields) from an EXIF block."""
+    out: dict[str, str] = {}
+    for tag, name in _EXIF_FIELDS.items():
+        v = ex.get(tag)
+        if v not in (None, ""):
+            out[name] = str(v).strip("\x00 ").strip()
+    try:
+        sub = ex.get_ifd(0x8769)
+    except Exception:  # noqa: BLE001
+        sub = {}
+    for tag, name in _EXIF_SUB.items():
+        v = sub.get(tag)
+        if v not in (None, ""):
+            out[name] = str(float(v)) if not isinstance(v, (str, bytes)) else str(v).strip("\x00 ").strip()
+    out = {k: v for k, v in out.items() if v}
+    return out or None
 
 
 # ---------------------------------------------------------------------------------
@@ -397,8 +421,11 @@ def decode(
             raise DecodeError(f"{src}: corrupt image ({fmt}: {msg})") from None
 
         orientation = 1
+        exif: dict[str, str] | None = None
         try:
-            orientation = int(im.getexif().get(_ORIENTATION_TAG, 1) or 1)
+            ex = im.getexif()
+            orientation = int(ex.get(_ORIENTATION_TAG, 1) or 1)
+            exif = exif_summary(ex)
         except Exception:  # noqa: BLE001 - a broken EXIF block is not a broken image
             orientation = 1
 
@@ -412,6 +439,7 @@ def decode(
             orig_height=oh,
             format=fmt,
             frames=frames,
+            exif=exif,
         )
     except DecodeError:
         raise

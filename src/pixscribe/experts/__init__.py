@@ -30,7 +30,8 @@ REGISTRY: dict[str, str] = {
 }
 
 LITE_EXPERTS = ["stats", "faces", "ocr", "nsfw"]
-FULL_EXPERTS = ["grounding_dino", "sam", "depth", "dense", "ocr", "stats"]
+# full: dense region captions give boxes (no queries needed); SAM and depth work on them
+FULL_EXPERTS = ["stats", "faces", "ocr", "dense", "sam", "depth"]
 
 
 def expert_class(name: str) -> type[Expert]:
@@ -41,7 +42,14 @@ def expert_class(name: str) -> type[Expert]:
 
 
 def build_expert(name: str, config: "RunConfig") -> Expert:
-    return expert_class(name).from_config(config)  # type: ignore[attr-defined]
+    """The expert ``name`` configured from ``config``; ``config.expert_options[name]`` sets its
+    attributes (e.g. ``{"dense": {"max_new_tokens": 256, "num_beams": 1}}``)."""
+    expert = expert_class(name).from_config(config)  # type: ignore[attr-defined]
+    for key, value in (getattr(config, "expert_options", {}) or {}).get(name, {}).items():
+        if key.startswith("_") or not hasattr(expert, key):
+            raise ValueError(f"expert_options.{name}.{key}: {type(expert).__name__} has no option {key!r}")
+        setattr(expert, key, value)
+    return expert
 
 
 __all__ = [

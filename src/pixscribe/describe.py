@@ -1,0 +1,111 @@
+"""The plain-language description of the lite profile, composed from expert outputs only.
+
+    A bright, mostly blue and white photograph, 1024×768. One face, upper left. Text: "OPEN 24H".
+
+Every clause is traceable to one expert's output (stats, faces, ocr, nsfw). Text read by OCR
+is quoted as data: it is cleaned of control characters and quotes, capped in length, and
+never interpreted.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .spatial import position_words
+
+_NUMBERS = ["No", "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten"]
+
+
+def quote_text(text: str, limit: int = 120) -> str:
+    """OCR text as a safe quoted literal: one line, no quotes or control characters, capped."""
+    t = re.sub(r"[\x00-\x1f\x7f\u2028\u2029]+", " ", str(text))
+    t = t.replace('"', "'").replace("`", "'")
+    t = re.sub(r"\s+", " ", t).strip()
+    if len(t) > limit:
+        t = t[: limit - 1].rstrip() + "…"
+    return f'"{t}"'
+
+
+def _brightness_word(b: float) -> str | None:
+    if b < 0.25:
+        return "dark"
+    if b < 0.4:
+        return "dim"
+    if b > 0.7:
+        return "very bright"
+    if b > 0.55:
+        return "bright"
+    return None
+
+
+def _join(words: list[str]) -> str:
+    if len(words) <= 1:
+        return "".join(words)
+    return ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def describe_stats(stats: dict[str, Any]) -> str:
+    adjs: list[str] = []
+    bw = _brightness_word(float(stats.get("brightness", 0.5)))
+    if bw:
+        adjs.append(bw)
+    if stats.get("contrast", 0.2) < 0.08:
+        adjs.append("low-contrast")
+    if stats.get("blurry"):
+        adjs.append("blurry")
+    if stats.get("grayscale"):
+        colour = "black and white"
+    else:
+        names = [c["name"] for c in stats.get("dominant_colors", []) if c.get("fraction", 0) >= 0.15][:2]
+        colour = f"mostly {_join(names)}" if names else "colourful"
+    head = ", ".join(adjs + [colour]) if adjs else colour
+    article = "An" if head[:1].lower() in "aeiou" else "A"
+    size = f"{stats.get('width')}×{stats.get('height')}" if stats.get("width") else ""
+    return f"{article} {head} image" + (f", {size}." if size else ".")
+
+
+def describe_faces(faces: dict[str, Any]) -> str | None:
+    items = faces.get("faces") or []
+    if not items:
+        return None
+    n = len(items)
+    count = _NUMBERS[n] if n < len(_NUMBERS) else str(n)
+    noun = "face" if n == 1 else "faces"
+    places = list(dict.fromkeys(position_words(f["box_norm"]) for f in items))
+    where = _join(places[:3])
+    return f"{count} {noun}, {where}."
+
+
+def describe_text(ocr: dict[str, Any], max_chars: int = 120, min_score: float = 0.8) -> str | None:
+    """The confidently read lines (score >= ``min_score``, at least two letters or digits)."""
+    lines = (ocr or {}).get("lines")
+    if lines is not None:
+        keep = [ln["text"] for ln in lines
+                if float(ln.get("score", 0)) >= min_score and len(re.findall(r"\w", ln.get("text", ""))) >= 2]
+        text = " ".join(keep)
+    else:
+        text = (ocr or {}).get("text") or ""
+    if not text.strip():
+        return None
+    return f"Text: {quote_text(text, max_chars)}."
+
+
+def describe_nsfw(nsfw: dict[str, Any]) -> str | None:
+    if nsfw and nsfw.get("flagged"):
+        return "Possibly not safe for work."
+    return None
+
+
+def lite_description(outputs: dict[str, Any]) -> str:
+    """``outputs`` maps expert name to its (JSON-ready) output for one image."""
+    parts: list[str] = []
+    if isinstance(outputs.get("stats"), dict):
+        parts.append(describe_stats(outputs["stats"]))
+    for name, fn in (("faces", describe_faces), ("ocr", describe_text), ("nsfw", describe_nsfw)):
+        v = outputs.get(name)
+        if isinstance(v, dict) and "error" not in v:
+            s = fn(v)
+            if s:
+                parts.append(s)
+    return " ".join(parts)

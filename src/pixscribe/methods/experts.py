@@ -1,0 +1,163 @@
+"""The experts method: every chosen expert's output as a column, with provenance.
+
+    pixscribe caption photos -o out --profile lite          # offline CPU experts + a description
+    pixscribe caption photos -o out --experts ocr,faces     # just these
+    pixscribe caption photos -o out --profile full          # the VLM plus the transformers experts
+
+Columns: ``expert_<name>`` (JSON text) for each expert, and with ``--profile lite`` a
+``description`` composed from them (also the ``caption``). With ``--profile full`` the VLM's
+``re_caption`` is the caption and the experts are its evidence.
+
+An expert that fails on one image puts ``{"error": "..."}`` in its column for that image and
+the row stays valid; the row's ``error`` is set only when every expert failed on it. An
+expert that cannot load stops the run before it starts, with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from ..config import RECAP_PROMPT, RunConfig
+from ..describe import lite_description
+from ..engine.stage import Method, Stage, register_method
+from ..experts import FULL_EXPERTS, LITE_EXPERTS, build_expert, to_jsonable
+from ..experts.base import Expert
+from ..record import Record, format_error
+
+# experts that need boxes take them from the first of these that ran before them
+BOX_SOURCES = ("dense", "grounding_dino", "owlv2", "faces")
+
+
+def _boxes(out: Any) -> list[list[float]]:
+    """Pixel xyxy boxes from an expert's JSON-ready output (a list of detections, or faces)."""
+    if isinstance(out, dict) and "faces" in out:
+        out = out["faces"]
+    if isinstance(out, dict) and "regions" in out:
+        out = out["regions"]
+    if not isinstance(out, list):
+        return []
+    return [list(d["box"]) for d in out if isinstance(d, dict) and "box" in d]
+
+
+class ExpertsStage(Stage):
+    name = "experts"
+
+    def __init__(self, experts: list[Expert], *, describe: bool = False, queries: list[str] | None = None):
+        self.experts = experts
+        self.describe_lite = describe
+        self.queries = queries or []
+        self.timings: dict[str, float] = {e.name: 0.0 for e in experts}
+        self.failures: dict[str, int] = {e.name: 0 for e in experts}
+
+    def setup(self) -> None:
+        for e in self.experts:
+            e.setup()
+
+    def _kwargs(self, expert: Expert, records: list[Record], done: dict[str, list[Any]]) -> dict[str, Any] | None:
+        if expert.name == "stats":
+            return {"exif": [r.fields.get("exif") for r in records],
+                    "sizes": [(r.orig_width or r.width, r.orig_height or r.height) for r in records]}
+        if expert.name in ("grounding_dino", "owlv2"):
+            return {"queries": self.queries} if self.queries else None
+        if expert.name in ("sam", "depth"):
+            src = next((s for s in BOX_SOURCES if s in done), None)
+            if src is None:
+                return {} if expert.name == "depth" else None
+            return {"boxes": [_boxes(o) for o in done[src]]}
+        return {}
+
+    def _run_one(self, expert: Expert, records: list[Record], kwargs: dict[str, Any]) -> list[Any]:
+        images = [r.image for r in records]
+        try:
+            return list(expert.run(images, **kwargs))
+        except Exception:
+            if len(records) == 1:
+                raise
+        out: list[Any] = []  # isolate the image that fails
+        for i, r in enumerate(records):
+            one = {k: ([v[i]] if isinstance(v, list) and len(v) == len(records) and k != "queries" else v)
+                   for k, v in kwargs.items()}
+            try:
+                out.append(expert.run([r.image], **one)[0])
+            except Exception as exc:
+                out.append(exc)
+        return out
+
+    def __call__(self, records: list[Record]) -> list[Record]:
+        done: dict[str, list[Any]] = {}
+        per_record: list[dict[str, Any]] = [{} for _ in records]
+        for expert in self.experts:
+            kwargs = self._kwargs(expert, records, done)
+            if kwargs is None:  # nothing to ask this expert (no queries / no boxes)
+                continue
+            t = time.perf_counter()
+            try:
+                outs = self._run_one(expert, records, kwargs)
+            except Exception as exc:
+                outs = [exc] * len(records)
+            dt = (time.perf_counter() - t) / max(len(records), 1)
+            self.timings[expert.name] += dt * len(records)
+            jsonable = []
+            for i, (r, o) in enumerate(zip(records, outs)):
+                if isinstance(o, BaseException):
+                    self.failures[expert.name] += 1
+                    value: Any = {"error": format_error(o, expert.name)}
+                else:
+                    value = to_jsonable(o)
+                jsonable.append(value)
+                per_record[i][expert.name] = value
+                r.set(f"expert_{expert.name}", json.dumps(value, ensure_ascii=False), stage=self.name,
+                      expert=expert.name, model=expert.model, seconds=dt)
+            done[expert.name] = jsonable
+        for r, outs in zip(records, per_record):
+            if outs and all(isinstance(v, dict) and "error" in v for v in outs.values()):
+                r.fail("; ".join(v["error"] for v in outs.values()), "experts")
+                continue
+            if self.describe_lite:
+                r.set("description", lite_description(outs), stage="describe",
+                      inputs=sorted(k for k, v in outs.items() if not (isinstance(v, dict) and "error" in v)))
+        return records
+
+    def describe(self) -> dict[str, Any]:
+        return {"stage": self.name, "experts": [e.describe() for e in self.experts]}
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for e in self.experts:
+            out[f"{e.name}_seconds"] = round(self.timings[e.name], 3)
+            if self.failures[e.name]:
+                out[f"{e.name}_failures"] = self.failures[e.name]
+        return out
+
+
+def expert_names(config: RunConfig) -> list[str]:
+    if config.experts:
+        return list(dict.fromkeys(config.experts))
+    if config.profile == "full":
+        return list(FULL_EXPERTS)
+    return list(LITE_EXPERTS)
+
+
+@register_method("experts")
+def experts_method(config: RunConfig) -> Method:
+    names = expert_names(config)
+    experts = [build_expert(n, config) for n in names]
+    lite = config.profile != "full"
+    stages: list[Stage] = []
+    columns: list[str] = []
+    caption_field = "description" if lite else None
+    if config.profile == "full":
+        from ..backends import make_backend
+        from .recap import RecapStage, sampling_from
+
+        stages.append(RecapStage(make_backend(config), config.resolved_prompt(RECAP_PROMPT), sampling_from(config)))
+        columns.append("re_caption")
+        caption_field = "re_caption"
+    stages.append(ExpertsStage(experts, describe=lite, queries=config.queries))
+    if lite:
+        columns.append("description")
+    columns += [f"expert_{n}" for n in names]
+    return Method(name="experts", stages=stages, columns=columns, caption_field=caption_field,
+                  rename_inputs={"caption": "org_caption"})

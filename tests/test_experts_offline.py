@@ -1,0 +1,114 @@
+"""The offline CPU experts on real photos, with assertions on real content."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib.font_manager as fm
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from pixscribe.experts import build_expert, expert_class
+from pixscribe.experts.base import MissingDependency, require
+from pixscribe.experts.faces import FaceExpert, nms
+from pixscribe.experts.nsfw import NSFWExpert
+from pixscribe.experts.ocr import OCRExpert
+from pixscribe.experts.stats import ImageStatsExpert, color_name, image_stats
+from pixscribe.imaging import decode
+from pixscribe.testing import SAMPLE_NAMES, sample_photo
+
+
+@pytest.fixture(scope="module")
+def ocr():
+    e = OCRExpert()
+    e.setup()
+    return e
+
+
+def words(text: str) -> set[str]:
+    return {w.strip(".,;:!?'\"()").lower() for w in text.split()}
+
+
+def test_ocr_reads_skimage_page(ocr):
+    (out,) = ocr.run([sample_photo("page")])
+    w = words(out["text"])
+    assert {"region-based", "segmentation", "markers", "coins", "background"} <= w
+    first = out["lines"][0]
+    assert first.text == "Region-based segmentation"  # reading order: the title first
+    assert 0 <= first.box_norm[1] < 0.2 and first.score > 0.9
+
+
+def test_ocr_reads_rendered_text(ocr):
+    font = ImageFont.truetype(fm.findfont("DejaVu Sans"), 64)
+    img = Image.new("RGB", (900, 300), "white")
+    d = ImageDraw.Draw(img)
+    d.text((40, 40), "OPEN 24H", font=font, fill="black")
+    d.text((40, 170), "Fresh coffee", font=font, fill=(180, 20, 20))
+    (out,) = ocr.run([img])
+    assert [ln.text for ln in out["lines"]] == ["OPEN 24H", "Fresh coffee"]
+    top = out["lines"][0]
+    assert top.box[0] < 80 and top.box[1] < 80 and top.box[2] > 300  # where it was drawn
+
+
+def test_faces_found_on_portraits_not_on_coffee():
+    for engine in ("auto", "skimage"):
+        e = FaceExpert(engine=engine)
+        astro, grace, coffee, cat = e.run([sample_photo(n) for n in ("astronaut", "grace_hopper", "coffee", "chelsea")])
+        assert astro["count"] == 1 and grace["count"] == 1, engine
+        assert coffee["count"] == 0 and cat["count"] == 0, engine
+        # the astronaut's face is in the upper middle of the picture
+        x0, y0, x1, y1 = astro["faces"][0].box_norm
+        assert 0.25 < (x0 + x1) / 2 < 0.65 and (y0 + y1) / 2 < 0.4
+
+
+def test_nms_merges_overlaps():
+    boxes = [(0, 0, 10, 10), (1, 1, 11, 11), (50, 50, 60, 60), (2, 2, 6, 6)]
+    assert nms(boxes, [1.0, 0.9, 0.8, 0.7]) == [0, 2]
+
+
+def test_nsfw_low_on_every_sample():
+    outs = NSFWExpert().run([sample_photo(n) for n in SAMPLE_NAMES])
+    assert len(outs) == len(SAMPLE_NAMES)
+    assert all(0.0 <= o["nsfw"] < 0.2 and not o["flagged"] for o in outs), outs
+
+
+def test_dominant_colours_of_coffee_are_sensible():
+    s = image_stats(sample_photo("coffee"))
+    names = [c["name"] for c in s["dominant_colors"]]
+    assert set(names[:2]) <= {"brown", "tan", "dark brown", "red", "dark red", "beige", "orange"}, names
+    assert not {"blue", "green", "navy", "cyan", "light blue"} & set(names)
+    assert abs(sum(c["fraction"] for c in s["dominant_colors"]) - 1.0) < 0.11
+    assert not s["grayscale"] and s["orientation"] == "landscape" and (s["width"], s["height"]) == (600, 400)
+
+
+def test_stats_brightness_contrast_sharpness_greyscale():
+    page = image_stats(sample_photo("page"))
+    rocket = image_stats(sample_photo("rocket"))
+    assert page["grayscale"] and page["brightness"] > rocket["brightness"]
+    flat = image_stats(Image.new("RGB", (200, 100), (40, 90, 200)))
+    assert flat["contrast"] < 0.01 and flat["blurry"] and flat["dominant_colors"][0]["name"] == "blue"
+    sharp = sample_photo("astronaut")
+    blurred = sharp.resize((64, 64)).resize(sharp.size, Image.Resampling.BILINEAR)
+    assert image_stats(blurred)["sharpness"] < image_stats(sharp)["sharpness"] / 4
+    assert color_name((250, 250, 250)) == "white" and color_name((200, 30, 35)) == "red"
+
+
+def test_stats_exif_from_decode():
+    ex = Image.Exif()
+    ex[271], ex[272], ex[306] = "Canon", "EOS 5D", "2024:05:01 10:00:00"
+    buf = io.BytesIO()
+    sample_photo("chelsea").save(buf, "JPEG", exif=ex)
+    dec = decode(buf.getvalue())
+    (s,) = ImageStatsExpert().run([dec.image], exif=[dec.exif])
+    assert s["exif"] == {"make": "Canon", "model": "EOS 5D", "datetime": "2024:05:01 10:00:00"}
+
+
+def test_registry_and_import_guard(monkeypatch):
+    assert expert_class("ocr") is OCRExpert
+    with pytest.raises(ValueError, match="available"):
+        expert_class("nope")
+    from pixscribe.config import RunConfig
+
+    assert isinstance(build_expert("faces", RunConfig()), FaceExpert)
+    with pytest.raises(MissingDependency, match=r"pip install 'pixscribe\[ocr\]'"):
+        require("no_such_module_xyz", "ocr")
