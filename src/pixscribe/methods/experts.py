@@ -15,6 +15,7 @@ expert that cannot load stops the run before it starts, with the reason.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import json
 import time
 from typing import Any
@@ -44,8 +45,10 @@ def _boxes(out: Any) -> list[list[float]]:
 class ExpertsStage(Stage):
     name = "experts"
 
-    def __init__(self, experts: list[Expert], *, describe: bool = False, queries: list[str] | None = None):
+    def __init__(self, experts: list[Expert], *, describe: bool = False, queries: list[str] | None = None,
+                 parallel: int = 4):
         self.experts = experts
+        self.parallel = parallel  # experts run side by side (threads); 0 or 1 = one after another
         self.describe_lite = describe
         self.queries = queries or []
         self.timings: dict[str, float] = {e.name: 0.0 for e in experts}
@@ -85,19 +88,38 @@ class ExpertsStage(Stage):
                 out.append(exc)
         return out
 
+    def _timed(self, expert: Expert, records: list[Record], kwargs: dict[str, Any]) -> tuple[list[Any], float]:
+        t = time.perf_counter()
+        try:
+            outs = self._run_one(expert, records, kwargs)
+        except Exception as exc:
+            outs = [exc] * len(records)
+        return outs, (time.perf_counter() - t) / max(len(records), 1)
+
     def __call__(self, records: list[Record]) -> list[Record]:
         done: dict[str, list[Any]] = {}
         per_record: list[dict[str, Any]] = [{} for _ in records]
-        for expert in self.experts:
-            kwargs = self._kwargs(expert, records, done)
-            if kwargs is None:  # nothing to ask this expert (no queries / no boxes)
-                continue
-            t = time.perf_counter()
-            try:
-                outs = self._run_one(expert, records, kwargs)
-            except Exception as exc:
-                outs = [exc] * len(records)
-            dt = (time.perf_counter() - t) / max(len(records), 1)
+        # Experts that need nothing from another run side by side (OCR, ONNX and OpenCV
+        # release the GIL); those that take boxes (SAM, depth) run after their source.
+        first = [e for e in self.experts if e.name not in ("sam", "depth")]
+        later = [e for e in self.experts if e.name in ("sam", "depth")]
+        results: dict[str, tuple[list[Any], float]] = {}
+        if len(first) > 1 and self.parallel:
+            with cf.ThreadPoolExecutor(max_workers=min(len(first), self.parallel)) as pool:
+                futs = {}
+                for e in first:
+                    kw = self._kwargs(e, records, done)
+                    if kw is not None:
+                        futs[e.name] = pool.submit(self._timed, e, records, kw)
+                results = {k: f.result() for k, f in futs.items()}
+        for expert in first + later:
+            if expert.name in results:
+                outs, dt = results[expert.name]
+            else:
+                kwargs = self._kwargs(expert, records, done)
+                if kwargs is None:  # nothing to ask this expert (no queries / no boxes)
+                    continue
+                outs, dt = self._timed(expert, records, kwargs)
             self.timings[expert.name] += dt * len(records)
             jsonable = []
             for i, (r, o) in enumerate(zip(records, outs)):
