@@ -392,6 +392,8 @@ class Runner:
         # Writing (rows -> table -> fsynced batch file, shard finalisation) runs on its own
         # thread so the model never waits on the disk.
         writes: "queue.Queue[Any]" = queue.Queue(maxsize=4)
+        finalizer = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pixscribe-finalize")
+        finalizing: list[cf.Future] = []
         write_error: list[BaseException] = []
         order = self._column_order()
 
@@ -417,11 +419,19 @@ class Runner:
                     else:
                         _, shard_i, complete = job
                         self._flush_pending(shard_i)
-                        self.state.finalize(shard_i, complete, order)
-                        if complete:
-                            self.summary.shards_completed += 1
+                        # the part file is built on its own thread: batches of the next
+                        # shard keep flowing (and the model keeps working) meanwhile
+                        finalizing.append(finalizer.submit(finalize, shard_i, complete))
                 except BaseException as exc:  # surfaced on the main thread
                     write_error.append(exc)
+
+        def finalize(shard_i: int, complete: bool) -> None:
+            try:
+                self.state.finalize(shard_i, complete, order)
+                if complete:
+                    self.summary.shards_completed += 1
+            except BaseException as exc:
+                write_error.append(exc)
 
         def submit_write(job: Any) -> None:
             if write_error:
@@ -518,6 +528,7 @@ class Runner:
             producer.join(timeout=10)
             writes.put(None)
             writer_thread.join()
+            finalizer.shutdown(wait=True)
             # Make whatever was written visible (and valid) without marking it done.
             for s in sorted(touched):
                 self.state.finalize(s, False, order)

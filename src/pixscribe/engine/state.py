@@ -230,6 +230,10 @@ class RunState:
         except BaseException:
             out.abort()
             raise
+        try:  # give the allocator's cached pages back: memory stays flat shard after shard
+            pa.default_memory_pool().release_unused()
+        except Exception:  # noqa: BLE001 - older pyarrow
+            pass
         info = {"shard": shard, "rows": out.rows, "errors": errors, "complete": complete, "time": time.time()}
         if complete:
             writers.atomic_write_json(self.marker_path(shard), info)

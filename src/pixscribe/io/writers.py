@@ -36,6 +36,7 @@ KNOWN_TYPES: dict[str, pa.DataType] = {
     "provenance": pa.string(),
 }
 
+PART_COMPRESSION = "zstd"
 EXTENSIONS = {"parquet": ".parquet", "jsonl": ".jsonl", "tar": ".tar"}
 
 
@@ -154,7 +155,7 @@ class PartWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
         self._f = open(self.tmp, "wb")
-        self._pq = pq.ParquetWriter(self._f, schema, compression="zstd") if fmt == "parquet" else None
+        self._pq = pq.ParquetWriter(self._f, schema, compression=PART_COMPRESSION) if fmt == "parquet" else None
         self._tar = tarfile.open(fileobj=self._f, mode="w", format=tarfile.GNU_FORMAT) if fmt == "tar" else None
         if fmt not in EXTENSIONS:
             raise ValueError(f"unknown output format {fmt!r} (parquet, jsonl, tar)")
