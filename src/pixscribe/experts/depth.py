@@ -28,11 +28,12 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from . import rle as rle_mod
-from .base import Detection, Expert, Mask, RegionDepth, clamp_box, normalize_box
-from .detection import _to_device, load_pretrained
+from .hf import TransformersExpert
+from .base import Detection, Mask, RegionDepth, clamp_box, normalize_box
+from .hf import _to_device
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..config import RunConfig
+    pass
 
 DEFAULT_DEPTH = "depth-anything/Depth-Anything-V2-Small-hf"
 GRID_NAMES = [["upper left", "upper", "upper right"], ["left", "center", "right"], ["lower left", "lower", "lower right"]]
@@ -94,44 +95,17 @@ def summarize_nearness(near: np.ndarray) -> dict[str, float]:
     }
 
 
-class DepthExpert(Expert):
+class DepthExpert(TransformersExpert):
     name = "depth"
     default_model = DEFAULT_DEPTH
 
-    def __init__(
-        self,
-        model: str | None = None,
-        *,
-        device: str = "auto",
-        dtype: str = "auto",
-        trust_remote_code: bool = False,
-        revision: str | None = None,
-        batch_size: int = 4,
-        larger_is_nearer: bool | None = None,
-    ) -> None:
-        self.model = model or self.default_model
-        self.device_pref, self.dtype_pref = device, dtype
-        self.trust_remote_code = trust_remote_code
-        self.revision = revision
-        self.batch_size = max(1, int(batch_size))
+    model_class = "AutoModelForDepthEstimation"
+    processor_class = "AutoImageProcessor"
+
+    def __init__(self, model: str | None = None, *, larger_is_nearer: bool | None = None, **kw: Any) -> None:
+        super().__init__(model, **kw)
         self._larger_is_nearer = larger_is_nearer
-        self.processor: Any = None
-        self.net: Any = None
-        self.device = "cpu"
-        self.torch_dtype: Any = None
 
-    @classmethod
-    def from_config(cls, config: "RunConfig") -> "DepthExpert":
-        return cls(config.expert_models.get(cls.name, cls.default_model), device=config.device, dtype=config.dtype,
-                   trust_remote_code=config.trust_remote_code)  # fmt: skip
-
-    def setup(self) -> None:
-        if self.net is None:
-            self.processor, self.net, self.device, self.torch_dtype = load_pretrained(
-                self.name, self.model, "AutoModelForDepthEstimation", "AutoImageProcessor",
-                device=self.device_pref, dtype=self.dtype_pref, trust_remote_code=self.trust_remote_code,
-                revision=self.revision,
-            )  # fmt: skip
 
     @property
     def larger_is_nearer(self) -> bool:

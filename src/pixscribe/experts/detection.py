@@ -22,70 +22,14 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from .base import Detection, Expert, pick_device, pick_dtype, require
+from .base import Detection, Expert
+from .hf import ExpertUnavailable, TransformersExpert, _to_device, load_pretrained
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import RunConfig
 
 DEFAULT_GROUNDING_DINO = "IDEA-Research/grounding-dino-base"
 DEFAULT_OWLV2 = "google/owlv2-base-patch16-ensemble"
-
-
-class ExpertUnavailable(RuntimeError):
-    """Raised by ``setup()`` when an expert's model cannot be loaded (before a run starts)."""
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def load_pretrained(
-    expert: str,
-    model_id: str,
-    model_class: str,
-    processor_class: str = "AutoProcessor",
-    *,
-    device: str = "auto",
-    dtype: str = "auto",
-    trust_remote_code: bool = False,
-    revision: str | None = None,
-) -> tuple[Any, Any, str, Any]:
-    """``(processor, model, device, torch_dtype)`` from a hub id or a local directory.
-
-    Loads safetensors only. Fails with :class:`ExpertUnavailable` naming the model, the
-    reason, and how to point pixscribe at a local copy.
-    """
-    transformers = require("transformers", "transformers")
-    dev = pick_device(device)
-    torch_dtype = pick_dtype(dtype, dev)
-    kw: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    if revision:
-        kw["revision"] = revision
-    try:
-        processor = getattr(transformers, processor_class).from_pretrained(model_id, **kw)
-        model = getattr(transformers, model_class).from_pretrained(model_id, use_safetensors=True, dtype=torch_dtype, **kw)
-    except (OSError, ValueError, EnvironmentError) as exc:
-        reason = str(exc).strip().splitlines()[0].rstrip(". ") if str(exc).strip() else type(exc).__name__
-        raise ExpertUnavailable(
-            f"{expert}: could not load model {model_id!r}: {reason}. "
-            f"If the Hugging Face hub is unreachable (offline, HF_HUB_OFFLINE=1), download it on a connected machine "
-            f"(`hf download {model_id} --local-dir DIR`) and point pixscribe at the copy: "
-            f"`expert_models: {{{expert}: DIR}}` in the YAML config. See docs/experts.md."
-        ) from exc
-    model.to(dev)
-    model.eval()
-    return processor, model, dev, torch_dtype
-
-
-def _to_device(batch: Any, device: str, dtype: Any) -> Any:
-    """Move a BatchFeature to the device; floating tensors take the model dtype."""
-    out = {}
-    for k, v in batch.items():
-        if hasattr(v, "to"):
-            v = v.to(device)
-            if v.is_floating_point():
-                v = v.to(dtype)
-        out[k] = v
-    return out
 
 
 # --------------------------------------------------------------------------- box maths
@@ -142,8 +86,7 @@ def _per_image_queries(queries: Any, n: int) -> list[list[str]]:
 # --------------------------------------------------------------------------- detectors
 
 
-class _TransformersDetector(Expert):
-    default_model = ""
+class _TransformersDetector(TransformersExpert):
     model_class = "AutoModelForZeroShotObjectDetection"
     default_box_threshold = 0.3
 
@@ -151,43 +94,15 @@ class _TransformersDetector(Expert):
         self,
         model: str | None = None,
         *,
-        device: str = "auto",
-        dtype: str = "auto",
-        trust_remote_code: bool = False,
-        revision: str | None = None,
-        batch_size: int = 4,
         box_threshold: float | None = None,
         text_threshold: float = 0.25,
         nms_iou: float | None = None,
+        **kw: Any,
     ) -> None:
-        self.model = model or self.default_model
-        self.device_pref, self.dtype_pref = device, dtype
-        self.trust_remote_code = trust_remote_code
-        self.revision = revision
-        self.batch_size = max(1, int(batch_size))
+        super().__init__(model, **kw)
         self.box_threshold = self.default_box_threshold if box_threshold is None else float(box_threshold)
         self.text_threshold = float(text_threshold)
         self.nms_iou = nms_iou
-        self.processor: Any = None
-        self.net: Any = None
-        self.device = "cpu"
-        self.torch_dtype: Any = None
-
-    @classmethod
-    def from_config(cls, config: "RunConfig") -> "_TransformersDetector":
-        return cls(
-            config.expert_models.get(cls.name, cls.default_model),
-            device=config.device,
-            dtype=config.dtype,
-            trust_remote_code=config.trust_remote_code,
-        )
-
-    def setup(self) -> None:
-        if self.net is None:
-            self.processor, self.net, self.device, self.torch_dtype = load_pretrained(
-                self.name, self.model, self.model_class, device=self.device_pref, dtype=self.dtype_pref,
-                trust_remote_code=self.trust_remote_code, revision=self.revision,
-            )  # fmt: skip
 
     def run(
         self,

@@ -21,11 +21,12 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from .base import Detection, Expert, TextLine, normalize_box
-from .detection import _to_device, load_pretrained
+from .hf import TransformersExpert
+from .base import Detection, TextLine, normalize_box
+from .hf import _to_device
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..config import RunConfig
+    pass
 
 DEFAULT_FLORENCE = "florence-community/Florence-2-large"
 BOX_TASKS = ("<OD>", "<DENSE_REGION_CAPTION>", "<REGION_PROPOSAL>")
@@ -89,47 +90,19 @@ def quad_to_box(quad: list[float]) -> tuple[float, float, float, float]:
     return (min(xs), min(ys), max(xs), max(ys))
 
 
-class FlorenceExpert(Expert):
+class FlorenceExpert(TransformersExpert):
     name = "dense"
     default_model = DEFAULT_FLORENCE
 
-    def __init__(
-        self,
-        model: str | None = None,
-        *,
-        device: str = "auto",
-        dtype: str = "auto",
-        trust_remote_code: bool = False,
-        revision: str | None = None,
-        batch_size: int = 4,
-        task: str = "<DENSE_REGION_CAPTION>",
-        max_new_tokens: int = 1024,
-        num_beams: int = 3,
-    ) -> None:
-        self.model = model or self.default_model
-        self.device_pref, self.dtype_pref = device, dtype
-        self.trust_remote_code = trust_remote_code
-        self.revision = revision
-        self.batch_size = max(1, int(batch_size))
+    model_class = "AutoModelForImageTextToText"
+    processor_class = "AutoProcessor"
+
+    def __init__(self, model: str | None = None, *, task: str = "<DENSE_REGION_CAPTION>", max_new_tokens: int = 1024, num_beams: int = 3, **kw: Any) -> None:
+        super().__init__(model, **kw)
         self.task = task
         self.max_new_tokens = max_new_tokens
         self.num_beams = num_beams
-        self.processor: Any = None
-        self.net: Any = None
-        self.device = "cpu"
-        self.torch_dtype: Any = None
 
-    @classmethod
-    def from_config(cls, config: "RunConfig") -> "FlorenceExpert":
-        return cls(config.expert_models.get(cls.name, cls.default_model), device=config.device, dtype=config.dtype,
-                   trust_remote_code=config.trust_remote_code)  # fmt: skip
-
-    def setup(self) -> None:
-        if self.net is None:
-            self.processor, self.net, self.device, self.torch_dtype = load_pretrained(
-                self.name, self.model, "AutoModelForImageTextToText", "AutoProcessor", device=self.device_pref,
-                dtype=self.dtype_pref, trust_remote_code=self.trust_remote_code, revision=self.revision,
-            )  # fmt: skip
 
     def parse(self, text: str, task: str, image_size: tuple[int, int]) -> Any:
         """The processor's ``post_process_generation``, or :func:`parse_generation` if it has no parser config."""

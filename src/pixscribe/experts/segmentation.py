@@ -16,11 +16,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 from . import rle as rle_mod
-from .base import Detection, Expert, Mask, clamp_box, normalize_box
-from .detection import _to_device, load_pretrained
+from .hf import TransformersExpert
+from .base import Detection, Mask, clamp_box, normalize_box
+from .hf import _to_device
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..config import RunConfig
+    pass
 
 DEFAULT_SAM = "facebook/sam-vit-base"
 
@@ -36,43 +37,17 @@ def _box_and_label(b: Any) -> tuple[list[float], str]:
     return vals, ""
 
 
-class SamExpert(Expert):
+class SamExpert(TransformersExpert):
     name = "sam"
     default_model = DEFAULT_SAM
 
-    def __init__(
-        self,
-        model: str | None = None,
-        *,
-        device: str = "auto",
-        dtype: str = "auto",
-        trust_remote_code: bool = False,
-        revision: str | None = None,
-        batch_size: int = 4,
-        mask_threshold: float = 0.0,
-    ) -> None:
-        self.model = model or self.default_model
-        self.device_pref, self.dtype_pref = device, dtype
-        self.trust_remote_code = trust_remote_code
-        self.revision = revision
-        self.batch_size = max(1, int(batch_size))
+    model_class = "SamModel"
+    processor_class = "SamProcessor"
+
+    def __init__(self, model: str | None = None, *, mask_threshold: float = 0.0, **kw: Any) -> None:
+        super().__init__(model, **kw)
         self.mask_threshold = mask_threshold
-        self.processor: Any = None
-        self.net: Any = None
-        self.device = "cpu"
-        self.torch_dtype: Any = None
 
-    @classmethod
-    def from_config(cls, config: "RunConfig") -> "SamExpert":
-        return cls(config.expert_models.get(cls.name, cls.default_model), device=config.device, dtype=config.dtype,
-                   trust_remote_code=config.trust_remote_code)  # fmt: skip
-
-    def setup(self) -> None:
-        if self.net is None:
-            self.processor, self.net, self.device, self.torch_dtype = load_pretrained(
-                self.name, self.model, "SamModel", "SamProcessor", device=self.device_pref, dtype=self.dtype_pref,
-                trust_remote_code=self.trust_remote_code, revision=self.revision,
-            )  # fmt: skip
 
     def run(self, images: list[Any], boxes: Sequence[Sequence[Any]] | None = None, **_: Any) -> list[list[Mask]]:
         import torch
