@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 
 @dataclass
@@ -165,3 +165,49 @@ class Backend(abc.ABC):
 
     def close(self) -> None:
         pass
+
+
+def map_messages(
+    messages: list[dict[str, Any]],
+    images: list[Any],
+    image_part: Callable[[Any], dict[str, Any]],
+    passthrough: tuple[str, ...] = (),
+) -> list[dict[str, Any]]:
+    """HF chat messages with ``{"type": "image"}`` placeholders -> a server's chat messages.
+
+    The i-th placeholder becomes ``image_part(images[i])`` (a placeholder may also carry its
+    own ``"image"``); parts whose type is in ``passthrough`` are kept as they are. Messages
+    whose parts are all text become plain strings, which every server accepts. The number of
+    placeholders must match the number of images."""
+    out: list[dict[str, Any]] = []
+    k = 0
+    for m in messages:
+        content = m.get("content")
+        role = m.get("role", "user")
+        if isinstance(content, str) or content is None:
+            out.append({"role": role, "content": content or ""})
+            continue
+        parts: list[dict[str, Any]] = []
+        for p in content:
+            t = p.get("type")
+            if t == "text":
+                parts.append({"type": "text", "text": p.get("text", "")})
+            elif t == "image":
+                img = p.get("image")
+                if img is None:
+                    if k >= len(images):
+                        raise ValueError(f"the messages have more image placeholders than the {len(images)} image(s) given")
+                    img = images[k]
+                    k += 1
+                parts.append(image_part(img))
+            elif t in passthrough:
+                parts.append(p)
+            else:
+                raise ValueError(f"unsupported content part type {t!r}")
+        if all(p["type"] == "text" for p in parts):
+            out.append({"role": role, "content": "\n".join(p["text"] for p in parts)})
+        else:
+            out.append({"role": role, "content": parts})
+    if k != len(images):
+        raise ValueError(f"{len(images)} image(s) given but the messages have {k} image placeholder(s)")
+    return out

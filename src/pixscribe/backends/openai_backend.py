@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from .base import Backend, BackendUnavailable, GenerationRequest, GenerationResult
+from .base import Backend, BackendUnavailable, GenerationRequest, GenerationResult, map_messages
 from .structured import STRUCTURED_MODES, agenerate_one_with_schema, request_fields
 
 RETRY_AFTER_CAP = 300.0  # never sleep longer than this on a server's say-so
@@ -81,43 +81,12 @@ def data_url(jpeg: bytes) -> str:
 def to_openai_messages(
     messages: list[dict[str, Any]], images: list[Any], encode: Callable[[Any], bytes]
 ) -> list[dict[str, Any]]:
-    """HF chat messages (``{"type": "image"}`` placeholders) to OpenAI messages.
-
-    The i-th placeholder becomes ``images[i]`` as a data URL (a placeholder may also carry
-    its own ``"image"``). Messages whose parts are all text become plain strings, which
-    every server accepts."""
-    out: list[dict[str, Any]] = []
-    k = 0
-    for m in messages:
-        content = m.get("content")
-        if isinstance(content, str) or content is None:
-            out.append({"role": m.get("role", "user"), "content": content or ""})
-            continue
-        parts: list[dict[str, Any]] = []
-        for p in content:
-            t = p.get("type")
-            if t == "text":
-                parts.append({"type": "text", "text": p.get("text", "")})
-            elif t == "image":
-                if p.get("image") is not None:
-                    img = p["image"]
-                else:
-                    if k >= len(images):
-                        raise ValueError(f"the messages have more image placeholders than the {len(images)} image(s) given")
-                    img = images[k]
-                    k += 1
-                parts.append({"type": "image_url", "image_url": {"url": data_url(encode(img))}})
-            elif t == "image_url":
-                parts.append(p)
-            else:
-                raise ValueError(f"unsupported content part type {t!r}")
-        if all(p["type"] == "text" for p in parts):
-            out.append({"role": m.get("role", "user"), "content": "\n".join(p["text"] for p in parts)})
-        else:
-            out.append({"role": m.get("role", "user"), "content": parts})
-    if k != len(images):
-        raise ValueError(f"{len(images)} image(s) given but the messages have {k} image placeholder(s)")
-    return out
+    """HF chat messages (``{"type": "image"}`` placeholders) to OpenAI messages: the i-th
+    placeholder becomes ``images[i]`` as a JPEG data URL; ``image_url`` parts pass through."""
+    return map_messages(
+        messages, images, lambda img: {"type": "image_url", "image_url": {"url": data_url(encode(img))}},
+        passthrough=("image_url",),
+    )
 
 
 # ---- adaptive concurrency ---------------------------------------------------------------

@@ -21,7 +21,7 @@ import time
 from types import ModuleType
 from typing import Any
 
-from .base import Backend, BackendUnavailable, GenerationRequest, GenerationResult
+from .base import Backend, BackendUnavailable, GenerationRequest, GenerationResult, map_messages
 from .structured import generate_with_schema
 
 PIP_HINT = "pip install 'pixscribe[vllm]'"
@@ -51,38 +51,14 @@ def to_vllm_messages(
 ) -> list[dict[str, Any]]:
     """HF chat messages with ``{"type": "image"}`` placeholders -> vLLM chat messages with
     PIL image parts (RGB, resized to the budget). Text-only messages become strings."""
-    out: list[dict[str, Any]] = []
-    k = 0
-    for m in req.messages:
-        content = m.get("content")
-        if isinstance(content, str) or content is None:
-            out.append({"role": m.get("role", "user"), "content": content or ""})
-            continue
-        parts: list[dict[str, Any]] = []
-        for p in content:
-            t = p.get("type")
-            if t == "text":
-                parts.append({"type": "text", "text": p.get("text", "")})
-            elif t == "image":
-                img = p.get("image")
-                if img is None:
-                    if k >= len(req.images):
-                        raise ValueError(f"the messages have more image placeholders than the {len(req.images)} image(s) given")
-                    img = req.images[k]
-                    k += 1
-                img = _resize(img, max_pixels, max_side)
-                if getattr(img, "mode", "RGB") != "RGB":
-                    img = img.convert("RGB")
-                parts.append({"type": "image_pil", "image_pil": img})
-            else:
-                raise ValueError(f"unsupported content part type {t!r}")
-        if all(p["type"] == "text" for p in parts):
-            out.append({"role": m.get("role", "user"), "content": "\n".join(p["text"] for p in parts)})
-        else:
-            out.append({"role": m.get("role", "user"), "content": parts})
-    if k != len(req.images):
-        raise ValueError(f"{len(req.images)} image(s) given but the messages have {k} image placeholder(s)")
-    return out
+
+    def part(img: Any) -> dict[str, Any]:
+        img = _resize(img, max_pixels, max_side)
+        if getattr(img, "mode", "RGB") != "RGB":
+            img = img.convert("RGB")
+        return {"type": "image_pil", "image_pil": img}
+
+    return map_messages(req.messages, req.images, part)
 
 
 def sampling_params(vllm: ModuleType, req: GenerationRequest) -> Any:
