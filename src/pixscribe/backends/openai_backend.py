@@ -584,7 +584,8 @@ class OpenAIBackend(Backend):
             from ..record import format_error
 
             res = GenerationResult(error=format_error(exc, "backend"))
-        res.seconds = time.perf_counter() - t0
+        if not res.seconds:  # failures: the whole time spent on the request
+            res.seconds = time.perf_counter() - t0
         return res
 
     def _body(self, req: GenerationRequest) -> bytes:
@@ -645,6 +646,7 @@ class OpenAIBackend(Backend):
             where = ep.base
             sends += 1
             retry_after: float | None = None
+            t_send = time.perf_counter()
             try:
                 try:
                     async with asyncio.timeout(self.request_timeout):
@@ -656,6 +658,7 @@ class OpenAIBackend(Backend):
                 result = self._handle(resp, ep, epoch)
                 if isinstance(result, GenerationResult):
                     result.retries = sends - 1
+                    result.seconds = time.perf_counter() - t_send  # the server's time, not the queue's
                     return result
                 last = result
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
