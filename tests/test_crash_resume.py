@@ -92,7 +92,10 @@ def test_ctrl_c_stops_cleanly_and_resumes(tmp_path, many_images):
     out = tmp_path / "out"
     script = _script(tmp_path, many_images, out)
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.0)
+    deadline = time.monotonic() + 60
+    while not list(out.glob("_state/batches/*/*.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # interrupt once some rows are on disk, however slow the machine
+    time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, (stdout, stderr)
