@@ -147,7 +147,10 @@ class _Plan:
             key = shown = item
         else:
             item = os.path.abspath(item)
-            key = os.path.realpath(item)
+            # abspath, not realpath: no syscall per file (a million-file folder would spend
+            # ~20 s in realpath); a file reached through two symlinked paths is read twice
+            # but, having the same bytes, gets one id and one row
+            key = item
             shown = item  # absolute: record ids of unreadable files must not depend on the cwd
         if key in self._seen:
             return
