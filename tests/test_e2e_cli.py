@@ -162,3 +162,20 @@ def test_hostile_inputs_exit_zero_with_errors_in_summary(tiny_vlms, tmp_path, ho
     rows = pq.read_table(out).to_pylist()
     assert len(rows) == len(files)
     assert sum(r["error"] is not None for r in rows) == 4
+
+
+def test_bad_arguments_fail_clearly(tmp_path, photo_dir):
+    from typer.testing import CliRunner
+
+    from pixscribe.cli import app
+
+    r = CliRunner()
+    res = r.invoke(app, ["caption", str(tmp_path / "missing"), "-o", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "no such file or directory" in res.output
+    res = r.invoke(app, ["caption", str(photo_dir), "-o", str(tmp_path / "o"), "--shard", "3/2", "--batch-size", "0"])
+    assert res.exit_code == 2 and "--shard" in res.output and "--batch-size" in res.output
+    res = r.invoke(app, ["caption", str(photo_dir), "-o", str(tmp_path / "o"), "--method", "nope"])
+    assert res.exit_code == 2 and "unknown method 'nope'" in res.output and "recap" in res.output
+    res = r.invoke(app, ["caption", str(photo_dir), "-o", str(tmp_path / "o"), "--profile", "lite", "--experts", "x"])
+    assert res.exit_code == 2 and "unknown expert 'x'" in res.output
+    assert not list((tmp_path / "o").glob("part-*"))

@@ -42,7 +42,7 @@ def main(
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {msg}", highlight=False)
+    err.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -129,6 +129,7 @@ def caption(
     from .config import build_config
     from .engine.runner import Runner
     from .engine.state import ConfigMismatch
+    from .record import PixscribeError
 
     overrides: dict[str, Any] = {
         "inputs": list(inputs) if inputs else None,
@@ -169,7 +170,12 @@ def caption(
     }
     try:
         cfg = build_config(config, overrides)
-    except (ValidationError, ValueError) as exc:
+    except ValidationError as exc:
+        _fail("; ".join(
+            f"--{'.'.join(str(x) for x in e['loc']).replace('_', '-')}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        ))
+    except ValueError as exc:
         _fail(str(exc))
     if cfg.profile and method is None and cfg.method == "recap":
         cfg.method = "experts"
@@ -184,7 +190,7 @@ def caption(
         _fail(str(exc))
     except BackendUnavailable as exc:
         _fail(str(exc))
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, PixscribeError) as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         err.print("[yellow]interrupted before the run started[/]")
