@@ -33,18 +33,24 @@ def _torch():
     return torch
 
 
+def _load(processor_class: str, model_class: str, model: str, revision: str | None, device: str, what: str) -> tuple[Any, Any]:
+    """(processor or tokenizer, model in eval mode) from a hub id or a local directory; safetensors only."""
+    import transformers
+
+    try:
+        proc = getattr(transformers, processor_class).from_pretrained(model, revision=revision)
+        net = getattr(transformers, model_class).from_pretrained(model, revision=revision, use_safetensors=True)
+    except Exception as exc:
+        raise RuntimeError(f"{what} model {model!r} could not be loaded ({exc}); give a local directory "
+                           "or a hub id that is cached (HF_HUB_OFFLINE=1 blocks downloads)") from exc
+    return proc, net.to(device).eval()
+
+
 class BertScorer:
     def __init__(self, model: str, layer: int | None = None, device: str = "cpu", batch_size: int = 32,
                  revision: str | None = None):
         torch = _torch()
-        from transformers import AutoModel, AutoTokenizer
-
-        try:
-            self.tok = AutoTokenizer.from_pretrained(model, revision=revision)
-            self.model = AutoModel.from_pretrained(model, revision=revision).to(device).eval()
-        except Exception as exc:
-            raise RuntimeError(f"BERTScore model {model!r} could not be loaded ({exc}); give a local directory "
-                               "or a hub id that is cached (HF_HUB_OFFLINE=1 blocks downloads)") from exc
+        self.tok, self.model = _load("AutoTokenizer", "AutoModel", model, revision, device, "BERTScore")
         self.name = model
         self.layer = layer
         self.device = device
@@ -101,14 +107,7 @@ class ClipScorer:
     def __init__(self, model: str, device: str = "cpu", batch_size: int = 32, w: float = 2.5,
                  revision: str | None = None):
         torch = _torch()
-        from transformers import CLIPModel, CLIPProcessor
-
-        try:
-            self.processor = CLIPProcessor.from_pretrained(model, revision=revision)
-            self.model = CLIPModel.from_pretrained(model, revision=revision).to(device).eval()
-        except Exception as exc:
-            raise RuntimeError(f"CLIP model {model!r} could not be loaded ({exc}); give a local directory "
-                               "or a cached hub id") from exc
+        self.processor, self.model = _load("CLIPProcessor", "CLIPModel", model, revision, device, "CLIPScore")
         self.name = model
         self.device = device
         self.batch_size = batch_size

@@ -396,56 +396,28 @@ def _to_hf_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def make_tiny_generator(model_dir: str, lock: threading.Lock):
-    """Real generation with a local transformers model dir (CPU)."""
+    """Real generation with a local transformers model dir (CPU), through pixscribe's own
+    transformers backend, so the server answers exactly what in-process generation would."""
     from ..backends.base import GenerationRequest, Sampling
+    from ..backends.transformers_backend import TransformersBackend
+    from ..config import RunConfig
 
-    backend = None
-    try:  # prefer the project's transformers backend when it exists
-        from ..backends.transformers_backend import TransformersBackend  # type: ignore[import-not-found]
-        from ..config import RunConfig
+    backend = TransformersBackend.from_config(RunConfig(vlm=model_dir, device="cpu", dtype="fp32"))
+    backend.load()
 
-        backend = TransformersBackend.from_config(RunConfig(vlm=model_dir, device="cpu", dtype="fp32"))
-        backend.load()
-    except Exception:  # not written yet, or a different signature: use transformers directly
-        backend = None
+    def gen(body: dict[str, Any], messages: list[dict[str, Any]], images: list[Any]) -> tuple[str, int, int]:
+        req = GenerationRequest(
+            messages=_to_hf_messages(messages),
+            images=[im.convert("RGB") for im in images],
+            sampling=Sampling(max_new_tokens=int(body.get("max_tokens") or 16), temperature=0.0),
+        )
+        with lock:
+            (res,) = backend.generate([req])
+        if not res.ok:
+            raise RuntimeError(res.error)
+        return res.text or "", res.tokens_in, res.tokens_out
 
-    if backend is not None:
-
-        def gen(body: dict[str, Any], messages: list[dict[str, Any]], images: list[Any]) -> tuple[str, int, int]:
-            req = GenerationRequest(
-                messages=_to_hf_messages(messages),
-                images=[im.convert("RGB") for im in images],
-                sampling=Sampling(max_new_tokens=int(body.get("max_tokens") or 16), temperature=0.0),
-            )
-            with lock:
-                (res,) = backend.generate([req])
-            if not res.ok:
-                raise RuntimeError(res.error)
-            return res.text or "", res.tokens_in, res.tokens_out
-
-        return gen
-
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    processor = AutoProcessor.from_pretrained(model_dir)
-    model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
-
-    def gen_direct(body: dict[str, Any], messages: list[dict[str, Any]], images: list[Any]) -> tuple[str, int, int]:
-        hf = _to_hf_messages(messages)
-        prompt = processor.apply_chat_template(hf, add_generation_prompt=True, tokenize=False)
-        kwargs: dict[str, Any] = {"text": [prompt], "return_tensors": "pt"}
-        if images:
-            kwargs["images"] = [im.convert("RGB") for im in images]
-        with lock, torch.inference_mode():
-            inputs = processor(**kwargs)
-            out = model.generate(**inputs, max_new_tokens=int(body.get("max_tokens") or 16), do_sample=False)
-        n_in = int(inputs["input_ids"].shape[1])
-        new = out[0, n_in:]
-        text = processor.batch_decode(new[None], skip_special_tokens=True)[0]
-        return text, n_in, int(new.shape[0])
-
-    return gen_direct
+    return gen
 
 
 # ---- server setup ----------------------------------------------------------------------
