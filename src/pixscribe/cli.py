@@ -121,6 +121,10 @@ def caption(
     profile: Optional[str] = typer.Option(None, "--profile", help="lite (offline CPU experts) or full."),
     decode_workers: Optional[int] = typer.Option(None, "--decode-workers", help="Decode threads (default 2)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    flush_rows: Optional[int] = typer.Option(None, "--flush-rows", help="Rows buffered per atomic batch file (1024)."),
+    flush_seconds: Optional[float] = typer.Option(
+        None, "--flush-seconds", help="...or seconds between batch files (10); a crash redoes at most this much."
+    ),
 ) -> None:
     """Caption images into a dataset directory (resumable, sharded, exactly once)."""
     from pydantic import ValidationError
@@ -167,6 +171,8 @@ def caption(
         "profile": profile,
         "decode_workers": decode_workers,
         "progress": False if no_progress else None,
+        "flush_rows": flush_rows,
+        "flush_seconds": flush_seconds,
     }
     try:
         cfg = build_config(config, overrides)
