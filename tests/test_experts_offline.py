@@ -61,6 +61,39 @@ def test_faces_found_on_portraits_not_on_coffee():
         assert 0.25 < (x0 + x1) / 2 < 0.65 and (y0 + y1) / 2 < 0.4
 
 
+def _two_faces():
+    """Grace Hopper's face large on the left, the astronaut's at ~40 % of its size on the right."""
+    canvas = Image.new("RGB", (900, 500), (90, 120, 90))
+    canvas.paste(sample_photo("grace_hopper").crop((120, 80, 400, 380)).resize((280, 300)), (40, 120))
+    canvas.paste(sample_photo("astronaut").crop((140, 30, 310, 220)).resize((110, 123)), (650, 60))
+    return canvas
+
+
+@pytest.mark.parametrize("engine", ["opencv", "skimage"])
+def test_faces_of_different_sizes_and_greyscale(engine):
+    if engine == "opencv":
+        from pixscribe.experts.faces import _opencv_has_cascades
+
+        if not _opencv_has_cascades():
+            pytest.skip("this OpenCV ships no Haar cascades")
+    e = FaceExpert(engine=engine)
+    group, grey = e.run([_two_faces(), sample_photo("grace_hopper").convert("L").convert("RGB")])
+    assert group["count"] == 2, group
+    big, small = group["faces"]  # left to right
+    assert big.box[0] < 120 and 600 < small.box[0] < 720 and small.box[1] < 130
+    assert (small.box[2] - small.box[0]) < 0.5 * (big.box[2] - big.box[0])
+    assert all(0 < f.score < 1 for f in group["faces"])
+    assert grey["count"] == 1  # no colour: the skin check is skipped, the face still found
+
+
+def test_skin_check_rejects_the_helmet():
+    """Without the skin check the LBP cascade also fires on the astronaut's helmet visor."""
+    astro = sample_photo("astronaut")
+    (with_check,) = FaceExpert(engine="skimage").run([astro])
+    (without,) = FaceExpert(engine="skimage", skin_check=False).run([astro])
+    assert with_check["count"] == 1 and without["count"] > 1
+
+
 def test_nms_merges_overlaps():
     boxes = [(0, 0, 10, 10), (1, 1, 11, 11), (50, 50, 60, 60), (2, 2, 6, 6)]
     assert nms(boxes, [1.0, 0.9, 0.8, 0.7]) == [0, 2]
