@@ -61,6 +61,24 @@ def test_faces_found_on_portraits_not_on_coffee():
         assert 0.25 < (x0 + x1) / 2 < 0.65 and (y0 + y1) / 2 < 0.4
 
 
+def test_ocr_finds_no_text_on_photos_without_text(ocr):
+    coffee, rocket = ocr.run([sample_photo("coffee"), sample_photo("rocket")])
+    assert coffee == {"lines": [], "text": ""} and rocket == {"lines": [], "text": ""}
+
+
+def test_ocr_hands_rapidocr_bgr(ocr, monkeypatch):
+    """RapidOCR reads numpy input as OpenCV BGR: a pure red PIL image must arrive as (0, 0, 255)."""
+    seen = []
+
+    def record(arr, **kw):
+        seen.append(arr[0, 0].tolist())
+        return None
+
+    monkeypatch.setattr(ocr, "_ocr", record)
+    assert ocr.run([Image.new("RGB", (40, 20), (255, 0, 0))]) == [{"lines": [], "text": ""}]
+    assert seen == [[0, 0, 255]]
+
+
 def _two_faces():
     """Grace Hopper's face large on the left, the astronaut's at ~40 % of its size on the right."""
     canvas = Image.new("RGB", (900, 500), (90, 120, 90))

@@ -32,6 +32,13 @@ def _reading_order(lines: list[TextLine]) -> list[TextLine]:
     return [ln for row in rows for ln in sorted(row, key=lambda t: t.box[0])]
 
 
+def _implausible(box: tuple[float, float, float, float], text: str, width: int, height: int) -> bool:
+    """A "line" covering most of the picture read as one to three characters: on textured photos
+    (coffee foam, fur) the detector sometimes returns the whole image as one text box."""
+    frac = max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1]) / max(width * height, 1)
+    return frac > 0.6 and len(text.strip()) < 4
+
+
 class OCRExpert(Expert):
     name = "ocr"
 
@@ -54,15 +61,12 @@ class OCRExpert(Expert):
             return
         if self.engine == "rapidocr":
             mod = require("rapidocr", "ocr", "rapidocr onnxruntime")
-            import logging
-
-            prev = logging.root.manager.disable
-            logging.disable(logging.INFO)  # RapidOCR logs every model file it loads
+            # RapidOCR logs every model file it loads and warns on every image without text
             try:
-                self._ocr = mod.RapidOCR()
-            finally:
-                logging.disable(prev)
-            logging.getLogger("RapidOCR").setLevel(logging.WARNING)
+                self._ocr = mod.RapidOCR(params={"Global.log_level": "error"})
+            except Exception as exc:
+                raise RuntimeError(f"ocr: RapidOCR could not load its bundled models ({exc}); "
+                                   "reinstall with pip install --force-reinstall 'rapidocr>=3' onnxruntime") from exc
         else:
             require("pytesseract", "ocr", "pytesseract")
             if shutil.which("tesseract") is None:
@@ -75,8 +79,10 @@ class OCRExpert(Expert):
         if max(w, h) > self.max_side:
             scale = self.max_side / max(w, h)
             img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))))
+        # RapidOCR takes a numpy array as BGR (OpenCV order); PIL gives RGB
+        bgr = np.ascontiguousarray(np.asarray(img.convert("RGB"))[..., ::-1])
         with self._lock:
-            res = self._ocr(np.asarray(img))
+            res = self._ocr(bgr)
         out = []
         if res is None or res.boxes is None or res.txts is None:
             return out
@@ -86,6 +92,8 @@ class OCRExpert(Expert):
                 continue
             pts = np.asarray(poly, dtype=float) / scale
             box = (float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max()))
+            if _implausible(box, txt, w, h):
+                continue
             out.append(TextLine(text=txt, box=tuple(round(v, 1) for v in box),  # type: ignore[arg-type]
                                 box_norm=normalize_box(box, w, h), score=round(float(score), 4)))
         return out
