@@ -152,6 +152,23 @@ def test_stats_exif_from_decode():
     dec = decode(buf.getvalue())
     (s,) = ImageStatsExpert().run([dec.image], exif=[dec.exif])
     assert s["exif"] == {"make": "Canon", "model": "EOS 5D", "datetime": "2024:05:01 10:00:00"}
+    assert (s["camera"], s["taken"]) == ("Canon EOS 5D", "2024-05-01 10:00:00")
+    # the helper the decoder can call on the original bytes or the opened file
+    from pixscribe.experts.stats import exif_summary
+
+    assert exif_summary(buf.getvalue()) == dec.exif == exif_summary(Image.open(io.BytesIO(buf.getvalue())))
+    assert exif_summary(b"not an image") == {}
+    plain = io.BytesIO()
+    sample_photo("chelsea").save(plain, "JPEG")
+    assert exif_summary(plain.getvalue()) == {} and "camera" not in image_stats(sample_photo("chelsea"))
+
+
+def test_greyscale_needs_no_colour_at_all():
+    import skimage.data as skd
+
+    assert image_stats(Image.fromarray(skd.camera()).convert("RGB"))["grayscale"]
+    # mostly black but full of coloured galaxies: not black and white
+    assert not image_stats(Image.fromarray(skd.hubble_deep_field()))["grayscale"]
 
 
 def test_registry_and_import_guard(monkeypatch):

@@ -19,21 +19,32 @@ from pixscribe.spatial import (
     "box,words",
     [
         ((0.0, 0.0, 0.2, 0.2), "upper left"),
-        ((0.4, 0.0, 0.6, 0.2), "top center"),
+        ((0.4, 0.0, 0.6, 0.2), "top"),
         ((0.8, 0.0, 1.0, 0.2), "upper right"),
-        ((0.0, 0.4, 0.2, 0.6), "middle left"),
+        ((0.0, 0.4, 0.2, 0.6), "left"),
         ((0.4, 0.4, 0.6, 0.6), "center"),
         ((0.0, 0.0, 1.0, 1.0), "center"),
-        ((0.8, 0.4, 1.0, 0.6), "middle right"),
+        ((0.8, 0.4, 1.0, 0.6), "right"),
         ((0.0, 0.8, 0.2, 1.0), "lower left"),
-        ((0.4, 0.8, 0.6, 1.0), "bottom center"),
+        ((0.4, 0.8, 0.6, 1.0), "bottom"),
         ((0.9, 0.9, 1.0, 1.0), "lower right"),
         ((1.0, 1.0, 1.0, 1.0), "lower right"),  # a degenerate box on the corner
         ((0.2, 0.2, 0.0, 0.0), "upper left"),  # reversed corners are accepted
+        ((0.0, 0.0, 2 / 3, 2 / 3), "center"),  # centre exactly on the third lines: the later cell
+        ((0.3, 0.3, 0.36, 0.36), "upper left"),  # centre just inside the first third
     ],
 )
 def test_position_words(box, words):
     assert position_words(box) == words
+
+
+def test_position_phrase():
+    from pixscribe.spatial import position_phrase
+
+    assert position_phrase((0.0, 0.0, 0.2, 0.2)) == "in the upper left"
+    assert position_phrase((0.4, 0.0, 0.6, 0.2)) == "at the top"
+    assert position_phrase((0.8, 0.4, 1.0, 0.6)) == "on the right"
+    assert position_phrase((0.4, 0.4, 0.6, 0.6)) == "in the center"
 
 
 def test_size_and_depth_words():
@@ -58,6 +69,10 @@ def test_relations_apart_touching_contained():
     assert relation((0.0, 0.0, 0.4, 0.4), (0.4, 0.0, 0.8, 0.4)) == ["left of"]
     # a box inside another, same centre: only overlapping
     assert relation((0.1, 0.1, 0.9, 0.9), (0.4, 0.4, 0.6, 0.6)) == ["overlapping"]
+    # a small box inside a big one, off to the left: inside, not "left of" its container
+    assert relation((0.15, 0.4, 0.35, 0.6), (0.1, 0.1, 0.9, 0.9)) == ["overlapping"]
+    # equal centres, different shapes: no direction at all
+    assert relation((0.4, 0.0, 0.6, 1.0), (0.0, 0.4, 1.0, 0.6)) == ["overlapping"]
     # diagonal neighbours
     assert relation((0.0, 0.0, 0.2, 0.2), (0.5, 0.5, 0.7, 0.7)) == ["left of", "above"]
     # partly overlapping, centres well apart

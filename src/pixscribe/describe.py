@@ -65,6 +65,19 @@ def describe_stats(stats: dict[str, Any]) -> str:
     return f"{article} {head} image" + (f", {size}." if size else ".")
 
 
+def describe_camera(stats: dict[str, Any]) -> str | None:
+    """'Camera: "Canon EOS 5D", 2024-05-01.' from EXIF; the camera name is quoted as data and
+    the time is kept only when it reads as a date."""
+    cam = stats.get("camera")
+    m = re.match(r"(\d{4}-\d{2}-\d{2})", str(stats.get("taken") or ""))
+    if not cam and not m:
+        return None
+    parts = [f"Camera: {quote_text(cam, 48)}" if cam else "Taken"]
+    if m:
+        parts.append(m.group(1) if cam else f"on {m.group(1)}")
+    return (", " if cam else " ").join(parts) + "."
+
+
 def describe_faces(faces: dict[str, Any]) -> str | None:
     items = faces.get("faces") or []
     if not items:
@@ -100,12 +113,17 @@ def describe_nsfw(nsfw: dict[str, Any]) -> str | None:
 def lite_description(outputs: dict[str, Any]) -> str:
     """``outputs`` maps expert name to its (JSON-ready) output for one image."""
     parts: list[str] = []
-    if isinstance(outputs.get("stats"), dict):
-        parts.append(describe_stats(outputs["stats"]))
+    stats = outputs.get("stats")
+    if isinstance(stats, dict) and "error" not in stats:
+        parts.append(describe_stats(stats))
     for name, fn in (("faces", describe_faces), ("ocr", describe_text), ("nsfw", describe_nsfw)):
         v = outputs.get(name)
         if isinstance(v, dict) and "error" not in v:
             s = fn(v)
             if s:
                 parts.append(s)
+    if isinstance(stats, dict) and "error" not in stats:
+        cam = describe_camera(stats)
+        if cam:
+            parts.append(cam)
     return " ".join(parts)

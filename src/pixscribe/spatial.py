@@ -1,7 +1,8 @@
 """Spatial language from boxes and depth, shared by the experts, textualize, panoptic and
 region methods. Boxes are normalised xyxy in [0, 1]; depth is relative with nearest = 1.
 
-- :func:`position_words`: a 3×3 grid on the box centre ("upper left" ... "center" ... "lower right").
+- :func:`position_words`: a 3×3 grid on the box centre ("upper left", "top", ... "center" ... "lower right");
+  :func:`position_phrase` for prose ("in the upper left", "at the top").
 - :func:`size_word`: by the fraction of the image the box covers.
 - :func:`depth_word`: foreground / middle ground / background.
 - :func:`relation` and :func:`relations`: left of, right of, above, below, in front of, behind,
@@ -18,7 +19,7 @@ Box = Sequence[float]
 _ROWS = ("upper", "middle", "lower")
 _COLS = ("left", "center", "right")
 
-# size thresholds on the area fraction (documented in the README): a face at arm's length
+# size thresholds on the area fraction (see size_word): a face at arm's length
 # is "small", a person filling a portrait "large".
 SIZE_THRESHOLDS = ((0.01, "tiny"), (0.05, "small"), (0.2, "medium"), (0.5, "large"))
 
@@ -42,21 +43,39 @@ def area(box: Box) -> float:
     return max(0.0, x1 - x0) * max(0.0, y1 - y0)
 
 
-def position_words(box: Box) -> str:
-    """Where the box centre falls on a 3×3 grid: "upper left", "top"... "center"... "lower right"."""
+def _cell(box: Box) -> tuple[str, str]:
     cx, cy = center(box)
-    col = _COLS[min(2, max(0, int(cx * 3)))] if cx < 1 else "right"
-    row = _ROWS[min(2, max(0, int(cy * 3)))] if cy < 1 else "lower"
-    if row == "middle" and col == "center":
-        return "center"
-    if row == "middle":
-        return f"middle {col}"
-    if col == "center":
-        return {"upper": "top", "lower": "bottom"}[row] + " center"
-    return f"{row} {col}"
+    col = _COLS[min(2, max(0, int(cx * 3)))]
+    row = _ROWS[min(2, max(0, int(cy * 3)))]
+    return row, col
+
+
+# the nine cells of the 3×3 grid, by (row, column)
+POSITION_WORDS = {
+    ("upper", "left"): "upper left", ("upper", "center"): "top", ("upper", "right"): "upper right",
+    ("middle", "left"): "left", ("middle", "center"): "center", ("middle", "right"): "right",
+    ("lower", "left"): "lower left", ("lower", "center"): "bottom", ("lower", "right"): "lower right",
+}
+_PREPOSITION = {"top": "at the", "bottom": "at the", "left": "on the", "right": "on the"}
+
+
+def position_words(box: Box) -> str:
+    """Where the box centre falls on a 3×3 grid (thirds of the image):
+    "upper left", "top", "upper right", "left", "center", "right", "lower left", "bottom",
+    "lower right". A centre exactly on a third line goes to the later cell."""
+    return POSITION_WORDS[_cell(box)]
+
+
+def position_phrase(box: Box) -> str:
+    """The same place as a phrase for prose: "in the upper left", "at the top", "on the left",
+    "in the center"..."""
+    w = position_words(box)
+    return f"{_PREPOSITION.get(w, 'in the')} {w}"
 
 
 def size_word(box: Box) -> str:
+    """By the share of the image the box covers: under 1 % "tiny", under 5 % "small", under
+    20 % "medium", under 50 % "large", else "very large" (:data:`SIZE_THRESHOLDS`)."""
     a = area(box)
     for limit, word in SIZE_THRESHOLDS:
         if a < limit:

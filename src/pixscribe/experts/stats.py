@@ -125,12 +125,62 @@ def image_stats(img: Image.Image, exif: dict[str, Any] | None = None, orig_size:
         "sharpness": round(sharp, 2),
         "blurry": bool(sharp < 60.0),
         "colourfulness": round(colourful, 2),
-        "grayscale": bool(chroma_spread < 3.0),
+        # both: a mostly black colour photo (hubble_deep_field) has a tiny mean chroma spread
+        "grayscale": bool(chroma_spread < 3.0 and colourful < 8.0),
         "dominant_colors": dominant_colors(img),
     }
     if exif:
         out["exif"] = dict(exif)
+        cam = camera_and_time(exif)
+        if cam:
+            out.update(cam)
     return out
+
+
+def _clean(v: Any, limit: int = 64) -> str:
+    """EXIF strings are data from the file: one line, no control characters, capped."""
+    t = "".join(ch if ch.isprintable() else " " for ch in str(v))
+    return " ".join(t.split())[:limit]
+
+
+def camera_and_time(exif: dict[str, Any]) -> dict[str, str]:
+    """``{"camera": "Canon EOS 5D", "taken": "2024-05-01 10:00:00"}`` from an EXIF summary
+    (keys as :func:`exif_summary` writes them, or the raw tag names Make/Model/DateTimeOriginal)."""
+    e = {str(k).lower(): v for k, v in (exif or {}).items()}
+    make = _clean(e.get("make") or "")
+    model = _clean(e.get("model") or "")
+    camera = model if make and model.lower().startswith(make.lower().split()[0]) else " ".join(x for x in (make, model) if x)
+    when = _clean(e.get("datetime_original") or e.get("datetimeoriginal") or e.get("datetime") or "", 32)
+    if len(when) >= 10 and when[4] == ":" and when[7] == ":":  # EXIF writes 2024:05:01 10:00:00
+        when = when[:4] + "-" + when[5:7] + "-" + when[8:]
+    out = {}
+    if camera:
+        out["camera"] = camera
+    if when:
+        out["taken"] = when
+    return out
+
+
+def exif_summary(image: Any) -> dict[str, str]:
+    """Camera make/model and capture time from an image's EXIF, for the decoder to keep in
+    ``record.fields["exif"]`` before it drops the bytes. Takes the original file bytes, a PIL
+    image (opened from the file, before any conversion drops its EXIF) or a ``PIL.Image.Exif``;
+    gives ``{}`` when there is none or it is unreadable."""
+    import io
+
+    from ..imaging import exif_summary as _summary
+
+    try:
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            with Image.open(io.BytesIO(bytes(image))) as im:
+                ex = im.getexif()
+        elif isinstance(image, Image.Exif):
+            ex = image
+        else:
+            ex = image.getexif()
+        return dict(_summary(ex) or {})
+    except Exception:  # noqa: BLE001 - a broken EXIF block is not a broken image
+        return {}
 
 
 class ImageStatsExpert(Expert):

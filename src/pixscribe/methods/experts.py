@@ -42,6 +42,18 @@ def _boxes(out: Any) -> list[list[float]]:
     return [list(d["box"]) for d in out if isinstance(d, dict) and "box" in d]
 
 
+def _exif_of(r: Record) -> dict[str, Any] | None:
+    """The decoder's EXIF summary (``fields["exif"]``), or an input column ``_exif`` (a dict or
+    its JSON text)."""
+    ex = r.fields.get("exif") or r.columns.get("_exif")
+    if isinstance(ex, str):
+        try:
+            ex = json.loads(ex)
+        except ValueError:
+            return None
+    return ex if isinstance(ex, dict) else None
+
+
 class ExpertsStage(Stage):
     name = "experts"
 
@@ -60,7 +72,7 @@ class ExpertsStage(Stage):
 
     def _kwargs(self, expert: Expert, records: list[Record], done: dict[str, list[Any]]) -> dict[str, Any] | None:
         if expert.name == "stats":
-            return {"exif": [r.fields.get("exif") for r in records],
+            return {"exif": [_exif_of(r) for r in records],
                     "sizes": [(r.orig_width or r.width, r.orig_height or r.height) for r in records]}
         if expert.name in ("grounding_dino", "owlv2"):
             return {"queries": self.queries} if self.queries else None
