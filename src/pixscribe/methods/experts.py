@@ -25,7 +25,7 @@ from ..describe import lite_description
 from ..engine.stage import Method, Stage, register_method
 from ..experts import FULL_EXPERTS, LITE_EXPERTS, build_expert, to_jsonable
 from ..experts.base import Expert
-from ..record import Record, format_error
+from ..record import PixscribeError, Record, format_error
 
 # experts that need boxes take them from the first of these that ran before them
 BOX_SOURCES = ("dense", "grounding_dino", "owlv2", "faces")
@@ -67,8 +67,16 @@ class ExpertsStage(Stage):
         self.failures: dict[str, int] = {e.name: 0 for e in experts}
 
     def setup(self) -> None:
+        """Load every expert before the first batch; one that cannot load stops the run with
+        its name, model and reason (a :class:`PixscribeError`, shown as one line by the CLI)."""
         for e in self.experts:
-            e.setup()
+            try:
+                e.setup()
+            except Exception as exc:
+                model = f" ({e.model})" if e.model else ""
+                raise PixscribeError(
+                    f"expert {e.name!r}{model} could not be loaded: {exc}. "
+                    f"Fix that, or leave it out with --experts", kind="expert") from exc
 
     def _kwargs(self, expert: Expert, records: list[Record], done: dict[str, list[Any]]) -> dict[str, Any] | None:
         if expert.name == "stats":
