@@ -38,7 +38,7 @@ def test_lite_stage_on_real_photos():
         for name in ("stats", "faces", "ocr", "nsfw"):
             json.loads(r.fields[f"expert_{name}"])
             assert r.provenance[f"expert_{name}"]["expert"] == name
-    assert astro.fields["description"].startswith("A ") and "One face" in astro.fields["description"]
+    assert astro.fields["description"].startswith("A ") and "One face at the top." in astro.fields["description"]
     assert "face" not in coffee.fields["description"] and "Text:" not in coffee.fields["description"]
     assert '"Region-based segmentation' in page.fields["description"]
     assert "512×512" in astro.fields["description"]
@@ -121,6 +121,13 @@ def test_expert_that_cannot_load_stops_before_the_run(tmp_path):
     p = cli("caption", str(tmp_path / "in"), "-o", str(tmp_path / "o"), "--method", "experts", "--experts", "ocr,nope",
             "--no-progress", check=False)
     assert p.returncode == 2 and "unknown expert 'nope'" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_faces_sentence():
+    two = {"faces": [{"box_norm": [0.08, 0.3, 0.31, 0.71]}, {"box_norm": [0.75, 0.17, 0.82, 0.3]}], "count": 2}
+    assert lite_description({"faces": two}) == "Two faces on the left and in the upper right."
+    assert lite_description({"faces": {"faces": [], "count": 0}}) == ""
+    assert lite_description({"faces": {"error": "faces: boom"}}) == ""
 
 
 def test_ocr_text_is_quoted_data():

@@ -1,6 +1,6 @@
 """The plain-language description of the lite profile, composed from expert outputs only.
 
-    A bright, mostly blue and white photograph, 1024×768. One face, upper left. Text: "OPEN 24H".
+    A bright, mostly blue and white image, 1024×768. One face in the upper left. Text: "OPEN 24H".
 
 Every clause is traceable to one expert's output (stats, faces, ocr, nsfw). Text read by OCR
 is quoted as data: it is cleaned of control characters and quotes, capped in length, and
@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .spatial import position_words
+from .spatial import position_phrase
 
 _NUMBERS = ["No", "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten"]
 
@@ -85,9 +85,9 @@ def describe_faces(faces: dict[str, Any]) -> str | None:
     n = len(items)
     count = _NUMBERS[n] if n < len(_NUMBERS) else str(n)
     noun = "face" if n == 1 else "faces"
-    places = list(dict.fromkeys(position_words(f["box_norm"]) for f in items))
+    places = list(dict.fromkeys(position_phrase(f["box_norm"]) for f in items))
     where = _join(places[:3])
-    return f"{count} {noun}, {where}."
+    return f"{count} {noun} {where}."
 
 
 def describe_text(ocr: dict[str, Any], max_chars: int = 120, min_score: float = 0.8) -> str | None:
