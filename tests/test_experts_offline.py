@@ -153,8 +153,8 @@ def test_stats_exif_from_decode():
     (s,) = ImageStatsExpert().run([dec.image], exif=[dec.exif])
     assert s["exif"] == {"make": "Canon", "model": "EOS 5D", "datetime": "2024:05:01 10:00:00"}
     assert (s["camera"], s["taken"]) == ("Canon EOS 5D", "2024-05-01 10:00:00")
-    # the helper the decoder can call on the original bytes or the opened file
-    from pixscribe.experts.stats import exif_summary
+    # the decoder's helper also takes the original bytes or the opened file
+    from pixscribe.imaging import exif_summary
 
     assert exif_summary(buf.getvalue()) == dec.exif == exif_summary(Image.open(io.BytesIO(buf.getvalue())))
     assert exif_summary(b"not an image") == {}

@@ -77,23 +77,33 @@ _EXIF_FIELDS = {271: "make", 272: "model", 306: "datetime"}
 _EXIF_SUB = {36867: "datetime_original", 33434: "exposure_time", 33437: "f_number", 37386: "focal_length"}
 
 
-def exif_summary(ex: Image.Exif) -> dict[str, str] | None:
-    """Camera make/model and capture time (plus a few exposure fields) from an EXIF block."""
-    out: dict[str, str] = {}
-    for tag, name in _EXIF_FIELDS.items():
-        v = ex.get(tag)
-        if v not in (None, ""):
-            out[name] = str(v).strip("\x00 ").strip()
+def exif_summary(source: Image.Exif | Image.Image | bytes) -> dict[str, str]:
+    """Camera make/model and capture time (plus a few exposure fields) from an EXIF block,
+    an opened image, or the file's bytes; ``{}`` when there is none or it is unreadable."""
     try:
-        sub = ex.get_ifd(0x8769)
-    except Exception:  # noqa: BLE001
-        sub = {}
-    for tag, name in _EXIF_SUB.items():
-        v = sub.get(tag)
-        if v not in (None, ""):
-            out[name] = str(float(v)) if not isinstance(v, (str, bytes)) else str(v).strip("\x00 ").strip()
-    out = {k: v for k, v in out.items() if v}
-    return out or None
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            with Image.open(io.BytesIO(bytes(source))) as im:
+                ex = im.getexif()
+        elif isinstance(source, Image.Exif):
+            ex = source
+        else:
+            ex = source.getexif()
+        out: dict[str, str] = {}
+        for tag, name in _EXIF_FIELDS.items():
+            v = ex.get(tag)
+            if v not in (None, ""):
+                out[name] = str(v).strip("\x00 ").strip()
+        try:
+            sub = ex.get_ifd(0x8769)
+        except Exception:  # noqa: BLE001
+            sub = {}
+        for tag, name in _EXIF_SUB.items():
+            v = sub.get(tag)
+            if v not in (None, ""):
+                out[name] = str(float(v)) if not isinstance(v, (str, bytes)) else str(v).strip("\x00 ").strip()
+    except Exception:  # noqa: BLE001 - a broken EXIF block is not a broken image
+        return {}
+    return {k: v for k, v in out.items() if v}
 
 
 # ---------------------------------------------------------------------------------
@@ -425,7 +435,7 @@ def decode(
         try:
             ex = im.getexif()
             orientation = int(ex.get(_ORIENTATION_TAG, 1) or 1)
-            exif = exif_summary(ex)
+            exif = exif_summary(ex) or None
         except Exception:  # noqa: BLE001 - a broken EXIF block is not a broken image
             orientation = 1
 

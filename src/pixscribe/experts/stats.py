@@ -161,28 +161,6 @@ def camera_and_time(exif: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def exif_summary(image: Any) -> dict[str, str]:
-    """Camera make/model and capture time from an image's EXIF, for the decoder to keep in
-    ``record.fields["exif"]`` before it drops the bytes. Takes the original file bytes, a PIL
-    image (opened from the file, before any conversion drops its EXIF) or a ``PIL.Image.Exif``;
-    gives ``{}`` when there is none or it is unreadable."""
-    import io
-
-    from ..imaging import exif_summary as _summary
-
-    try:
-        if isinstance(image, (bytes, bytearray, memoryview)):
-            with Image.open(io.BytesIO(bytes(image))) as im:
-                ex = im.getexif()
-        elif isinstance(image, Image.Exif):
-            ex = image
-        else:
-            ex = image.getexif()
-        return dict(_summary(ex) or {})
-    except Exception:  # noqa: BLE001 - a broken EXIF block is not a broken image
-        return {}
-
-
 class ImageStatsExpert(Expert):
     name = "stats"
     model = "pixscribe/image-stats"
