@@ -138,24 +138,21 @@ class _Plan:
     def __init__(self, shard_size: int, fetcher: _LazyFetcher):
         self.shard_size = shard_size
         self.fetcher = fetcher
-        self.loose: list[tuple[str, str]] = []  # (absolute path or URL, source shown in records)
+        # absolute paths (record ids of unreadable files must not depend on the cwd) or URLs
+        self.loose: list[str] = []
         self._seen: set[str] = set()
         self.structured: list[tuple[str, Callable[["Shard"], Iterator[Record]], int | None]] = []
 
     def add_loose(self, item: str) -> None:
-        if is_url(item):
-            key = shown = item
-        else:
-            item = os.path.abspath(item)
+        if not is_url(item):
             # abspath, not realpath: no syscall per file (a million-file folder would spend
             # ~20 s in realpath); a file reached through two symlinked paths is read twice
             # but, having the same bytes, gets one id and one row
-            key = item
-            shown = item  # absolute: record ids of unreadable files must not depend on the cwd
-        if key in self._seen:
+            item = os.path.abspath(item)
+        if item in self._seen:
             return
-        self._seen.add(key)
-        self.loose.append((item, shown))
+        self._seen.add(item)
+        self.loose.append(item)
 
     # -- classification -----------------------------------------------------------------
     def add_input(self, spec: str, *, origin: str | None = None) -> None:
@@ -469,12 +466,10 @@ def jsonable(v: Any) -> Any:
 # --------------------------------------------------------------------------------------
 # Loose files and URLs
 # --------------------------------------------------------------------------------------
-def _iter_loose(items: list[tuple[str, str]], fetcher: _LazyFetcher) -> Iterator[Record]:
-    for item, shown in items:
-        if is_url(item):
-            yield Record(source=item, load=_UrlLoader(item, fetcher))
-        else:
-            yield Record(source=shown, load=_FileLoader(item))
+def _iter_loose(items: list[str], fetcher: _LazyFetcher) -> Iterator[Record]:
+    for item in items:
+        load = _UrlLoader(item, fetcher) if is_url(item) else _FileLoader(item)
+        yield Record(source=item, load=load)
 
 
 # --------------------------------------------------------------------------------------
