@@ -134,11 +134,13 @@ class _GuardedTransport(httpx.HTTPTransport):
     """httpx's own transport, with its connection pool rebuilt around :class:`_GuardedBackend`."""
 
     def __init__(self, backend: _GuardedBackend, limits: httpx.Limits):
-        super().__init__(trust_env=False, limits=limits)
+        # one SSL context (loading the CA bundle takes ~20 ms), given to httpx and to our pool
+        ssl_context = httpx.create_ssl_context(trust_env=False)
+        super().__init__(verify=ssl_context, trust_env=False, limits=limits)
         old = self._pool
         # Same pool httpx builds (see httpx/_transports/default.py), plus our backend.
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=ssl_context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
