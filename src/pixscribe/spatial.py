@@ -92,12 +92,17 @@ def depth_word(relative: float) -> str:
     return "in the background"
 
 
-def iou(a: Box, b: Box) -> float:
+def intersection(a: Box, b: Box) -> float:
     ax0, ay0, ax1, ay1 = _check(a)
     bx0, by0, bx1, by1 = _check(b)
-    iw = max(0.0, min(ax1, bx1) - max(ax0, bx0))
-    ih = max(0.0, min(ay1, by1) - max(ay0, by0))
-    inter = iw * ih
+    return max(0.0, min(ax1, bx1) - max(ax0, bx0)) * max(0.0, min(ay1, by1) - max(ay0, by0))
+
+
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union; identical boxes give 1.0, even degenerate ones."""
+    if _check(a) == _check(b):
+        return 1.0
+    inter = intersection(a, b)
     union = area(a) + area(b) - inter
     return inter / union if union > 0 else 0.0
 

@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from ..spatial import iou as box_iou
 from .base import Detection, Expert
 from .hf import ExpertUnavailable, TransformersExpert, _to_device, load_pretrained
 
@@ -33,18 +34,6 @@ DEFAULT_OWLV2 = "google/owlv2-base-patch16-ensemble"
 
 
 # --------------------------------------------------------------------------- box maths
-
-
-def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    ax0, ay0, ax1, ay1 = (float(v) for v in a)
-    bx0, by0, bx1, by1 = (float(v) for v in b)
-    iw = max(0.0, min(ax1, bx1) - max(ax0, bx0))
-    ih = max(0.0, min(ay1, by1) - max(ay0, by0))
-    if (ax0, ay0, ax1, ay1) == (bx0, by0, bx1, by1):
-        return 1.0  # identical boxes, even degenerate ones
-    inter = iw * ih
-    union = max(0.0, ax1 - ax0) * max(0.0, ay1 - ay0) + max(0.0, bx1 - bx0) * max(0.0, by1 - by0) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def nms(dets: list[Detection], iou: float) -> list[Detection]:

@@ -26,19 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from ..spatial import area, intersection
 from .base import Expert, Face, normalize_box, require
 
 Box = tuple[float, float, float, float]
-
-
-def _inter(a: Box, b: Box) -> float:
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    return iw * ih
-
-
-def _area(a: Box) -> float:
-    return max(0.0, a[2] - a[0]) * max(0.0, a[3] - a[1])
 
 
 def nms(boxes: list[Box], scores: list[float], iou: float = 0.3) -> list[int]:
@@ -46,11 +37,11 @@ def nms(boxes: list[Box], scores: list[float], iou: float = 0.3) -> list[int]:
     order = sorted(range(len(boxes)), key=lambda i: -scores[i])
     keep: list[int] = []
     for i in order:
-        ai = _area(boxes[i])
+        ai = area(boxes[i])
         ok = True
         for j in keep:
-            inter = _inter(boxes[i], boxes[j])
-            aj = _area(boxes[j])
+            inter = intersection(boxes[i], boxes[j])
+            aj = area(boxes[j])
             if inter / max(ai + aj - inter, 1e-9) > iou or inter / max(min(ai, aj), 1e-9) > 0.7:
                 ok = False
                 break
@@ -61,7 +52,7 @@ def nms(boxes: list[Box], scores: list[float], iou: float = 0.3) -> list[int]:
 
 def group_windows(boxes: list[Box], overlap: float = 0.5) -> list[tuple[Box, int]]:
     """Group raw detector windows: (mean box, number of windows), largest groups first."""
-    order = sorted(range(len(boxes)), key=lambda i: -_area(boxes[i]))
+    order = sorted(range(len(boxes)), key=lambda i: -area(boxes[i]))
     used = [False] * len(boxes)
     groups: list[tuple[Box, int]] = []
     for i in order:
@@ -72,7 +63,7 @@ def group_windows(boxes: list[Box], overlap: float = 0.5) -> list[tuple[Box, int
         for j in order:
             if used[j]:
                 continue
-            if _inter(boxes[i], boxes[j]) / max(min(_area(boxes[i]), _area(boxes[j])), 1e-9) > overlap:
+            if intersection(boxes[i], boxes[j]) / max(min(area(boxes[i]), area(boxes[j])), 1e-9) > overlap:
                 members.append(j)
                 used[j] = True
         mean = tuple(float(v) for v in np.mean([boxes[k] for k in members], axis=0))
