@@ -214,9 +214,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
         return img
     if mode.startswith("I") or mode == "F":
         return _int_to_rgb(img)
-    if mode == "1":
-        return img.convert("L").convert("RGB")
-    return img.convert("RGB")
+    return img.convert("RGB")  # 1-bit pixels become 0/255 directly
 
 
 # ---------------------------------------------------------------------------------
