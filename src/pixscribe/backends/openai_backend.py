@@ -28,7 +28,6 @@ import asyncio
 import base64
 import concurrent.futures
 import email.utils
-import io
 import json
 import math
 import os
@@ -52,26 +51,9 @@ CONNS_PER_CLIENT = 8  # keep-alive connections per httpx.AsyncClient shard (see 
 
 def encode_image(img: Any, max_pixels: int | None, max_side: int | None, quality: int = 90) -> bytes:
     """``img`` resized to the pixel budget and encoded as JPEG bytes."""
-    try:
-        from ..imaging import encode_jpeg, resize_to_budget
-    except ImportError:  # pragma: no cover - imaging.py is part of the package
-        encode_jpeg = resize_to_budget = None  # type: ignore[assignment]
-    if resize_to_budget is not None and encode_jpeg is not None:
-        return encode_jpeg(resize_to_budget(img, max_pixels, max_side), quality=quality)
-    from PIL import Image  # pragma: no cover
+    from ..imaging import encode_jpeg, resize_to_budget  # lazily: importing the backend needs no numpy/PIL
 
-    im = img.convert("RGB") if img.mode != "RGB" else img.copy()
-    w, h = im.size
-    scale = 1.0
-    if max_pixels and w * h > max_pixels:
-        scale = min(scale, math.sqrt(max_pixels / (w * h)))
-    if max_side and max(w, h) * scale > max_side:
-        scale = min(scale, max_side / max(w, h))
-    if scale < 1.0:
-        im = im.resize((max(1, int(w * scale)), max(1, int(h * scale))), Image.Resampling.BICUBIC)
-    buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=quality)
-    return buf.getvalue()
+    return encode_jpeg(resize_to_budget(img, max_pixels, max_side), quality=quality)
 
 
 def data_url(jpeg: bytes) -> str:
