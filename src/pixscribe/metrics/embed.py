@@ -46,16 +46,26 @@ def _load(processor_class: str, model_class: str, model: str, revision: str | No
     return proc, net.to(device).eval()
 
 
-class BertScorer:
-    def __init__(self, model: str, layer: int | None = None, device: str = "cpu", batch_size: int = 32,
-                 revision: str | None = None):
-        torch = _torch()
-        self.tok, self.model = _load("AutoTokenizer", "AutoModel", model, revision, device, "BERTScore")
+class _Scorer:
+    """What both scorers share: torch, the model name, device and batch size, unit vectors."""
+
+    def __init__(self, model: str, device: str, batch_size: int):
+        self._torch = _torch()
         self.name = model
-        self.layer = layer
         self.device = device
         self.batch_size = batch_size
-        self._torch = torch
+
+    def _unit(self, e: Any) -> np.ndarray:
+        """L2-normalised rows (last axis) of a model output, as float numpy."""
+        return self._torch.nn.functional.normalize(e.float(), dim=-1).cpu().numpy()
+
+
+class BertScorer(_Scorer):
+    def __init__(self, model: str, layer: int | None = None, device: str = "cpu", batch_size: int = 32,
+                 revision: str | None = None):
+        super().__init__(model, device, batch_size)
+        self.tok, self.model = _load("AutoTokenizer", "AutoModel", model, revision, device, "BERTScore")
+        self.layer = layer
 
     def _embed(self, texts: Sequence[str]) -> list[np.ndarray]:
         torch = self._torch
@@ -69,8 +79,7 @@ class BertScorer:
             special = enc.pop("special_tokens_mask")
             with torch.no_grad():
                 o = self.model(**{k: v.to(self.device) for k, v in enc.items()}, output_hidden_states=True)
-            hs = o.hidden_states[self.layer if self.layer is not None else -1]
-            hs = torch.nn.functional.normalize(hs.float(), dim=-1).cpu().numpy()
+            hs = self._unit(o.hidden_states[self.layer if self.layer is not None else -1])
             keep = (enc["attention_mask"].bool() & ~special.bool()).numpy()
             for i in range(len(chunk)):
                 out.append(hs[i][keep[i]])
@@ -103,16 +112,12 @@ class BertScorer:
         return {"bertscore_p": P, "bertscore_r": R, "bertscore_f1": F}
 
 
-class ClipScorer:
+class ClipScorer(_Scorer):
     def __init__(self, model: str, device: str = "cpu", batch_size: int = 32, w: float = 2.5,
                  revision: str | None = None):
-        torch = _torch()
+        super().__init__(model, device, batch_size)
         self.processor, self.model = _load("CLIPProcessor", "CLIPModel", model, revision, device, "CLIPScore")
-        self.name = model
-        self.device = device
-        self.batch_size = batch_size
         self.w = w
-        self._torch = torch
         self.tok = self.processor.tokenizer
         mp = getattr(self.model.config.text_config, "max_position_embeddings", 77)
         self.max_tokens = int(mp)
@@ -153,8 +158,7 @@ class ClipScorer:
                            max_length=self.max_tokens)
             with torch.no_grad():
                 e = self.model.get_text_features(**{k: v.to(self.device) for k, v in enc.items()})
-            e = getattr(e, "pooler_output", e)
-            embs.append(torch.nn.functional.normalize(e.float(), dim=-1).cpu().numpy())
+            embs.append(self._unit(getattr(e, "pooler_output", e)))
         E = np.concatenate(embs) if embs else np.zeros((0, 1))
         out = np.zeros((len(texts), E.shape[1]))
         np.add.at(out, np.asarray(owner), E)
@@ -167,8 +171,7 @@ class ClipScorer:
             px = self.processor(images=list(images[s:s + self.batch_size]), return_tensors="pt")["pixel_values"]
             with torch.no_grad():
                 e = self.model.get_image_features(pixel_values=px.to(self.device))
-            e = getattr(e, "pooler_output", e)
-            embs.append(torch.nn.functional.normalize(e.float(), dim=-1).cpu().numpy())
+            embs.append(self._unit(getattr(e, "pooler_output", e)))
         return np.concatenate(embs)
 
     def score(self, cands: Sequence[str], images: Sequence[Any],
