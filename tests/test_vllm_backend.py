@@ -104,6 +104,15 @@ def test_messages_carry_resized_pil_images_and_text_only_is_a_string():
     assert to_vllm_messages(GenerationRequest.simple("Rewrite.")) == [{"role": "user", "content": "Rewrite."}]
 
 
+def test_messages_make_transparent_images_rgb_over_white_like_the_http_backend():
+    from PIL import Image
+
+    clear = Image.new("RGBA", (8, 8), (10, 20, 30, 0))  # fully transparent, dark underneath
+    (msg,) = to_vllm_messages(GenerationRequest.simple("x", [clear]))
+    img = msg["content"][0]["image_pil"]
+    assert img.mode == "RGB" and img.getpixel((0, 0)) == (255, 255, 255)
+
+
 def test_sampling_params_and_guided_json_both_vllm_generations():
     req = GenerationRequest.simple("x", json_schema=SCHEMA, sampling=Sampling(max_new_tokens=9, temperature=0.7, top_p=0.9, seed=3))
     new = sampling_params(fake_vllm(structured=True), req)

@@ -38,25 +38,16 @@ def import_vllm() -> ModuleType:
     return vllm
 
 
-def _resize(img: Any, max_pixels: int | None, max_side: int | None) -> Any:
-    try:
-        from ..imaging import resize_to_budget
-    except ImportError:  # pragma: no cover - imaging.py is part of the package
-        return img
-    return resize_to_budget(img, max_pixels, max_side)
-
-
 def to_vllm_messages(
     req: GenerationRequest, max_pixels: int | None = None, max_side: int | None = None
 ) -> list[dict[str, Any]]:
     """HF chat messages with ``{"type": "image"}`` placeholders -> vLLM chat messages with
-    PIL image parts (RGB, resized to the budget). Text-only messages become strings."""
+    PIL image parts, resized to the budget and made RGB as for every backend (imaging's
+    ``to_rgb``: alpha over white). Text-only messages become strings."""
+    from ..imaging import resize_to_budget, to_rgb
 
     def part(img: Any) -> dict[str, Any]:
-        img = _resize(img, max_pixels, max_side)
-        if getattr(img, "mode", "RGB") != "RGB":
-            img = img.convert("RGB")
-        return {"type": "image_pil", "image_pil": img}
+        return {"type": "image_pil", "image_pil": to_rgb(resize_to_budget(img, max_pixels, max_side))}
 
     return map_messages(req.messages, req.images, part)
 
