@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..imaging import resize_to_budget
 from ..spatial import area, intersection
 from .base import Expert, Face, normalize_box, require
 
@@ -167,9 +168,8 @@ class FaceExpert(Expert):
 
     def _detect(self, img: Any) -> list[Face]:
         w, h = img.size
-        scale = min(1.0, self.max_side / max(w, h))
-        small = img.resize((max(1, round(w * scale)), max(1, round(h * scale)))) if scale < 1 else img
-        small = small.convert("RGB")
+        small = resize_to_budget(img, None, self.max_side).convert("RGB")
+        scale = small.width / w
         gray = np.asarray(small.convert("L"))
         ycbcr = np.asarray(small.convert("YCbCr"))
         check_skin = self.skin_check and not _is_greyscale(ycbcr)

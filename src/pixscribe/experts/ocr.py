@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..imaging import resize_to_budget
 from .base import Expert, TextLine, normalize_box, require
 
 
@@ -75,10 +76,8 @@ class OCRExpert(Expert):
 
     def _read_rapid(self, img: Any) -> list[TextLine]:
         w, h = img.size
-        scale = 1.0
-        if max(w, h) > self.max_side:
-            scale = self.max_side / max(w, h)
-            img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))))
+        img = resize_to_budget(img, None, self.max_side)
+        scale = img.width / w
         # RapidOCR takes a numpy array as BGR (OpenCV order); PIL gives RGB
         bgr = np.ascontiguousarray(np.asarray(img.convert("RGB"))[..., ::-1])
         with self._lock:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..imaging import resize_to_budget
 from .base import Expert
 
 # A small palette of everyday colour names (sRGB). Cluster centres are named by the
@@ -104,9 +105,7 @@ def colourfulness(rgb: np.ndarray) -> float:
 def image_stats(img: Image.Image, exif: dict[str, Any] | None = None, orig_size: tuple[int, int] | None = None) -> dict[str, Any]:
     w, h = orig_size or img.size
     work = img.convert("RGB")
-    if max(work.size) > 512:  # statistics are stable on a 512 px version
-        s = 512 / max(work.size)
-        work = work.resize((max(1, round(work.width * s)), max(1, round(work.height * s))), Image.Resampling.BILINEAR)
+    work = resize_to_budget(work, None, 512, Image.Resampling.BILINEAR)  # statistics are stable at 512 px
     rgb = np.asarray(work)
     luma = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
     brightness = float(luma.mean() / 255)
