@@ -48,6 +48,24 @@ def _java_raw(lines: list[str], tmp_path: Path) -> list[str]:
     return out.split("\n")
 
 
+def _assert_equal_to_pycocoevalcap(gts, res, corpus, per):
+    """Our corpus and per-image BLEU-1..4 / ROUGE-L / CIDEr-D equal pycocoevalcap's on the same tokens."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    b, bl = Bleu(4).compute_score(gts, res, verbose=0)
+    r, rl = Rouge().compute_score(gts, res)
+    c, cl = Cider().compute_score(gts, res)
+    for k in range(4):
+        assert corpus[f"bleu_{k + 1}"] == pytest.approx(b[k], abs=1e-6)
+        np.testing.assert_allclose(per[f"bleu_{k + 1}"], bl[k], atol=1e-6)
+    assert corpus["rouge_l"] == pytest.approx(r, abs=1e-6)
+    np.testing.assert_allclose(per["rouge_l"], rl, atol=1e-6)
+    assert corpus["cider_d"] == pytest.approx(c, abs=1e-6)
+    np.testing.assert_allclose(per["cider_d"], cl, atol=1e-6)
+
+
 @needs_java
 def test_tokenizer_equals_pycocoevalcap_ptbtokenizer():
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
@@ -118,9 +136,6 @@ def test_popcount_fallback():
 @needs_java
 @pytest.mark.parametrize("seed,n_refs", [(0, 5), (1, 3), (2, 1)])
 def test_scores_equal_pycocoevalcap(seed, n_refs):
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.rouge.rouge import Rouge
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
     gts, res = varied_sets(250, n_refs, seed=seed)
@@ -129,19 +144,9 @@ def test_scores_equal_pycocoevalcap(seed, n_refs):
     G = {k: [{"caption": c} for c in v] for k, v in gts.items()}
     R = {k: [{"caption": c} for c in v] for k, v in res.items()}
     tg, tr = PTBTokenizer().tokenize(G), PTBTokenizer().tokenize(R)
-    b, bl = Bleu(4).compute_score(tg, tr, verbose=0)
-    r, rl = Rouge().compute_score(tg, tr)
-    c, cl = Cider().compute_score(tg, tr)
-
     corpus, per, ids = coco_scores(ptb_tokenize(G), ptb_tokenize(R))
     assert ids == list(tg.keys())
-    for k in range(4):
-        assert corpus[f"bleu_{k + 1}"] == pytest.approx(b[k], abs=1e-6)
-        np.testing.assert_allclose(per[f"bleu_{k + 1}"], bl[k], atol=1e-6)
-    assert corpus["rouge_l"] == pytest.approx(r, abs=1e-6)
-    np.testing.assert_allclose(per["rouge_l"], rl, atol=1e-6)
-    assert corpus["cider_d"] == pytest.approx(c, abs=1e-6)
-    np.testing.assert_allclose(per["cider_d"], cl, atol=1e-6)
+    _assert_equal_to_pycocoevalcap(tg, tr, corpus, per)
     assert corpus["cider_d"] > 0.05 and corpus["bleu_1"] > 0.1  # non-trivial numbers were compared
 
 
@@ -210,13 +215,7 @@ def test_scores_equal_pycocoevalcap_scorers_on_random_tokens(odd_spacing):
     hypotheses (> 64 tokens, the non-vectorised LCS), 1..6 references, and with
     ``odd_spacing`` double spaces / tabs / leading spaces where ROUGE-L's ``split(" ")`` and
     BLEU/CIDEr-D's ``split()`` disagree."""
-    import contextlib
-    import io
     import random
-
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.rouge.rouge import Rouge
 
     rng = random.Random(int(odd_spacing))
     words = ["a", "dog", "cat", "on", "the", "grass", "red", "x", "y", "z", "of"]
@@ -233,15 +232,5 @@ def test_scores_equal_pycocoevalcap_scorers_on_random_tokens(odd_spacing):
     for _ in range(40):
         gts = {f"i{k}": [sent() for _ in range(rng.randint(1, 6))] for k in range(rng.randint(2, 60))}
         res = {k: [sent()] for k in gts}
-        with contextlib.redirect_stdout(io.StringIO()):
-            b, bl = Bleu(4).compute_score(gts, res, verbose=0)
-        r, rl = Rouge().compute_score(gts, res)
-        c, cl = Cider().compute_score(gts, res)
         corpus, per, _ids = coco_scores(gts, res)
-        for k in range(4):
-            assert corpus[f"bleu_{k + 1}"] == pytest.approx(b[k], abs=1e-6)
-            np.testing.assert_allclose(per[f"bleu_{k + 1}"], bl[k], atol=1e-6)
-        assert corpus["rouge_l"] == pytest.approx(r, abs=1e-6)
-        np.testing.assert_allclose(per["rouge_l"], rl, atol=1e-6)
-        assert corpus["cider_d"] == pytest.approx(c, abs=1e-6)
-        np.testing.assert_allclose(per["cider_d"], cl, atol=1e-6)
+        _assert_equal_to_pycocoevalcap(gts, res, corpus, per)
