@@ -361,7 +361,6 @@ class OpenAIBackend(Backend):
         self._clients: list[Any] = []
         self._next_client = 0
         self._start_lock = threading.Lock()
-        self._usage_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, config: Any, *, model: str | None = None, **overrides: Any) -> "OpenAIBackend":
@@ -481,9 +480,8 @@ class OpenAIBackend(Backend):
             self._add_usage(fut.result())
 
     def _add_usage(self, results: list[GenerationResult]) -> None:
-        with self._usage_lock:
-            for r in results:
-                self.usage.add(r)
+        for r in results:  # BackendUsage.add takes its own lock
+            self.usage.add(r)
 
     def check(self) -> list[str]:
         """GET /models on every endpoint before a run. Returns the endpoints that serve the
