@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from pixscribe.metrics.linguistic import count_syllables, pos_counts, text_stats
+from pixscribe.metrics.linguistic import corpus_stats, count_syllables, pos_counts, text_stats
 
 
 def test_syllables():
@@ -35,6 +35,14 @@ def test_classic_example_very_easy_text():
     assert s.flesch_reading_ease == pytest.approx(116.145, abs=1e-9)
     assert s.flesch_kincaid_grade == pytest.approx(-1.45, abs=1e-9)
     assert text_stats("").words == 0 and math.isnan(text_stats("").ari)
+
+
+def test_corpus_stats_are_means_and_reuse_given_stats():
+    texts = ["The cat sat on the mat.", "A beautiful elephant walked by. It was big.", "Dogs"]
+    c = corpus_stats(texts)
+    assert c["lin_words"] == pytest.approx((6 + 8 + 1) / 3)
+    assert c["lin_corpus_vocabulary"] == 14
+    assert corpus_stats(texts, [text_stats(t) for t in texts]) == c
 
 
 def test_pos_is_honestly_unavailable():

@@ -146,8 +146,9 @@ def evaluate(
     if "lin" in ms:
         from .linguistic import TextStats, corpus_stats, text_stats
 
-        corpus.update(corpus_stats(preds[k] for k in ids))
-        stats = [text_stats(preds[k]) for k in ids]
+        texts = [preds[k] for k in ids]
+        stats = [text_stats(t) for t in texts]
+        corpus.update(corpus_stats(texts, stats))
         for f in TextStats.__dataclass_fields__:
             per[f"lin_{f}"] = np.asarray([float(getattr(s, f)) for s in stats])
         info["pos"] = "not computed: no part-of-speech tagger is available offline"

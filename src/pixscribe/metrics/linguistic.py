@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 _WORD = re.compile(r"[A-Za-z0-9\u00C0-\u024F]+(?:['’\-][A-Za-z0-9\u00C0-\u024F]+)*")
 _SENT = re.compile(r"[^.!?]*[A-Za-z0-9][^.!?]*(?:[.!?]+|$)")
@@ -97,10 +97,13 @@ def text_stats(text: str, syllables: Callable[[str], int] = count_syllables) -> 
     )
 
 
-def corpus_stats(texts: Iterable[str]) -> dict[str, float]:
-    """Mean of the per-text statistics, plus the corpus vocabulary size."""
+def corpus_stats(texts: Iterable[str], stats: Sequence[TextStats] | None = None) -> dict[str, float]:
+    """Mean of the per-text statistics, plus the corpus vocabulary size.
+
+    ``stats``: the texts' :func:`text_stats` when the caller already has them.
+    """
     texts = list(texts)
-    per = [text_stats(t) for t in texts]
+    per = list(stats) if stats is not None else [text_stats(t) for t in texts]
     out: dict[str, float] = {}
     if not per:
         return out
