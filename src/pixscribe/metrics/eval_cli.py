@@ -73,10 +73,9 @@ def eval_command(
     report["info"]["column"] = column
     _print_table(report)
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = output.with_suffix(output.suffix + ".tmp")
-        tmp.write_text(json.dumps(report, indent=1, sort_keys=False))
-        tmp.replace(output)
+        from ..io.writers import atomic_write_bytes
+
+        atomic_write_bytes(output, json.dumps(report, indent=1).encode())
         typer.echo(f"wrote {output}")
 
 
