@@ -360,3 +360,34 @@ def test_brace_range_with_a_missing_member_names_it(tmp_path: Path, photos):
     _write_tar(tmp_path / "00000.tar", [("a", {"jpg": photos["coffee"]})])
     with pytest.raises(InputError, match=r"00001\.tar: no such file or directory \(from .*\{00000\.\.00001\}\.tar\)"):
         plan_shards([str(tmp_path / "{00000..00001}.tar")])
+
+
+def test_error_rows_keep_source_key_and_columns(tmp_path: Path, photos):
+    """Rows that cannot give an image are records with an input error, not dropped rows."""
+    tar = tmp_path / "dup.tar"
+    with tarfile.open(tar, "w") as tf:
+        for name, data in (("a.jpg", photos["coffee"]), ("a.jpg", photos["rocket"]), ("b.json", b"{oops"),
+                           ("b.jpg", photos["coffee"])):
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+    r = all_records(plan_shards([str(tar)]))
+    assert [(x.key, x.error is None) for x in r] == [("a", False), ("a", True), ("b", False)]
+    assert r[0].source == f"{tar}::a.jpg" and "duplicate member for key 'a'" in r[0].error
+    assert r[1].data == photos["coffee"]
+    assert r[2].source == f"{tar}::b.json" and "sidecar is not valid JSON" in r[2].error
+
+    not_tar = tmp_path / "x.tar"
+    not_tar.write_bytes(b"not a tar at all" * 10)
+    (r,) = all_records(plan_shards([str(not_tar)]))
+    assert r.source == str(not_tar) and r.error.startswith("input: ") and "cannot open the tar" in r.error
+
+    table = tmp_path / "t.jsonl"
+    rows = [{"url": "ftp://x/y.jpg", "key": "k0"}, {"image": 7, "note": "n"}, [1, 2]]
+    table.write_text("\n".join(json.dumps(x) for x in rows) + "\n")
+    r = all_records(plan_shards([str(table)]))
+    assert [x.source for x in r] == [f"{table}#row={i}" for i in range(3)]
+    assert r[0].key == "k0" and "the url column holds 'ftp://x/y.jpg', which is not an http(s) URL" in r[0].error
+    assert r[1].columns == {"note": "n"} and "the image column holds a int, not image bytes" in r[1].error
+    assert "expected a JSON object per line, got list" in r[2].error
+    assert all(x.error.startswith("input: ") and x.data is None and x.load is None for x in r)

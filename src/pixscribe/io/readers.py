@@ -381,6 +381,13 @@ def plan_shards(
 # --------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------
+def _failed(source: str, message: str, **fields: Any) -> Record:
+    """A record that carries an input error instead of an image."""
+    rec = Record(source=source, **fields)
+    rec.fail(InputError(message))
+    return rec
+
+
 def _from(origin: str | None) -> str:
     return f" (from {origin})" if origin else ""
 
@@ -516,20 +523,15 @@ def _row_record(
             if is_url(val):
                 return Record(source=val, key=key, columns=columns, load=_UrlLoader(val, fetcher))
             if col == "url":
-                rec = Record(source=source, key=key, columns=columns)
-                rec.fail(InputError(f"{source}: the url column holds {val!r}, which is not an http(s) URL"))
-                return rec
+                return _failed(source, f"{source}: the url column holds {val!r}, which is not an http(s) URL", key=key, columns=columns)
             p = os.path.expanduser(val)
             if not os.path.isabs(p):
                 p = os.path.join(base_dir, p)
             p = os.path.normpath(p)
             return Record(source=p, key=key, columns=columns, load=_FileLoader(p, source))
-        rec = Record(source=source, key=key, columns=columns)
-        rec.fail(InputError(f"{source}: the {col} column holds a {type(val).__name__}, not image bytes, a path or a URL"))
-        return rec
-    rec = Record(source=source, key=key, columns=columns)
-    rec.fail(InputError(f"{source} has no image (expected one of {', '.join(IMAGE_COLUMNS)})"))
-    return rec
+        why = f"the {col} column holds a {type(val).__name__}, not image bytes, a path or a URL"
+        return _failed(source, f"{source}: {why}", key=key, columns=columns)
+    return _failed(source, f"{source} has no image (expected one of {', '.join(IMAGE_COLUMNS)})", key=key, columns=columns)
 
 
 def _iter_parquet(path: str, start: int, stop: int, fetcher: _LazyFetcher) -> Iterator[Record]:
@@ -540,9 +542,7 @@ def _iter_parquet(path: str, start: int, stop: int, fetcher: _LazyFetcher) -> It
     try:
         pf = pq.ParquetFile(path)
     except Exception as exc:  # noqa: BLE001
-        rec = Record(source=f"{disp}#rows={start}:{stop}")
-        rec.fail(InputError(f"{path}: cannot open parquet: {exc}"))
-        yield rec
+        yield _failed(f"{disp}#rows={start}:{stop}", f"{path}: cannot open parquet: {exc}")
         return
     try:
         md = pf.metadata
@@ -576,9 +576,7 @@ def _iter_parquet(path: str, start: int, stop: int, fetcher: _LazyFetcher) -> It
                 if row >= stop:
                     break
         except Exception as exc:  # noqa: BLE001 - a corrupt page: report it and the rows it covers
-            rec = Record(source=f"{disp}#rows={max(row, start)}:{stop}")
-            rec.fail(InputError(f"{path}: cannot read rows {max(row, start)}..{stop - 1}: {exc}"))
-            yield rec
+            yield _failed(f"{disp}#rows={max(row, start)}:{stop}", f"{path}: cannot read rows {max(row, start)}..{stop - 1}: {exc}")
     finally:
         pf.close()
 
@@ -589,9 +587,7 @@ def _iter_jsonl(path: str, offset: int, start: int, stop: int, fetcher: _LazyFet
     try:
         f = open(path, "rb")
     except OSError as exc:
-        rec = Record(source=f"{disp}#rows={start}:{stop}")
-        rec.fail(InputError(f"{path}: cannot read: {exc.strerror or exc}"))
-        yield rec
+        yield _failed(f"{disp}#rows={start}:{stop}", f"{path}: cannot read: {exc.strerror or exc}")
         return
     with f:
         f.seek(offset)
@@ -606,14 +602,10 @@ def _iter_jsonl(path: str, offset: int, start: int, stop: int, fetcher: _LazyFet
             try:
                 obj = json.loads(line)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                rec = Record(source=source)
-                rec.fail(InputError(f"{source}: not valid JSON: {exc}"))
-                yield rec
+                yield _failed(source, f"{source}: not valid JSON: {exc}")
                 continue
             if not isinstance(obj, dict):
-                rec = Record(source=source)
-                rec.fail(InputError(f"{source}: expected a JSON object per line, got {type(obj).__name__}"))
-                yield rec
+                yield _failed(source, f"{source}: expected a JSON object per line, got {type(obj).__name__}")
                 continue
             for col in BYTES_COLUMNS:  # JSON has no bytes: accept data: URIs and long base64 strings
                 v = obj.get(col)
@@ -680,9 +672,7 @@ def _group_record(tar_disp: str, key: str, members: dict[str, tuple[str, bytes]]
             try:
                 obj = json.loads(data.decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                rec = Record(source=f"{tar_disp}::{_name}", key=key, columns=columns)
-                rec.fail(InputError(f"{tar_disp}::{_name}: sidecar is not valid JSON: {exc}"))
-                return rec
+                return _failed(f"{tar_disp}::{_name}", f"{tar_disp}::{_name}: sidecar is not valid JSON: {exc}", key=key, columns=columns)
             if isinstance(obj, dict):
                 for k, v in obj.items():
                     columns.setdefault(str(k), jsonable(v))
@@ -698,10 +688,13 @@ def _group_record(tar_disp: str, key: str, members: dict[str, tuple[str, bytes]]
         else:  # .cls, .2.txt, ...: a text column named by the extension
             columns[ext] = data.decode("utf-8", "replace")
     if image_ext is None:
-        rec = Record(source=f"{tar_disp}::{key}", key=key, columns=columns)
         found = ", ".join(sorted(members)) or "nothing"
-        rec.fail(InputError(f"{tar_disp}::{key} has no image member (found {found}; expected one of {', '.join(IMAGE_EXTENSIONS)})"))
-        return rec
+        return _failed(
+            f"{tar_disp}::{key}",
+            f"{tar_disp}::{key} has no image member (found {found}; expected one of {', '.join(IMAGE_EXTENSIONS)})",
+            key=key,
+            columns=columns,
+        )
     name, data = members[image_ext]
     return Record(source=f"{tar_disp}::{name}", key=key, columns=columns, data=data)
 
@@ -714,9 +707,7 @@ def _iter_tar(path: str) -> Iterator[Record]:
     try:
         tf = tarfile.open(path, mode="r|*")
     except (tarfile.TarError, OSError, EOFError) as exc:
-        rec = Record(source=disp)
-        rec.fail(InputError(f"{path}: cannot open the tar: {exc}; is it a (possibly compressed) tar file?"))
-        yield rec
+        yield _failed(disp, f"{path}: cannot open the tar: {exc}; is it a (possibly compressed) tar file?")
         return
     try:
         while True:
@@ -739,10 +730,8 @@ def _iter_tar(path: str) -> Iterator[Record]:
                 if members and current_key is not None:
                     yield _group_record(disp, current_key, members)
                     members = {}
-                rec = Record(source=disp)
                 reason = str(exc) or type(exc).__name__
-                rec.fail(InputError(f"{path}: corrupt or truncated tar after {n_members} members: {reason}"))
-                yield rec
+                yield _failed(disp, f"{path}: corrupt or truncated tar after {n_members} members: {reason}")
                 return
             if key != current_key:
                 if members and current_key is not None:
@@ -750,9 +739,7 @@ def _iter_tar(path: str) -> Iterator[Record]:
                 current_key, members = key, {}
             if ext in members:
                 # same key and extension twice: not a valid webdataset sample; report it, keep the first
-                rec = Record(source=f"{disp}::{info.name}", key=key)
-                rec.fail(InputError(f"{disp}::{info.name}: duplicate member for key {key!r}"))
-                yield rec
+                yield _failed(f"{disp}::{info.name}", f"{disp}::{info.name}: duplicate member for key {key!r}", key=key)
                 continue
             members[ext] = (info.name, data)
         if members and current_key is not None:
