@@ -374,7 +374,7 @@ class OpenAIBackend(Backend):
             max_retries=config.max_retries,
             max_pixels=config.max_pixels,
             max_side=config.max_side,
-            structured=getattr(config, "structured_output", "response_format"),
+            structured=config.structured_output,
         )
         kw.update(overrides)
         return cls(model or config.vlm, list(config.base_url), **kw)
