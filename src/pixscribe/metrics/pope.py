@@ -65,12 +65,13 @@ def build_pope(
         if not present:
             continue
         pos = rng.sample(present, min(k, len(present)))
-        absent = [o for o in vocab if o not in set(present)]
+        here = set(present)
+        absent = [o for o in vocab if o not in here]
         n_neg = min(len(pos), len(absent))
         if split == "random":
             neg = rng.sample(absent, n_neg)
         elif split == "popular":
-            neg = [o for o in popular if o not in set(present)][:n_neg]
+            neg = [o for o in popular if o not in here][:n_neg]
         else:
             score: Counter = Counter()
             for p in present:
