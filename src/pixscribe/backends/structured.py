@@ -5,7 +5,8 @@ or build one from a pydantic model with :func:`schema_of`). A backend then:
 
 1. asks the server to constrain decoding: :func:`request_fields` gives the body fields
    for an OpenAI-compatible server (``response_format`` json_schema, or the vLLM/SGLang
-   extras), :func:`vllm_structured_params` gives the offline-engine parameter;
+   extras); :func:`pixscribe.backends.vllm_backend.sampling_params` sets the offline-engine
+   parameter;
 2. checks the reply with :func:`check_reply`: strip code fences, parse, repair malformed
    JSON with json-repair, validate against the schema (jsonschema when installed, else a
    small built-in subset) and, when given, the pydantic model;
@@ -38,13 +39,13 @@ import copy
 import json
 import re
 from dataclasses import replace
-from typing import Any, Awaitable, Callable, Literal
+from typing import Any, Awaitable, Callable, Literal, get_args
 
 from ..record import PixscribeError
 from .base import GenerationRequest, GenerationResult
 
 StructuredMode = Literal["response_format", "vllm", "vllm-legacy", "sglang", "none"]
-STRUCTURED_MODES: tuple[str, ...] = ("response_format", "vllm", "vllm-legacy", "sglang", "none")
+STRUCTURED_MODES: tuple[str, ...] = get_args(StructuredMode)
 
 
 class SchemaError(PixscribeError):
