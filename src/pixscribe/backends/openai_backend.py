@@ -528,13 +528,10 @@ class OpenAIBackend(Backend):
         return serving
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "backend": self.name,
-            "model": self.model,
-            "revision": self.revision,
-            "base_urls": [e.base for e in self.pool.endpoints],
-            "structured": self.structured,
-        }
+        d = super().describe()
+        d["base_urls"] = [e.base for e in self.pool.endpoints]
+        d["structured"] = self.structured
+        return d
 
     def stats(self) -> dict[str, Any]:
         """Limiter and endpoint state (for logs and tests)."""
