@@ -48,28 +48,6 @@ def main() -> None:
     assert s.rows_written == a.n and s.error_rows == 0, s.to_dict()
     print(f"lite profile: {a.n} images in {wall:.1f} s = {a.n / wall:.2f} img/s on {os.cpu_count()} cores "
           f"(engine, decode pool, model load included)")
-    from pixscribe.engine.stage import build_method
-    from pixscribe.methods.experts import ExpertsStage
-    from pixscribe.record import Record
-
-    method = build_method("experts", cfg)
-    method.setup()
-    stage = method.stages[0]
-    imgs = [photos[names[i % len(names)]] for i in range(a.n)]
-    figures = {}
-    for parallel in (4, 0):
-        st = ExpertsStage(stage.experts, describe=True, parallel=parallel)
-        t = time.perf_counter()
-        for b in range(0, a.n, 8):
-            recs = []
-            for j, img in enumerate(imgs[b:b + 8]):
-                r = Record(source=str(b + j), id=str(b + j))
-                r.image, r.width, r.height = img, img.width, img.height
-                recs.append(r)
-            st(recs)
-        figures[parallel] = a.n / (time.perf_counter() - t)
-    print(f"experts stage alone (batch 8): side by side {figures[4]:.2f} img/s | one after another "
-          f"{figures[0]:.2f} img/s | ratio {figures[4] / figures[0]:.2f}x")
     print(f"{'expert':8}" + "".join(f"{n[:12]:>13}" for n in names) + f"{'median':>10}")
     for name in LITE_EXPERTS:
         e = build_expert(name, cfg)

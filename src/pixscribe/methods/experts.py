@@ -15,7 +15,6 @@ expert that cannot load stops the run before it starts, with the reason.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import json
 import time
 from typing import Any
@@ -29,6 +28,7 @@ from ..record import PixscribeError, Record, format_error
 
 # experts that need boxes take them from the first of these that ran before them
 BOX_SOURCES = ("dense", "grounding_dino", "owlv2", "faces")
+BOX_TAKERS = ("sam", "depth")
 
 
 def _boxes(out: Any) -> list[list[float]]:
@@ -57,10 +57,8 @@ def _exif_of(r: Record) -> dict[str, Any] | None:
 class ExpertsStage(Stage):
     name = "experts"
 
-    def __init__(self, experts: list[Expert], *, describe: bool = False, queries: list[str] | None = None,
-                 parallel: int = 4):
+    def __init__(self, experts: list[Expert], *, describe: bool = False, queries: list[str] | None = None):
         self.experts = experts
-        self.parallel = parallel  # experts run side by side (threads); 0 or 1 = one after another
         self.describe_lite = describe
         self.queries = queries or []
         self.timings: dict[str, float] = {e.name: 0.0 for e in experts}
@@ -84,7 +82,7 @@ class ExpertsStage(Stage):
                     "sizes": [(r.orig_width or r.width, r.orig_height or r.height) for r in records]}
         if expert.name in ("grounding_dino", "owlv2"):
             return {"queries": self.queries} if self.queries else None
-        if expert.name in ("sam", "depth"):
+        if expert.name in BOX_TAKERS:
             src = next((s for s in BOX_SOURCES if s in done), None)
             if src is None:
                 return {} if expert.name == "depth" else None
@@ -119,27 +117,14 @@ class ExpertsStage(Stage):
     def __call__(self, records: list[Record]) -> list[Record]:
         done: dict[str, list[Any]] = {}
         per_record: list[dict[str, Any]] = [{} for _ in records]
-        # Experts that need nothing from another run side by side (OCR, ONNX and OpenCV
-        # release the GIL); those that take boxes (SAM, depth) run after their source.
-        first = [e for e in self.experts if e.name not in ("sam", "depth")]
-        later = [e for e in self.experts if e.name in ("sam", "depth")]
-        results: dict[str, tuple[list[Any], float]] = {}
-        if len(first) > 1 and self.parallel:
-            with cf.ThreadPoolExecutor(max_workers=min(len(first), self.parallel)) as pool:
-                futs = {}
-                for e in first:
-                    kw = self._kwargs(e, records, done)
-                    if kw is not None:
-                        futs[e.name] = pool.submit(self._timed, e, records, kw)
-                results = {k: f.result() for k, f in futs.items()}
-        for expert in first + later:
-            if expert.name in results:
-                outs, dt = results[expert.name]
-            else:
-                kwargs = self._kwargs(expert, records, done)
-                if kwargs is None:  # nothing to ask this expert (no queries / no boxes)
-                    continue
-                outs, dt = self._timed(expert, records, kwargs)
+        # one after another: experts that take boxes (SAM, depth) use the output of an earlier
+        # one. (Running the independent ones side by side was measured: no gain on 2 cores,
+        # since OCR's onnxruntime already uses every core.)
+        for expert in sorted(self.experts, key=lambda e: e.name in BOX_TAKERS):  # box takers last
+            kwargs = self._kwargs(expert, records, done)
+            if kwargs is None:  # nothing to ask this expert (no queries / no boxes)
+                continue
+            outs, dt = self._timed(expert, records, kwargs)
             self.timings[expert.name] += dt * len(records)
             jsonable = []
             for i, (r, o) in enumerate(zip(records, outs)):
