@@ -62,7 +62,6 @@ _ABBREV2 = {
 _CURRENCY = {"€": "$", "£": "#", "¢": "cents", "\u00a5": "\u00a5", "\u20a0": "$"}
 _FRACTIONS = {"\u00bc": "1/4", "\u00bd": "1/2", "\u00be": "3/4", "\u2153": "1/3", "\u2154": "2/3"}
 _BRACKETS = {"(": "-LRB-", ")": "-RRB-", "{": "-LCB-", "}": "-RCB-", "[": "-LSB-", "]": "-RSB-"}
-_DASHES = "\u2012\u2013\u2014\u2015"  # figure dash is untokenizable in 3.4.1, handled below
 _UNTOKENIZABLE = {"\u2010", "\u2011", "\u2012"}
 _ZERO_WIDTH = {"\u200b", "\ufeff"}
 
@@ -161,12 +160,10 @@ def ptb_tokenize_line(line: str, lower: bool = True, follow: str = "", looks_pas
     i, n = 0, len(line)
     while i < n:
         # apostrophe forms first: contractions and apostrophe words
-        if line[i] == "'" or line[i] == "\u2019":
+        if line[i] == "'":  # (curly apostrophes were made straight above)
             m = _REDAUX.match(line, i) if i > 0 and not line[i - 1].isspace() else None
-            if m is None and i > 0 and not line[i - 1].isspace() and line[i - 1] not in "([{\"":
-                m = _REDAUX.match(line, i)
-            if m is not None and (i > 0 and not line[i - 1].isspace()):
-                toks.append("'" + line[m.start() + 1:m.end()])
+            if m is not None:
+                toks.append(m.group(0))
                 i = m.end()
                 continue
             m = _APOWORD.match(line, i)
@@ -177,9 +174,8 @@ def ptb_tokenize_line(line: str, lower: bool = True, follow: str = "", looks_pas
                 continue
             low = line[i:i + 5].lower()
             if low.startswith("'tis") or low.startswith("'twas"):
-                k = 2
-                toks.append(line[i:i + k].replace("\u2019", "'"))
-                i += k
+                toks.append(line[i:i + 2])
+                i += 2
                 continue
             prev_space = i == 0 or line[i - 1].isspace() or line[i - 1] in "([{"
             nxt = line[i + 1] if i + 1 < n else ""
@@ -243,15 +239,7 @@ def ptb_tokenize_line(line: str, lower: bool = True, follow: str = "", looks_pas
         elif kind == "apos":
             toks.append("'")
         else:
-            ch = txt
-            if ch in _FRACTIONS:
-                toks.append(_FRACTIONS[ch])
-            elif ch in _CURRENCY:
-                toks.append(_CURRENCY[ch])
-            elif ch == "\u00a0":
-                pass
-            else:
-                toks.append(ch)
+            toks.append(_CURRENCY.get(txt, txt))  # fractions were spelled out by _clean; \u00a0 is a space
         i = j
     if lower:
         toks = [t.lower() for t in toks]
