@@ -101,3 +101,12 @@ def test_cli_subprocess_coco_results(data, tmp_path):
     c, _, _ = coco_scores(ptb_tokenize(gts), ptb_tokenize(res))
     assert j["corpus"]["cider_d"] == pytest.approx(c["cider_d"], abs=1e-9)
     assert j["missing"]["count"] == 0
+
+
+def test_readers_name_the_flag_of_a_broken_json(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(MetricsInputError, match=r"^--pred .*bad.json: not valid JSON"):
+        read_predictions(bad)
+    with pytest.raises(MetricsInputError, match=r"^--refs .*bad.json: not valid JSON"):
+        read_references(bad)

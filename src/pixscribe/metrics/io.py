@@ -57,6 +57,13 @@ def _rows(path: Path) -> list[dict[str, Any]]:
     raise MetricsInputError(f"{path}: unknown file type (expected .json, .jsonl, .parquet or a directory)")
 
 
+def _read_json(path: Path, flag: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise MetricsInputError(f"{flag} {path}: not valid JSON ({exc.msg})") from exc
+
+
 def _caption_of(row: dict[str, Any], column: str, where: str) -> str | None:
     if column not in row:
         raise MetricsInputError(f"{where}: no column {column!r} (columns: {', '.join(sorted(row))}); choose one with --column")
@@ -73,6 +80,7 @@ def read_predictions(path: str | Path, column: str = "caption") -> tuple[dict[st
         raise MetricsInputError(f"--pred {p}: no such file or directory")
     preds: dict[str, str] = {}
     empty: list[str] = []
+    where = str(p)
     if p.is_dir():
         files = sorted(p.glob("part-*.parquet")) + sorted(p.glob("part-*.jsonl"))
         if not files:
@@ -80,21 +88,15 @@ def read_predictions(path: str | Path, column: str = "caption") -> tuple[dict[st
         if not files:
             raise MetricsInputError(f"--pred {p}: no part-*.parquet or part-*.jsonl files in this directory")
         rows = [r for f in files for r in _rows(f)]
-        where = str(p)
     elif p.suffix == ".json":
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise MetricsInputError(f"--pred {p}: not valid JSON ({exc.msg})") from exc
+        data = _read_json(p, "--pred")
         if isinstance(data, dict) and "annotations" in data:
             data = data["annotations"]
         if not isinstance(data, list):
             raise MetricsInputError(f"--pred {p}: expected a COCO results list [{{'image_id', 'caption'}}, ...]")
         rows = [{"id": r.get("image_id", r.get("id")), **r} for r in data]
-        where = str(p)
     else:
         rows = _rows(p)
-        where = str(p)
     for r in rows:
         if "id" not in r:
             raise MetricsInputError(f"--pred {where}: a row has no 'id' (columns: {', '.join(sorted(r))})")
@@ -114,10 +116,7 @@ def read_references(path: str | Path) -> dict[str, list[str]]:
         raise MetricsInputError(f"--refs {p}: no such file")
     refs: dict[str, list[str]] = {}
     if p.suffix == ".json":
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise MetricsInputError(f"--refs {p}: not valid JSON ({exc.msg})") from exc
+        data = _read_json(p, "--refs")
         if not isinstance(data, dict) or "annotations" not in data:
             raise MetricsInputError(f"--refs {p}: expected a COCO captions annotation file with 'annotations'")
         for img in data.get("images", []):
