@@ -50,6 +50,15 @@ def echo():
         yield srv
 
 
+def test_test_server_admin_rejects_an_unknown_option_and_keeps_serving(echo):
+    import httpx
+
+    r = httpx.post(echo.base + "/admin", json={"no_such_option": 1}, timeout=5)
+    assert r.status_code == 400 and "no_such_option" in r.text
+    assert echo.stats()["by_status"]["400"] == 1  # the server did not lock itself up
+    echo.admin(latency=0.0)  # known options still apply
+
+
 # ---- pure helpers --------------------------------------------------------------------------
 
 

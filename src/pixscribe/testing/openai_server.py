@@ -180,11 +180,12 @@ class Handler(BaseHTTPRequestHandler):
             return
         if path == "/admin":
             changes = json.loads(raw or b"{}")
+            unknown = [k for k in changes if not hasattr(st.opts, k)]
+            if unknown:  # answered outside st.lock: _send counts the status under it
+                self._error(400, f"unknown option {unknown[0]}")
+                return
             with st.lock:
                 for k, v in changes.items():
-                    if not hasattr(st.opts, k):
-                        self._error(400, f"unknown option {k}")
-                        return
                     setattr(st.opts, k, v)
             self._send(200, {"ok": True})
             return
