@@ -152,30 +152,28 @@ class RunState:
             return []
         return sorted(p for p in d.glob("*.parquet") if not p.name.startswith("."))
 
-    def load_batches(self, shard: int) -> pa.Table | None:
-        files = self.batch_files(shard)
-        if not files:
-            return None
-        tables = []
-        for f in files:
+    def scan_batches(self, shard: int) -> tuple[list[Path], dict[Any, tuple[int, int, bool]]]:
+        """The readable batch files of a shard, and for every id where its last row is
+        (file index, row index, row has an error). Only the id and error columns are read;
+        an unreadable file is set aside (``.bad``) and its rows are redone."""
+        readable: list[Path] = []
+        last: dict[Any, tuple[int, int, bool]] = {}
+        for f in self.batch_files(shard):
             try:
-                tables.append(pq.read_table(f))
-            except Exception:  # an unreadable batch file: its rows are redone
+                t = pq.read_table(f, columns=["id", "error"])
+            except Exception:
                 f.rename(f.with_suffix(".bad"))
-        if not tables:
-            return None
-        return writers.dedup_last(writers.concat_tables(tables))
+                continue
+            fi = len(readable)
+            readable.append(f)
+            for ri, (i, e) in enumerate(zip(t.column("id").to_pylist(), t.column("error").to_pylist())):
+                last[i] = (fi, ri, e is not None)
+        return readable, last
 
     def written_ids(self, shard: int, retry_errors: bool = False) -> set[str]:
         """Ids already written for an unfinished shard (minus failed ones with --retry-errors)."""
-        t = self.load_batches(shard)
-        if t is None:
-            return set()
-        ids = t.column("id").to_pylist()
-        if not retry_errors or "error" not in t.column_names:
-            return {i for i in ids if i is not None}
-        errs = t.column("error").to_pylist()
-        return {i for i, e in zip(ids, errs) if i is not None and e is None}
+        _, last = self.scan_batches(shard)
+        return {i for i, (_, _, failed) in last.items() if i is not None and not (retry_errors and failed)}
 
     def append_batch(self, shard: int, table: pa.Table) -> None:
         if table.num_rows == 0:
@@ -189,19 +187,7 @@ class RunState:
         per id wins); if complete, write the marker too."""
         from ..record import TAIL_COLUMNS
 
-        files = self.batch_files(shard)
-        last: dict[Any, tuple[int, int]] = {}
-        readable: list[Path] = []
-        for f in files:
-            try:
-                ids = pq.read_table(f, columns=["id"]).column(0).to_pylist()
-            except Exception:  # an unreadable batch file: its rows are redone
-                f.rename(f.with_suffix(".bad"))
-                continue
-            fi = len(readable)
-            readable.append(f)
-            for ri, i in enumerate(ids):
-                last[i] = (fi, ri)
+        readable, last = self.scan_batches(shard)
         # the schema: the requested order, then any other column, then the tail
         head = [c for c in (column_order or []) if c not in TAIL_COLUMNS]
         extra: list[str] = []
@@ -212,7 +198,7 @@ class RunState:
         names = head + extra + list(TAIL_COLUMNS)
         schema = pa.schema([pa.field(n, writers.KNOWN_TYPES.get(n, pa.string())) for n in names])
         keep: dict[int, list[int]] = {}
-        for fi, ri in last.values():
+        for fi, ri, _ in last.values():
             keep.setdefault(fi, []).append(ri)
         out = writers.PartWriter(self.part_path(shard), self.fmt, schema)
         errors = 0

@@ -111,24 +111,24 @@ def table_to_bytes(table: pa.Table, fmt: str) -> bytes:
 
 
 def _rows_to_tar(rows: Iterable[dict[str, Any]]) -> bytes:
-    """webdataset layout: ``{key}.json`` with the whole row and ``{key}.txt`` with the caption."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for r in rows:
-            key = str(r["id"]).replace("/", "_").replace(".", "_")
-            members = {"json": json.dumps(r, ensure_ascii=False, default=str).encode("utf-8")}
-            if r.get("caption") is not None:
-                members["txt"] = str(r["caption"]).encode("utf-8")
-            for ext, data in members.items():
-                info = tarfile.TarInfo(f"{key}.{ext}")
-                info.size = len(data)
-                info.mtime = 0
-                tar.addfile(info, io.BytesIO(data))
+        _add_rows(tar, rows)
     return buf.getvalue()
 
 
-def write_table(table: pa.Table, path: Path, fmt: str) -> None:
-    atomic_write_bytes(path, table_to_bytes(table, fmt))
+def _add_rows(tar: tarfile.TarFile, rows: Iterable[dict[str, Any]]) -> None:
+    """webdataset layout: ``{key}.json`` with the whole row and ``{key}.txt`` with the caption."""
+    for r in rows:
+        key = str(r["id"]).replace("/", "_").replace(".", "_")
+        members = {"json": json.dumps(r, ensure_ascii=False, default=str).encode("utf-8")}
+        if r.get("caption") is not None:
+            members["txt"] = str(r["caption"]).encode("utf-8")
+        for ext, data in members.items():
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size = len(data)
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(data))
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -166,11 +166,7 @@ class PartWriter:
         if self._pq is not None:
             self._pq.write_table(table)
         elif self._tar is not None:
-            data = _rows_to_tar(table.to_pylist())
-            with tarfile.open(fileobj=io.BytesIO(data)) as src:
-                for m in src:
-                    f = src.extractfile(m)
-                    self._tar.addfile(m, io.BytesIO(f.read()) if f else None)
+            _add_rows(self._tar, table.to_pylist())
         else:
             self._f.write(table_to_bytes(table, "jsonl"))
 
@@ -192,26 +188,7 @@ class PartWriter:
             self.tmp.unlink(missing_ok=True)
 
 
-def read_parquet_file(path: Path) -> pa.Table:
-    return pq.read_table(path)
-
-
 def concat_tables(tables: list[pa.Table]) -> pa.Table:
     if not tables:
         return rows_to_table([])
     return pa.concat_tables(tables, promote_options="permissive")
-
-
-def dedup_last(table: pa.Table, key: str = "id") -> pa.Table:
-    """Keep the last row for every id (a retried row replaces the failed one), in first-seen order."""
-    ids = table.column(key).to_pylist()
-    last: dict[Any, int] = {}
-    order: list[Any] = []
-    for i, k in enumerate(ids):
-        if k not in last:
-            order.append(k)
-        last[k] = i
-    keep = [last[k] for k in order]
-    if len(keep) == len(ids):
-        return table
-    return table.take(pa.array(keep, type=pa.int64()))
