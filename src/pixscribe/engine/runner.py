@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
-import hashlib
 import queue
 import signal
 import sys
@@ -21,11 +20,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from .. import __version__
 from ..config import RunConfig
-from ..record import TAIL_COLUMNS, BASE_COLUMNS, PixscribeError, Record, error_kind, format_error
+from ..record import BASE_COLUMNS, TAIL_COLUMNS, PixscribeError, Record, error_kind, sha256_hex
 from .stage import Method, build_method
 from .state import RunState
 
@@ -88,7 +87,7 @@ _DONE = object()
 
 
 def _id_for_unreadable(rec: Record) -> str:
-    return rec.key or hashlib.sha256(("source:" + rec.source).encode()).hexdigest()
+    return rec.key or sha256_hex(("source:" + rec.source).encode())
 
 
 class Runner:
@@ -137,7 +136,7 @@ class Runner:
             return rec
         rec.data = None
         if data:
-            rec.sha256 = hashlib.sha256(data).hexdigest()
+            rec.sha256 = sha256_hex(data)
         if rec.id is None:
             rec.id = rec.sha256 if data else _id_for_unreadable(rec)
             if rec.id in skip_ids:
@@ -182,27 +181,16 @@ class Runner:
                 skip_ids = skip[shard.index]
                 exhausted = True
                 try:
-                    it: Iterator[Record] = iter(shard.records())
-                    while True:
+                    for rec in shard.records():
                         if self._stop.is_set():
                             exhausted = False
-                            break
-                        try:
-                            rec = next(it)
-                        except StopIteration:
-                            break
-                        except Exception as exc:  # the reader itself failed mid-shard
-                            bad = Record(source=shard.name, shard=shard.index)
-                            bad.fail(exc, "input")
-                            bad.id = _id_for_unreadable(bad)
-                            out.put(_resolved(bad))
                             break
                         rec.shard = shard.index
                         for a, b in rename.items():
                             if a in rec.columns and b not in rec.columns:
                                 rec.columns[b] = rec.columns.pop(a)
                         self._put(out, pool.submit(self._prepare, rec, skip_ids))
-                except Exception as exc:
+                except Exception as exc:  # the reader itself failed mid-shard: one error row
                     bad = Record(source=shard.name, shard=shard.index)
                     bad.fail(exc, "input")
                     bad.id = _id_for_unreadable(bad)
@@ -643,4 +631,4 @@ def run(config: RunConfig, method: Method | None = None, **kwargs: Any) -> Summa
     return Runner(config, method, **kwargs).run()
 
 
-__all__ = ["Runner", "Summary", "run", "format_error"]
+__all__ = ["Runner", "Summary", "run"]
