@@ -170,3 +170,20 @@ def test_input_columns_kept_and_caption_renamed(tmp_path):
     assert [r["org_caption"] for r in rows] == ["an astronaut", "a cup"]
     assert [r["key"] for r in rows] == ["k1", "k2"] and [r["url"] for r in rows] == ["u1", "u2"]
     assert "caption" in rows[0] and rows[0]["caption"].startswith("an image of")
+
+
+def test_remote_code_is_off_by_default():
+    from pixscribe.backends.transformers_backend import TransformersBackend
+    from pixscribe.cli import app
+    from pixscribe.experts.detection import GroundingDinoExpert
+    from pixscribe.experts.florence import FlorenceExpert
+
+    cfg = RunConfig()
+    assert cfg.trust_remote_code is False
+    assert TransformersBackend.from_config(cfg).trust_remote_code is False
+    assert GroundingDinoExpert.from_config(cfg).trust_remote_code is False
+    assert FlorenceExpert.from_config(cfg).trust_remote_code is False
+    import typer.main
+
+    params = {p.name: p for p in typer.main.get_command(app).commands["caption"].params}
+    assert params["trust_remote_code"].default is False

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -38,9 +37,6 @@ class PixscribeError(Exception):
         super().__init__(message)
         if kind:
             self.kind = kind
-
-    def __str__(self) -> str:  # pragma: no cover - trivial
-        return super().__str__()
 
 
 class DecodeError(PixscribeError):
@@ -189,15 +185,3 @@ class Record:
         row["error"] = self.error
         row["provenance"] = json.dumps(self.provenance, sort_keys=True, default=str) if self.provenance else None
         return row
-
-
-class Timer:
-    """``with Timer() as t: ...; t.seconds``"""
-
-    def __enter__(self) -> "Timer":
-        self.start = time.perf_counter()
-        self.seconds = 0.0
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.seconds = time.perf_counter() - self.start
