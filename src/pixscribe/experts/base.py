@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import importlib
 from dataclasses import dataclass
 from typing import Any, Sequence
+
+from ..deps import MissingDependency  # noqa: F401  (re-exported)
+from ..deps import require as _require
 
 
 def clamp_box(box: Sequence[float], width: int, height: int) -> tuple[float, float, float, float]:
@@ -108,20 +110,9 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
-class MissingDependency(ImportError):
-    pass
-
-
 def require(module: str, extra: str, package: str | None = None) -> Any:
-    """Import an optional dependency or fail with a pip hint."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        pkg = package or module.split(".")[0]
-        raise MissingDependency(
-            f"{module!r} is needed for this expert but is not installed: "
-            f"pip install 'pixscribe[{extra}]' (or pip install {pkg})"
-        ) from exc
+    """Import an optional dependency of an expert or fail with a pip hint."""
+    return _require(module, extra, package, what="this expert")
 
 
 class Expert(abc.ABC):
