@@ -51,6 +51,14 @@ class InputError(PixscribeError):
     kind = "input"
 
 
+class RunStop(PixscribeError):
+    """Raised by a stage or backend when the run itself cannot go on (every model endpoint
+    down past its limit, a lost lease): the executor stops cleanly, keeps what was written,
+    and exits non-zero with this message. Never a row error."""
+
+    kind = "stopped"
+
+
 def format_error(exc: BaseException, kind: str | None = None) -> str:
     """Render an exception as the ``error`` column value: ``"kind: message"``."""
     k = kind or getattr(exc, "kind", None) or type(exc).__name__

@@ -143,8 +143,12 @@ class Backend(abc.ABC):
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         if not requests:
             return []
+        from ..record import RunStop
+
         try:
             results = self._generate(requests)
+        except RunStop:  # the run cannot go on (e.g. every endpoint down): the executor stops
+            raise
         except Exception as exc:  # a backend bug must not kill the run
             from ..record import format_error
 
