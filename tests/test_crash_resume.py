@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import signal
 import subprocess
@@ -53,13 +54,14 @@ def _script(tmp_path: Path, inp: Path, out: Path) -> Path:
 
 
 def _check_exactly_once(out: Path, inp: Path) -> None:
-    import hashlib
+    from pixscribe.record import keyless_id
 
-    expected = {hashlib.sha256(p.read_bytes()).hexdigest() for p in inp.iterdir()}
+    expected = {keyless_id(str(p)) for p in inp.iterdir()}
     rows = pq.read_table(out).to_pylist()
     ids = [r["id"] for r in rows]
     assert len(ids) == len(set(ids)), "duplicated rows"
     assert set(ids) == expected, f"missing {len(expected - set(ids))}"
+    assert {r["sha256"] for r in rows} == {hashlib.sha256(p.read_bytes()).hexdigest() for p in inp.iterdir()}
     assert all(r["error"] is None and r["caption"] for r in rows)
 
 

@@ -20,6 +20,7 @@ from pixscribe.config import RunConfig
 from pixscribe.engine.runner import Runner
 from pixscribe.engine.state import ConfigMismatch
 from pixscribe.methods.recap import recap_method
+from pixscribe.record import keyless_id
 
 
 def run(inputs, out, backend=None, **kw):
@@ -41,7 +42,7 @@ def test_folder_of_photos_to_parquet(photo_dir, tmp_path):
     assert len({r["id"] for r in rows}) == 6
     assert max(backend.batches) == 4  # batched
     for r in rows:
-        assert r["id"] == r["sha256"] and len(r["id"]) == 64
+        assert r["id"] == keyless_id(r["source"]) and len(r["sha256"]) == 64  # one row per input
         assert r["method"] == "recap" and r["error"] is None
         assert r["caption"] == r["re_caption"] and r["caption"].startswith(f"an image of {r['width']}x{r['height']}")
         assert r["model"] == "scripted-vlm" and r["prompt_sha"] and r["seconds"] is not None

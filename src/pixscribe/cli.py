@@ -18,6 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: typer's rich panels show every flag as "<bool>"
 )
 err = Console(stderr=True)
 
@@ -54,25 +55,61 @@ def print_summary(summary: Any, out_dir: str, console: Console | None = None) ->
     t.add_column("value", justify="right")
     t.add_row("rows written", str(d["rows_written"]))
     t.add_row("rows skipped (already done)", str(d["rows_skipped"]))
-    if d["duplicates"]:
-        t.add_row("duplicates (same id)", str(d["duplicates"]))
+    if d["duplicate_keys"]:
+        t.add_row("keys repeated in a shard (written as KEY~N)", str(d["duplicate_keys"]))
+    if d["duplicate_images"]:
+        t.add_row("identical images (same sha256, each its own row)", str(d["duplicate_images"]))
     t.add_row("error rows", str(d["error_rows"]))
     for kind, n in d["errors"].items():
         t.add_row(f"  {kind}", str(n))
     t.add_row("shards completed", f"{d['shards_completed']} (+{d['shards_done_before']} before) of {d['shards_total']}")
+    for why in d["shards_redone"]:
+        t.add_row("redone (damaged)", why)
     t.add_row("img/s", f"{d['images_per_second']:.2f}")
     t.add_row("seconds", f"{d['seconds']:.1f}")
-    for stage, usage in (d.get("usage") or {}).items():
+    for stage, counts in (d.get("stages") or {}).items():
+        t.add_row(f"stage {stage}", ", ".join(f"{k} {v}" for k, v in counts.items()))
+    for who, usage in (d.get("usage") or {}).items():
         for k, v in usage.items():
             if v is not None:
-                t.add_row(f"{stage}: {k}", str(v))
+                t.add_row(f"{who}: {k}", str(v))
+    for note in d.get("notes") or []:
+        t.add_row("note", note)
     if d["interrupted"]:
         t.add_row("interrupted", "yes: rerun the same command to resume")
     t.add_row("output", str(out_dir))
     c.print(t)
 
 
-@app.command()
+def _stage_options(items: list[str] | None) -> dict[str, dict[str, Any]]:
+    """``-S rewrite.temperature=0.2`` -> ``{"rewrite": {"temperature": 0.2}}`` (values are YAML)."""
+    import yaml
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items or []:
+        key, eq, value = item.partition("=")
+        stage, dot, opt = key.partition(".")
+        if not (eq and dot and stage and opt):
+            raise ValueError(f"--stage-option {item!r}: expected STAGE.KEY=VALUE, e.g. rewrite.temperature=0.2")
+        out.setdefault(stage.strip(), {})[opt.strip().replace("-", "_")] = yaml.safe_load(value)
+    return out
+
+
+def _validation_message(exc: Any) -> str:
+    return "; ".join(
+        f"--{'.'.join(str(x) for x in e['loc']).replace('_', '-')}: {e['msg'].removeprefix('Value error, ')}"
+        for e in exc.errors()
+    )
+
+
+def _os_error_message(exc: OSError, out: str) -> str:
+    where = f" {exc.filename}" if exc.filename else ""
+    what = exc.strerror or str(exc)
+    return (f"cannot write{where}: {what} (errno {exc.errno}). What was written before is intact; fix that (free "
+            f"space, permissions, a read-only mount) and rerun the same command to resume into {out}")
+
+
+@app.command(context_settings={"max_content_width": 110})
 def caption(
     inputs: list[str] = typer.Argument(
         None,
@@ -81,7 +118,7 @@ def caption(
         show_default=False,
     ),
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Output dataset directory."),
-    method: Optional[str] = typer.Option(None, "--method", "-m", help="recap (default), experts, ..."),
+    method: Optional[str] = typer.Option(None, "--method", "-m", help="recap (default), experts, textualize, ..."),
     format: Optional[Fmt] = typer.Option(None, "--format", help="parquet (default), jsonl or tar (webdataset)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of options; the command line wins."),
     shard: Optional[str] = typer.Option(None, "--shard", help="K/N: process only shard K of N (Slurm arrays)."),
@@ -93,14 +130,31 @@ def caption(
     max_image_pixels: Optional[int] = typer.Option(
         None, "--max-image-pixels", help="Decompression-bomb guard (default 89,478,485, as PIL)."
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Start over instead of resuming."),
-    retry_errors: bool = typer.Option(False, "--retry-errors", help="Redo only failed or missing rows."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start over (unchanged stage outputs are reused)."),
+    no_reuse: bool = typer.Option(False, "--no-reuse", help="With --overwrite: recompute every stage."),
+    reuse: Optional[list[str]] = typer.Option(None, "--reuse", help="Reuse unchanged stage outputs of this output dir."),
+    retry_errors: bool = typer.Option(False, "--retry-errors", help="Redo failed rows (from the stage that failed)."),
+    update: bool = typer.Option(False, "--update", help="Inputs changed: process exactly the new and changed ones."),
+    verify: bool = typer.Option(False, "--verify", help="Check finished parts against their checksums."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for another run holding these shards instead of failing."),
+    lease_timeout: Optional[float] = typer.Option(None, "--lease-timeout", help="Seconds before a silent owner's "
+                                                  "claim is taken over (default 60)."),
+    until: Optional[str] = typer.Option(None, "--until", help="Run the method's stages up to this one."),
+    stages: Optional[str] = typer.Option(None, "--stages", help="Comma-separated prefix of the method's stages."),
+    stage_option: Optional[list[str]] = typer.Option(None, "--stage-option", "-S", help="STAGE.KEY=VALUE (repeatable)."),
     allow_private_urls: bool = typer.Option(
         False, "--allow-private-urls", help="Allow URLs on private, loopback and link-local addresses."
     ),
+    allow_any_path: bool = typer.Option(False, "--allow-any-path", help="Let lists and tables name files outside "
+                                        "the input folders."),
+    url_timeout: Optional[float] = typer.Option(None, "--url-timeout", help="Seconds for a whole URL fetch (30)."),
+    url_max_bytes: Optional[int] = typer.Option(None, "--url-max-bytes", help="Largest URL body in bytes (50 MB)."),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local (default) or ray."),
     backend: Optional[str] = typer.Option(None, "--backend", help="transformers (default), openai or vllm."),
     vlm: Optional[str] = typer.Option(None, "--vlm", help="VLM hub id or local directory."),
-    llm: Optional[str] = typer.Option(None, "--llm", help="Text LLM for rewriting stages (default: the VLM)."),
+    llm: Optional[str] = typer.Option(None, "--llm", help="Text model for text-only stages (default: the VLM)."),
+    llm_backend: Optional[str] = typer.Option(None, "--llm-backend", help="Backend of --llm (default: --backend)."),
+    llm_base_url: Optional[list[str]] = typer.Option(None, "--llm-base-url", help="Server of the text model."),
     revision: Optional[str] = typer.Option(None, "--revision", help="Model revision (branch, tag or commit)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, bf16, fp16 or fp32."),
@@ -113,11 +167,13 @@ def caption(
     structured_output: Optional[str] = typer.Option(
         None, "--structured-output", help="JSON-schema mode: response_format (default), vllm, vllm-legacy, sglang, none."
     ),
-    prompt: Optional[str] = typer.Option(None, "--prompt", help="Prompt text (overrides the method's default)."),
-    prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="Read the prompt from a file."),
-    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Default 128."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", help="0 = greedy (default)."),
-    experts: Optional[str] = typer.Option(None, "--experts", help="Comma-separated experts, e.g. ocr,faces,stats."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="Prompt of the method's main stage."),
+    prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="Read that prompt from a file."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Main stage (recap: 128)."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Main stage; 0 = greedy."),
+    top_p: Optional[float] = typer.Option(None, "--top-p", help="Main stage nucleus sampling."),
+    experts: Optional[str] = typer.Option(None, "--experts", help="Comma-separated experts (implies --method experts)."),
+    queries: Optional[str] = typer.Option(None, "--queries", help="Comma-separated text queries for grounding_dino/owlv2."),
     profile: Optional[str] = typer.Option(None, "--profile", help="lite (offline CPU experts) or full."),
     decode_workers: Optional[int] = typer.Option(None, "--decode-workers", help="Decode threads (default 2)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
@@ -127,82 +183,84 @@ def caption(
     ),
 ) -> None:
     """Caption images into a dataset directory (resumable, sharded, exactly once)."""
+    given = {k: v for k, v in locals().items() if k not in ("config", "stage_option", "stages")}
+    try:
+        cfg = _build_caption_config(config, given, stage_option, stages)
+    except typer.Exit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a bad option: one line
+        _fail(_config_error(exc))
+    summary = _run_caption(cfg)
+    print_summary(summary, cfg.output)
+    if summary.stopped:
+        _fail(f"the run stopped: {summary.stopped}", code=3)
+    if summary.interrupted:
+        raise typer.Exit(130)
+
+
+def _config_error(exc: Exception) -> str:
     from pydantic import ValidationError
 
-    from .backends.base import BackendUnavailable
+    return _validation_message(exc) if isinstance(exc, ValidationError) else str(exc)
+
+
+_FLAGS = ("overwrite", "no_reuse", "retry_errors", "update", "verify", "wait", "allow_private_urls",
+          "allow_any_path", "trust_remote_code")
+
+
+def _build_caption_config(config: Path | None, given: dict[str, Any], stage_option: list[str] | None,
+                          stages: str | None) -> Any:
     from .config import build_config
+
+    over: dict[str, Any] = dict(given)
+    for k in _FLAGS:
+        over[k] = over[k] or None
+    over["progress"] = False if over.pop("no_progress") else None
+    for k in ("inputs", "base_url", "llm_base_url", "reuse"):
+        over[k] = list(over[k]) if over.get(k) else None
+    over["format"] = over["format"].value if over.get("format") else None
+    over["prompt_file"] = str(over["prompt_file"]) if over.get("prompt_file") else None
+    cfg = build_config(config, over)
+    extra = _stage_options(stage_option)
+    if extra:
+        merged = {k: dict(v) for k, v in cfg.stages.items()}
+        for st, opts in extra.items():
+            merged.setdefault(st, {}).update(opts)
+        cfg.stages = merged
+    if stages:
+        cfg.until = _until_from_stages(stages)
+    if (cfg.profile or cfg.experts) and given.get("method") is None and cfg.method == "recap":
+        cfg.method = "experts"
+    if not cfg.inputs:
+        raise ValueError("no inputs: give images, directories, lists, globs, tars, tables or URLs "
+                         "(or `inputs:` in --config)")
+    if not cfg.output:
+        raise ValueError("no output directory: pass -o OUT_DIR (or `output:` in --config)")
+    return cfg
+
+
+def _until_from_stages(stages: str) -> str:
+    names = [s.strip() for s in stages.split(",") if s.strip()]
+    if not names:
+        raise ValueError("--stages: name at least one stage")
+    return "|".join(names)  # checked against the method's stage order when it is built
+
+
+def _run_caption(cfg: Any) -> Any:
+    from .backends.base import BackendUnavailable
     from .engine.runner import Runner
+    from .engine.stage import MethodError
     from .engine.state import ConfigMismatch
     from .record import PixscribeError
 
-    overrides: dict[str, Any] = {
-        "inputs": list(inputs) if inputs else None,
-        "output": output,
-        "method": method,
-        "format": format.value if format else None,
-        "shard": shard,
-        "shard_size": shard_size,
-        "limit": limit,
-        "batch_size": batch_size,
-        "max_pixels": max_pixels,
-        "max_side": max_side,
-        "max_image_pixels": max_image_pixels,
-        "overwrite": overwrite or None,
-        "retry_errors": retry_errors or None,
-        "allow_private_urls": allow_private_urls or None,
-        "backend": backend,
-        "vlm": vlm,
-        "llm": llm,
-        "revision": revision,
-        "device": device,
-        "dtype": dtype,
-        "trust_remote_code": trust_remote_code or None,
-        "base_url": list(base_url) if base_url else None,
-        "api_key_env": api_key_env,
-        "concurrency": concurrency,
-        "request_timeout": request_timeout,
-        "max_retries": max_retries,
-        "structured_output": structured_output,
-        "prompt": prompt,
-        "prompt_file": str(prompt_file) if prompt_file else None,
-        "max_new_tokens": max_new_tokens,
-        "temperature": temperature,
-        "experts": experts,
-        "profile": profile,
-        "decode_workers": decode_workers,
-        "progress": False if no_progress else None,
-        "flush_rows": flush_rows,
-        "flush_seconds": flush_seconds,
-    }
     try:
-        cfg = build_config(config, overrides)
-    except ValidationError as exc:
-        _fail("; ".join(
-            f"--{'.'.join(str(x) for x in e['loc']).replace('_', '-')}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors()
-        ))
-    except ValueError as exc:
+        return Runner(cfg, console=err).run()
+    except (ConfigMismatch, BackendUnavailable, MethodError, PixscribeError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
-    if cfg.profile and method is None and cfg.method == "recap":
-        cfg.method = "experts"
-    if not cfg.inputs:
-        _fail("no inputs: give images, directories, lists, globs, tars, tables or URLs (or `inputs:` in --config)")
-    if not cfg.output:
-        _fail("no output directory: pass -o OUT_DIR (or `output:` in --config)")
-    try:
-        runner = Runner(cfg, console=err)
-        summary = runner.run()
-    except ConfigMismatch as exc:
-        _fail(str(exc))
-    except BackendUnavailable as exc:
-        _fail(str(exc))
-    except (ValueError, FileNotFoundError, PixscribeError) as exc:
-        _fail(str(exc))
+    except OSError as exc:
+        _fail(_os_error_message(exc, cfg.output), code=1)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted before the run started[/]")
-        raise typer.Exit(130)
-    print_summary(summary, cfg.output)
-    if summary.interrupted:
         raise typer.Exit(130)
 
 

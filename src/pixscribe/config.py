@@ -1,14 +1,13 @@
 """The run configuration: one validated object, loadable from YAML, overridden by the CLI.
 
-The run writes it (resolved) to ``OUT_DIR/_run.json`` so a run can be reproduced, and
-a resumed run refuses to continue when the fields that change the output differ
-(:meth:`RunConfig.fingerprint`).
+The run writes it (resolved) to ``OUT_DIR/_run.json`` so a run can be reproduced. What a
+resumed run compares is not this object but the method's stage fingerprints (each stage's
+model, prompt, sampling and thresholds; see ``engine/stage.py``) plus the output format and
+the image budget: a field no stage uses (``--llm`` for recap, say) changes nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -20,34 +19,10 @@ DEFAULT_LLM = "Qwen/Qwen3-8B"
 RECAP_PROMPT = "Please generate a detailed caption of this image. Please be as descriptive as possible."
 PIL_MAX_IMAGE_PIXELS = 89_478_485  # PIL.Image.MAX_IMAGE_PIXELS
 
-# Fields that do not change what a row contains: a resumed run may change them freely.
-RUNTIME_ONLY = {
-    "inputs_note",
-    "output",
-    "shard",
-    "limit",
-    "batch_size",
-    "overwrite",
-    "retry_errors",
-    "decode_workers",
-    "prefetch_batches",
-    "device",
-    "dtype",
-    "backend",
-    "base_url",
-    "api_key_env",
-    "concurrency",
-    "request_timeout",
-    "max_retries",
-    "structured_output",
-    "progress",
-    "flush_rows",
-    "flush_seconds",
-    "allow_private_urls",
-    "url_timeout",
-    "url_max_bytes",
-    "config",
-}
+# Fields that concern the models, recorded in _run.json only when a stage uses a model.
+MODEL_FIELDS = ("backend", "vlm", "llm", "llm_backend", "llm_base_url", "revision", "device", "dtype",
+                "trust_remote_code", "base_url", "api_key_env", "concurrency", "request_timeout", "max_retries",
+                "structured_output", "models")
 
 
 class RunConfig(BaseModel):
@@ -65,12 +40,21 @@ class RunConfig(BaseModel):
     limit: int | None = Field(None, ge=0)
     overwrite: bool = False
     retry_errors: bool = False
+    update: bool = False  # process exactly the new and changed inputs (see engine/manifest.py)
+    verify: bool = False  # check finished parts' checksums, not only their size and footer
+    wait: bool = False  # wait for another run holding our shards instead of failing
+    lease_timeout: float = Field(60.0, gt=0)  # a claim whose owner is silent this long is dead
+    executor: Literal["local", "ray"] = "local"
+    reuse: list[str] = Field(default_factory=list)  # output directories whose stage outputs may be reused
+    no_reuse: bool = False  # --overwrite recomputes everything
+    until: str | None = None  # run the method's stages up to this one
 
     # images
     max_pixels: int = Field(1_000_000, ge=64)
     max_side: int | None = Field(None, ge=8)
     max_image_pixels: int = Field(PIL_MAX_IMAGE_PIXELS, ge=1)
     allow_private_urls: bool = False
+    allow_any_path: bool = False  # paths in lists/tables/symlinks may leave the input folders
     url_timeout: float = Field(30.0, gt=0)
     url_max_bytes: int = Field(50 * 1024 * 1024, ge=1)
 
@@ -80,12 +64,15 @@ class RunConfig(BaseModel):
     prefetch_batches: int = Field(4, ge=1)
     progress: bool = True
     flush_rows: int = Field(1024, ge=1)  # rows buffered before an atomic batch file is written
-    flush_seconds: float = Field(10.0, gt=0)  # ... or seconds since the last one
+    flush_seconds: float = Field(10.0, gt=0)  # ... or seconds since the first buffered row
 
-    # model backend
+    # models (roles: see engine/models.py)
     backend: Literal["transformers", "openai", "vllm"] = "transformers"
     vlm: str = DEFAULT_VLM
-    llm: str | None = None  # text-only model for rewriting stages; defaults to the VLM
+    llm: str | None = None  # text model for text-only stages; default: the VLM itself
+    llm_backend: Literal["transformers", "openai", "vllm"] | None = None
+    llm_base_url: list[str] = Field(default_factory=list)
+    models: dict[str, dict[str, Any]] = Field(default_factory=dict)  # role -> {model, backend, base_url, ...}
     revision: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
@@ -98,12 +85,13 @@ class RunConfig(BaseModel):
     # how a JSON schema is sent to an OpenAI-compatible server (see docs/backends.md)
     structured_output: Literal["response_format", "vllm", "vllm-legacy", "sglang", "none"] = "response_format"
 
-    # generation
+    # generation: the method's main stage (None = the method's default); other stages: `stages`
     prompt: str | None = None
     prompt_file: str | None = None
-    max_new_tokens: int = Field(128, ge=1)
-    temperature: float = Field(0.0, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0)
+    top_p: float | None = Field(None, gt=0, le=1)
+    stages: dict[str, dict[str, Any]] = Field(default_factory=dict)  # stage name -> its options
 
     # experts and profiles
     experts: list[str] = Field(default_factory=list)
@@ -122,7 +110,7 @@ class RunConfig(BaseModel):
             raise ValueError(f"--shard must be K/N with 0 <= K < N, got {v!r}")
         return f"{int(m.group(1))}/{int(m.group(2))}"
 
-    @field_validator("experts", "queries", mode="before")
+    @field_validator("experts", "queries", "reuse", mode="before")
     @classmethod
     def _split_experts(cls, v: Any) -> Any:
         if isinstance(v, str):
@@ -144,17 +132,13 @@ class RunConfig(BaseModel):
             return p.read_text(encoding="utf-8").strip()
         return self.prompt if self.prompt is not None else default
 
-    def fingerprint_fields(self) -> dict[str, Any]:
+    def recorded(self, uses_models: bool = True) -> dict[str, Any]:
+        """The configuration as _run.json records it (model fields only if a model is used)."""
         d = self.model_dump(mode="json")
-        d = {k: v for k, v in d.items() if k not in RUNTIME_ONLY}
-        if self.prompt_file:  # the prompt's text matters, not the file's name
-            d["prompt"] = self.resolved_prompt("")
-            d.pop("prompt_file", None)
+        if not uses_models:
+            for k in MODEL_FIELDS:
+                d.pop(k, None)
         return d
-
-    def fingerprint(self) -> str:
-        blob = json.dumps(self.fingerprint_fields(), sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

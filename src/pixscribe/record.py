@@ -25,7 +25,7 @@ BASE_COLUMNS: tuple[str, ...] = (
     "method",
     "caption",
 )
-TAIL_COLUMNS: tuple[str, ...] = ("model", "prompt_sha", "seconds", "error", "provenance")
+TAIL_COLUMNS: tuple[str, ...] = ("model", "prompt_sha", "seconds", "error", "provenance", "stages")
 
 
 class PixscribeError(Exception):
@@ -76,6 +76,12 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def keyless_id(source: str) -> str:
+    """The id of an input without a key: a hash of where it comes from, so every input is its
+    own row (two identical images are two rows with the same ``sha256``)."""
+    return sha256_hex(("source:" + source).encode())
+
+
 def prompt_sha(*parts: Any) -> str:
     """A short stable hash of a prompt (and any settings that change its meaning)."""
     h = hashlib.sha256()
@@ -90,9 +96,12 @@ class Record:
     """One image travelling through the pipeline.
 
     ``key`` is the input's own key (webdataset ``__key__``, a ``key``/``id`` column)
-    when it has one; ``id`` is the key if present, else the sha256 of the bytes.
-    ``columns`` holds the input's other columns, renamed where a method wants
-    (``caption`` becomes ``org_caption``). ``fields`` holds what stages add.
+    when it has one; ``id`` is the key if present, else a hash of the source (so every
+    input is its own row, identical images included). ``columns`` holds the input's other
+    columns, renamed where a method wants (``caption`` becomes ``org_caption``).
+    ``fields`` holds what stages add; ``stages`` the status of each stage on this row
+    (fingerprint, ok/error, reused, seconds); ``prior`` an earlier row of the same id whose
+    stage outputs may be reused.
     """
 
     source: str
@@ -111,15 +120,21 @@ class Record:
     index: int = 0  # position of the record in its shard
     fields: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
     error: str | None = None
-    seconds: float = 0.0
-    model: str | None = None
-    prompt_sha: str | None = None
+    model: str | None = None  # the model of the stage that failed, for error rows
+    prior: "PriorRow | None" = None
+    compute_from: int = 0  # index of the first stage to compute (earlier ones are reused)
 
     # ---- helpers used by stages -------------------------------------------------
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def seconds(self) -> float:
+        """Model time that produced this row's content (reused stages count their own)."""
+        return sum(float(s.get("seconds") or 0.0) for s in self.stages.values())
 
     def fail(self, exc: BaseException | str, kind: str | None = None) -> None:
         """Mark this record failed; the first error wins."""
@@ -142,7 +157,8 @@ class Record:
         seconds: float | None = None,
         **extra: Any,
     ) -> None:
-        """Set a field and record where it came from."""
+        """Set a field and record where it came from. ``seconds`` is the model time this
+        row took in ``stage``; give it once per stage and row (it adds up)."""
         self.fields[name] = value
         prov: dict[str, Any] = {"stage": stage}
         if model is not None:
@@ -153,18 +169,28 @@ class Record:
             prov["prompt_sha"] = prompt_sha
         if seconds is not None:
             prov["seconds"] = round(float(seconds), 6)
+            st = self.stages.setdefault(stage, {})
+            st["seconds"] = round(float(st.get("seconds") or 0.0) + float(seconds), 6)
         prov.update({k: v for k, v in extra.items() if v is not None})
         self.provenance[name] = prov
-        if seconds is not None:
-            self.seconds += float(seconds)
-        if model is not None and self.model is None:
-            self.model = model
-        if prompt_sha is not None and self.prompt_sha is None:
-            self.prompt_sha = prompt_sha
 
     def drop_image(self) -> None:
         self.image = None
         self.data = None
+
+    # ---- reuse of an earlier row's stage outputs ----------------------------------
+    def reuse_stage(self, stage: str, provides: tuple[str, ...]) -> None:
+        """Copy ``stage``'s outputs from :attr:`prior` (checked by :meth:`PriorRow.can_reuse`)."""
+        assert self.prior is not None
+        for f in provides:
+            if f in self.prior.fields:
+                self.fields[f] = self.prior.fields[f]
+                prov = dict(self.prior.provenance.get(f) or {"stage": stage})
+                prov["reused"] = True
+                self.provenance[f] = prov
+        st = dict(self.prior.stages.get(stage) or {})
+        st["reused"] = True
+        self.stages[stage] = st
 
     def to_row(self, method: str, caption_field: str | None, columns: list[str]) -> dict[str, Any]:
         """The output row: base columns, the method's columns, input columns, tail."""
@@ -187,9 +213,53 @@ class Record:
         for c, v in self.columns.items():
             if c not in row and c not in TAIL_COLUMNS:
                 row[c] = v
-        row["model"] = self.model
-        row["prompt_sha"] = self.prompt_sha
-        row["seconds"] = round(self.seconds, 6) if self.seconds else (0.0 if self.error is None else None)
+        author = self.provenance.get(caption_field) if caption_field else None
+        author = author or {}
+        row["model"] = author.get("model") or (self.model if self.error else None)
+        row["prompt_sha"] = author.get("prompt_sha")
+        secs = self.seconds
+        row["seconds"] = round(secs, 6) if secs else (0.0 if self.error is None else None)
         row["error"] = self.error
         row["provenance"] = json.dumps(self.provenance, sort_keys=True, default=str) if self.provenance else None
+        row["stages"] = json.dumps(self.stages, sort_keys=True, default=str) if self.stages else None
         return row
+
+
+@dataclass
+class PriorRow:
+    """An earlier output row of the same id: its fields (decoded), provenance and stages."""
+
+    fields: dict[str, Any]
+    provenance: dict[str, Any]
+    stages: dict[str, dict[str, Any]]
+    width: int | None = None
+    height: int | None = None
+    sha256: str | None = None
+    source: str | None = None
+
+    def can_reuse(self, stage: str, fingerprint: str, provides: tuple[str, ...]) -> bool:
+        st = self.stages.get(stage)
+        return bool(
+            st and st.get("fp") == fingerprint and st.get("status") == "ok" and all(f in self.fields for f in provides)
+        )
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> "PriorRow | None":
+        try:
+            stages = json.loads(row.get("stages") or "{}")
+            prov = json.loads(row.get("provenance") or "{}")
+        except ValueError:
+            return None
+        fields: dict[str, Any] = {}
+        for st in stages.values():
+            for f in st.get("fields", ()):
+                v = row.get(f)
+                if v is None:
+                    continue
+                if f in st.get("json", ()):
+                    try:
+                        v = json.loads(v)
+                    except (TypeError, ValueError):
+                        continue
+                fields[f] = v
+        return cls(fields, prov, stages, row.get("width"), row.get("height"), row.get("sha256"), row.get("source"))

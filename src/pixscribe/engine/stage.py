@@ -4,24 +4,52 @@ A stage does one thing: given a batch of decoded records it enriches them in pla
 (``record.set(...)``, ``record.fail(...)``) and returns them. It knows nothing of files,
 shards or resume. Records that already carry an error are not passed to stages.
 
-A method is a list of stages plus the columns it writes and which field is the
-final ``caption``. Adding a method means adding one file under ``methods/`` that
-registers itself with :func:`register_method`.
+A stage says what it needs and gives:
+
+- ``needs``: the fields it reads (provided by an earlier stage, or input columns);
+- ``provides``: the fields it sets (each becomes an output column);
+- ``needs_image``: whether it looks at the pixels (a text-only stage does not);
+- ``batch_size``: how many records it takes per call (``None``: the engine's);
+- :meth:`Stage.options`: everything that changes its output (model, prompt, sampling,
+  thresholds). With the fingerprints of the stages it depends on, that is the stage's
+  fingerprint, which resume and reuse compare row by row.
+
+A method is a list of stages plus the columns it writes and which field is the final
+``caption``; :meth:`Method.check` verifies, before the run, that every need is met.
+Adding a method means adding one file under ``methods/`` that registers itself with
+:func:`register_method`, or a third-party package exposing a factory through the
+``pixscribe.methods`` entry-point group.
 """
 
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from ..record import prompt_sha
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..config import RunConfig
     from ..record import Record
+    from .context import MethodContext
+
+
+class MethodError(ValueError):
+    """A method that cannot run as built (an unmet need, an unknown stage option)."""
 
 
 class Stage(abc.ABC):
     name: str = "stage"
+    needs: tuple[str, ...] = ()
+    provides: tuple[str, ...] = ()
+    needs_image: bool = True
+    batch_size: int | None = None
+    # HTTP backends keep several batches in flight; a local model runs one at a time
+    max_inflight_batches: int = 1
+
+    def options(self) -> dict[str, Any]:
+        """What changes this stage's output (JSON-able). Part of its fingerprint."""
+        return {}
 
     def setup(self) -> None:
         """Load models. Called once, before the first batch; may raise to abort the run."""
@@ -31,15 +59,31 @@ class Stage(abc.ABC):
         ...
 
     def describe(self) -> dict[str, Any]:
-        """What run.json records about this stage (models, prompts)."""
-        return {"stage": self.name}
+        """What _run.json records about this stage (models, prompts)."""
+        return {"stage": self.name, **self.options()}
 
     def summary(self) -> dict[str, Any]:
-        """Counters for the end-of-run summary (e.g. backend usage)."""
+        """Counters for the end-of-run summary."""
         return {}
 
     def close(self) -> None:
         pass
+
+
+def stage_fingerprints(stages: list[Stage], image_options: dict[str, Any]) -> dict[str, str]:
+    """Each stage's fingerprint: its name, class, options, the image options if it looks at
+    pixels, and the fingerprints of the earlier stages that provide what it needs."""
+    fps: dict[str, str] = {}
+    provider: dict[str, str] = {}
+    for st in stages:
+        deps = sorted({fps[provider[n]] for n in st.needs if n in provider})
+        parts: dict[str, Any] = {"stage": st.name, "class": type(st).__name__, "options": st.options(), "deps": deps}
+        if st.needs_image:
+            parts["image"] = image_options
+        fps[st.name] = prompt_sha(parts)
+        for f in st.provides:
+            provider[f] = st.name
+    return fps
 
 
 @dataclass
@@ -50,13 +94,86 @@ class Method:
     caption_field: str | None = "caption"
     # how input columns are renamed for this method, e.g. {"caption": "org_caption"}
     rename_inputs: dict[str, str] = field(default_factory=dict)
+    # closed once at the end (shared models); set by the method context
+    on_close: list[Callable[[], None]] = field(default_factory=list)
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    pool: Any = None  # the ModelPool its stages took their models from (engine/models.py)
 
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.stages]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise MethodError(f"method {self.name!r}: stage names must be unique, {', '.join(dup)} repeat")
+
+    # ---- checks -------------------------------------------------------------------
+    def check(self, input_columns: Iterable[str]) -> None:
+        """Fail before the run when a stage needs a field that no earlier stage provides and
+        that is not an input column, naming both."""
+        cols = set(input_columns)
+        cols |= {self.rename_inputs.get(c, c) for c in cols}
+        have: dict[str, str] = {}
+        for st in self.stages:
+            for n in st.needs:
+                if n in have or n in cols:
+                    continue
+                where = f"; input columns: {', '.join(sorted(cols)) or 'none'}"
+                raise MethodError(
+                    f"method {self.name!r}: stage {st.name!r} needs the field {n!r}, which no earlier stage "
+                    f"({', '.join(have.values()) or 'none'}) provides and no input column holds{where}"
+                )
+            for f in st.provides:
+                have.setdefault(f, st.name)
+
+    def provided_by(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for st in self.stages:
+            for f in st.provides:
+                out[f] = st.name
+        return out
+
+    def prefix(self, until: str | None) -> "Method":
+        """The method cut after stage ``until`` (``--until`` / ``--stages``)."""
+        if until is None:
+            return self
+        names = [s.name for s in self.stages]
+        if "|" in until:  # --stages a,b: must be the method's first stages, in order
+            asked = until.split("|")
+            if asked != names[: len(asked)]:
+                raise MethodError(f"--stages {','.join(asked)}: must be a prefix of method {self.name!r}'s stages "
+                                  f"({', '.join(names)}); use --until NAME")
+            until = asked[-1]
+        if until not in names:
+            raise MethodError(f"--until {until!r}: method {self.name!r} has the stages {', '.join(names)}")
+        keep = self.stages[: names.index(until) + 1]
+        provided = {f for s in keep for f in s.provides}
+        cols = [c for c in self.columns if c in provided or c not in self.provided_by()]
+        cap = self.caption_field if self.caption_field in provided else None
+        return Method(self.name, keep, cols, cap, dict(self.rename_inputs), self.on_close, {}, self.pool)
+
+    def with_fingerprints(self, image_options: dict[str, Any]) -> "Method":
+        self.fingerprints = stage_fingerprints(self.stages, image_options)
+        return self
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """Every stage's options, flattened (``"rewrite.prompt": ...``), for the message that
+        says what changed when a resume is refused."""
+        out: dict[str, Any] = {}
+        for st in self.stages:
+            for k, v in st.options().items():
+                out[f"{st.name}.{k}"] = v
+        return out
+
+    # ---- lifecycle -----------------------------------------------------------------
     def setup(self) -> None:
         for s in self.stages:
             s.setup()
 
     def describe(self) -> dict[str, Any]:
-        return {"method": self.name, "stages": [s.describe() for s in self.stages]}
+        return {
+            "method": self.name,
+            "caption_field": self.caption_field,
+            "stages": [{**s.describe(), "fingerprint": self.fingerprints.get(s.name)} for s in self.stages],
+        }
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -69,10 +186,15 @@ class Method:
     def close(self) -> None:
         for s in self.stages:
             s.close()
+        for fn in self.on_close:
+            fn()
+        self.on_close.clear()
 
 
-MethodFactory = Callable[["RunConfig"], Method]
+# ---- the registry ------------------------------------------------------------------------
+MethodFactory = Callable[["MethodContext"], Method]
 _METHODS: dict[str, MethodFactory] = {}
+ENTRY_POINT_GROUP = "pixscribe.methods"
 
 
 def register_method(name: str) -> Callable[[MethodFactory], MethodFactory]:
@@ -83,14 +205,48 @@ def register_method(name: str) -> Callable[[MethodFactory], MethodFactory]:
     return deco
 
 
-def available_methods() -> list[str]:
-    from .. import methods  # noqa: F401  (imports register the built-in methods)
+def _discover() -> None:
+    """Built-in methods (every module of ``pixscribe.methods``) and plugins (the
+    ``pixscribe.methods`` entry-point group: ``name = "package.module:factory"``)."""
+    import importlib
+    import pkgutil
+    from importlib.metadata import entry_points
 
+    from .. import methods
+
+    for info in pkgutil.iter_modules(methods.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{methods.__name__}.{info.name}")
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name not in _METHODS:
+            _METHODS[ep.name] = _lazy_entry_point(ep)
+
+
+def _lazy_entry_point(ep: Any) -> MethodFactory:
+    def factory(ctx: "MethodContext") -> Method:
+        try:
+            fn = ep.load()
+        except Exception as exc:
+            raise MethodError(f"method plugin {ep.name!r} ({ep.value}) cannot be loaded: {exc}") from exc
+        return fn(ctx)
+
+    return factory
+
+
+def available_methods() -> list[str]:
+    _discover()
     return sorted(_METHODS)
 
 
-def build_method(name: str, config: "RunConfig") -> Method:
+def method_factory(name: str) -> MethodFactory:
     available = available_methods()
     if name not in _METHODS:
-        raise ValueError(f"unknown method {name!r}; available: {', '.join(available)}")
-    return _METHODS[name](config)
+        raise MethodError(f"unknown method {name!r}; available: {', '.join(available)}")
+    return _METHODS[name]
+
+
+def build_method(name: str, config: Any, pool: Any = None) -> Method:
+    """The method ``name`` built for ``config`` (models from ``pool``, a new one if None)."""
+    from .context import MethodContext
+
+    return MethodContext(config, pool).build(name)

@@ -1,24 +1,28 @@
-"""Run state: shard completion markers, batch files and id-level skip.
+"""Run state: batch files, part files, validated completion markers, the output schema.
 
 Layout of an output directory::
 
     OUT_DIR/
       part-00000.parquet         one file per shard (or .jsonl / .tar)
-      _run.json                  resolved config, fingerprint, version, models
+      _run.json                  resolved config, fingerprints, version, models
       _state/
-        done/00000.json          completion marker of shard 0 (rows, errors)
-        batches/00000/*.parquet  rows of an unfinished shard, one atomic file per batch
+        manifest.json, manifest.parquet   the plan: which inputs, in which shard (manifest.py)
+        columns.json             the union of input columns seen so far (one schema for all parts)
+        done/00000.json          completion marker: rows, errors, bytes, sha256, columns of the part
+        batches/00000/*.parquet  rows of an unfinished shard, one atomic file per flush
+        leases/                  who is writing which shard (lease.py)
+        previous/                an earlier run's rows kept for reuse by --overwrite (reuse.py)
         summaries/*.json         end-of-run summaries
 
-Names under OUT_DIR that start with ``_`` are skipped by pyarrow's and DuckDB's
+Names under OUT_DIR that start with ``_`` or ``.`` are skipped by pyarrow's and DuckDB's
 directory discovery, so ``pyarrow.parquet.read_table(OUT_DIR)`` reads only the parts.
 
-Exactly-once: a batch file is written atomically after its rows are computed; a rerun
-reads the ids of all batch files of an unfinished shard and skips them; a part file is
-always rebuilt from all batch files (last row per id wins, so a retried row replaces
-its failed one); the marker is written after the part file, and the batch files are
-removed only after the marker. A crash at any point leaves either batch files to
-rebuild from, or a marker with its complete part file.
+Exactly once: only the holder of a shard's claim writes its files. A batch file is written
+atomically after its rows are computed; a part file is always rebuilt from all batch files
+(last row per id wins, so a retried row replaces its failed one); the marker is written after
+the part, and the batch files are removed only after the marker. A marker records the part's
+size, row count and sha256: a damaged part is noticed (size and parquet footer by default,
+the checksum with ``verify``) and its shard redone.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..io import writers
+from ..record import TAIL_COLUMNS
 
 
 class ConfigMismatch(RuntimeError):
@@ -62,63 +67,152 @@ class RunState:
     def run_json(self) -> Path:
         return self.out / "_run.json"
 
+    @property
+    def columns_json(self) -> Path:
+        return self.state / "columns.json"
+
     # ---- config ----------------------------------------------------------------
-    def check_config(self, fingerprint: str, fields: dict[str, Any], overwrite: bool) -> None:
-        """Refuse to resume into OUT_DIR written with a different configuration."""
-        if overwrite or not self.run_json.exists():
-            return
+    def previous_run(self) -> dict[str, Any] | None:
+        if not self.run_json.exists():
+            return None
         try:
-            prev = json.loads(self.run_json.read_text())
+            return json.loads(self.run_json.read_text())
         except (OSError, ValueError) as exc:
             raise ConfigMismatch(f"{self.run_json} is unreadable ({exc}); use --overwrite to start over") from exc
-        if prev.get("fingerprint") == fingerprint:
+
+    def check_config(self, fingerprint: str, fields: dict[str, Any], overwrite: bool) -> None:
+        """Refuse to resume into OUT_DIR written with a different configuration."""
+        prev = None if overwrite else self.previous_run()
+        if prev is None or prev.get("fingerprint") == fingerprint:
             return
         old = prev.get("fingerprint_fields", {})
         diff = sorted(k for k in set(old) | set(fields) if old.get(k) != fields.get(k))
-        shown = ", ".join(f"{k}: {old.get(k)!r} -> {fields.get(k)!r}" for k in diff[:6])
+        shown = "; ".join(f"{k}: {_short(old.get(k))} -> {_short(fields.get(k))}" for k in diff[:6])
+        more = f" (and {len(diff) - 6} more)" if len(diff) > 6 else ""
         raise ConfigMismatch(
-            f"{self.out} holds a run with a different configuration ({shown}). "
-            "Resuming would mix outputs. Use --overwrite to start over, or write to a new -o directory."
+            f"{self.out} holds a run with a different configuration ({shown}{more}). Resuming would mix outputs. "
+            "Use --overwrite to start over (stage outputs that did not change are reused), "
+            "or write to a new -o directory (add --reuse to take over what did not change)."
         )
-
-    def clear(self, shards: list[int] | None = None) -> None:
-        """Remove pixscribe's own files (all of them, or those of some shards)."""
-        if shards is None:
-            for p in self.out.glob("part-*"):
-                if p.is_file():
-                    p.unlink()
-            shutil.rmtree(self.state, ignore_errors=True)
-            if self.run_json.exists():
-                self.run_json.unlink()
-            return
-        for s in shards:
-            for p in (self.part_path(s), self.marker_path(s)):
-                if p.exists():
-                    p.unlink()
-            shutil.rmtree(self.batch_dir(s), ignore_errors=True)
 
     def write_run_json(self, info: dict[str, Any]) -> None:
         writers.atomic_write_json(self.run_json, info)
 
-    # ---- shards -----------------------------------------------------------------
+    # ---- clearing and keeping for reuse ----------------------------------------------
+    def move_to_previous(self, shards: list[int] | None = None) -> Path:
+        """Move parts and batch files (of ``shards``, or all) under ``_state/previous/`` so an
+        ``--overwrite`` run can reuse their stage outputs; markers go. Returns that folder."""
+        prev = self.state / "previous"
+        prev.mkdir(parents=True, exist_ok=True)
+        stamp = f"{int(time.time() * 1000)}-{os.getpid()}"
+        parts = sorted(self.out.glob("part-*")) if shards is None else [self.part_path(s) for s in shards]
+        for p in parts:
+            if p.is_file():
+                os.replace(p, prev / f"{p.stem}-{stamp}{p.suffix}")
+        batch_root = self.state / "batches"
+        dirs = sorted(batch_root.glob("*")) if shards is None else [self.batch_dir(s) for s in shards]
+        for d in dirs:
+            for f in sorted(d.glob("*.parquet")) if d.is_dir() else []:
+                os.replace(f, prev / f"batch-{d.name}-{stamp}-{f.name}")
+            shutil.rmtree(d, ignore_errors=True)
+        for s in (shards if shards is not None else self.done_shards()):
+            self.marker_path(s).unlink(missing_ok=True)
+        return prev
+
+    def clear_previous(self) -> None:
+        shutil.rmtree(self.state / "previous", ignore_errors=True)
+
+    def clear_all(self) -> None:
+        """Forget the run: _run.json, manifest, columns and summaries (parts were moved)."""
+        for p in (self.run_json, self.columns_json, self.state / "manifest.json", self.state / "manifest.parquet"):
+            p.unlink(missing_ok=True)
+
+    def remove_shard(self, shard: int) -> None:
+        """A shard that no longer exists in the plan (``--update``)."""
+        for p in (self.part_path(shard), self.marker_path(shard)):
+            p.unlink(missing_ok=True)
+        shutil.rmtree(self.batch_dir(shard), ignore_errors=True)
+
+    def drop_sources(self, shard: int, sources: set[str]) -> None:
+        """Remove the rows read from ``sources`` from a shard's part and batch files
+        (``--update``: those inputs were removed or changed)."""
+        import pyarrow.compute as pc
+
+        keep = lambda t: t.filter(pc.invert(pc.is_in(t.column("source"), value_set=pa.array(sorted(sources)))))  # noqa: E731
+        m = self.marker(shard)
+        if m is not None and self.part_path(shard).exists():
+            t = keep(self.read_part(shard))
+            out = writers.PartWriter(self.part_path(shard), self.fmt, t.schema)
+            out.write(t)
+            out.commit()
+            errors = t.num_rows - t.column("error").null_count if "error" in t.column_names else 0
+            m.update(rows=out.rows, errors=errors, bytes=out.size, sha256=out.sha256)
+            writers.atomic_write_json(self.marker_path(shard), m)
+        for f in self.batch_files(shard):
+            t = pq.read_table(f)
+            kept = keep(t)
+            if kept.num_rows == t.num_rows:
+                continue
+            if kept.num_rows:
+                writers.atomic_write_bytes(f, writers.table_to_bytes(kept, "parquet"))
+            else:
+                f.unlink()
+
+    def done_shards(self) -> list[int]:
+        d = self.state / "done"
+        return sorted(int(p.stem) for p in d.glob("*.json") if p.stem.isdigit()) if d.is_dir() else []
+
+    # ---- temporary files ----------------------------------------------------------------
+    def sweep_temporaries(self, is_dead: Any) -> int:
+        """Remove temporary files left by dead processes (``is_dead(host, pid)``)."""
+        n = 0
+        dirs = [self.out, self.state, self.state / "done", self.state / "leases"]
+        dirs += sorted((self.state / "batches").glob("*")) if (self.state / "batches").is_dir() else []
+        for d in dirs:
+            if not d.is_dir():
+                continue
+            for p in d.iterdir():
+                who = writers.parse_tmp_name(p.name)
+                if who is not None and is_dead(*who):
+                    p.unlink(missing_ok=True)
+                    n += 1
+        return n
+
+    # ---- markers -------------------------------------------------------------------------
     def marker(self, shard: int) -> dict[str, Any] | None:
         p = self.marker_path(shard)
-        if not p.exists():
-            return None
         try:
-            return json.loads(p.read_text())
+            m = json.loads(p.read_text())
         except (OSError, ValueError):
             return None
+        return m if isinstance(m, dict) else None
 
-    def is_done(self, shard: int) -> bool:
+    def check_done(self, shard: int, verify: bool = False) -> tuple[dict[str, Any] | None, str | None]:
+        """(marker, None) for a finished shard whose part is sound; (None, None) for one not
+        finished; (None, why) for a finished shard whose part is damaged or missing."""
         m = self.marker(shard)
-        return m is not None and self.part_path(shard).exists()
+        if m is None:
+            return None, ("its completion marker is unreadable" if self.marker_path(shard).exists() else None)
+        p = self.part_path(shard)
+        try:
+            size = p.stat().st_size
+        except OSError:
+            return None, f"{p.name} is missing"
+        if m.get("bytes") is not None and size != m["bytes"]:
+            return None, f"{p.name} has {size} bytes, its marker says {m['bytes']}"
+        if self.fmt == "parquet":
+            try:
+                n = pq.ParquetFile(p).metadata.num_rows
+            except Exception:  # noqa: BLE001 - any footer failure means a damaged file
+                return None, f"{p.name} has no readable parquet footer"
+            if n != m.get("rows"):
+                return None, f"{p.name} holds {n} rows, its marker says {m.get('rows')}"
+        if verify and m.get("sha256") and writers.file_sha256(p) != m["sha256"]:
+            return None, f"{p.name} does not match its checksum"
+        return m, None
 
-    def cleanup_done(self, shard: int) -> None:
-        """Batch files left behind by a crash after the marker was written."""
-        d = self.batch_dir(shard)
-        if d.exists():
-            shutil.rmtree(d, ignore_errors=True)
+    def unmark(self, shard: int) -> None:
+        self.marker_path(shard).unlink(missing_ok=True)
 
     def reopen(self, shard: int) -> None:
         """Turn a finished shard back into batch files (for --retry-errors)."""
@@ -126,26 +220,12 @@ class RunState:
         d = self.batch_dir(shard)
         d.mkdir(parents=True, exist_ok=True)
         writers.atomic_write_bytes(d / "00000000-base.parquet", writers.table_to_bytes(table, "parquet"))
-        self.marker_path(shard).unlink()
+        self.unmark(shard)
 
     def read_part(self, shard: int) -> pa.Table:
-        p = self.part_path(shard)
-        if self.fmt == "parquet":
-            return pq.read_table(p)
-        if self.fmt == "jsonl":
-            rows = [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
-        else:
-            import tarfile
+        return read_part_file(self.part_path(shard), self.fmt)
 
-            rows = []
-            with tarfile.open(p) as tar:
-                for m in tar:
-                    if m.name.endswith(".json"):
-                        f = tar.extractfile(m)
-                        if f is not None:
-                            rows.append(json.loads(f.read()))
-        return writers.rows_to_table(rows)
-
+    # ---- batch files -------------------------------------------------------------------------
     def batch_files(self, shard: int) -> list[Path]:
         d = self.batch_dir(shard)
         if not d.exists():
@@ -161,7 +241,7 @@ class RunState:
         for f in self.batch_files(shard):
             try:
                 t = pq.read_table(f, columns=["id", "error"])
-            except Exception:
+            except Exception:  # noqa: BLE001
                 f.rename(f.with_suffix(".bad"))
                 continue
             fi = len(readable)
@@ -170,11 +250,6 @@ class RunState:
                 last[i] = (fi, ri, e is not None)
         return readable, last
 
-    def written_ids(self, shard: int, retry_errors: bool = False) -> set[str]:
-        """Ids already written for an unfinished shard (minus failed ones with --retry-errors)."""
-        _, last = self.scan_batches(shard)
-        return {i for i, (_, _, failed) in last.items() if i is not None and not (retry_errors and failed)}
-
     def append_batch(self, shard: int, table: pa.Table) -> None:
         if table.num_rows == 0:
             return
@@ -182,20 +257,28 @@ class RunState:
         name = f"{int(time.time() * 1000):013d}-{os.getpid()}-{self._seq:06d}.parquet"
         writers.atomic_write_bytes(self.batch_dir(shard) / name, writers.table_to_bytes(table, "parquet"))
 
+    # ---- the output schema -----------------------------------------------------------------
+    def known_columns(self) -> list[str]:
+        try:
+            return list(json.loads(self.columns_json.read_text()).get("columns", []))
+        except (OSError, ValueError):
+            return []
+
+    def add_columns(self, names: list[str]) -> list[str]:
+        """Add ``names`` to the union of columns (call under the plan claim); returns it."""
+        cols = self.known_columns()
+        new = [n for n in names if n not in cols]
+        if new:
+            cols += new
+            writers.atomic_write_json(self.columns_json, {"columns": cols})
+        return cols
+
+    # ---- finalising ------------------------------------------------------------------------
     def finalize(self, shard: int, complete: bool, column_order: list[str] | None = None) -> dict[str, Any]:
         """Write the part file from the batch files, streaming one batch at a time (last row
         per id wins); if complete, write the marker too."""
-        from ..record import TAIL_COLUMNS
-
         readable, last = self.scan_batches(shard)
-        # the schema: the requested order, then any other column, then the tail
-        head = [c for c in (column_order or []) if c not in TAIL_COLUMNS]
-        extra: list[str] = []
-        for f in readable:
-            for name in pq.read_schema(f).names:
-                if name not in head and name not in TAIL_COLUMNS and name not in extra:
-                    extra.append(name)
-        names = head + extra + list(TAIL_COLUMNS)
+        names = self._schema_names(readable, column_order or [])
         schema = pa.schema([pa.field(n, writers.KNOWN_TYPES.get(n, pa.string())) for n in names])
         keep: dict[int, list[int]] = {}
         for fi, ri, _ in last.values():
@@ -212,16 +295,69 @@ class RunState:
                 if "error" in t.column_names:
                     errors += t.num_rows - t.column("error").null_count
                 out.write(t)
-            out.commit()
         except BaseException:
             out.abort()
             raise
+        out.commit()
         try:  # give the allocator's cached pages back: memory stays flat shard after shard
             pa.default_memory_pool().release_unused()
         except Exception:  # noqa: BLE001 - older pyarrow
             pass
-        info = {"shard": shard, "rows": out.rows, "errors": errors, "complete": complete, "time": time.time()}
+        info = {"shard": shard, "rows": out.rows, "errors": errors, "complete": complete, "time": time.time(),
+                "bytes": out.size, "sha256": out.sha256, "format": self.fmt, "columns": names}
         if complete:
             writers.atomic_write_json(self.marker_path(shard), info)
-            self.cleanup_done(shard)
+            shutil.rmtree(self.batch_dir(shard), ignore_errors=True)
         return info
+
+    def _schema_names(self, readable: list[Path], order: list[str]) -> list[str]:
+        """The requested order, then any other column of the batch files, then the tail."""
+        head = [c for c in order if c not in TAIL_COLUMNS]
+        extra: list[str] = []
+        for f in readable:
+            for name in pq.read_schema(f).names:
+                if name not in head and name not in TAIL_COLUMNS and name not in extra:
+                    extra.append(name)
+        return head + extra + list(TAIL_COLUMNS)
+
+    def widen_part(self, shard: int, names: list[str]) -> bool:
+        """Rewrite a finished part so it has every column of ``names`` (nulls where it had
+        none), keeping its order; updates the marker. False if nothing was needed."""
+        m = self.marker(shard)
+        if m is None or all(n in m.get("columns", []) for n in names):
+            return False
+        have = list(m.get("columns", []))
+        head = [c for c in have if c not in TAIL_COLUMNS]
+        head += [n for n in names if n not in have and n not in TAIL_COLUMNS]
+        full = head + list(TAIL_COLUMNS)
+        schema = pa.schema([pa.field(n, writers.KNOWN_TYPES.get(n, pa.string())) for n in full])
+        table = self.read_part(shard)
+        out = writers.PartWriter(self.part_path(shard), self.fmt, schema)
+        out.write(table)
+        out.commit()
+        m.update(bytes=out.size, sha256=out.sha256, columns=full)
+        writers.atomic_write_json(self.marker_path(shard), m)
+        return True
+
+
+def read_part_file(path: Path, fmt: str) -> pa.Table:
+    if fmt == "parquet":
+        return pq.read_table(path)
+    if fmt == "jsonl":
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        import tarfile
+
+        rows = []
+        with tarfile.open(path) as tar:
+            for m in tar:
+                if m.name.endswith(".json"):
+                    f = tar.extractfile(m)
+                    if f is not None:
+                        rows.append(json.loads(f.read()))
+    return writers.rows_to_table(rows)
+
+
+def _short(v: Any, n: int = 60) -> str:
+    s = repr(v)
+    return s if len(s) <= n else s[: n - 3] + "..."

@@ -1,21 +1,15 @@
-"""Input readers: turn the user's inputs into numbered shards of lazy records.
+"""Input readers: shard specs (see :mod:`pixscribe.io.plan`) -> lazy records.
 
-:func:`plan_shards` classifies every input (image file, directory, ``.txt`` list,
-glob, brace range, webdataset ``.tar``, ``.parquet``/``.jsonl`` table, a dataset saved
-with ``datasets.save_to_disk``, or an http(s) URL) and returns a deterministic list of
-:class:`Shard` objects. Nothing heavy happens at planning time: tables are sized from
-cheap row counts (parquet metadata, a line count for jsonl) and tars are not opened.
-:meth:`Shard.records` then yields :class:`~pixscribe.record.Record` objects lazily.
+:func:`open_shard` turns a :class:`~pixscribe.io.plan.ShardSpec` into a :class:`Shard` whose
+:meth:`Shard.records` yields :class:`~pixscribe.record.Record` objects lazily: loose files
+and URLs, webdataset tars (members grouped by key), parquet / jsonl rows and rows of a
+dataset saved with ``datasets.save_to_disk``. :func:`plan_shards` does both steps.
 
 Record sources are absolute paths (``/data/x.jpg``, ``/data/s/00001.tar::k1.jpg``,
 ``/data/t.parquet#row=12``) or URLs, so they do not change when a rerun starts in
-another directory; shard names are shorter (relative to the cwd when below it).
-
-Shard order: the loose files (image files, directory contents, list entries, glob
-matches and direct URLs, gathered in input order and deduplicated by resolved path)
-come first, chunked by ``shard_size``; then each table / HF dataset (chunked by
-``shard_size`` rows) and each tar (one shard per tar), in input order. Directory walks
-and globs are sorted, so the same inputs and ``shard_size`` always give the same shards.
+another directory. Paths read from lists, tables and symlinks are checked against the
+input roots (:class:`~pixscribe.io.plan.PathGuard`) when they are loaded; error messages
+name the file and the reason, never its contents.
 """
 
 from __future__ import annotations
@@ -23,40 +17,36 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import decimal
-import glob as _glob
 import json
 import os
-import re
 import tarfile
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ..record import InputError, Record
+from .plan import (
+    IMAGE_COLUMNS,
+    IMAGE_EXT_SET,
+    IMAGE_EXTENSIONS,
+    PathGuard,
+    ShardSpec,
+    expand_inputs,
+    import_datasets,
+    is_url,
+    specs_from_units,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .fetch import UrlFetcher
 
-__all__ = ["Shard", "plan_shards", "IMAGE_EXTENSIONS", "IMAGE_COLUMNS", "is_url"]
+__all__ = ["Shard", "open_shard", "plan_shards", "IMAGE_EXTENSIONS", "IMAGE_COLUMNS", "is_url"]
 
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
-_IMAGE_EXT_SET = frozenset(IMAGE_EXTENSIONS)
+_IMAGE_EXT_SET = IMAGE_EXT_SET
 # Columns that hold the image, in the order they are tried for each row.
 BYTES_COLUMNS = ("image", "jpg", "png")
-IMAGE_COLUMNS = ("image", "jpg", "png", "path", "url")
 KEY_COLUMNS = ("key", "id")
-HF_HINT = "pip install 'pixscribe[hf]'"
-_GLOB_CHARS = re.compile(r"[*?\[]")
-_BRACE = re.compile(r"\{[^{}]*(?:,|\.\.)[^{}]*\}")
 _PARQUET_BATCH_ROWS = 64  # rows converted to python at a time (image bytes can be large)
-
-
-def is_url(s: str) -> bool:
-    return s[:8].lower().startswith(("http://", "https://"))
-
-
-def _ext(name: str) -> str:
-    return os.path.splitext(name)[1][1:].lower()
 
 
 # --------------------------------------------------------------------------------------
@@ -64,10 +54,11 @@ def _ext(name: str) -> str:
 # --------------------------------------------------------------------------------------
 @dataclass
 class Shard:
-    index: int  # global shard index, 0..n-1, stable for the same inputs + shard_size
+    index: int  # global shard index, stable for a run (it comes from the manifest)
     name: str  # human description, e.g. "shards/00003.tar" or "files[0:1000]"
     count: int | None  # number of records if known cheaply, else None
     _iter: Callable[["Shard"], Iterator[Record]] = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
+    spec: ShardSpec | None = field(default=None, repr=False, compare=False)
 
     def records(self) -> Iterator[Record]:
         """Lazily yield this shard's records, with ``shard`` and ``index`` set."""
@@ -78,7 +69,7 @@ class Shard:
 
 
 class _LazyFetcher:
-    """The fetcher given to :func:`plan_shards`, or a default one built on first use."""
+    """The fetcher given to :func:`open_shard`, or a default one built on first use."""
 
     def __init__(self, fetcher: "UrlFetcher | None"):
         self._fetcher = fetcher
@@ -101,14 +92,18 @@ class _LazyFetcher:
 # Loaders (zero-arg callables returning bytes)
 # --------------------------------------------------------------------------------------
 class _FileLoader:
-    __slots__ = ("path", "what")
+    __slots__ = ("path", "what", "guard")
 
-    def __init__(self, path: str, what: str | None = None):
+    def __init__(self, path: str, what: str | None = None, guard: PathGuard | None = None):
         self.path = path
         self.what = what
+        self.guard = guard
 
     def __call__(self) -> bytes:
         where = f" (from {self.what})" if self.what else ""
+        why = self.guard.check(self.path) if self.guard is not None else None
+        if why:
+            raise InputError(f"{self.path}: {why}{where}")
         try:
             with open(self.path, "rb") as f:
                 return f.read()
@@ -117,7 +112,7 @@ class _FileLoader:
         except IsADirectoryError:
             raise InputError(f"{self.path}: is a directory, not an image file{where}") from None
         except OSError as exc:
-            raise InputError(f"{self.path}: cannot read{where}: {exc.strerror or exc}") from None
+            raise InputError(f"{self.path}: cannot read{where}: {exc.strerror or type(exc).__name__}") from None
 
 
 class _UrlLoader:
@@ -132,224 +127,27 @@ class _UrlLoader:
 
 
 # --------------------------------------------------------------------------------------
-# Planning
+# Opening shards
 # --------------------------------------------------------------------------------------
-class _Plan:
-    def __init__(self, shard_size: int, fetcher: _LazyFetcher):
-        self.shard_size = shard_size
-        self.fetcher = fetcher
-        # absolute paths (record ids of unreadable files must not depend on the cwd) or URLs
-        self.loose: list[str] = []
-        self._seen: set[str] = set()
-        self.structured: list[tuple[str, Callable[["Shard"], Iterator[Record]], int | None]] = []
-
-    def add_loose(self, item: str) -> None:
-        if not is_url(item):
-            # abspath, not realpath: no syscall per file (a million-file folder would spend
-            # ~20 s in realpath); a file reached through two symlinked paths is read twice
-            # but, having the same bytes, gets one id and one row
-            item = os.path.abspath(item)
-        if item in self._seen:
-            return
-        self._seen.add(item)
-        self.loose.append(item)
-
-    # -- classification -----------------------------------------------------------------
-    def add_input(self, spec: str, *, origin: str | None = None) -> None:
-        spec = str(spec)
-        if not spec.strip():
-            raise InputError(f"empty input{_from(origin)}")
-        if is_url(spec):
-            self.add_loose(spec)
-            return
-        path = os.path.expanduser(spec)
-        if os.path.exists(path):
-            self._add_path(path, origin)
-            return
-        if _BRACE.search(path):
-            from braceexpand import braceexpand
-
-            expanded = list(braceexpand(path))
-            if len(expanded) > 1 or expanded[0] != path:
-                for p in expanded:
-                    self.add_input(p, origin=origin or spec)
-                return
-        if _GLOB_CHARS.search(path):
-            matches = sorted(_glob.glob(path, recursive=True))
-            if not matches:
-                raise InputError(f"{spec}: the pattern matched no files{_from(origin)}")
-            for m in matches:
-                if os.path.isdir(m) and not _is_hf_dataset_dir(m):
-                    for p in _walk_images(m):  # a folder matched by a pattern may hold no images: fine
-                        self.add_loose(p)
-                    continue
-                if os.path.isfile(m) and _ext(m) not in _KNOWN_FILE_EXTS and not m.lower().endswith(_COMPRESSED_TAR):
-                    continue  # dir/* may match sidecars (e.g. .json); keep only readable inputs
-                self._add_path(m, origin or spec)
-            return
-        raise InputError(f"{spec}: no such file or directory{_from(origin)}; check the path (inputs are read relative to {os.getcwd()})")
-
-    def _add_path(self, path: str, origin: str | None) -> None:
-        if os.path.isdir(path):
-            if _is_hf_dataset_dir(path):
-                self._add_hf(path)
-            else:
-                found = _walk_images(path)
-                if not found:
-                    raise InputError(
-                        f"{path}: the folder holds no image files ({', '.join(IMAGE_EXTENSIONS)}; hidden files are "
-                        f"skipped){_from(origin)}; for tars or tables inside it pass a pattern like '{os.path.join(path, '*.tar')}'"
-                    )
-                for p in found:
-                    self.add_loose(p)
-            return
-        ext = _ext(path)
-        if ext in _IMAGE_EXT_SET:
-            self.add_loose(path)
-        elif ext == "txt":
-            self._add_list(path)
-        elif ext == "tar" or path.lower().endswith(_COMPRESSED_TAR):
-            self._add_tar(path)
-        elif ext == "parquet":
-            self._add_parquet(path)
-        elif ext in ("jsonl", "ndjson"):
-            self._add_jsonl(path)
-        else:
-            raise InputError(
-                f"{path}: unknown input type {('.' + ext) if ext else '(no extension)'}{_from(origin)}; expected an image "
-                f"({', '.join(IMAGE_EXTENSIONS)}), a directory, a .txt list, a webdataset .tar (or .tar.gz), a .parquet or .jsonl "
-                "table, a saved Hugging Face dataset directory, or an http(s) URL"
-            )
-
-    def _add_list(self, path: str) -> None:
-        base = os.path.dirname(os.path.abspath(path))
-        try:
-            with open(path, encoding="utf-8") as f:
-                lines = f.read().splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"{path}: cannot read the list: {exc}") from None
-        for line in lines:
-            item = line.strip()
-            if not item or item.startswith("#"):
-                continue
-            if is_url(item):
-                self.add_loose(item)
-                continue
-            p = os.path.expanduser(item)
-            if not os.path.isabs(p):
-                p = os.path.join(base, p)
-            ext = _ext(p)
-            if (
-                ext in ("tar", "parquet", "jsonl", "ndjson")
-                or p.lower().endswith(_COMPRESSED_TAR)
-                or (ext not in _IMAGE_EXT_SET and os.path.isdir(p))
-            ):
-                self.add_input(p, origin=path)
-            else:
-                # A missing image here becomes an error row when it is loaded, not a planning error.
-                self.add_loose(p)
-
-    def _add_tar(self, path: str) -> None:
-        path = os.path.abspath(path)
-        self.structured.append((_display(path), lambda shard, p=path: _iter_tar(p), None))
-
-    def _add_parquet(self, path: str) -> None:
-        import pyarrow.parquet as pq
-
-        path = os.path.abspath(path)
-        try:
-            with pq.ParquetFile(path) as pf:
-                n = pf.metadata.num_rows
-                names = list(pf.schema_arrow.names)
-        except Exception as exc:  # noqa: BLE001 - any pyarrow failure means an unreadable table
-            raise InputError(f"{path}: cannot read parquet metadata: {exc}; is it a parquet file?") from None
-        _check_table_columns(path, names)
-        for start in range(0, max(n, 0), self.shard_size):
-            stop = min(n, start + self.shard_size)
-            self.structured.append(
-                (
-                    f"{_display(path)}[{start}:{stop}]",
-                    lambda shard, a=start, b=stop: _iter_parquet(path, a, b, self.fetcher),
-                    stop - start,
-                )
-            )
-
-    def _add_jsonl(self, path: str) -> None:
-        path = os.path.abspath(path)
-        # One pass over the file: count non-blank lines, remember where each shard starts.
-        offsets: list[int] = []
-        n = 0
-        pos = 0
-        try:
-            with open(path, "rb") as f:
-                for line in f:
-                    if line.strip():
-                        if n % self.shard_size == 0:
-                            offsets.append(pos)
-                        n += 1
-                    pos += len(line)
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
-        for i, off in enumerate(offsets):
-            start = i * self.shard_size
-            stop = min(n, start + self.shard_size)
-            self.structured.append(
-                (
-                    f"{_display(path)}[{start}:{stop}]",
-                    lambda shard, o=off, a=start, b=stop: _iter_jsonl(path, o, a, b, self.fetcher),
-                    stop - start,
-                )
-            )
-
-    def _add_hf(self, path: str) -> None:
-        datasets = _import_datasets(path)
-        path = os.path.abspath(path)
-        try:
-            obj = datasets.load_from_disk(path)
-        except Exception as exc:  # noqa: BLE001
-            raise InputError(f"{path}: cannot load the saved Hugging Face dataset: {exc}") from None
-        if isinstance(obj, datasets.DatasetDict):
-            splits = [(s, obj[s].num_rows) for s in sorted(obj.keys())]
-            parts = [obj[s] for s in sorted(obj.keys())]
-        else:
-            splits = [(None, obj.num_rows)]
-            parts = [obj]
-        for ds in parts:
-            if not any(isinstance(f, datasets.Image) for f in ds.features.values()):
-                _check_table_columns(path, list(ds.column_names))
-        del obj
-        for split, n in splits:
-            label = _display(path) + (f"[{split}]" if split else "")
-            for start in range(0, n, self.shard_size):
-                stop = min(n, start + self.shard_size)
-                self.structured.append(
-                    (
-                        f"{label}[{start}:{stop}]",
-                        lambda shard, s=split, a=start, b=stop: _iter_hf(path, s, a, b, self.fetcher),
-                        stop - start,
-                    )
-                )
-
-    # -- result ---------------------------------------------------------------------------
-    def shards(self) -> list[Shard]:
-        out: list[Shard] = []
-        for start in range(0, len(self.loose), self.shard_size):
-            chunk = self.loose[start : start + self.shard_size]
-            out.append(
-                Shard(
-                    index=len(out),
-                    name=f"files[{start}:{start + len(chunk)}]",
-                    count=len(chunk),
-                    _iter=lambda shard, c=chunk: _iter_loose(c, self.fetcher),
-                )
-            )
-        for name, it, count in self.structured:
-            out.append(Shard(index=len(out), name=name, count=count, _iter=it))
-        return out
-
-
-_KNOWN_FILE_EXTS = _IMAGE_EXT_SET | {"txt", "tar", "parquet", "jsonl", "ndjson", "tgz"}
-_COMPRESSED_TAR = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+def open_shard(spec: ShardSpec, fetcher: "UrlFetcher | _LazyFetcher | None" = None,
+               guard: PathGuard | None = None) -> Shard:
+    """A lazy :class:`Shard` reading what ``spec`` names."""
+    lf = fetcher if isinstance(fetcher, _LazyFetcher) else _LazyFetcher(fetcher)
+    g = guard or PathGuard([], allow_any=True)
+    k = spec.kind
+    if k == "files":
+        it: Callable[[Shard], Iterator[Record]] = lambda shard: _iter_loose(spec.items, lf, g)
+    elif k == "tar":
+        it = lambda shard: _iter_tar(spec.path or "")
+    elif k == "parquet":
+        it = lambda shard: _iter_parquet(spec.path or "", spec.start or 0, spec.stop or 0, lf, g)
+    elif k == "jsonl":
+        it = lambda shard: _iter_jsonl(spec.path or "", spec.offset or 0, spec.start or 0, spec.stop or 0, lf, g)
+    elif k == "hf":
+        it = lambda shard: _iter_hf(spec.path or "", spec.split, spec.start or 0, spec.stop or 0, lf, g)
+    else:
+        raise ValueError(f"unknown shard kind {k!r}")
+    return Shard(index=spec.index, name=spec.name, count=spec.count, _iter=it, spec=spec)
 
 
 def plan_shards(
@@ -357,6 +155,7 @@ def plan_shards(
     *,
     shard_size: int = 10_000,
     fetcher: "UrlFetcher | None" = None,
+    allow_any_path: bool = True,
 ) -> list[Shard]:
     """Classify ``inputs`` and split them into numbered, deterministic shards.
 
@@ -366,16 +165,10 @@ def plan_shards(
     :class:`~pixscribe.io.fetch.UrlFetcher` (private addresses refused) is made on
     first use.
     """
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]  # type: ignore[list-item]
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
-    if not inputs:
-        raise InputError("no inputs given; pass image files, folders, lists, globs, tars, tables or URLs")
-    plan = _Plan(shard_size, _LazyFetcher(fetcher))
-    for spec in inputs:
-        plan.add_input(os.fspath(spec))
-    return plan.shards()
+    exp = expand_inputs(inputs, shard_size)
+    lf = _LazyFetcher(fetcher)
+    guard = PathGuard(exp.roots, allow_any=allow_any_path)
+    return [open_shard(s, lf, guard) for s in specs_from_units(exp.units, shard_size)]
 
 
 # --------------------------------------------------------------------------------------
@@ -390,52 +183,6 @@ def _failed(source: str, message: str, **fields: Any) -> Record:
 
 def _from(origin: str | None) -> str:
     return f" (from {origin})" if origin else ""
-
-
-def _display(path: str) -> str:
-    """A short, stable description of a path: relative to the cwd when below it."""
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return path
-    return path if rel.startswith("..") else rel
-
-
-def _walk_images(root: str) -> list[str]:
-    found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for fn in sorted(filenames):
-            if fn.startswith("."):
-                continue
-            if _ext(fn) in _IMAGE_EXT_SET:
-                found.append(os.path.join(dirpath, fn))
-    found.sort()
-    return found
-
-
-def _is_hf_dataset_dir(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, "dataset_dict.json")) or (
-        os.path.isfile(os.path.join(path, "dataset_info.json")) and os.path.isfile(os.path.join(path, "state.json"))
-    )
-
-
-def _import_datasets(path: str):
-    try:
-        import datasets
-    except ImportError:
-        raise InputError(
-            f"{path}: is a saved Hugging Face dataset, but the 'datasets' package is not installed; {HF_HINT}"
-        ) from None
-    return datasets
-
-
-def _check_table_columns(path: str, names: list[str]) -> None:
-    if not any(c in names for c in IMAGE_COLUMNS):
-        raise InputError(
-            f"{path}: the table has no image column (expected one of {', '.join(IMAGE_COLUMNS)}; "
-            f"found {', '.join(names) or 'no columns'})"
-        )
 
 
 def jsonable(v: Any) -> Any:
@@ -473,9 +220,9 @@ def jsonable(v: Any) -> Any:
 # --------------------------------------------------------------------------------------
 # Loose files and URLs
 # --------------------------------------------------------------------------------------
-def _iter_loose(items: list[str], fetcher: _LazyFetcher) -> Iterator[Record]:
+def _iter_loose(items: list[str], fetcher: _LazyFetcher, guard: PathGuard) -> Iterator[Record]:
     for item in items:
-        load = _UrlLoader(item, fetcher) if is_url(item) else _FileLoader(item)
+        load = _UrlLoader(item, fetcher) if is_url(item) else _FileLoader(item, guard=guard)
         yield Record(source=item, load=load)
 
 
@@ -483,7 +230,8 @@ def _iter_loose(items: list[str], fetcher: _LazyFetcher) -> Iterator[Record]:
 # Tables (parquet, jsonl, HF datasets): one row -> one record
 # --------------------------------------------------------------------------------------
 def _row_record(
-    row: dict[str, Any], source: str, base_dir: str, fetcher: _LazyFetcher, extra: dict[str, Any] | None = None
+    row: dict[str, Any], source: str, base_dir: str, fetcher: _LazyFetcher, guard: PathGuard,
+    extra: dict[str, Any] | None = None,
 ) -> Record:
     columns: dict[str, Any] = {}
     for k, v in row.items():
@@ -528,13 +276,13 @@ def _row_record(
             if not os.path.isabs(p):
                 p = os.path.join(base_dir, p)
             p = os.path.normpath(p)
-            return Record(source=p, key=key, columns=columns, load=_FileLoader(p, source))
+            return Record(source=p, key=key, columns=columns, load=_FileLoader(p, source, guard))
         why = f"the {col} column holds a {type(val).__name__}, not image bytes, a path or a URL"
         return _failed(source, f"{source}: {why}", key=key, columns=columns)
     return _failed(source, f"{source} has no image (expected one of {', '.join(IMAGE_COLUMNS)})", key=key, columns=columns)
 
 
-def _iter_parquet(path: str, start: int, stop: int, fetcher: _LazyFetcher) -> Iterator[Record]:
+def _iter_parquet(path: str, start: int, stop: int, fetcher: _LazyFetcher, guard: PathGuard) -> Iterator[Record]:
     import pyarrow.parquet as pq
 
     base = os.path.dirname(path)
@@ -571,7 +319,7 @@ def _iter_parquet(path: str, start: int, stop: int, fetcher: _LazyFetcher) -> It
                     batch = batch.slice(lo, max(0, hi - lo))
                 for i, r in enumerate(batch.to_pylist()):
                     rn = row + lo + i
-                    yield _row_record(r, f"{disp}#row={rn}", base, fetcher)
+                    yield _row_record(r, f"{disp}#row={rn}", base, fetcher, guard)
                 row += n
                 if row >= stop:
                     break
@@ -581,7 +329,9 @@ def _iter_parquet(path: str, start: int, stop: int, fetcher: _LazyFetcher) -> It
         pf.close()
 
 
-def _iter_jsonl(path: str, offset: int, start: int, stop: int, fetcher: _LazyFetcher) -> Iterator[Record]:
+def _iter_jsonl(
+    path: str, offset: int, start: int, stop: int, fetcher: _LazyFetcher, guard: PathGuard
+) -> Iterator[Record]:
     base = os.path.dirname(path)
     disp = path  # sources use absolute paths: stable when a rerun starts elsewhere
     try:
@@ -613,7 +363,7 @@ def _iter_jsonl(path: str, offset: int, start: int, stop: int, fetcher: _LazyFet
                     decoded = _maybe_base64(v)
                     if decoded is not None:
                         obj[col] = decoded
-            yield _row_record(obj, source, base, fetcher)
+            yield _row_record(obj, source, base, fetcher, guard)
 
 
 def _maybe_base64(v: str) -> bytes | None:
@@ -627,8 +377,10 @@ def _maybe_base64(v: str) -> bytes | None:
         return None
 
 
-def _iter_hf(path: str, split: str | None, start: int, stop: int, fetcher: _LazyFetcher) -> Iterator[Record]:
-    datasets = _import_datasets(path)
+def _iter_hf(
+    path: str, split: str | None, start: int, stop: int, fetcher: _LazyFetcher, guard: PathGuard
+) -> Iterator[Record]:
+    datasets = import_datasets(path)
     disp = path  # sources use absolute paths: stable when a rerun starts elsewhere
     obj = datasets.load_from_disk(path)
     ds = obj[split] if split is not None else obj
@@ -645,7 +397,7 @@ def _iter_hf(path: str, split: str | None, start: int, stop: int, fetcher: _Lazy
         if image_feature is not None and image_feature not in IMAGE_COLUMNS:
             row = dict(row)
             row["image"] = row.pop(image_feature)
-        yield _row_record(row, source, path, fetcher, extra)
+        yield _row_record(row, source, path, fetcher, guard, extra)
 
 
 # --------------------------------------------------------------------------------------
@@ -703,6 +455,7 @@ def _iter_tar(path: str) -> Iterator[Record]:
     disp = path  # sources use absolute paths: stable when a rerun starts elsewhere
     current_key: str | None = None
     members: dict[str, tuple[str, bytes]] = {}
+    dups: list[Record] = []
     n_members = 0
     try:
         tf = tarfile.open(path, mode="r|*")
@@ -729,6 +482,7 @@ def _iter_tar(path: str) -> Iterator[Record]:
             except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
                 if members and current_key is not None:
                     yield _group_record(disp, current_key, members)
+                    yield from dups
                     members = {}
                 reason = str(exc) or type(exc).__name__
                 yield _failed(disp, f"{path}: corrupt or truncated tar after {n_members} members: {reason}")
@@ -736,13 +490,19 @@ def _iter_tar(path: str) -> Iterator[Record]:
             if key != current_key:
                 if members and current_key is not None:
                     yield _group_record(disp, current_key, members)
-                current_key, members = key, {}
+                    yield from dups
+                current_key, members, dups = key, {}, []
             if ext in members:
-                # same key and extension twice: not a valid webdataset sample; report it, keep the first
-                yield _failed(f"{disp}::{info.name}", f"{disp}::{info.name}: duplicate member for key {key!r}", key=key)
+                # same key and extension twice: not a valid webdataset sample. The sample (its
+                # first member) keeps the key; the extra member is an error row after it, so
+                # the engine gives it its own id (key~2) and nothing is dropped.
+                dups.append(_failed(f"{disp}::{info.name}#{len(dups) + 2}",
+                                    f"{disp}::{info.name}: a second member with key {key!r} and extension .{ext}; "
+                                    "the first one was used", key=key))
                 continue
             members[ext] = (info.name, data)
         if members and current_key is not None:
             yield _group_record(disp, current_key, members)
+            yield from dups
     finally:
         tf.close()

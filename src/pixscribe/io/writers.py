@@ -10,11 +10,14 @@ so every part of a dataset has compatible columns whatever the inputs held.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
+import socket
 import tarfile
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -34,6 +37,7 @@ KNOWN_TYPES: dict[str, pa.DataType] = {
     "seconds": pa.float64(),
     "error": pa.string(),
     "provenance": pa.string(),
+    "stages": pa.string(),
 }
 
 PART_COMPRESSION = "zstd"
@@ -81,16 +85,42 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+TMP_MARK = ".tmp-"
+_HOST = socket.gethostname().replace("-", "_")
+
+
+def tmp_name(path: Path) -> Path:
+    """A hidden temporary name beside ``path`` that says who wrote it (host, pid), so a later
+    run can remove what a killed process left behind."""
+    return path.with_name(f".{path.name}{TMP_MARK}{_HOST}-{os.getpid()}-{time.monotonic_ns()}")
+
+
+def parse_tmp_name(name: str) -> tuple[str, int] | None:
+    """(host, pid) of a temporary file made by :func:`tmp_name`, or None."""
+    if not name.startswith(".") or TMP_MARK not in name:
+        return None
+    try:
+        host, pid, _ = name.rsplit(TMP_MARK, 1)[1].rsplit("-", 2)
+        return host, int(pid)
+    except ValueError:
+        return None
+
+
+def atomic_write_bytes(path: Path, data: bytes, fsync_dir: bool = True) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    tmp = tmp_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if fsync_dir:
+        _fsync_dir(path.parent)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -117,10 +147,19 @@ def _rows_to_tar(rows: Iterable[dict[str, Any]]) -> bytes:
     return buf.getvalue()
 
 
+def member_key(id_: Any) -> str:
+    """A webdataset key for any id, one to one: characters other than letters, digits, ``_``
+    and ``-`` are percent-encoded (``a/b`` -> ``a%2Fb``, ``a.b`` -> ``a%2Eb``), so distinct ids
+    never share a member name and the key has no dot (webdataset splits at the first one).
+    ``urllib.parse.unquote`` gives the id back."""
+    out = urllib.parse.quote(str(id_), safe="-_")
+    return out.replace(".", "%2E").replace("~", "%7E")
+
+
 def _add_rows(tar: tarfile.TarFile, rows: Iterable[dict[str, Any]]) -> None:
     """webdataset layout: ``{key}.json`` with the whole row and ``{key}.txt`` with the caption."""
     for r in rows:
-        key = str(r["id"]).replace("/", "_").replace(".", "_")
+        key = member_key(r["id"])
         members = {"json": json.dumps(r, ensure_ascii=False, default=str).encode("utf-8")}
         if r.get("caption") is not None:
             members["txt"] = str(r["caption"]).encode("utf-8")
@@ -143,22 +182,53 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=schema)
 
 
+class _HashingFile(io.RawIOBase):
+    """A write-only file that hashes what passes through (parquet and tar writers only append)."""
+
+    def __init__(self, f: Any):
+        self._f = f
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        b = bytes(b)
+        self.sha.update(b)
+        self.size += len(b)
+        return self._f.write(b)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def fileno(self) -> int:
+        return self._f.fileno()
+
+
 class PartWriter:
     """Streams tables into one part file (parquet, jsonl or webdataset tar) at a temporary
-    name; :meth:`commit` fsyncs and renames it into place, so memory stays one batch."""
+    name; :meth:`commit` fsyncs and renames it into place, so memory stays one batch. The
+    file's size and sha256 are known after the commit (``size``, ``sha256``)."""
 
     def __init__(self, path: Path, fmt: str, schema: pa.Schema):
+        if fmt not in EXTENSIONS:
+            raise ValueError(f"unknown output format {fmt!r} (parquet, jsonl, tar)")
         self.path = Path(path)
         self.fmt = fmt
         self.schema = schema
         self.rows = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
-        self._f = open(self.tmp, "wb")
+        self.tmp = tmp_name(self.path)
+        self._raw = open(self.tmp, "wb")
+        self._f = _HashingFile(self._raw)
         self._pq = pq.ParquetWriter(self._f, schema, compression=PART_COMPRESSION) if fmt == "parquet" else None
         self._tar = tarfile.open(fileobj=self._f, mode="w", format=tarfile.GNU_FORMAT) if fmt == "tar" else None
-        if fmt not in EXTENSIONS:
-            raise ValueError(f"unknown output format {fmt!r} (parquet, jsonl, tar)")
+        self.size = 0
+        self.sha256 = ""
 
     def write(self, table: pa.Table) -> None:
         table = conform(table, self.schema)
@@ -171,21 +241,36 @@ class PartWriter:
             self._f.write(table_to_bytes(table, "jsonl"))
 
     def commit(self) -> None:
-        if self._pq is not None:
-            self._pq.close()
-        if self._tar is not None:
-            self._tar.close()
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._f.close()
-        os.replace(self.tmp, self.path)
+        try:
+            if self._pq is not None:
+                self._pq.close()
+            if self._tar is not None:
+                self._tar.close()
+            self._raw.flush()
+            os.fsync(self._raw.fileno())
+            self._raw.close()
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        self.size, self.sha256 = self._f.size, self._f.sha.hexdigest()
         _fsync_dir(self.path.parent)
 
     def abort(self) -> None:
         try:
-            self._f.close()
+            self._raw.close()
         finally:
             self.tmp.unlink(missing_ok=True)
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                return h.hexdigest()
+            h.update(b)
 
 
 def concat_tables(tables: list[pa.Table]) -> pa.Table:

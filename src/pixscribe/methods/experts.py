@@ -8,6 +8,8 @@ Columns: ``expert_<name>`` (JSON text) for each expert, and with ``--profile lit
 ``description`` composed from them (also the ``caption``). With ``--profile full`` the VLM's
 ``re_caption`` is the caption and the experts are its evidence.
 
+(Experts run one after another: those that take boxes (SAM, depth) use an earlier one's.)
+
 An expert that fails on one image puts ``{"error": "..."}`` in its column for that image and
 the row stays valid; the row's ``error`` is set only when every expert failed on it. An
 expert that cannot load stops the run before it starts, with the reason.
@@ -19,12 +21,14 @@ import json
 import time
 from typing import Any
 
-from ..config import RECAP_PROMPT, RunConfig
+from ..config import RunConfig
 from ..describe import lite_description
-from ..engine.stage import Method, Stage, register_method
+from ..engine.context import MethodContext
+from ..engine.stage import Method, MethodError, Stage, register_method
 from ..experts import FULL_EXPERTS, LITE_EXPERTS, build_expert, to_jsonable
 from ..experts.base import Expert
 from ..record import PixscribeError, Record, format_error
+from ..stages import GenerateStage
 
 # experts that need boxes take them from the first of these that ran before them
 BOX_SOURCES = ("dense", "grounding_dino", "owlv2", "faces")
@@ -61,6 +65,7 @@ class ExpertsStage(Stage):
         self.experts = experts
         self.describe_lite = describe
         self.queries = queries or []
+        self.provides = tuple(f"expert_{e.name}" for e in experts) + (("description",) if describe else ())
         self.timings: dict[str, float] = {e.name: 0.0 for e in experts}
         self.failures: dict[str, int] = {e.name: 0 for e in experts}
 
@@ -117,9 +122,7 @@ class ExpertsStage(Stage):
     def __call__(self, records: list[Record]) -> list[Record]:
         done: dict[str, list[Any]] = {}
         per_record: list[dict[str, Any]] = [{} for _ in records]
-        # one after another: experts that take boxes (SAM, depth) use the output of an earlier
-        # one. (Running the independent ones side by side was measured: no gain on 2 cores,
-        # since OCR's onnxruntime already uses every core.)
+        # one after another: experts that take boxes (SAM, depth) use the output of an earlier one
         for expert in sorted(self.experts, key=lambda e: e.name in BOX_TAKERS):  # box takers last
             kwargs = self._kwargs(expert, records, done)
             if kwargs is None:  # nothing to ask this expert (no queries / no boxes)
@@ -147,8 +150,12 @@ class ExpertsStage(Stage):
                       inputs=sorted(k for k, v in outs.items() if not (isinstance(v, dict) and "error" in v)))
         return records
 
+    def options(self) -> dict[str, Any]:
+        return {"experts": [_expert_identity(e) for e in self.experts], "queries": self.queries,
+                "describe": self.describe_lite}
+
     def describe(self) -> dict[str, Any]:
-        return {"stage": self.name, "experts": [e.describe() for e in self.experts]}
+        return {"stage": self.name, "experts": [e.describe() for e in self.experts], "queries": self.queries}
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -159,6 +166,13 @@ class ExpertsStage(Stage):
         return out
 
 
+def _expert_identity(e: Expert) -> dict[str, Any]:
+    """What changes an expert's output: its model and its public settings."""
+    settings = {k: v for k, v in vars(e).items()
+                if not k.startswith("_") and isinstance(v, (str, int, float, bool, type(None), list, tuple))}
+    return {"expert": e.name, "model": e.model, **settings}
+
+
 def expert_names(config: RunConfig) -> list[str]:
     if config.experts:
         return list(dict.fromkeys(config.experts))
@@ -167,19 +181,28 @@ def expert_names(config: RunConfig) -> list[str]:
     return list(LITE_EXPERTS)
 
 
+QUERY_EXPERTS = ("grounding_dino", "owlv2")
+
+
 @register_method("experts")
-def experts_method(config: RunConfig) -> Method:
+def experts_method(ctx: MethodContext) -> Method:
+    config = ctx.config
     names = expert_names(config)
+    needy = [n for n in names if n in QUERY_EXPERTS]
+    if needy and not config.queries:
+        raise MethodError(f"the open-vocabulary detector(s) {', '.join(needy)} need text queries: pass "
+                          "--queries 'cat,dog' (or leave them out of --experts)")
     experts = [build_expert(n, config) for n in names]
     lite = config.profile != "full"
     stages: list[Stage] = []
     columns: list[str] = []
     caption_field = "description" if lite else None
     if config.profile == "full":
-        from ..backends import make_backend
-        from .recap import RecapStage, sampling_from
+        from .recap import DEFAULTS
 
-        stages.append(RecapStage(make_backend(config), config.resolved_prompt(RECAP_PROMPT), sampling_from(config)))
+        opts = ctx.options("recap", primary=True, **DEFAULTS)
+        stages.append(GenerateStage("recap", ctx.model("vlm"), opts, provides="re_caption",
+                                    identity=ctx.spec("vlm").identity()))
         columns.append("re_caption")
         caption_field = "re_caption"
     stages.append(ExpertsStage(experts, describe=lite, queries=config.queries))

@@ -1,0 +1,121 @@
+"""Running a method's stages on a batch: reuse what may be reused, compute the rest, keep
+every stage's status on every row, and count per stage.
+
+A record arrives with ``compute_from``: the index of the first stage it must compute (the
+stages before it are copied from its :class:`~pixscribe.record.PriorRow`). A stage runs on
+the records that need it, in chunks of its own batch size; if a chunk raises, its records
+run one by one so the error stays with the record that caused it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from ..record import Record, RunStop
+from .stage import Method, Stage
+
+
+@dataclass
+class StageCount:
+    computed: int = 0
+    reused: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"computed": self.computed, "reused": self.reused, "failed": self.failed,
+                "seconds": round(self.seconds, 3)}
+
+
+def first_to_compute(method: Method, rec: Record) -> int:
+    """Index of the first stage ``rec`` must compute (``len(stages)``: nothing to compute)."""
+    if rec.prior is None:
+        return 0
+    for i, st in enumerate(method.stages):
+        if not rec.prior.can_reuse(st.name, method.fingerprints.get(st.name, ""), st.provides):
+            return i
+    return len(method.stages)
+
+
+def needs_decode(method: Method, start: int) -> bool:
+    return any(st.needs_image for st in method.stages[start:])
+
+
+class MethodRunner:
+    def __init__(self, method: Method):
+        self.method = method
+        self.counts = {s.name: StageCount() for s in method.stages}
+        self._lock = threading.Lock()
+
+    def __call__(self, batch: list[Record]) -> None:
+        """Run the stages on ``batch``; each record begins at its ``compute_from``."""
+        for i, stage in enumerate(self.method.stages):
+            live = [r for r in batch if r.ok]
+            if not live:
+                break
+            todo = []
+            for r in live:
+                if r.compute_from > i:
+                    r.reuse_stage(stage.name, stage.provides)
+                    with self._lock:
+                        self.counts[stage.name].reused += 1
+                else:
+                    todo.append(r)
+            if todo:
+                self._compute(stage, todo)
+        for r in batch:
+            r.drop_image()
+            r.prior = None
+
+    def _compute(self, stage: Stage, todo: list[Record]) -> None:
+        size = stage.batch_size or len(todo)
+        for k in range(0, len(todo), size):
+            run_isolated(stage, todo[k: k + size])
+        fp = self.method.fingerprints.get(stage.name, "")
+        c = StageCount()
+        for r in todo:
+            mark(r, stage, fp)
+            st = r.stages[stage.name]
+            c.failed += st["status"] == "error"
+            c.computed += st["status"] == "ok"
+            c.seconds += float(st.get("seconds") or 0.0)
+        with self._lock:
+            agg = self.counts[stage.name]
+            agg.computed += c.computed
+            agg.failed += c.failed
+            agg.seconds += c.seconds
+
+
+def run_isolated(stage: Stage, records: list[Record]) -> None:
+    try:
+        stage(records)
+        return
+    except RunStop:
+        raise
+    except Exception as exc:  # isolate: run records one by one
+        if len(records) == 1:
+            records[0].fail(exc, f"stage {stage.name}")
+            return
+    for r in records:
+        try:
+            stage([r])
+        except RunStop:
+            raise
+        except Exception as exc1:
+            r.fail(exc1, f"stage {stage.name}")
+
+
+def mark(r: Record, stage: Stage, fp: str) -> None:
+    """Record ``stage``'s status on ``r`` (its fields, which of them are JSON, its seconds)."""
+    st = r.stages.setdefault(stage.name, {})
+    st["fp"] = fp
+    if not r.ok:
+        st["status"] = "error"
+        return
+    st["status"] = "ok"
+    got = [f for f in stage.provides if f in r.fields]
+    st["fields"] = got
+    st["json"] = [f for f in got if r.fields[f] is not None and not isinstance(r.fields[f], str)]
+    st.setdefault("seconds", 0.0)

@@ -1,0 +1,184 @@
+"""Executors own the shards: they open a :class:`~pixscribe.engine.run.Run` (plan, claims,
+manifest), check and load the method, execute the pending shards, and close the run. The
+local executor runs them in this process (:mod:`pixscribe.engine.pipeline`); the Ray
+executor (``--executor ray``) fans them out. Both write the same layout with the same
+protocol, so a run can move between them.
+"""
+
+from __future__ import annotations
+
+import abc
+import signal
+import threading
+import time
+from typing import Any, Callable
+
+from ..record import Record, RunStop
+from .apply import MethodRunner
+from .pipeline import Pipeline
+from .prepare import Identifier
+from .run import Run, ShardWork
+from .stage import Method
+from .summary import Progress, Summary
+from .writer import Writer
+
+
+class Executor(abc.ABC):
+    name = "executor"
+
+    def __init__(self, config: Any, *, console: Any = None, on_batch: Callable[[list[Record]], None] | None = None):
+        self.config = config
+        self.console = console
+        self.on_batch = on_batch
+
+    def run(self, method: Method) -> Summary:
+        run = Run.open(self.config, method)
+        try:
+            works = run.pending()
+            inputs = probe_columns(works, method)
+            method.check(inputs + list(run.state.known_columns()))
+            run.set_columns(inputs)
+            method.setup()  # load models before any work: fail fast
+        except BaseException:
+            method.close()
+            run._abandon()
+            raise
+        t0 = time.perf_counter()
+        summary = run.summary
+        try:
+            self.execute(run, works)
+        finally:
+            summary.seconds = time.perf_counter() - t0
+            summary.usage = run.method.summary()
+            pool_usage = _pool_usage(method)
+            if pool_usage:
+                summary.usage = {**pool_usage, **summary.usage}
+            method.close()
+            run.close(summary)
+        return summary
+
+    @abc.abstractmethod
+    def execute(self, run: Run, works: list[ShardWork]) -> None:
+        """Compute and write ``works``; set ``run.summary`` counters (interrupted, stopped)."""
+
+
+class LocalExecutor(Executor):
+    name = "local"
+
+    def execute(self, run: Run, works: list[ShardWork]) -> None:
+        cfg, method, summary = run.config, run.method, run.summary
+        runner = MethodRunner(method)
+        total = _total(works, cfg.limit)
+        progress = Progress(total, enabled=cfg.progress, console=self.console)
+        writer = Writer(run, method, summary, progress, self.on_batch).start()
+        pipe = Pipeline(run, runner, writer, _batch_size(cfg, method), _inflight(method))
+        restore = _sigterm_as_interrupt()
+        try:
+            with progress:
+                pipe.execute(works)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+        except RunStop as exc:
+            summary.stopped = str(exc)
+        finally:
+            pipe.stop.set()
+            writer.close()
+            restore()
+            summary.stages = {k: v.to_dict() for k, v in runner.counts.items()}
+            if not writer.errors:
+                _finalize_touched(run, pipe.touched, writer)
+        if writer.errors:
+            raise writer.errors[0]
+
+
+def _finalize_touched(run: Run, touched: set[int], writer: Writer) -> None:
+    """Make whatever was written visible (and valid) without marking it done."""
+    for s in sorted(touched):
+        run.finish(s, complete=False)
+
+
+def _batch_size(cfg: Any, method: Method) -> int:
+    return max([cfg.batch_size] + [int(s.batch_size) for s in method.stages if s.batch_size])
+
+
+def _inflight(method: Method) -> int:
+    return max(1, min(int(getattr(st, "max_inflight_batches", 1)) for st in method.stages)) if method.stages else 1
+
+
+def _total(works: list[ShardWork], limit: int | None) -> int | None:
+    if not all(w.shard.count is not None for w in works):
+        return None
+    total = sum(int(w.shard.count or 0) for w in works) - sum(len(w.skip) for w in works)
+    return min(total, limit) if limit is not None else total
+
+
+def _pool_usage(method: Method) -> dict[str, Any]:
+    return method.pool.usage() if method.pool is not None else {}
+
+
+def _sigterm_as_interrupt() -> Callable[[], None]:
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    prev = signal.getsignal(signal.SIGTERM)
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, prev)
+
+
+def probe_columns(works: list[ShardWork], method: Method, budget_s: float = 3.0) -> list[str]:
+    """Input columns from the first record of every shard (and a table's whole schema), so
+    every part file starts with them; later discoveries are added to the union by
+    :meth:`Run.finish` and older parts widened when the run closes."""
+    ident = Identifier(method)
+    cols: list[str] = []
+    t0 = time.perf_counter()
+    for w in works:
+        if time.perf_counter() - t0 > budget_s:
+            break
+        for c in _first_record_columns(w, ident) + _table_columns(w, ident):
+            if c not in cols:
+                cols.append(c)
+    return cols
+
+
+def _first_record_columns(w: ShardWork, ident: Identifier) -> list[str]:
+    it = None
+    try:
+        it = iter(w.shard.records())
+        rec = next(it)
+    except Exception:  # noqa: BLE001 - StopIteration, or a reader failure shown later as a row
+        return []
+    finally:
+        close = getattr(it, "close", None)
+        if close:
+            close()
+    return list(ident(rec).columns)
+
+
+def _table_columns(w: ShardWork, ident: Identifier) -> list[str]:
+    if w.spec.kind != "parquet" or not w.spec.path:
+        return []
+    import pyarrow.parquet as pq
+
+    from ..io.readers import BYTES_COLUMNS
+
+    try:
+        names = pq.read_schema(w.spec.path).names
+    except Exception:  # noqa: BLE001
+        return []
+    rec = Record(source="", columns={n: None for n in names if n not in BYTES_COLUMNS})
+    return list(ident(rec).columns)
+
+
+def make_executor(config: Any, **kwargs: Any) -> Executor:
+    name = getattr(config, "executor", "local")
+    if name == "local":
+        return LocalExecutor(config, **kwargs)
+    if name == "ray":
+        from .ray_executor import RayExecutor
+
+        return RayExecutor(config, **kwargs)
+    raise ValueError(f"unknown executor {name!r}; use local or ray")

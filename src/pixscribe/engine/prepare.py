@@ -1,0 +1,115 @@
+"""Getting records ready for the stages: ids, skips, priors, bytes and decoding.
+
+:class:`Identifier` runs in input order (one thread per shard stream): it gives each record
+its id (the input's key, else a hash of its source; a key seen before in the shard gets
+``~2``, ``~3``...), renames input columns the method renames, and keeps input columns that
+collide with pixscribe's own under an ``input_`` prefix. :func:`prepare` runs in the decode
+pool: it reads the bytes, hashes them, finds what an earlier row lets it reuse, and decodes
+the image only when a stage that will run looks at pixels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..record import BASE_COLUMNS, TAIL_COLUMNS, PixscribeError, Record, keyless_id, sha256_hex
+from .apply import first_to_compute, needs_decode
+from .reuse import Priors, RowIndex
+from .stage import Method
+
+INPUT_PREFIX = "input_"
+
+
+class Identifier:
+    def __init__(self, method: Method):
+        self.rename = dict(method.rename_inputs)
+        self.reserved = set(BASE_COLUMNS) | set(TAIL_COLUMNS) | set(method.provided_by())
+        self.seen: dict[str, int] = {}
+        self.duplicate_keys = 0
+
+    def new_shard(self) -> None:
+        self.seen = {}
+
+    def __call__(self, rec: Record) -> Record:
+        cols = rec.columns
+        if cols:
+            for a, b in self.rename.items():
+                if a in cols and b not in cols:
+                    cols[b] = cols.pop(a)
+            for c in [c for c in cols if c in self.reserved]:
+                cols[_free(INPUT_PREFIX + c, cols)] = cols.pop(c)
+        base = str(rec.key) if rec.key is not None else keyless_id(rec.source)
+        n = self.seen.get(base, 0) + 1
+        self.seen[base] = n
+        rid = base
+        if n > 1:
+            self.duplicate_keys += 1
+            while rid in self.seen or rid == base:
+                rid = f"{base}~{n}"
+                n += 1
+            self.seen[rid] = 1
+        rec.id = rid
+        return rec
+
+
+def _free(name: str, cols: dict[str, Any]) -> str:
+    while name in cols:
+        name = INPUT_PREFIX + name
+    return name
+
+
+def prepare(rec: Record, method: Method, cfg: Any, own: RowIndex | None, priors: Priors) -> Record:
+    """Bytes, sha256, reuse, decode (runs in the decode pool; never raises)."""
+    if rec.error is not None:
+        return rec
+    try:
+        data = rec.data if rec.data is not None else (rec.load() if rec.load else b"")
+    except PixscribeError as exc:
+        rec.fail(exc)
+        return rec
+    except Exception as exc:  # noqa: BLE001 - an unexpected reader failure is still a row
+        rec.fail(exc, "input")
+        return rec
+    rec.data = None
+    if data:
+        rec.sha256 = sha256_hex(data)
+    _find_prior(rec, method, own, priors)
+    if rec.prior is not None and not needs_decode(method, rec.compute_from):
+        rec.width, rec.height = rec.prior.width, rec.prior.height
+        return rec
+    _decode(rec, data, cfg)
+    return rec
+
+
+def _find_prior(rec: Record, method: Method, own: RowIndex | None, priors: Priors) -> None:
+    assert rec.id is not None
+    prior = own.get(rec.id) if own is not None else None
+    if prior is None and priors:
+        prior = priors.get(rec.id)
+    if prior is None or (prior.sha256 and prior.sha256 != rec.sha256):
+        rec.prior, rec.compute_from = None, 0  # other bytes under the same id: compute anew
+        return
+    rec.prior = prior
+    rec.compute_from = first_to_compute(method, rec)
+    if rec.compute_from == 0:
+        rec.prior = None
+
+
+def _decode(rec: Record, data: bytes, cfg: Any) -> None:
+    from ..imaging import decode
+
+    try:
+        dec = decode(data, max_pixels=cfg.max_pixels, max_side=cfg.max_side, max_image_pixels=cfg.max_image_pixels,
+                     source=rec.source)
+    except PixscribeError as exc:
+        rec.fail(exc)
+        return
+    except Exception as exc:  # noqa: BLE001
+        rec.fail(exc, "decode")
+        return
+    rec.image = dec.image
+    rec.width, rec.height = dec.width, dec.height
+    rec.orig_width, rec.orig_height = dec.orig_width, dec.orig_height
+    exif = getattr(dec, "exif", None)
+    if exif:
+        rec.fields["exif"] = exif
