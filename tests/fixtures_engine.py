@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import struct
 import time
@@ -24,15 +25,27 @@ class ScriptedBackend(Backend):
 
     name = "scripted"
 
-    def __init__(self, delay: float = 0.0, fail_ids: set[str] | None = None):
+    def __init__(self, delay: float = 0.0, fail_ids: set[str] | None = None, seconds: float = 0.0):
         super().__init__()
         self.model = "scripted-vlm"
         self.delay = delay
+        self.seconds = seconds
         self.fail_ids = set(fail_ids or ())
         self.batches: list[int] = []
+        self.text_prompts: list[str] = []
+        self.image_requests = 0
+
+    def calls(self) -> dict[str, int]:
+        """Requests per kind: ``image`` and the first word of each text prompt."""
+        out: dict[str, int] = {"image": self.image_requests}
+        for t in self.text_prompts:
+            w = t.split(" ", 1)[0]
+            out[w] = out.get(w, 0) + 1
+        return out
 
     def _generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         self.batches.append(len(requests))
+        self.image_requests += sum(1 for r in requests if r.images)
         if self.delay:
             time.sleep(self.delay)
         out = []
@@ -40,10 +53,60 @@ class ScriptedBackend(Backend):
             if r.id in self.fail_ids:
                 out.append(GenerationResult(error="http: 500 scripted failure", status=500))
                 continue
+            if not r.images:  # a text-only request: answer from the prompt, checkably
+                text = _last_text(r)
+                self.text_prompts.append(text)
+                tag = hashlib.sha256(text.encode()).hexdigest()[:6]  # the whole prompt shapes the answer
+                out.append(GenerationResult(text=f"re[{tag} {text[-40:]}]", tokens_out=3, seconds=self.seconds))
+                continue
             img = r.images[0]
             mean = np.asarray(img).reshape(-1, 3).mean(0).round().astype(int).tolist()
-            out.append(GenerationResult(text=f"an image of {img.width}x{img.height} mean {mean}", tokens_out=5))
+            out.append(GenerationResult(text=f"an image of {img.width}x{img.height} mean {mean}", tokens_out=5,
+                                        seconds=self.seconds))
         return out
+
+
+def _last_text(r: GenerationRequest) -> str:
+    content = r.messages[-1]["content"]
+    if isinstance(content, str):
+        return content
+    return " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+
+
+def three_stage_method(cfg, backend, *, fail_rewrite_ids=()):
+    """A method of three stages through the real engine: an image stage (``see``), and two
+    text-only stages (``extract``, ``rewrite``) that each read the field before them.
+    ``fail_rewrite_ids``: records whose rewrite request fails (for --retry-errors)."""
+    from pixscribe.backends.base import GenerationRequest as Req
+    from pixscribe.engine.context import MethodContext
+    from pixscribe.engine.stage import Method
+    from pixscribe.stages import GenerateStage, quote
+    from pixscribe.stages.generate import sampling_of
+
+    ctx = MethodContext(cfg)
+    ctx.pool.put(ctx.spec("vlm"), backend)
+
+    def from_field(field):
+        def build(rec, opts):
+            if rec.id in fail_rewrite_ids and field == "facts":
+                raise RuntimeError("scripted rewrite failure")
+            return Req.simple(f"{opts['prompt']} {quote(rec.get(field))}", sampling=sampling_of(opts), id=rec.id)
+        return build
+
+    vlm, llm = ctx.spec("vlm").identity(), ctx.spec("llm").identity()
+    see = GenerateStage("see", ctx.model("vlm"), ctx.options("see", primary=True, prompt="Describe.",
+                                                              max_new_tokens=32), provides="seen", identity=vlm)
+    extract = GenerateStage("extract", ctx.model("llm"), ctx.options("extract", prompt="List objects:",
+                                                                      max_new_tokens=16),
+                            provides="facts", needs=("seen",), needs_image=False, build=from_field("seen"),
+                            identity=llm)
+    rewrite = GenerateStage("rewrite", ctx.model("llm"), ctx.options("rewrite", prompt="Rewrite:",
+                                                                      max_new_tokens=16, temperature=0.0),
+                            provides="final", needs=("facts",), needs_image=False, build=from_field("facts"),
+                            identity=llm)
+    m = Method("three", [see, extract, rewrite], ["seen", "facts", "final"], "final")
+    m.pool = ctx.pool
+    return m
 
 
 def make_hostile_files(d: Path) -> dict[str, Path]:

@@ -136,6 +136,13 @@ class Record:
         """Model time that produced this row's content (reused stages count their own)."""
         return sum(float(s.get("seconds") or 0.0) for s in self.stages.values())
 
+    def get(self, name: str, default: Any = None) -> Any:
+        """A field an earlier stage set, else the input column of that name (a stage reads
+        its ``needs`` with this, so a need can be met either way)."""
+        if name in self.fields:
+            return self.fields[name]
+        return self.columns.get(name, default)
+
     def fail(self, exc: BaseException | str, kind: str | None = None) -> None:
         """Mark this record failed; the first error wins."""
         if self.error is not None:
