@@ -84,7 +84,8 @@ def three_stage_method(cfg, backend, *, fail_rewrite_ids=()):
     from pixscribe.stages.generate import sampling_of
 
     ctx = MethodContext(cfg)
-    ctx.pool.put(ctx.spec("vlm"), backend)
+    if backend is not None:  # else the real backends of the config, from the pool
+        ctx.pool.put(ctx.spec("vlm"), backend)
 
     def from_field(field):
         def build(rec, opts):

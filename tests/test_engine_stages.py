@@ -158,3 +158,47 @@ def test_per_stage_batch_sizes(photo_dir, tmp_path):
     m.stages[0].batch_size = 2  # the image stage takes 2 at a time, the text stages the engine's 4
     Runner(c, m).run()
     assert b.batches == [2, 2, 4, 4, 2, 2, 2]  # 4 records: see 2+2, extract 4, rewrite 4; then 2: 2, 2, 2
+
+
+# ---- one model, many stages: the real transformers path -------------------------------------
+def test_image_and_text_stages_share_one_loaded_tiny_vlm(tiny_vlms, tiny_llm, photo_dir, tmp_path):
+    """With no --llm the text stages use the VLM itself: one set of weights, loaded once."""
+    c = RunConfig(inputs=[str(photo_dir)], output=str(tmp_path / "out"), progress=False, vlm=str(tiny_vlms["llava"]),
+                  batch_size=3, stages={"see": {"max_new_tokens": 4}, "extract": {"max_new_tokens": 4},
+                                        "rewrite": {"max_new_tokens": 4}})
+    m = three_stage_method(c, None)
+    s = Runner(c, m).run()
+    assert list(m.pool.loads.values()) == [1]  # one backend in the pool, its weights loaded once
+    got = rows(tmp_path / "out")
+    assert len(got) == 6 and all(r["error"] is None and isinstance(r["final"], str) for r in got.values())
+    assert {r["model"] for r in got.values()} == {str(tiny_vlms["llava"])}
+    assert s.stages["extract"]["computed"] == 6 and s.usage[f"vlm:{tiny_vlms['llava']}"]["requests"] == 18
+
+    # --llm names another model: two backends, each loaded once; the text stages use the LLM
+    c2 = c.model_copy(update={"output": str(tmp_path / "out2"), "llm": str(tiny_llm)})
+    m2 = three_stage_method(c2, None)
+    Runner(c2, m2).run()
+    assert sorted(m2.pool.loads.values()) == [1, 1]
+    r = next(iter(rows(tmp_path / "out2").values()))
+    prov = json.loads(r["provenance"])
+    assert prov["seen"]["model"] == str(tiny_vlms["llava"]) and prov["final"]["model"] == str(tiny_llm)
+    assert r["model"] == str(tiny_llm)  # the caption's author
+
+
+def test_model_fields_a_method_does_not_use_do_not_block_a_resume(photo_dir, tmp_path):
+    """--llm on a method without text stages changes nothing; dtype/device/backend do."""
+    from pixscribe.methods.recap import recap_method
+
+    out = tmp_path / "out"
+
+    def go(**kw):
+        c = cfg([photo_dir], out, **kw)
+        from pixscribe.engine.models import resolve_spec
+
+        return Runner(c, recap_method(ScriptedBackend(), identity=resolve_spec(c, "vlm").identity())).run()
+
+    go()
+    assert go(llm="some/other-llm").rows_skipped == 6
+    for change in ({"dtype": "fp16"}, {"device": "cpu"}, {"backend": "vllm"}):
+        with pytest.raises(ConfigMismatch, match="recap.model"):
+            go(**change)
