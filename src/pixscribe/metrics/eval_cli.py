@@ -104,7 +104,7 @@ def _pope_eval(ms: list[str], pred: Path, labels_path: Optional[Path], column: s
     if others:
         raise MetricsInputError(f"POPE is scored on its own; drop {', '.join(others)} from --metrics")
     labels = read_pope_labels(labels_path)
-    answers, qids, missing = read_pope_answers(pred, labels, "answer" if column == "caption" else column)
+    answers, qids, missing = read_pope_answers(pred, labels, column)
     by_id = {str(lab.get("question_id", n)): lab["label"] == "yes" for n, lab in enumerate(labels, 1)}
     truth = [by_id[q] for q in qids]
     report: dict[str, Any] = {"corpus": {}, "ci95": {}, "counts": {}, "per_question": {}}

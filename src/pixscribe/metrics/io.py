@@ -187,15 +187,15 @@ def _answer_rows(p: Path) -> list[Any]:
 
 
 def _answer_text(r: dict[str, Any], column: str, where: str) -> str | None:
-    for c in (column, "answer", "text"):
+    for c in dict.fromkeys((column, "answer", "text", "caption")):
         if c in r:
             v = r[c]
             return None if v is None or (r.get("error") and not v) else str(v)
-    raise MetricsInputError(f"{where}: an answer row has no {column!r}, 'answer' or 'text' "
+    raise MetricsInputError(f"{where}: an answer row has no {column!r}, 'answer', 'text' or 'caption' "
                             f"(columns: {', '.join(sorted(r))}); choose one with --column")
 
 
-def read_pope_answers(path: str | Path, labels: list[dict[str, Any]], column: str = "answer"
+def read_pope_answers(path: str | Path, labels: list[dict[str, Any]], column: str = "caption"
                       ) -> tuple[list[str], list[str], list[str]]:
     """Answers matched to ``labels``: ``(answers, their question ids, question ids without an answer)``.
 
