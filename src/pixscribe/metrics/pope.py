@@ -14,9 +14,10 @@ stops with an error) the score is NaN here. Question building: :mod:`.pope_build
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
 
 from .pope_build import SPLITS, VARIANTS, PopeQuestion, build_pope
 
@@ -69,8 +70,6 @@ def pope_report(labels: Sequence[bool], answers: Sequence[str], variant: str = "
     corpus = {f"{variant}_{k}": float(s[k]) for k in ("accuracy", "precision", "recall", "f1", "yes_ratio")}
     per = {f"{variant}_accuracy": [float(p == lab) for p, lab in zip(parsed, labels)],
            f"{variant}_yes_ratio": [float(p) for p in parsed]}
-    import numpy as np
-
     ci = bootstrap_ci({k: np.asarray(v) for k, v in per.items()}, n_resamples=bootstrap, seed=seed)
     ids = list(ids) if ids is not None else [str(i + 1) for i in range(len(labels))]
     return {
@@ -123,6 +122,3 @@ def run_pope(backend: Any, segments: Sequence[Mapping[str, Any]], images: Any, s
         out[sp] = s
     return out
 
-
-def nan_to_none(d: Mapping[str, float]) -> dict[str, float | None]:
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}

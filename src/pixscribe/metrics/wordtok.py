@@ -13,7 +13,8 @@ Two boundaries, documented in docs/metrics.md:
   only in whether an abbreviation's period stays on it (``"mr."`` against ``"mr" "."``), and
   an abbreviation is never one of CHAIR's object words, so no object count changes;
 - the Treebank rules are those of the installed nltk; since 3.2.5 only the handling of
-  two single quotes (``''``) has changed.
+  two single quotes (``''``) and of the contractions "mor'n" and "wanna" has changed,
+  none of which touches an object word.
 """
 
 from __future__ import annotations
