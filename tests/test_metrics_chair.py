@@ -16,6 +16,7 @@ from fixtures_chair import EXPECTED, IMAGES, write_coco
 from pixscribe.metrics.chair import (caption_objects, chair, ground_truth, mentioned_objects,
                                      read_coco_instances, synonym_lines, vocabulary)
 from pixscribe.metrics.evaluate import evaluate
+from pixscribe.metrics.singular import singularize
 from pixscribe.metrics.wordtok import word_tokenize
 
 
@@ -29,6 +30,24 @@ def test_synonym_file_is_the_reference_file_byte_for_byte():
     assert {" motor bike", " cheesecake", "iPhone"} <= v.objects
     assert {"motor bike", "cheesecake", "iphone"}.isdisjoint(v.objects)
     assert v.category["bow"] == "tie" and v.category["knive"] == "knife" and v.category["skis"] == "skis"
+
+
+@pytest.mark.parametrize("word,singular", [
+    # worked out from Pattern 3.6's singularize: exception lists, irregular suffixes, then the first rule that fits
+    ("dogs", "dog"), ("buses", "bus"), ("bus", "bu"), ("glass", "glas"), ("glasses", "glass"),  # (bus)es, s$, -sses
+    ("tennis", "tenni"), ("ties", "ty"),          # s$; ([^aeiouy]|qu)ies -> y ("^tie" never matches)
+    ("doggies", "doggies"), ("collies", "collies"),  # -ie list: the word is returned as it is (lower-cased)
+    ("puppies", "puppy"), ("women", "woman"), ("policemen", "policeman"), ("people", "person"),  # irregular suffix
+    ("children", "child"), ("geese", "goose"), ("teeth", "tooth"), ("kine", "cow"), ("hour", "hmy"),
+    ("knives", "knife"), ("calves", "calf"), ("leaves", "leaf"), ("shelves", "shelve"),  # "helves" is irregular
+    ("mice", "mouse"), ("slice", "slouse"), ("ice", "ice"),  # ([m|l])ice; "advice" ends with "ice"
+    ("oxen", "ox"), ("skis", "ski"), ("scissors", "scissors"), ("sheep", "sheep"), ("luggage", "luggage"),
+    ("couches", "couch"), ("tomatoes", "tomato"), ("canoes", "cano"), ("shoes", "shoe"), ("microwaves", "microwave"),
+    ("safari", "safarus"), ("taxi", "taxi"), ("pasta", "pastum"), ("analyses", "analysis"), ("bases", "basis"),
+    ("dogs'", "dog's"), ("'s", "'"), ("hot-dogs", "hot-dog"), ("mothers-in-law", "mother-in-law"), ("is", "is"),
+])
+def test_singularize_as_pattern(word, singular):
+    assert singularize(word) == singular
 
 
 def test_nltk_tokens_as_the_reference_sees_them():

@@ -15,7 +15,8 @@ which objects CHAIR sees:
 - the last rule strips any final ``s``: ``"bus" -> "bu"``, ``"glass" -> "glas"``,
   ``"tennis" -> "tenni"`` (CHAIR's ``"wine glas"`` rule exists because of this).
 
-``tests/test_metrics_chair_singular.py`` checks the rules word by word, worked out by hand.
+``tests/test_metrics_chair.py::test_singularize_as_pattern`` checks the rules word by word,
+worked out by hand.
 """
 
 from __future__ import annotations
