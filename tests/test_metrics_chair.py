@@ -170,3 +170,16 @@ def test_fixed_agrees_elsewhere():
             assert mentioned_objects(pred, "chair") == mentioned_objects(pred, "chair_fixed"), pred
     co = caption_objects("A man on a motor bike.", "chair")
     assert co.tokens == ["a", "man", "on", "a", "motor bike", "."]  # joined, then dropped by the list
+
+
+def test_without_nltk_chair_says_what_to_install(monkeypatch):
+    from pixscribe.deps import MissingDependency
+    from pixscribe.metrics import wordtok
+
+    wordtok._tokenizers.cache_clear()
+    monkeypatch.setitem(sys.modules, "nltk.tokenize.treebank", None)  # import fails as if nltk were absent
+    try:
+        with pytest.raises(MissingDependency, match=r"pip install 'pixscribe\[metrics\]'"):
+            word_tokenize("a dog")
+    finally:
+        wordtok._tokenizers.cache_clear()
