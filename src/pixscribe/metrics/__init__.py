@@ -4,10 +4,13 @@
 - :mod:`.coco`: BLEU-1..4, ROUGE-L, CIDEr-D (same numbers as pycocoevalcap, vectorised)
 - :mod:`.meteor`: METEOR 1.5 via one persistent Java process
 - :mod:`.spice`: SPICE (optional; needs Stanford CoreNLP jars locally)
-- :mod:`.chair`, :mod:`.pope`: object hallucination
-- :mod:`.linguistic`: LIN-Bench statistics and readability
+- :mod:`.chair` (with :mod:`.wordtok`, :mod:`.singular`), :mod:`.pope`, :mod:`.pope_build`:
+  object hallucination, equal to the reference code (corrected variants under their own
+  names; docs/metrics.md)
+- :mod:`.linguistic`: LIN-Bench statistics and readability, equal to Image Textualization's
 - :mod:`.embed`: BERTScore, CLIPScore, RefCLIPScore with any local model
 - :mod:`.evaluate`: :func:`evaluate` -> report dict; :mod:`.eval_cli`: ``register(app)``
+  (``eval``; ``pope build`` from :mod:`.pope_cli`)
 - PancapScore: belongs to the panoptic captioning work; not implemented here yet.
 """
 

@@ -1,215 +1,183 @@
-"""CHAIR-i and CHAIR-s (Rohrbach et al. 2018): object hallucination in captions.
+"""CHAIR-s and CHAIR-i (Rohrbach et al. 2018) exactly as the reference computes them.
 
-Object mentions are found with the COCO-80 synonym lists (after the CHAIR paper's
-``synonyms.txt``, written out here), longest phrase first so ``hot dog`` is a hot dog
-and not a dog, ``teddy bear`` not a bear; plural forms are handled by a small
-inflector (regular -s/-es/-ies plus irregulars: people, men, women, children, mice,
-knives, ...). A caption's mentions are the *set* of COCO objects it names.
+Reference: GitHub LisaAnne/Hallucination ``utils/chair.py`` and ``data/synonyms.txt``
+(commit 6e4d33c; the synonym list is packaged verbatim in ``data/chair_synonyms.txt``).
+For each caption the reference
 
-- CHAIR-i = hallucinated object mentions / all object mentions (over the corpus)
-- CHAIR-s = captions with at least one hallucinated object / captions
+1. lower-cases it and tokenises it with ``nltk.word_tokenize`` (:mod:`.wordtok`);
+2. singularises every token with ``pattern.en.singularize`` (:mod:`.singular`);
+3. joins the two-word phrases of its list, left to right (``hot dog``, ``teddy bear``,
+   ``traffic light``...), maps ``baby|adult <animal>`` to the animal and
+   ``passenger jet|train`` to the vehicle (so no person is counted), ``bow tie`` to
+   ``tie``, ``toilet seat`` to ``toilet`` and ``wine glas`` to ``wine glass``;
+4. drops every ``seat`` when the caption also has ``toilet``;
+5. keeps the words that are in the synonym list and maps each to its COCO category.
 
-Ground truth per image is a set of COCO object names (from instance annotations and/or
-the objects the reference captions mention, as in the paper).
+Every mention counts: "a dog chasing another dog" is two ``dog`` mentions.
+
+- CHAIR-i = hallucinated mentions / all mentions (over the corpus)
+- CHAIR-s = captions with a hallucinated mention / all captions
+
+An image's ground truth is the categories of its COCO instance annotations plus the
+categories its reference captions mention (found the same way).
+
+``chair_fixed`` corrects the reference's bugs (listed in docs/metrics.md): synonym
+entries are stripped and lower-cased (``motor bike``, ``cheesecake``, ``iphone`` match),
+a word that is already an object word is not singularised (a singular ``bus`` is seen),
+a plural whose stem is an object word is reduced to it (``ties``, ``collies``), and the
+three-word ``stove top oven`` of the reference's two-word list is one mention.
 """
 
 from __future__ import annotations
 
-import re
+import json
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from functools import lru_cache
+from importlib import resources
+from typing import Callable, Iterable, Mapping, Sequence
 
-# canonical COCO name -> synonyms (singular)
-COCO_SYNONYMS: dict[str, list[str]] = {
-    "person": ["person", "girl", "boy", "man", "woman", "kid", "child", "chef", "baker", "people", "adult", "rider",
-               "children", "baby", "worker", "passenger", "sister", "biker", "policeman", "cop", "officer", "lady",
-               "cowboy", "bride", "groom", "male", "female", "guy", "traveler", "mother", "father", "gentleman",
-               "pitcher", "player", "skier", "snowboarder", "skater", "skateboarder", "surfer", "tennis player",
-               "teenager", "toddler", "infant", "friend", "daughter", "son", "family", "student", "spectator",
-               "umpire", "catcher", "batter", "pedestrian", "customer", "vendor", "soldier", "athlete"],
-    "bicycle": ["bicycle", "bike", "cycle"],
-    "car": ["car", "automobile", "van", "minivan", "sedan", "suv", "taxi", "jeep", "cab"],
-    "motorcycle": ["motorcycle", "motor bike", "motor cycle", "motorbike", "scooter", "moped", "dirt bike"],
-    "airplane": ["airplane", "jetliner", "plane", "air plane", "monoplane", "aircraft", "jet", "airbus",
-                 "biplane", "seaplane", "airliner"],
-    "bus": ["bus", "minibus", "trolley", "school bus", "double decker"],
-    "train": ["train", "locomotive", "tram", "caboose"],
-    "truck": ["truck", "pickup", "lorry", "hauler", "firetruck", "fire truck"],
-    "boat": ["boat", "ship", "liner", "sailboat", "motorboat", "dinghy", "powerboat", "speedboat", "canoe",
-             "skiff", "yacht", "kayak", "catamaran", "pontoon", "houseboat", "vessel", "rowboat", "trawler",
-             "ferryboat", "watercraft", "tugboat", "schooner", "barge", "ferry", "sailboard", "paddleboat",
-             "lifeboat", "freighter", "steamboat", "riverboat", "battleship", "steamship"],
-    "traffic light": ["traffic light", "traffic signal", "stop light", "streetlight", "traffic lamp"],
-    "fire hydrant": ["fire hydrant", "hydrant"],
-    "stop sign": ["stop sign"],
-    "parking meter": ["parking meter", "meter"],
-    "bench": ["bench", "pew"],
-    "bird": ["bird", "ostrich", "owl", "seagull", "goose", "duck", "parakeet", "falcon", "robin", "pelican",
-             "waterfowl", "heron", "hummingbird", "mallard", "finch", "pigeon", "sparrow", "seabird", "osprey",
-             "blackbird", "fowl", "shorebird", "woodpecker", "egret", "chickadee", "quail", "bluebird",
-             "kingfisher", "buzzard", "willet", "gull", "swan", "bluejay", "flamingo", "cormorant", "parrot",
-             "loon", "gosling", "waterbird", "pheasant", "rooster", "sandpiper", "crow", "raven", "turkey", "oriole",
-             "cowbird", "warbler", "magpie", "peacock", "cockatiel", "lorikeet", "puffin", "vulture", "condor",
-             "macaw", "peafowl", "cockatoo", "songbird", "chicken", "hen", "eagle", "hawk", "stork"],
-    "cat": ["cat", "kitten", "feline", "tabby"],
-    "dog": ["dog", "puppy", "beagle", "pup", "chihuahua", "schnauzer", "dachshund", "rottweiler", "canine",
-            "pitbull", "collie", "pug", "terrier", "poodle", "labrador", "doggie", "doberman", "mutt", "doggy",
-            "spaniel", "bulldog", "sheepdog", "weimaraner", "corgi", "cocker", "greyhound", "retriever",
-            "brindle", "hound", "whippet", "husky"],
-    "horse": ["horse", "colt", "pony", "racehorse", "stallion", "equine", "mare", "foal", "palomino", "mustang",
-              "clydesdale", "bronc", "bronco"],
-    "sheep": ["sheep", "lamb", "ram", "goat", "ewe"],
-    "cow": ["cow", "cattle", "oxen", "ox", "calf", "holstein", "heifer", "buffalo", "bull", "zebu", "bison"],
-    "elephant": ["elephant"],
-    "bear": ["bear", "grizzly"],
-    "zebra": ["zebra"],
-    "giraffe": ["giraffe"],
-    "backpack": ["backpack", "knapsack"],
-    "umbrella": ["umbrella", "parasol"],
-    "handbag": ["handbag", "wallet", "purse", "briefcase"],
-    "tie": ["tie", "necktie", "bow tie"],
-    "suitcase": ["suitcase", "suit case", "luggage"],
-    "frisbee": ["frisbee"],
-    "skis": ["skis", "ski"],
-    "snowboard": ["snowboard"],
-    "sports ball": ["sports ball", "ball", "football", "baseball", "basketball", "soccer ball", "softball",
-                    "volleyball", "tennis ball"],
-    "kite": ["kite"],
-    "baseball bat": ["baseball bat", "bat"],
-    "baseball glove": ["baseball glove", "glove", "mitt"],
-    "skateboard": ["skateboard"],
-    "surfboard": ["surfboard", "longboard", "skimboard", "shortboard", "wakeboard", "surf board"],
-    "tennis racket": ["tennis racket", "racket", "racquet"],
-    "bottle": ["bottle"],
-    "wine glass": ["wine glass"],
-    "cup": ["cup", "mug"],
-    "fork": ["fork"],
-    "knife": ["knife", "pocketknife", "knives"],
-    "spoon": ["spoon"],
-    "bowl": ["bowl", "container"],
-    "banana": ["banana"],
-    "apple": ["apple"],
-    "sandwich": ["sandwich", "burger", "sub", "cheeseburger", "hamburger"],
-    "orange": ["orange"],
-    "broccoli": ["broccoli"],
-    "carrot": ["carrot"],
-    "hot dog": ["hot dog"],
-    "pizza": ["pizza"],
-    "donut": ["donut", "doughnut"],
-    "cake": ["cake", "cheesecake", "cupcake", "shortcake", "coffeecake", "pancake"],
-    "chair": ["chair", "seat", "stool"],
-    "couch": ["couch", "sofa", "recliner", "futon", "loveseat", "settee", "chesterfield"],
-    "potted plant": ["potted plant", "houseplant"],
-    "bed": ["bed"],
-    "dining table": ["dining table", "table", "desk"],
-    "toilet": ["toilet", "urinal", "commode", "lavatory", "potty"],
-    "tv": ["tv", "monitor", "television", "televison"],
-    "laptop": ["laptop", "computer", "notebook", "netbook", "lenovo", "macbook", "laptop computer"],
-    "mouse": ["mouse"],
-    "remote": ["remote"],
-    "keyboard": ["keyboard"],
-    "cell phone": ["cell phone", "mobile phone", "phone", "cellphone", "telephone", "phon", "smartphone",
-                   "iphone"],
-    "microwave": ["microwave"],
-    "oven": ["oven", "stovetop", "stove", "stove top oven"],
-    "toaster": ["toaster"],
-    "sink": ["sink"],
-    "refrigerator": ["refrigerator", "fridge", "freezer"],
-    "book": ["book", "novel"],
-    "clock": ["clock"],
-    "vase": ["vase"],
-    "scissors": ["scissors"],
-    "teddy bear": ["teddy bear", "teddybear"],
-    "hair drier": ["hair drier", "hairdryer", "hair dryer", "blow dryer", "blowdryer", "blow drier",
-                   "dryer", "drier"],
-    "toothbrush": ["toothbrush"],
-}
+from .singular import singularize
+from .wordtok import word_tokenize
 
-COCO_OBJECTS: tuple[str, ...] = tuple(COCO_SYNONYMS)
+VARIANTS = ("chair", "chair_fixed")
 
-_IRREGULAR = {"person": ["people", "persons"], "man": ["men"], "woman": ["women"], "child": ["children"],
-              "mouse": ["mice"], "knife": ["knives"], "goose": ["geese"], "ox": ["oxen"], "sheep": ["sheep"],
-              "skis": ["skis"], "scissors": ["scissors"], "policeman": ["policemen"], "gentleman": ["gentlemen"],
-              "calf": ["calves"], "bus": ["buses", "busses"], "couch": ["couches"], "sandwich": ["sandwiches"],
-              "glass": ["glasses"], "bench": ["benches"], "cattle": ["cattle"], "fish": ["fish"],
-              "lady": ["ladies"], "pony": ["ponies"], "puppy": ["puppies"], "ferry": ["ferries"],
-              "baby": ["babies"], "family": ["families"], "doggy": ["doggies"], "bison": ["bison"],
-              "buffalo": ["buffaloes", "buffalos"], "shelf": ["shelves"], "wife": ["wives"]}
-
-# phrases that contain a synonym but do not name that object (as in the CHAIR code)
-_NOT_OBJECTS = {"hot dog", "teddy bear", "baseball bat", "bow tie", "motor bike", "dining table", "table tennis",
-                "toilet paper", "toilet seat", "wine glass", "cell phone", "tennis racket", "baseball glove",
-                "home plate", "surf board", "stop light", "traffic light", "fire hydrant", "stop sign",
-                "parking meter", "potted plant", "hair drier", "hair dryer", "sports ball", "tennis ball",
-                "soccer ball", "school bus", "fire truck", "passenger train", "orange juice", "apple juice",
-                "orange slice", "bear suit", "computer mouse", "train station", "bus stop", "bus station",
-                "dog bed", "cat food", "dog food", "horse drawn", "tie dye", "cake pan"}
+# the reference's "double words" (its list, duplicates included; "stove top oven" has three words)
+_DOUBLE_WORDS = (
+    "motor bike", "motor cycle", "air plane", "traffic light", "street light", "traffic signal", "stop light",
+    "fire hydrant", "stop sign", "parking meter", "suit case", "sports ball", "baseball bat", "baseball glove",
+    "tennis racket", "wine glass", "hot dog", "cell phone", "mobile phone", "teddy bear", "hair drier",
+    "potted plant", "bow tie", "laptop computer", "stove top oven", "hot dog", "teddy bear", "home plate",
+    "train track",
+)
+_ANIMALS = ("bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "animal", "cub")
+_VEHICLES = ("jet", "train")
 
 
-def _plurals(w: str) -> list[str]:
-    last = w.split(" ")[-1]
-    head = w[: len(w) - len(last)]
-    forms = set(_IRREGULAR.get(last, []))
-    if last.endswith("y") and len(last) > 1 and last[-2] not in "aeiou":
-        forms.add(last[:-1] + "ies")
-    elif last.endswith(("s", "x", "z", "ch", "sh")):
-        forms.add(last + "es")
-    else:
-        forms.add(last + "s")
-    return [head + f for f in forms]
+@dataclass(frozen=True)
+class ChairVocabulary:
+    """One variant's object words, their categories and its phrase rules."""
+
+    variant: str
+    objects: frozenset[str]          # every synonym (the reference's ``mscoco_objects``)
+    category: Mapping[str, str]      # synonym -> COCO category (first entry of its line)
+    phrases: Mapping[str, str]       # "w1 w2" (or "w1 w2 w3" in chair_fixed) -> the word it stands for
+    singular: Callable[[str], str]
+
+    @property
+    def categories(self) -> list[str]:
+        return list(dict.fromkeys(self.category.values()))
 
 
-def _build_lexicon() -> dict[str, str]:
-    lex: dict[str, str] = {}
-    for obj, syns in COCO_SYNONYMS.items():
-        for s in syns:
-            lex.setdefault(s, obj)
-            for p in _plurals(s):
-                lex.setdefault(p, obj)
-    # phrases that are not objects map to None-objects unless they are COCO names themselves
-    for ph in _NOT_OBJECTS:
-        if ph not in lex:
-            lex[ph] = ""
-            for p in _plurals(ph):
-                lex.setdefault(p, "")
-    return lex
+def synonym_lines() -> list[str]:
+    """The packaged synonym file's lines, as the reference reads them."""
+    text = resources.files(__package__).joinpath("data/chair_synonyms.txt").read_text(encoding="utf-8")
+    return text.splitlines(keepends=True)
 
 
-LEXICON = _build_lexicon()
-_MAX_WORDS = max(len(k.split()) for k in LEXICON)
-_TOKEN = re.compile(r"[a-z0-9]+")
+def _phrase_rules(fixed: bool) -> dict[str, str]:
+    rules = {p: p for p in _DOUBLE_WORDS if fixed or len(p.split()) == 2}
+    for a in _ANIMALS:
+        rules[f"baby {a}"] = a
+        rules[f"adult {a}"] = a
+    for v in _VEHICLES:
+        rules[f"passenger {v}"] = v
+    rules["bow tie"] = "tie"
+    rules["toilet seat"] = "toilet"
+    rules["wine glas"] = "wine glass"
+    return rules
 
 
-def mentioned_objects(caption: str) -> list[str]:
-    """COCO objects named in a caption, in order of first mention (longest phrase first)."""
-    words = _TOKEN.findall(caption.lower().replace("-", " "))
+@lru_cache(maxsize=None)
+def vocabulary(variant: str = "chair") -> ChairVocabulary:
+    if variant not in VARIANTS:
+        raise ValueError(f"CHAIR variant must be one of {VARIANTS}, got {variant!r}")
+    fixed = variant == "chair_fixed"
+    category: dict[str, str] = {}
+    for line in synonym_lines():
+        entries = line.strip().split(", ")
+        if fixed:
+            entries = [e.strip().lower() for e in entries]
+        for e in entries:
+            category[e] = entries[0]  # a later line wins, as in the reference (no entry is on two lines)
+    objects = frozenset(category)
+    singular = singularize if not fixed else _fixed_singular(objects)
+    return ChairVocabulary(variant, objects, category, _phrase_rules(fixed), singular)
+
+
+def _fixed_singular(objects: frozenset[str]) -> Callable[[str], str]:
+    def singular(word: str) -> str:
+        if word in objects:
+            return word
+        if word.endswith("s") and word[:-1] in objects:
+            return word[:-1]
+        return singularize(word)
+
+    return singular
+
+
+def _join_phrases(words: list[str], phrases: Mapping[str, str]) -> list[str]:
+    """The reference's left-to-right pass: a known phrase becomes one word; longest first in chair_fixed."""
     out: list[str] = []
     i = 0
     while i < len(words):
-        for n in range(min(_MAX_WORDS, len(words) - i), 0, -1):
-            ph = " ".join(words[i:i + n])
-            obj = LEXICON.get(ph)
-            if obj is not None:
-                if obj and obj not in out:
-                    out.append(obj)
+        for n in (3, 2):
+            p = " ".join(words[i:i + n])
+            if len(words) - i >= n and p in phrases:
+                out.append(phrases[p])
                 i += n
                 break
         else:
+            out.append(words[i])
             i += 1
     return out
 
 
-def objects_from_captions(captions: Iterable[str]) -> set[str]:
+@dataclass
+class CaptionObjects:
+    words: list[str]       # object words in caption order, one per mention
+    categories: list[str]  # their COCO categories
+    tokens: list[str]      # all words after singularising and phrase joining (the reference's "words")
+
+
+def caption_objects(caption: str, variant: str = "chair") -> CaptionObjects:
+    """The COCO objects a caption mentions, one entry per mention (the reference's ``caption_to_words``)."""
+    v = vocabulary(variant)
+    tokens = _join_phrases([v.singular(t) for t in word_tokenize(caption.lower())], v.phrases)
+    kept = [t for t in tokens if t != "seat"] if ("toilet" in tokens and "seat" in tokens) else tokens
+    words = [t for t in kept if t in v.objects]
+    return CaptionObjects(words, [v.category[w] for w in words], tokens)
+
+
+def mentioned_objects(caption: str, variant: str = "chair") -> list[str]:
+    """COCO categories of a caption's mentions, in order, repeats kept."""
+    return caption_objects(caption, variant).categories
+
+
+def objects_from_captions(captions: Iterable[str], variant: str = "chair") -> set[str]:
     s: set[str] = set()
     for c in captions:
-        s.update(mentioned_objects(c))
+        s.update(mentioned_objects(c, variant))
     return s
 
 
-def canonical(name: str) -> str:
-    """A COCO category name or synonym -> the canonical COCO name ('' if unknown)."""
-    n = name.lower().strip()
-    return n if n in COCO_SYNONYMS else (LEXICON.get(n) or "")
+def category_of(name: str, variant: str = "chair") -> str:
+    """A COCO instance category name -> its CHAIR category (names not in the list are kept as they are)."""
+    return vocabulary(variant).category.get(name, name)
+
+
+def ground_truth(
+    ids: Iterable[str],
+    refs: Mapping[str, Sequence[str]] | None = None,
+    instances: Mapping[str, Iterable[str]] | None = None,
+    variant: str = "chair",
+) -> dict[str, set[str]]:
+    """Per image: categories of its instance annotations plus those its reference captions mention."""
+    out: dict[str, set[str]] = {}
+    for k in ids:
+        s = {category_of(n, variant) for n in (instances or {}).get(k, ())}
+        s |= objects_from_captions((refs or {}).get(k, ()), variant)
+        out[k] = s
+    return out
 
 
 @dataclass
@@ -222,33 +190,42 @@ class ChairResult:
     captions: int = 0
 
 
-def chair(captions: Mapping[str, str], ground_truth: Mapping[str, Iterable[str]]) -> ChairResult:
-    """CHAIR over the captions whose id has ground truth (names are canonicalised)."""
+def chair(captions: Mapping[str, str], truth: Mapping[str, Iterable[str]], variant: str = "chair") -> ChairResult:
+    """CHAIR over the captions whose id has ground truth (``truth`` holds CHAIR categories)."""
     per: dict[str, dict] = {}
     mentions = hall = hall_caps = n = 0
     for k, cap in captions.items():
-        if k not in ground_truth:
+        if k not in truth:
             continue
-        gt = {canonical(o) or o for o in ground_truth[k]}
-        objs = mentioned_objects(cap)
-        bad = [o for o in objs if o not in gt]
-        mentions += len(objs)
+        gt = set(truth[k])
+        co = caption_objects(cap, variant)
+        bad = [[w, c] for w, c in zip(co.words, co.categories) if c not in gt]
+        mentions += len(co.words)
         hall += len(bad)
-        hall_caps += 1 if bad else 0
+        hall_caps += bool(bad)
         n += 1
-        per[k] = {"mentioned": objs, "hallucinated": bad, "chair_s": float(bool(bad)),
-                  "chair_i": (len(bad) / len(objs)) if objs else 0.0}
-    return ChairResult(chair_s=hall_caps / n if n else 0.0, chair_i=hall / mentions if mentions else 0.0,
+        per[k] = {"mentioned": co.categories, "hallucinated": bad, "chair_s": float(bool(bad)),
+                  "chair_i": len(bad) / len(co.words) if co.words else 0.0}
+    return ChairResult(chair_s=hall_caps / n if n else float("nan"),
+                       chair_i=hall / mentions if mentions else float("nan"),
                        per_image=per, mentions=mentions, hallucinated=hall, captions=n)
 
 
-def read_coco_instances(path: str) -> dict[str, set[str]]:
-    """Ground-truth object sets from a COCO instances json (``annotations`` + ``categories``)."""
-    import json
+def read_coco_instances(path: str) -> dict[str, list[str]]:
+    """Per image id (as a string): its annotations' category names, in annotation order, once each."""
+    from .io import MetricsInputError
 
-    data = json.loads(open(path, encoding="utf-8").read())
-    cats = {c["id"]: canonical(c["name"]) or c["name"] for c in data.get("categories", [])}
-    out: dict[str, set[str]] = {str(i["id"]): set() for i in data.get("images", [])}
-    for a in data.get("annotations", []):
-        out.setdefault(str(a["image_id"]), set()).add(cats.get(a["category_id"], str(a["category_id"])))
+    try:
+        data = json.loads(open(path, encoding="utf-8").read())
+        cats = {c["id"]: c["name"] for c in data["categories"]}
+        out: dict[str, list[str]] = {str(i["id"]): [] for i in data.get("images", [])}
+        for a in data["annotations"]:
+            names = out.setdefault(str(a["image_id"]), [])
+            name = cats.get(a["category_id"], str(a["category_id"]))
+            if name not in names:
+                names.append(name)
+    except json.JSONDecodeError as exc:
+        raise MetricsInputError(f"--instances {path}: not valid JSON ({exc.msg})") from exc
+    except (KeyError, TypeError) as exc:
+        raise MetricsInputError(f"--instances {path}: not a COCO instances file (missing {exc})") from exc
     return out

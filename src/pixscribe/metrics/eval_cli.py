@@ -13,12 +13,15 @@ from typing import Any, Optional
 
 import typer
 
+from ..deps import MissingDependency
+
 
 def _print_table(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"pixscribe eval: {report['n_images']} images")
+    what = f"{report['n_questions']} questions" if "n_questions" in report else f"{report['n_images']} images"
+    t = Table(title=f"pixscribe eval: {what}")
     t.add_column("metric")
     t.add_column("score", justify="right")
     t.add_column("95% CI", justify="right")
@@ -31,45 +34,55 @@ def _print_table(report: dict[str, Any]) -> None:
     miss = report["missing"]
     if miss["count"]:
         shown = ", ".join(miss["ids"][:10]) + (" ..." if miss["count"] > 10 else "")
-        c.print(f"[yellow]{miss['count']} reference ids have no prediction (not scored): {shown}[/yellow]")
+        which = "labelled questions have no answer" if "n_questions" in report else "reference ids have no prediction"
+        c.print(f"[yellow]{miss['count']} {which} (not scored): {shown}[/yellow]")
     if report["extra"]["count"]:
         c.print(f"{report['extra']['count']} predictions have no references (ignored)")
 
 
 def eval_command(
-    pred: Path = typer.Option(..., "--pred", help="pixscribe output dir, COCO results json, or jsonl/parquet {id, caption}"),
-    refs: Path = typer.Option(..., "--refs", help="COCO captions annotation json, or jsonl/parquet {id, refs: [...]}"),
+    pred: Path = typer.Option(..., "--pred", help="pixscribe output dir, COCO results json, or jsonl/parquet {id, caption}; "
+                              "with pope: POPE answers ({question, answer} lines, or rows with question_id/id)"),
+    refs: Optional[Path] = typer.Option(None, "--refs", help="COCO captions annotation json, or jsonl/parquet {id, refs: [...]}"),
     metrics: str = typer.Option("bleu,meteor,rouge_l,cider_d", "--metrics",
-                                help="comma list: bleu,meteor,rouge_l,cider_d,spice,chair,bertscore,clipscore,lin,all"),
-    column: str = typer.Option("caption", "--column", help="caption column of PRED"),
+                                help="comma list: bleu,meteor,rouge_l,cider_d,spice,chair,chair_fixed,bertscore,"
+                                     "clipscore,lin,lin_fixed,all; or pope / pope_fixed with --pope-labels"),
+    column: str = typer.Option("caption", "--column", help="caption (or answer) column of PRED"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="write the JSON report here"),
     instances: Optional[Path] = typer.Option(None, "--instances", help="COCO instances json (CHAIR ground truth)"),
+    pope_labels: Optional[Path] = typer.Option(None, "--pope-labels", help="POPE question file with labels"),
     bertscore_model: Optional[str] = typer.Option(None, "--bertscore-model", help="local dir or hub id"),
     clip_model: Optional[str] = typer.Option(None, "--clip-model", help="local dir or hub id"),
     images: Optional[Path] = typer.Option(None, "--images", help="directory of <id>.jpg for CLIPScore"),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="bootstrap resamples for ci95 (0 = none)"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
-    """Caption metrics: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D (= pycocoevalcap), SPICE, CHAIR, BERTScore, CLIPScore, LIN-Bench."""
-    from .evaluate import evaluate
+    """Caption metrics: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D (= pycocoevalcap), SPICE, CHAIR, BERTScore, CLIPScore, LIN-Bench; POPE."""
+    from .evaluate import POPE_METRICS, evaluate, parse_metrics
     from .io import MetricsInputError, read_predictions, read_references
 
     try:
-        preds, empty = read_predictions(pred, column)
-        gt = read_references(refs)
-        objs = None
-        if instances is not None:
-            from .chair import read_coco_instances
+        ms = parse_metrics(metrics)
+        if any(m in POPE_METRICS for m in ms):
+            report = _pope_eval(ms, pred, pope_labels, column, bootstrap, seed)
+        else:
+            if refs is None:
+                raise MetricsInputError("--refs is needed for caption metrics (POPE needs --pope-labels instead)")
+            preds, empty = read_predictions(pred, column)
+            gt = read_references(refs)
+            objs = None
+            if instances is not None:
+                from .chair import read_coco_instances
 
-            objs = read_coco_instances(str(instances))
-        report = evaluate(preds, gt, metrics, objects=objs, bertscore_model=bertscore_model, clip_model=clip_model,
-                          images=str(images) if images else None, bootstrap=bootstrap, seed=seed,
-                          missing_preds=empty)
-    except (MetricsInputError, ValueError, FileNotFoundError, RuntimeError) as exc:
+                objs = read_coco_instances(str(instances))
+            report = evaluate(preds, gt, ms, objects=objs, bertscore_model=bertscore_model, clip_model=clip_model,
+                              images=str(images) if images else None, bootstrap=bootstrap, seed=seed,
+                              missing_preds=empty)
+            report["info"]["refs"] = str(refs)
+    except (MetricsInputError, ValueError, FileNotFoundError, RuntimeError, MissingDependency) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
     report["info"]["pred"] = str(pred)
-    report["info"]["refs"] = str(refs)
     report["info"]["column"] = column
     _print_table(report)
     if output is not None:
@@ -79,9 +92,39 @@ def eval_command(
         typer.echo(f"wrote {output}")
 
 
+def _pope_eval(ms: list[str], pred: Path, labels_path: Optional[Path], column: str, bootstrap: int,
+               seed: int) -> dict[str, Any]:
+    from .evaluate import POPE_METRICS
+    from .io import MetricsInputError, read_pope_answers, read_pope_labels
+    from .pope import pope_report
+
+    if labels_path is None:
+        raise MetricsInputError("--metrics pope needs --pope-labels (the POPE question file with labels)")
+    others = [m for m in ms if m not in POPE_METRICS]
+    if others:
+        raise MetricsInputError(f"POPE is scored on its own; drop {', '.join(others)} from --metrics")
+    labels = read_pope_labels(labels_path)
+    answers, qids, missing = read_pope_answers(pred, labels, column)
+    by_id = {str(lab.get("question_id", n)): lab["label"] == "yes" for n, lab in enumerate(labels, 1)}
+    truth = [by_id[q] for q in qids]
+    report: dict[str, Any] = {"corpus": {}, "ci95": {}, "counts": {}, "per_question": {}}
+    for variant in ms:
+        r = pope_report(truth, answers, variant, qids, missing, bootstrap, seed)
+        for k in ("corpus", "ci95"):
+            report[k].update(r[k])
+        report["counts"][variant] = r["counts"]
+        report["per_question"][variant] = r["per_question"]
+    report.update(n_questions=len(truth), missing={"count": len(missing), "ids": missing},
+                  extra={"count": 0, "ids": []}, info={"metrics": ms, "pope_labels": str(labels_path)})
+    return report
+
+
 def register(app: typer.Typer) -> None:
-    """Add the ``eval`` command to a Typer app."""
+    """Add the ``eval`` command and the ``pope`` group (``pope build``) to a Typer app."""
+    from . import pope_cli
+
     app.command("eval")(eval_command)
+    pope_cli.register(app)
 
 
 def _main() -> None:

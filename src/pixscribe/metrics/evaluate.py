@@ -1,7 +1,8 @@
 """One call for the standard caption numbers: :func:`evaluate` -> a JSON-able report.
 
 Report keys: ``corpus`` (``bleu_1..4``, ``meteor``, ``rouge_l``, ``cider_d``, ``spice``,
-``chair_s``, ``chair_i``, ``bertscore_f1``, ``clipscore``, ``refclipscore``, ``lin_*``),
+``chair_s``, ``chair_i`` (``chair_fixed_s``, ``chair_fixed_i``), ``bertscore_f1``,
+``clipscore``, ``refclipscore``, ``lin_*`` (``lin_fixed_*``)),
 ``per_image`` (``{id: {metric: value}}``), ``ci95`` (seeded bootstrap over images of
 the per-image scores, see :mod:`.bootstrap`), ``n_images``, ``missing`` (count and ids
 of references without a prediction; they are reported, not scored), ``extra`` (ids
@@ -23,9 +24,14 @@ from .coco import coco_scores
 from .tokenize import ptb_tokenize
 
 ALL_METRICS = ("bleu", "meteor", "rouge_l", "cider_d", "spice", "chair", "bertscore", "clipscore", "lin")
+# corrected variants of reference metrics (docs/metrics.md); not part of "all"
+FIXED_METRICS = ("chair_fixed", "lin_fixed")
+# scored from answers and question labels, not captions and references (see pope.pope_report)
+POPE_METRICS = ("pope", "pope_fixed")
 DEFAULT_METRICS = ("bleu", "meteor", "rouge_l", "cider_d")
 _ALIASES = {"rouge": "rouge_l", "cider": "cider_d", "ciderd": "cider_d", "bleu4": "bleu", "linbench": "lin",
             "refclipscore": "clipscore", "bert": "bertscore", "clip": "clipscore"}
+_KNOWN = ALL_METRICS + FIXED_METRICS + POPE_METRICS
 
 
 def parse_metrics(spec: str | Sequence[str] | None) -> list[str]:
@@ -43,8 +49,8 @@ def parse_metrics(spec: str | Sequence[str] | None) -> list[str]:
         m = _ALIASES.get(m, m)
         if m == "pancapscore":
             raise ValueError("PancapScore is part of the panoptic captioning work and is not implemented yet")
-        if m not in ALL_METRICS:
-            raise ValueError(f"unknown metric {m!r}; choose from {', '.join(ALL_METRICS)}")
+        if m not in _KNOWN:
+            raise ValueError(f"unknown metric {m!r}; choose from {', '.join(_KNOWN)}")
         if m not in out:
             out.append(m)
     return out
@@ -65,6 +71,9 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score predictions against references. ``images``: a directory or a callable id -> PIL image."""
     ms = parse_metrics(metrics)
+    if any(m in POPE_METRICS for m in ms):
+        raise ValueError("POPE is scored from answers and question labels: pixscribe eval --metrics pope "
+                         "--pope-labels LABELS --pred ANSWERS (pope.pope_report), not with caption metrics")
     ids = [k for k in refs if k in preds]
     missing = [k for k in refs if k not in preds]
     extra = [k for k in preds if k not in refs]
@@ -104,22 +113,12 @@ def evaluate(
         c0, p0 = spice_scores(gts, res)
         corpus["spice"] = c0
         per["spice"] = np.asarray(p0)
-    if "chair" in ms:
-        from .chair import chair, objects_from_captions
-
-        gt_obj: dict[str, set[str]] = {}
-        for k in ids:
-            s = set(objects.get(k, ())) if objects else set()
-            s |= objects_from_captions(refs[k])  # as in the CHAIR paper: annotations + reference mentions
-            gt_obj[k] = s
-        r = chair({k: preds[k] for k in ids}, gt_obj)
-        corpus["chair_s"] = r.chair_s
-        corpus["chair_i"] = r.chair_i
-        per["chair_s"] = np.asarray([r.per_image[k]["chair_s"] for k in ids])
-        per["chair_i"] = np.asarray([r.per_image[k]["chair_i"] if r.per_image[k]["mentioned"] else np.nan
-                                     for k in ids])
-        info["chair"] = {"mentions": r.mentions, "hallucinated": r.hallucinated,
-                         "ground_truth": "instances+reference mentions" if objects else "reference mentions"}
+    for variant in (m for m in ("chair", "chair_fixed") if m in ms):
+        t = time.perf_counter()
+        c0, p0, info[variant] = _chair(variant, preds, refs, ids, objects)
+        corpus.update(c0)
+        per.update(p0)
+        info["seconds"][variant] = round(time.perf_counter() - t, 4)
     if "bertscore" in ms:
         if not bertscore_model:
             raise ValueError("bertscore needs a model: --bertscore-model DIR_OR_HUB_ID")
@@ -143,14 +142,14 @@ def evaluate(
             corpus[k2] = float(v.mean())
         info["clip_model"] = clip_model
         info["clip_chunked"] = cs.chunked
-    if "lin" in ms:
+    for variant in (m for m in ("lin", "lin_fixed") if m in ms):
         from .linguistic import TextStats, corpus_stats, text_stats
 
         texts = [preds[k] for k in ids]
-        stats = [text_stats(t) for t in texts]
-        corpus.update(corpus_stats(texts, stats))
+        stats = [text_stats(t, variant) for t in texts]
+        corpus.update(corpus_stats(texts, stats, variant))
         for f in TextStats.__dataclass_fields__:
-            per[f"lin_{f}"] = np.asarray([float(getattr(s, f)) for s in stats])
+            per[f"{variant}_{f}"] = np.asarray([float(getattr(s, f)) for s in stats])
         info["pos"] = "not computed: no part-of-speech tagger is available offline"
 
     ci = bootstrap_ci({k: v for k, v in per.items() if k in corpus}, n_resamples=bootstrap, seed=seed)
@@ -165,3 +164,19 @@ def evaluate(
         "extra": {"count": len(extra), "ids": extra},
         "info": info,
     }
+
+
+def _chair(variant: str, preds: Mapping[str, str], refs: Mapping[str, Sequence[str]], ids: Sequence[str],
+           objects: Mapping[str, Iterable[str]] | None) -> tuple[dict, dict, dict]:
+    """CHAIR corpus and per-image scores; ground truth = instances + reference mentions, as in the paper."""
+    from .chair import chair, ground_truth
+
+    gt = ground_truth(ids, refs, objects, variant)
+    r = chair({k: preds[k] for k in ids}, gt, variant)
+    corpus = {f"{variant}_s": r.chair_s, f"{variant}_i": r.chair_i}
+    per = {f"{variant}_s": np.asarray([r.per_image[k]["chair_s"] for k in ids]),
+           f"{variant}_i": np.asarray([r.per_image[k]["chair_i"] if r.per_image[k]["mentioned"] else np.nan
+                                       for k in ids])}
+    info = {"mentions": r.mentions, "hallucinated": r.hallucinated,
+            "ground_truth": "instances+reference mentions" if objects else "reference mentions"}
+    return corpus, per, info

@@ -13,6 +13,9 @@ REFS may be
 - a ``.jsonl`` / ``.parquet`` file with ``id`` and ``refs`` (a list of strings).
 
 Ids are compared as strings.
+
+POPE (``--metrics pope``): LABELS is a POPE question file (:func:`read_pope_labels`), PRED
+its answers (:func:`read_pope_answers`).
 """
 
 from __future__ import annotations
@@ -73,6 +76,16 @@ def _caption_of(row: dict[str, Any], column: str, where: str) -> str | None:
     return str(v)
 
 
+def _output_rows(p: Path, flag: str) -> list[dict[str, Any]]:
+    """Every row of a pixscribe output directory's ``part-*`` files."""
+    files = sorted(p.glob("part-*.parquet")) + sorted(p.glob("part-*.jsonl"))
+    if not files:
+        files = sorted(p.rglob("part-*.parquet")) + sorted(p.rglob("part-*.jsonl"))
+    if not files:
+        raise MetricsInputError(f"{flag} {p}: no part-*.parquet or part-*.jsonl files in this directory")
+    return [r for f in files for r in _rows(f)]
+
+
 def read_predictions(path: str | Path, column: str = "caption") -> tuple[dict[str, str], list[str]]:
     """``({id: caption}, ids_without_caption)``. Later duplicates of an id win."""
     p = Path(path)
@@ -82,12 +95,7 @@ def read_predictions(path: str | Path, column: str = "caption") -> tuple[dict[st
     empty: list[str] = []
     where = str(p)
     if p.is_dir():
-        files = sorted(p.glob("part-*.parquet")) + sorted(p.glob("part-*.jsonl"))
-        if not files:
-            files = sorted(p.rglob("part-*.parquet")) + sorted(p.rglob("part-*.jsonl"))
-        if not files:
-            raise MetricsInputError(f"--pred {p}: no part-*.parquet or part-*.jsonl files in this directory")
-        rows = [r for f in files for r in _rows(f)]
+        rows = _output_rows(p, "--pred")
     elif p.suffix == ".json":
         data = _read_json(p, "--pred")
         if isinstance(data, dict) and "annotations" in data:
@@ -137,3 +145,80 @@ def read_references(path: str | Path) -> dict[str, list[str]]:
     if not refs:
         raise MetricsInputError(f"--refs {p}: no reference captions found")
     return refs
+
+
+# --- POPE ------------------------------------------------------------------------------------
+
+def _json_records(path: Path, flag: str) -> list[Any]:
+    """A json list, or one JSON value per line (POPE's ``.json`` files are JSON lines)."""
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        data = _read_json(path, flag)
+        return list(data)
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise MetricsInputError(f"{flag} {path}:{n}: not valid JSON ({exc.msg})") from exc
+    return rows
+
+
+def read_pope_labels(path: str | Path) -> list[dict[str, Any]]:
+    """A POPE question file: ``{"question_id", "image", "text", "label": "yes"|"no"}`` per line."""
+    p = Path(path)
+    if not p.is_file():
+        raise MetricsInputError(f"--pope-labels {p}: no such file")
+    rows = _json_records(p, "--pope-labels")
+    for n, r in enumerate(rows, 1):
+        if not isinstance(r, dict) or r.get("label") not in ("yes", "no"):
+            got = r.get("label") if isinstance(r, dict) else r
+            raise MetricsInputError(f"--pope-labels {p}: question {n} has no label 'yes' or 'no' (got {got!r})")
+    if not rows:
+        raise MetricsInputError(f"--pope-labels {p}: no questions")
+    return rows
+
+
+def _answer_rows(p: Path) -> list[Any]:
+    if p.is_dir() or p.suffix == ".parquet":
+        return _output_rows(p, "--pred") if p.is_dir() else _rows_parquet(p)
+    return _json_records(p, "--pred")
+
+
+def _answer_text(r: dict[str, Any], column: str, where: str) -> str | None:
+    for c in dict.fromkeys((column, "answer", "text", "caption")):
+        if c in r:
+            v = r[c]
+            return None if v is None or (r.get("error") and not v) else str(v)
+    raise MetricsInputError(f"{where}: an answer row has no {column!r}, 'answer', 'text' or 'caption' "
+                            f"(columns: {', '.join(sorted(r))}); choose one with --column")
+
+
+def read_pope_answers(path: str | Path, labels: list[dict[str, Any]], column: str = "caption"
+                      ) -> tuple[list[str], list[str], list[str]]:
+    """Answers matched to ``labels``: ``(answers, their question ids, question ids without an answer)``.
+
+    Rows with ``question_id`` (or pixscribe output rows with ``id``) are matched to the
+    labels' ``question_id``; rows with neither (POPE's ``{"question", "answer"}``) are paired
+    line by line, as POPE's evaluate.py does, and must be as many as the questions.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise MetricsInputError(f"--pred {p}: no such file or directory")
+    rows = _answer_rows(p)
+    where = f"--pred {p}"
+    if any(not isinstance(r, dict) for r in rows):
+        raise MetricsInputError(f"{where}: every answer must be a JSON object")
+    qids = [str(lab.get("question_id", n)) for n, lab in enumerate(labels, 1)]
+    key = next((k for k in ("question_id", "id") if rows and all(k in r for r in rows)), None)
+    if key is None:
+        if len(rows) != len(labels):
+            raise MetricsInputError(f"{where}: {len(rows)} answers for {len(labels)} questions; answers without "
+                                    "question_id are paired with the questions line by line")
+        texts = [_answer_text(r, column, where) for r in rows]
+        return [t if t is not None else "" for t in texts], qids, []
+    by_id = {str(r[key]): _answer_text(r, column, where) for r in rows}
+    have = [q for q in qids if by_id.get(q) is not None]
+    missing = [q for q in qids if by_id.get(q) is None]
+    return [by_id[q] for q in have], have, missing

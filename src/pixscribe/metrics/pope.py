@@ -1,134 +1,86 @@
-"""POPE (Li et al. 2023): polling-based yes/no object probing.
+"""POPE (Li et al. 2023) answers read and scored exactly as RUCAIBox/POPE ``evaluate.py`` does.
 
-:func:`build_pope` makes the three question sets from ground-truth object sets:
+Reading an answer (the reference, also Image Textualization's ``eval_pope.py``): keep the
+text before the first ``.``, delete commas, split on single spaces; the answer is "no" if
+one of the pieces is exactly ``No``, ``no`` or ``not``, and "yes" otherwise (an empty
+answer, "NO", "No!" and "There isn't" are all "yes"). ``pope_fixed`` ends the first
+sentence at ``. ! ?`` or a line break, splits words at any non-letter, ignores case and
+also reads ``n't`` as a negation (the differences are listed in docs/metrics.md).
 
-- ``random``: negatives drawn uniformly from objects absent from the image;
-- ``popular``: negatives are the most frequent objects of the dataset that are absent;
-- ``adversarial``: negatives are the absent objects that co-occur most with the image's
-  objects.
-
-Each image gets up to ``k`` positives (present objects) and the same number of
-negatives, seeded. :func:`ask_pope` asks any :class:`pixscribe.backends.base.Backend`
-the questions with the image and parses yes/no; :func:`score_pope` gives accuracy,
-precision, recall, F1 and the yes-ratio (an unparseable answer counts as "no", and
-is counted under ``unparsed``).
+Scores (the reference's formulas): accuracy, precision and recall of "yes", F1, and the
+yes-ratio (the share of answers read as "yes"). Where the reference divides by zero (and
+stops with an error) the score is NaN here. Question building: :mod:`.pope_build`.
 """
 
 from __future__ import annotations
 
-import random
 import re
-from collections import Counter
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-QUESTION = "Is there a {} in the image? Answer yes or no."
-SPLITS = ("random", "popular", "adversarial")
+import numpy as np
 
+from .pope_build import SPLITS, VARIANTS, PopeQuestion, build_pope
 
-@dataclass
-class PopeQuestion:
-    image_id: str
-    object: str
-    label: bool  # True = the object is present
-    split: str
-
-    @property
-    def text(self) -> str:
-        return QUESTION.format(self.object)
+_FIXED_SENTENCE_END = re.compile(r"[.!?\n]")
+_FIXED_WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")
 
 
-def build_pope(
-    objects: Mapping[str, Iterable[str]],
-    split: str = "random",
-    k: int = 3,
-    seed: int = 0,
-    vocabulary: Sequence[str] | None = None,
-) -> list[PopeQuestion]:
-    if split not in SPLITS:
-        raise ValueError(f"POPE split must be one of {SPLITS}, got {split!r}")
-    rng = random.Random(seed)
-    objs = {str(i): sorted(set(o)) for i, o in objects.items()}
-    freq = Counter(o for os_ in objs.values() for o in os_)
-    vocab = sorted(set(vocabulary) if vocabulary else set(freq))
-    popular = sorted(vocab, key=lambda o: (-freq.get(o, 0), o))
-    co: dict[str, Counter] = {}
-    for os_ in objs.values():
-        for a in os_:
-            c = co.setdefault(a, Counter())
-            for b in os_:
-                if a != b:
-                    c[b] += 1
-    out: list[PopeQuestion] = []
-    for img in sorted(objs):
-        present = objs[img]
-        if not present:
-            continue
-        pos = rng.sample(present, min(k, len(present)))
-        here = set(present)
-        absent = [o for o in vocab if o not in here]
-        n_neg = min(len(pos), len(absent))
-        if split == "random":
-            neg = rng.sample(absent, n_neg)
-        elif split == "popular":
-            neg = [o for o in popular if o not in here][:n_neg]
-        else:
-            score: Counter = Counter()
-            for p in present:
-                score.update(co.get(p, Counter()))
-            ranked = sorted(absent, key=lambda o: (-score.get(o, 0), -freq.get(o, 0), o))
-            neg = ranked[:n_neg]
-        for o in pos:
-            out.append(PopeQuestion(img, o, True, split))
-        for o in neg:
-            out.append(PopeQuestion(img, o, False, split))
-    return out
+def answer_is_yes(text: str, variant: str = "pope") -> bool:
+    """Whether POPE reads ``text`` as "yes"."""
+    if variant == "pope_fixed":
+        first = _FIXED_SENTENCE_END.split(text, maxsplit=1)[0]
+        words = _FIXED_WORD.findall(first.lower().replace("’", "'"))
+        return not any(w in ("no", "not") or w.endswith("n't") for w in words)
+    if variant != "pope":
+        raise ValueError(f"POPE variant must be one of {VARIANTS}, got {variant!r}")
+    if text.find(".") != -1:
+        text = text.split(".")[0]
+    words = text.replace(",", "").split(" ")
+    return not ("No" in words or "not" in words or "no" in words)
 
 
-_YES = re.compile(r"\b(yes|yeah|yep|true|correct)\b", re.I)
-_NO = re.compile(r"\b(no|not|nope|false|none|there is no|isn't|aren't)\b", re.I)
+def _div(a: float, b: float) -> float:
+    return a / b if b else float("nan")
 
 
-def parse_yes_no(answer: str | None) -> bool | None:
-    """True/False from a free-form answer: the first yes-like or no-like word wins."""
-    if not answer:
-        return None
-    y = _YES.search(answer)
-    n = _NO.search(answer)
-    if y and (not n or y.start() < n.start()):
-        return True
-    if n:
-        return False
-    return None
-
-
-def score_pope(labels: Sequence[bool], answers: Sequence[bool | None]) -> dict[str, float]:
+def score_pope(labels: Sequence[bool], answers: Sequence[bool]) -> dict[str, float]:
+    """The reference's counts and scores; ``labels``/``answers``: True for "yes"."""
     if len(labels) != len(answers):
-        raise ValueError("labels and answers differ in length")
-    tp = fp = tn = fn = unparsed = 0
-    for lab, ans in zip(labels, answers):
-        if ans is None:
-            unparsed += 1
-            ans = False
-        if ans and lab:
-            tp += 1
-        elif ans and not lab:
-            fp += 1
-        elif not ans and lab:
-            fn += 1
-        else:
-            tn += 1
-    n = len(labels)
-    prec = tp / (tp + fp) if tp + fp else 0.0
-    rec = tp / (tp + fn) if tp + fn else 0.0
+        raise ValueError(f"POPE: {len(answers)} answers for {len(labels)} labelled questions")
+    tp = sum(1 for lab, a in zip(labels, answers) if a and lab)
+    fp = sum(1 for lab, a in zip(labels, answers) if a and not lab)
+    tn = sum(1 for lab, a in zip(labels, answers) if not a and not lab)
+    fn = sum(1 for lab, a in zip(labels, answers) if not a and lab)
+    precision = _div(tp, tp + fp)
+    recall = _div(tp, tp + fn)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else float("nan")
+    return {"accuracy": _div(tp + tn, tp + tn + fp + fn), "precision": precision, "recall": recall,
+            "f1": f1, "yes_ratio": _div(sum(1 for a in answers if a), len(answers)),
+            "tp": tp, "fp": fp, "tn": tn, "fn": fn, "n": len(labels)}
+
+
+def pope_report(labels: Sequence[bool], answers: Sequence[str], variant: str = "pope",
+                ids: Sequence[str] | None = None, missing: Sequence[str] = (), bootstrap: int = 1000,
+                seed: int = 0) -> dict[str, Any]:
+    """A ``pixscribe eval`` report for POPE answers (``missing``: labelled questions without an answer)."""
+    from .bootstrap import bootstrap_ci
+
+    parsed = [answer_is_yes(a, variant) for a in answers]
+    s = score_pope(labels, parsed)
+    corpus = {f"{variant}_{k}": float(s[k]) for k in ("accuracy", "precision", "recall", "f1", "yes_ratio")}
+    per = {f"{variant}_accuracy": [float(p == lab) for p, lab in zip(parsed, labels)],
+           f"{variant}_yes_ratio": [float(p) for p in parsed]}
+    ci = bootstrap_ci({k: np.asarray(v) for k, v in per.items()}, n_resamples=bootstrap, seed=seed)
+    ids = list(ids) if ids is not None else [str(i + 1) for i in range(len(labels))]
     return {
-        "accuracy": (tp + tn) / n if n else 0.0,
-        "precision": prec,
-        "recall": rec,
-        "f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0,
-        "yes_ratio": (tp + fp) / n if n else 0.0,
-        "n": float(n),
-        "unparsed": float(unparsed),
+        "corpus": corpus,
+        "ci95": ci,
+        "per_question": {k: {"answer": a, "read_as": "yes" if p else "no", "label": "yes" if lab else "no"}
+                         for k, a, p, lab in zip(ids, answers, parsed, labels)},
+        "counts": {k: s[k] for k in ("tp", "fp", "tn", "fn", "n")},
+        "n_questions": len(labels),
+        "missing": {"count": len(missing), "ids": list(missing)},
+        "info": {"metrics": [variant], "variant": variant},
     }
 
 
@@ -138,33 +90,35 @@ def ask_pope(
     images: Mapping[str, Any] | Callable[[str], Any],
     batch_size: int = 16,
     max_new_tokens: int = 8,
-) -> tuple[list[bool | None], list[str | None]]:
-    """Ask a Backend each question with its image; returns (parsed answers, raw texts).
+) -> list[str | None]:
+    """Ask a Backend each question (its text as built) with its image; the raw answers.
 
-    A failed request gives ``None`` (counted as unparsed). ``images`` maps image id to a
-    PIL image, or is a callable id -> image.
+    A failed request gives ``None``. ``images`` maps a question's ``image`` (file name) to a
+    PIL image, or is a callable ``image -> PIL image``.
     """
     from ..backends.base import GenerationRequest, Sampling
 
     get = images if callable(images) else images.__getitem__
-    parsed: list[bool | None] = []
     raw: list[str | None] = []
     for s in range(0, len(questions), batch_size):
         chunk = questions[s:s + batch_size]
-        reqs = [GenerationRequest.simple(q.text, [get(q.image_id)], sampling=Sampling(max_new_tokens=max_new_tokens),
-                                         id=q.image_id) for q in chunk]
-        for r in backend.generate(reqs):
-            raw.append(r.text if r.ok else None)
-            parsed.append(parse_yes_no(r.text) if r.ok else None)
-    return parsed, raw
+        reqs = [GenerationRequest.simple(q.text, [get(q.image)], sampling=Sampling(max_new_tokens=max_new_tokens),
+                                         id=str(q.question_id)) for q in chunk]
+        raw.extend(r.text if r.ok else None for r in backend.generate(reqs))
+    return raw
 
 
-def run_pope(backend: Any, objects: Mapping[str, Iterable[str]], images: Any, splits: Iterable[str] = SPLITS,
-             k: int = 3, seed: int = 0) -> dict[str, dict[str, float]]:
-    """All three splits end to end: {split: scores}."""
+def run_pope(backend: Any, segments: Sequence[Mapping[str, Any]], images: Any, splits: Sequence[str] = SPLITS,
+             variant: str = "pope", **build: Any) -> dict[str, dict[str, float]]:
+    """Build the question sets, ask the backend, score each split (failed requests are left out)."""
+    sets = build_pope(segments, variant=variant, **build)
     out = {}
     for sp in splits:
-        qs = build_pope(objects, sp, k=k, seed=seed)
-        ans, _ = ask_pope(backend, qs, images)
-        out[sp] = score_pope([q.label for q in qs], ans)
+        qs = sets[sp]
+        raw = ask_pope(backend, qs, images)
+        kept = [(q, a) for q, a in zip(qs, raw) if a is not None]
+        s = score_pope([q.label == "yes" for q, _ in kept], [answer_is_yes(a, variant) for _, a in kept])
+        s["failed"] = len(qs) - len(kept)
+        out[sp] = s
     return out
+
