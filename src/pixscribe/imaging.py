@@ -221,7 +221,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
 # opening
 # ---------------------------------------------------------------------------------
 def _sniff(data: bytes) -> str:
-    """A short description of non-image bytes, for the error message."""
+    """A short description of non-image bytes, for the error message. It says what kind of
+    data it is, never what the data says (an error row may be published)."""
     head = data[:512]
     stripped = head.lstrip()
     if stripped[:1] == b"<":
@@ -240,10 +241,10 @@ def _sniff(data: bytes) -> str:
     try:
         text = head.decode("utf-8")
         if all(c.isprintable() or c in "\r\n\t" for c in text):
-            return f"text starting {text[:24]!r}"
+            return f"plain text, {len(data)} bytes"  # never quoted: it may be a secret
     except UnicodeDecodeError:
         pass
-    return f"unknown format, first bytes {head[:8].hex(' ')}"
+    return f"unknown format, {len(data)} bytes"
 
 
 class _Unidentified(UnidentifiedImageError):

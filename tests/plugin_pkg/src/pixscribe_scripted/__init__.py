@@ -1,0 +1,56 @@
+"""A pixscribe method plugin for tests: two stages with a scripted model whose answers come
+from the pixels (``see``: the image's size and mean colour) and from the text before
+(``rewrite``), so outputs can be checked. The model's latency per batch comes from
+``PIXSCRIBE_SCRIPTED_DELAY`` (seconds); ``PIXSCRIBE_SCRIPTED_FAIL`` lists record ids
+(comma-separated) whose ``see`` request fails."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+
+import numpy as np
+
+from pixscribe.backends.base import Backend, GenerationRequest, GenerationResult
+from pixscribe.engine.stage import Method
+from pixscribe.stages import GenerateStage, quote
+from pixscribe.stages.generate import sampling_of
+
+
+class Scripted(Backend):
+    name = "scripted"
+    model = "scripted-model"
+
+    def _generate(self, requests):
+        time.sleep(float(os.environ.get("PIXSCRIBE_SCRIPTED_DELAY", "0")))
+        fail = set(filter(None, os.environ.get("PIXSCRIBE_SCRIPTED_FAIL", "").split(",")))
+        out = []
+        for r in requests:
+            if r.images:
+                if r.id in fail:
+                    out.append(GenerationResult(error="http: 500 scripted failure"))
+                    continue
+                im = r.images[0]
+                mean = np.asarray(im).reshape(-1, 3).mean(0).round().astype(int).tolist()
+                out.append(GenerationResult(text=f"{im.width}x{im.height} mean {mean}", seconds=0.001))
+            else:
+                text = r.messages[-1]["content"]
+                text = text if isinstance(text, str) else " ".join(p.get("text", "") for p in text)
+                out.append(GenerationResult(text="re " + hashlib.sha256(text.encode()).hexdigest()[:8],
+                                            seconds=0.001))
+        return out
+
+
+def _rewrite_request(rec, opts):
+    return GenerationRequest.simple(f"{opts['prompt']} {quote(rec.get('seen'))}", sampling=sampling_of(opts),
+                                    id=rec.id)
+
+
+def scripted(ctx):
+    b = Scripted()
+    see = GenerateStage("see", b, ctx.options("see", primary=True, prompt="Describe.", max_new_tokens=8),
+                        provides="seen")
+    rew = GenerateStage("rewrite", b, ctx.options("rewrite", prompt="Rewrite:", max_new_tokens=8),
+                        provides="final", needs=("seen",), needs_image=False, build=_rewrite_request)
+    return Method("scripted", [see, rew], ["seen", "final"], "final", {"caption": "org_caption"})
