@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import signal
 import subprocess
@@ -110,3 +111,36 @@ def test_ctrl_c_stops_cleanly_and_resumes(tmp_path, many_images):
     assert done.returncode == 0, done.stderr
     assert f"skipped {written}" in done.stdout
     _check_exactly_once(out, many_images)
+
+
+def test_kill_9_during_a_multi_stage_run(tmp_path, many_images, plugin_env):
+    """Two stages per row (the test plugin's image stage and text stage): after kills at
+    random moments, the rerun writes every row once and recomputes no finished row."""
+    from fixtures_plugin import pixscribe, pixscribe_popen
+
+    out = tmp_path / "out"
+    args = ("caption", str(many_images), "-o", str(out), "--method", "scripted", "--no-progress", "--shard-size",
+            "25", "--batch-size", "4", "--flush-rows", "4", "--flush-seconds", "0.5")
+    rng = random.Random(99)
+    kills = 0
+    for _ in range(4):
+        p = pixscribe_popen(plugin_env, *args, PIXSCRIBE_SCRIPTED_DELAY="0.1")
+        time.sleep(rng.uniform(1.2, 2.5))
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+            kills += 1
+        p.wait(timeout=60)
+    assert kills >= 2
+    before = {r["id"]: (r["seen"], r["final"]) for r in pq.read_table(out).to_pylist()} if any(
+        out.glob("part-*")) else {}
+    assert all(s and f for s, f in before.values())  # a finished row has both stages' outputs
+    done = pixscribe(plugin_env, *args)
+    assert done.returncode == 0, done.stderr
+    rows = {r["id"]: r for r in pq.read_table(out).to_pylist()}
+    from pixscribe.record import keyless_id
+
+    assert set(rows) == {keyless_id(str(p)) for p in many_images.iterdir()} and len(rows) == N_IMAGES
+    for i, (seen, final) in before.items():  # nothing finished was lost or recomputed differently
+        assert (rows[i]["seen"], rows[i]["final"]) == (seen, final)
+    summary = json.loads(sorted((out / "_state" / "summaries").glob("*.json"))[-1].read_text())
+    assert summary["stages"]["see"]["computed"] == N_IMAGES - len(before) == summary["rows_written"]

@@ -179,3 +179,48 @@ def test_bad_arguments_fail_clearly(tmp_path, photo_dir):
     res = r.invoke(app, ["caption", str(photo_dir), "-o", str(tmp_path / "o"), "--profile", "lite", "--experts", "x"])
     assert res.exit_code == 2 and "unknown expert 'x'" in res.output
     assert not list((tmp_path / "o").glob("part-*"))
+
+
+def test_new_user_mistakes_get_one_clear_line(tmp_path, photo_dir):
+    """Found by trying the CLI as a new user would (issue #8, section 8)."""
+    from typer.testing import CliRunner
+
+    from pixscribe.cli import app
+
+    r = CliRunner()
+    afile = tmp_path / "out.txt"
+    afile.write_text("x")
+    res = r.invoke(app, ["caption", str(photo_dir), "-o", str(afile)])
+    assert res.exit_code == 2 and "is a file, not a directory" in res.output and "Traceback" not in res.output
+    # --experts alone means the experts method (not recap with the default 8B VLM)
+    res = r.invoke(app, ["caption", str(photo_dir), "-o", str(tmp_path / "e"), "--experts", "grounding_dino"])
+    assert res.exit_code == 2 and "need text queries: pass --queries" in res.output
+    assert not (tmp_path / "e").exists()  # a run that fails before it starts leaves nothing
+    res = r.invoke(app, ["caption", str(photo_dir), "-o", str(tmp_path / "s"), "-S", "recap.temprature=1"])
+    assert res.exit_code == 2 and "unknown option(s) temprature" in res.output
+    res = r.invoke(app, ["caption", str(photo_dir), "-o", str(tmp_path / "s"), "-S", "oops"])
+    assert res.exit_code == 2 and "expected STAGE.KEY=VALUE" in res.output
+    res = r.invoke(app, ["caption", str(photo_dir), "-o", str(tmp_path / "s"), "--stages", "nope"])
+    assert res.exit_code == 2 and "must be a prefix" in res.output
+
+
+def test_help_shows_flags_as_flags():
+    from typer.testing import CliRunner
+
+    from pixscribe.cli import app
+
+    res = CliRunner().invoke(app, ["caption", "--help"], env={"COLUMNS": "120"})
+    assert res.exit_code == 0 and "<bool>" not in res.output
+    line = next(x for x in res.output.splitlines() if "--overwrite" in x)
+    assert "--overwrite " in line and "BOOLEAN" not in line and "INTEGER" not in line
+    assert "--max-new-tokens <int>" in res.output and "--queries <str>" in res.output  # options show their type
+
+
+def test_experts_alone_run_the_experts_method_and_record_no_vlm(tmp_path, photo_dir):
+    out = tmp_path / "out"
+    p = cli("caption", str(photo_dir), "-o", str(out), "--experts", "stats", "--no-progress")
+    rows = pq.read_table(out).to_pylist()
+    assert {r["method"] for r in rows} == {"experts"} and all(r["expert_stats"] for r in rows)
+    run = json.loads((out / "_run.json").read_text())
+    assert "vlm" not in run["config"] and run["models"] == []  # no model was used, none is recorded
+    assert p.returncode == 0

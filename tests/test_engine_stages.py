@@ -115,7 +115,7 @@ def test_until_runs_a_prefix_and_the_rest_comes_later(photo_dir, tmp_path):
     with pytest.raises(MethodError, match="prefix"):
         c = cfg([photo_dir], tmp_path / "x")
         m = three_stage_method(c, ScriptedBackend())
-        m.prefix("see|rewrite")
+        m.prefix("stages:see|rewrite")
 
 
 def test_unmet_need_fails_before_the_run(photo_dir, tmp_path):

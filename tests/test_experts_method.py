@@ -155,7 +155,19 @@ def test_profile_lite_end_to_end_cli(tmp_path):
     assert [e["expert"] for e in run["method"]["stages"][0]["experts"]] == ["stats", "faces", "ocr", "nsfw"]
 
 
-def test_profile_full_on_tiny_models(tiny_vlms, tiny_experts, tmp_path, photo_dir):
+def test_profile_full_on_tiny_models(tiny_vlms, tiny_experts, tmp_path, photo_dir, monkeypatch):
+    """The full profile on tiny real models. Random Florence-2 weights find no regions, so
+    its answers are scripted (two labelled boxes per image, through the real post-processing
+    types): what is checked is that every region box flows into the real SAM and depth."""
+    from pixscribe.experts.base import Detection
+    from pixscribe.experts.florence import FlorenceExpert
+
+    def regions(self, images, **kw):
+        return [[Detection.make((1, 2, im.width // 2, im.height // 2), 0.9, "left thing", im.width, im.height),
+                 Detection.make((im.width // 3, 5, im.width - 1, im.height - 1), 0.8, "right thing", im.width,
+                                im.height)] for im in images]
+
+    monkeypatch.setattr(FlorenceExpert, "run", regions)
     cfg = RunConfig(
         inputs=[str(photo_dir)], output=str(tmp_path / "out"), profile="full", method="experts", progress=False,
         vlm=str(tiny_vlms["llava"]), max_new_tokens=5, batch_size=3, device="cpu",
@@ -171,7 +183,11 @@ def test_profile_full_on_tiny_models(tiny_vlms, tiny_experts, tmp_path, photo_di
         dense = json.loads(r["expert_dense"])
         sam = json.loads(r["expert_sam"])
         depth = json.loads(r["expert_depth"])
-        assert isinstance(dense, (list, dict)) and "error" not in (dense if isinstance(dense, dict) else {})
-        assert isinstance(sam, list) and isinstance(depth, list)
+        assert [d["label"] for d in dense] == ["left thing", "right thing"]
+        # one SAM mask and one depth value per region box, carrying its label
+        assert [m["label"] for m in sam] == ["left thing", "right thing"]
+        assert all(m["rle"]["size"] == [r["height"], r["width"]] for m in sam)
+        assert [d["label"] for d in depth] == ["left thing", "right thing"]
+        assert all(0.0 <= d["relative"] <= 1.0 for d in depth)
         prov = json.loads(r["provenance"])
         assert prov["expert_sam"]["model"] == str(tiny_experts["sam"])

@@ -253,7 +253,7 @@ def test_unavailable_hub_id_offline():
     with pytest.raises(BackendUnavailable) as e:
         TransformersBackend(model).load()
     _assert_helpful(str(e.value), model)
-    assert f"huggingface-cli download {model} --local-dir DIR" in str(e.value)
+    assert f"hf download {model} --local-dir DIR" in str(e.value)  # huggingface_hub>=1 has no huggingface-cli
     assert "HF_HUB_OFFLINE is set" in str(e.value)
 
 

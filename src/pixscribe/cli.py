@@ -243,7 +243,7 @@ def _until_from_stages(stages: str) -> str:
     names = [s.strip() for s in stages.split(",") if s.strip()]
     if not names:
         raise ValueError("--stages: name at least one stage")
-    return "|".join(names)  # checked against the method's stage order when it is built
+    return "stages:" + "|".join(names)  # checked against the method's stage order when it is built
 
 
 def _run_caption(cfg: Any) -> Any:

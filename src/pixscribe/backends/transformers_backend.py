@@ -69,7 +69,7 @@ def _unavailable(model: str, reason: str) -> BackendUnavailable:
     return BackendUnavailable(
         f"cannot load model {model!r}: {reason.rstrip('. ')}. "
         f"Point to a local copy with --vlm /path/to/dir (make one on a machine with access using "
-        f"`huggingface-cli download {model if not _looks_like_path(model) else '<hub-id>'} --local-dir DIR`), "
+        f"`hf download {model if not _looks_like_path(model) else '<hub-id>'} --local-dir DIR`), "
         f"or use a server with --backend openai --base-url http://host:8000/v1."
     )
 

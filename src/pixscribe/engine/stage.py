@@ -136,8 +136,8 @@ class Method:
         if until is None:
             return self
         names = [s.name for s in self.stages]
-        if "|" in until:  # --stages a,b: must be the method's first stages, in order
-            asked = until.split("|")
+        if until.startswith("stages:"):  # --stages a,b: must be the method's first stages, in order
+            asked = until[len("stages:"):].split("|")
             if asked != names[: len(asked)]:
                 raise MethodError(f"--stages {','.join(asked)}: must be a prefix of method {self.name!r}'s stages "
                                   f"({', '.join(names)}); use --until NAME")

@@ -165,6 +165,8 @@ class DepthExpert(TransformersExpert):
                 for b in boxes[i]:
                     if isinstance(b, Detection):
                         box, label = b.box, b.label
+                    elif isinstance(b, dict):
+                        box, label = tuple(float(v) for v in b["box"]), str(b.get("label", ""))
                     else:
                         box, label = tuple(float(v) for v in b), ""
                     regions.append(RegionDepth(normalize_box(box, w, h), region_nearness(near, box=box), label))

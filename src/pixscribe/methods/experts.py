@@ -35,15 +35,16 @@ BOX_SOURCES = ("dense", "grounding_dino", "owlv2", "faces")
 BOX_TAKERS = ("sam", "depth")
 
 
-def _boxes(out: Any) -> list[list[float]]:
-    """Pixel xyxy boxes from an expert's JSON-ready output (a list of detections, or faces)."""
+def _boxes(out: Any) -> list[dict[str, Any]]:
+    """Box prompts ({box: pixel xyxy, label}) from an expert's JSON-ready output (a list of
+    detections, or faces), so SAM's masks and depth's values carry the region's label."""
     if isinstance(out, dict) and "faces" in out:
         out = out["faces"]
     if isinstance(out, dict) and "regions" in out:
         out = out["regions"]
     if not isinstance(out, list):
         return []
-    return [list(d["box"]) for d in out if isinstance(d, dict) and "box" in d]
+    return [{"box": list(d["box"]), "label": str(d.get("label", ""))} for d in out if isinstance(d, dict) and "box" in d]
 
 
 def _exif_of(r: Record) -> dict[str, Any] | None:

@@ -26,11 +26,10 @@ import numpy as np
 
 
 def _torch():
-    try:
-        import torch
-    except ImportError as exc:  # pragma: no cover
-        raise RuntimeError("BERTScore/CLIPScore need torch and transformers: pip install 'pixscribe[metrics]'") from exc
-    return torch
+    from ..deps import require
+
+    require("transformers", extra="transformers", what="BERTScore/CLIPScore")
+    return require("torch", extra="transformers", what="BERTScore/CLIPScore")
 
 
 def _load(processor_class: str, model_class: str, model: str, revision: str | None, device: str, what: str) -> tuple[Any, Any]:
