@@ -55,12 +55,13 @@ def label_point(mask: np.ndarray, box: Box, max_side: int = 96) -> tuple[float, 
     found by eroding a copy of the mask's neighbourhood shrunk to ``max_side`` pixels until
     nothing is left; the centre of the last pixels standing is the answer."""
     x0, y0, x1, y1 = outward(box, mask.shape[1], mask.shape[0])
-    sub = mask[y0:y1, x0:x1]
-    h, w = sub.shape
+    sub = Image.fromarray(mask[y0:y1, x0:x1].astype(np.uint8) * 255)
+    w, h = sub.size
     scale = min(1.0, max_side / max(h, w))
     sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
-    im = Image.fromarray(np.pad(sub, 1).astype(np.uint8) * 255)  # a border of zeros: edges erode too
-    im = im.resize((sw + 2, sh + 2), Image.Resampling.NEAREST) if scale < 1.0 else im
+    if scale < 1.0:
+        sub = sub.resize((sw, sh), Image.Resampling.NEAREST)
+    im = Image.fromarray(np.pad(np.asarray(sub), 1))  # a border of zeros: the edges erode too
     last = np.asarray(im) > 0
     if not last.any():
         return ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
@@ -71,9 +72,7 @@ def label_point(mask: np.ndarray, box: Box, max_side: int = 96) -> tuple[float, 
             break
         last = cur
     ys, xs = np.nonzero(last)
-    i = int(np.argmin((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2))  # a standing pixel, not a gap
-    fx, fy = (xs[i] - 1 + 0.5) / (sw / w), (ys[i] - 1 + 0.5) / (sh / h)
-    return (x0 + float(fx), y0 + float(fy))
-
+    i = int(np.argmin((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2))  # a standing pixel, not a gap between two
+    return (x0 + (xs[i] - 1 + 0.5) * w / sw, y0 + (ys[i] - 1 + 0.5) * h / sh)
 
 __all__ = ["IntBox", "focal_box", "label_point", "outward"]

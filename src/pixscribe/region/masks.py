@@ -60,6 +60,8 @@ def _decode_any(spec: Any, width: int, height: int, base_dir: str | None) -> np.
     if isinstance(spec, str):
         return _from_string(spec.strip(), width, height, base_dir)
     if isinstance(spec, (list, tuple)):
+        if _is_grid(spec, width, height):  # 0/1 rows of the image's size, before the polygon test
+            return _from_array(np.asarray(spec))
         if is_polygon(spec):
             return decode_polygons(spec, width, height)
         if spec and all(isinstance(r, (list, tuple)) for r in spec):
@@ -166,9 +168,15 @@ def _from_gzip(data: bytes, width: int, height: int) -> np.ndarray:
     except (zlib.error, gzip.BadGzipFile) as exc:
         raise RegionError(f"bad gzip data in base64(gzip) mask: {exc}") from exc
     if len(raw) != want:
-        more = "more than " if len(raw) > want else ""
-        raise RegionError(f"base64(gzip) mask has {more}{len(raw)} bytes but the image is {width}x{height} ({want} pixels)")
+        got = f"more than {want}" if len(raw) > want else str(len(raw))
+        raise RegionError(f"base64(gzip) mask has {got} bytes but the image is {width}x{height} ({want} pixels)")
     return np.frombuffer(raw, dtype=np.uint8).reshape(height, width) != 0
+
+
+def _is_grid(spec: Any, width: int, height: int) -> bool:
+    """Rows of 0/1 of exactly the image's size (a nested-list mask, not polygon rings)."""
+    return len(spec) == height and all(
+        isinstance(r, (list, tuple)) and len(r) == width and all(v in (0, 1) for v in r) for r in spec)  # fmt: skip
 
 
 def is_polygon(spec: Any) -> bool:

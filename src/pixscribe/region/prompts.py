@@ -208,8 +208,8 @@ _MARKS_PHRASE = f"each outlined in {OUTLINE_NAME}, with its number on a white la
 def som(image: Image.Image, regions: Sequence[Region], o: PromptOptions) -> list[RegionPrompt]:
     """Set-of-mark: one numbered image and one JSON request per group of regions."""
     groups: dict[tuple[str | None, str | None], list[Region]] = {}
-    for r in regions:
-        groups.setdefault((_attr(r, o), r.instruction), []).append(r)
+    for r in regions:  # one request per attribute (task attribute) and instruction
+        groups.setdefault((_attr(r, o) if o.task == "attribute" else None, r.instruction), []).append(r)
     out = []
     for (attribute, instruction), rs in groups.items():
         for s in range(0, len(rs), max(1, o.som_max_marks)):
