@@ -80,8 +80,11 @@ def eval_command(
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``eval`` command to a Typer app."""
+    """Add the ``eval`` and ``eval-regions`` commands to a Typer app."""
+    from ..region.eval_cli import eval_regions_command
+
     app.command("eval")(eval_command)
+    app.command("eval-regions")(eval_regions_command)
 
 
 def _main() -> None:
