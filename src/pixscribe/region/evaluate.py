@@ -21,6 +21,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+import numpy as np
+
 from .tasks import attribute_key
 
 NO_MODE = "unknown"
@@ -41,11 +43,67 @@ def _group(rows: Iterable[Mapping[str, Any]], attributes: Mapping[str, str]) -> 
     return out
 
 
-def _score(preds: Mapping[str, str], refs: Mapping[str, Sequence[str]], metrics: Any, kw: dict[str, Any]) -> dict[str, Any]:
-    from ..metrics.evaluate import evaluate
+class _Scorers:
+    """Metrics for many groups with one METEOR process and one BERTScore model.
 
-    rep = evaluate(preds, refs, metrics, **kw)
-    return {"n": rep["n_images"], "corpus": rep["corpus"], "ci95": rep["ci95"], "missing": rep["missing"]}
+    BLEU, ROUGE-L and CIDEr-D go through :func:`evaluate` on each group (their corpus scores
+    pool the group). METEOR is scored by one persistent jar for every group (its corpus score
+    is the jar's, per group). BERTScore's corpus score is the mean of per-region F1s, so each
+    region is embedded once and groups take means."""
+
+    def __init__(self, metrics: Any, kw: dict[str, Any]) -> None:
+        from ..metrics.evaluate import parse_metrics
+
+        self.kw = dict(kw)
+        ms = parse_metrics(metrics)
+        self.core = [m for m in ms if m not in ("meteor", "bertscore")]
+        self.meteor = None
+        self.bert = None
+        self._bert_cache: dict[tuple[str, str], dict[str, float]] = {}
+        if "meteor" in ms:
+            from ..metrics.meteor import Meteor
+
+            self.meteor = Meteor()
+        if "bertscore" in ms:
+            model = self.kw.pop("bertscore_model", None)
+            if not model:
+                raise ValueError("bertscore needs a model: --bertscore-model DIR_OR_HUB_ID")
+            from ..metrics.embed import BertScorer
+
+            self.bert, self.bert_model = BertScorer(model), model
+        self.kw.pop("bertscore_model", None)
+
+    def close(self) -> None:
+        if self.meteor is not None:
+            self.meteor.close()
+
+    def score(self, mode: str, preds: Mapping[str, str], refs: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+        from ..metrics.bootstrap import bootstrap_ci
+        from ..metrics.evaluate import evaluate
+
+        if not any(k in refs for k in preds):
+            return {"n": 0, "corpus": {}, "ci95": {}, "missing": {"count": len(refs), "ids": list(refs)}}
+        rep = evaluate(preds, refs, self.core, **self.kw)
+        ids = [k for k in refs if k in preds]  # evaluate's order
+        corpus, per = dict(rep["corpus"]), {m: np.array([rep["per_image"][k][m] for k in ids], dtype=float)
+                                            for m in rep["corpus"]}  # fmt: skip
+        if self.meteor is not None:
+            from ..metrics.tokenize import ptb_tokenize
+
+            c, p = self.meteor.compute_score(ptb_tokenize({k: list(refs[k]) for k in ids}),
+                                             ptb_tokenize({k: [preds[k]] for k in ids}))  # fmt: skip
+            corpus["meteor"], per["meteor"] = c, np.asarray(p, dtype=float)
+        if self.bert is not None:
+            todo = [k for k in ids if (mode, k) not in self._bert_cache]
+            if todo:
+                b = self.bert.score([preds[k] for k in todo], [list(refs[k]) for k in todo])
+                for i, k in enumerate(todo):
+                    self._bert_cache[(mode, k)] = {m: float(v[i]) for m, v in b.items()}
+            for m in ("bertscore_p", "bertscore_r", "bertscore_f1"):
+                per[m] = np.array([self._bert_cache[(mode, k)][m] for k in ids])
+                corpus[m] = float(per[m].mean())
+        ci = bootstrap_ci(per, n_resamples=self.kw.get("bootstrap", 1000), seed=self.kw.get("seed", 0))
+        return {"n": rep["n_images"], "corpus": corpus, "ci95": ci, "missing": rep["missing"]}
 
 
 def evaluate_regions(
@@ -62,23 +120,22 @@ def evaluate_regions(
     with ``n = 0`` and no scores."""
     attributes = {str(k): attribute_key(str(v)) for k, v in (attributes or {}).items() if v}
     refs = {str(k): list(v) for k, v in refs.items() if v}
+    groups = _group(rows, attributes)
+    scorers = _Scorers(metrics, kw)
     by_mode: dict[str, Any] = {}
-    for mode, items in sorted(_group(rows, attributes).items()):
-        preds = {k: v["caption"] for k, v in items.items() if v["caption"]}
-        entry = _safe_score(preds, refs, metrics, kw)
-        attr_of = {k: attributes.get(k) or items.get(k, {}).get("attribute") or NO_ATTRIBUTE for k in refs}
-        entry["by_attribute"] = {}
-        for attr in sorted(set(attr_of.values())):
-            sub_refs = {k: v for k, v in refs.items() if attr_of[k] == attr}
-            entry["by_attribute"][attr] = _safe_score({k: c for k, c in preds.items() if k in sub_refs}, sub_refs, metrics, kw)
-        by_mode[mode] = entry
+    try:
+        for mode, items in sorted(groups.items()):
+            preds = {k: v["caption"] for k, v in items.items() if v["caption"]}
+            entry = scorers.score(mode, preds, refs)
+            attr_of = {k: attributes.get(k) or items.get(k, {}).get("attribute") or NO_ATTRIBUTE for k in refs}
+            entry["by_attribute"] = {}
+            for attr in sorted(set(attr_of.values())):
+                sub = {k: v for k, v in refs.items() if attr_of[k] == attr}
+                entry["by_attribute"][attr] = scorers.score(mode, {k: c for k, c in preds.items() if k in sub}, sub)
+            by_mode[mode] = entry
+    finally:
+        scorers.close()
     return {"by_prompt_mode": by_mode, "n_refs": len(refs), "modes": sorted(by_mode)}
-
-
-def _safe_score(preds: Mapping[str, str], refs: Mapping[str, Sequence[str]], metrics: Any, kw: dict[str, Any]) -> dict[str, Any]:
-    if not any(k in refs for k in preds):
-        return {"n": 0, "corpus": {}, "ci95": {}, "missing": {"count": len(refs), "ids": list(refs)}}
-    return _score(preds, refs, metrics, kw)
 
 
 def explode_regions(rows: Iterable[Mapping[str, Any]], column: str = "regions") -> list[dict[str, Any]]:
