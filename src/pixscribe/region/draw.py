@@ -9,9 +9,10 @@ small patches, not 50 full-image passes.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageDraw, ImageFont
 
 from .geometry import IntBox, outward
 from .types import Region
@@ -38,17 +39,44 @@ def submask(region: Region, box: IntBox) -> np.ndarray:
     return m
 
 
-def draw_outline(arr: np.ndarray, region: Region, thickness: int, rgb: tuple[int, int, int] = OUTLINE_RGB) -> None:
-    """Paint a ring of ``thickness`` px just outside the region, in place on ``arr`` (h, w, 3)."""
-    h, w = arr.shape[:2]
-    x0, y0, x1, y1 = outward(region.box, w, h)  # type: ignore[arg-type]
+def _dilate(m: np.ndarray, r: int) -> np.ndarray:
+    """Bool dilation by a (2r+1) square, separably (rows then columns): O(r * area)."""
+    h = m.copy()
+    for s in range(1, r + 1):
+        h[:, s:] |= m[:, :-s]
+        h[:, :-s] |= m[:, s:]
+    v = h.copy()
+    for s in range(1, r + 1):
+        v[s:] |= h[:-s]
+        v[:-s] |= h[s:]
+    return v
+
+
+def ring(region: Region, width: int, height: int, thickness: int) -> tuple[IntBox, np.ndarray]:
+    """The outline of ``region``: ``thickness`` px just outside it, as (neighbourhood box, bool ring)."""
+    x0, y0, x1, y1 = outward(region.box, width, height)  # type: ignore[arg-type]
     pad = thickness + 1
-    nb = (max(0, x0 - pad), max(0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad))
+    nb = (max(0, x0 - pad), max(0, y0 - pad), min(width, x1 + pad), min(height, y1 + pad))
     sub = submask(region, nb)
-    grown = Image.fromarray(sub.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(2 * thickness + 1))
-    ring = (np.asarray(grown) > 0) & ~sub
-    patch = arr[nb[1]:nb[3], nb[0]:nb[2]]
-    patch[ring] = rgb
+    return nb, _dilate(sub, thickness) & ~sub
+
+
+def draw_outline(arr: np.ndarray, region: Region, thickness: int, rgb: tuple[int, int, int] = OUTLINE_RGB) -> None:
+    """Paint the region's outline in place on ``arr`` (h, w, 3)."""
+    (x0, y0, x1, y1), r = ring(region, arr.shape[1], arr.shape[0], thickness)
+    arr[y0:y1, x0:x1][r] = rgb
+
+
+def outlined(image: Image.Image, regions: Sequence[Region], thickness: int,
+             rgb: tuple[int, int, int] = OUTLINE_RGB) -> Image.Image:  # fmt: skip
+    """A copy of ``image`` with the regions outlined; only the outlines' patches are converted."""
+    out = image.copy()
+    for region in regions:
+        nb, r = ring(region, image.width, image.height, thickness)
+        patch = np.array(out.crop(nb), dtype=np.uint8)
+        patch[r] = rgb
+        out.paste(Image.fromarray(patch), nb[:2])
+    return out
 
 
 def dim_outside(arr: np.ndarray, region: Region, factor: float = 0.35) -> np.ndarray:
@@ -98,4 +126,4 @@ def to_array(image: Image.Image) -> np.ndarray:
 
 
 __all__ = ["OUTLINE_NAME", "OUTLINE_RGB", "badge_font_size", "dim_outside", "draw_outline", "outline_width",
-           "paste_badge", "render_badge", "submask", "to_array"]  # fmt: skip
+           "outlined", "paste_badge", "ring", "render_badge", "submask", "to_array"]  # fmt: skip

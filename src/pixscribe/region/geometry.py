@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from .types import Box
 
@@ -48,6 +48,19 @@ def focal_box(box: Box, width: int, height: int, min_size: int = 48, context: fl
     return (max(0, x0 - dx), max(0, y0 - dy), min(width, x1 + dx), min(height, y1 + dy))
 
 
+def _erode(m: np.ndarray) -> np.ndarray:
+    """Bool erosion by a 3x3 square (the border counts as outside)."""
+    h = m.copy()
+    h[:, 1:] &= m[:, :-1]
+    h[:, :-1] &= m[:, 1:]
+    h[:, 0] = h[:, -1] = False
+    v = h.copy()
+    v[1:] &= h[:-1]
+    v[:-1] &= h[1:]
+    v[0] = v[-1] = False
+    return v
+
+
 def label_point(mask: np.ndarray, box: Box, max_side: int = 96) -> tuple[float, float]:
     """A point well inside the region, where its number goes (set-of-mark).
 
@@ -61,13 +74,11 @@ def label_point(mask: np.ndarray, box: Box, max_side: int = 96) -> tuple[float, 
     sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
     if scale < 1.0:
         sub = sub.resize((sw, sh), Image.Resampling.NEAREST)
-    im = Image.fromarray(np.pad(np.asarray(sub), 1))  # a border of zeros: the edges erode too
-    last = np.asarray(im) > 0
+    last = np.pad(np.asarray(sub) > 0, 1)  # a border of zeros: the edges erode too
     if not last.any():
         return ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
     while True:
-        im = im.filter(ImageFilter.MinFilter(3))
-        cur = np.asarray(im) > 0
+        cur = _erode(last)
         if not cur.any():
             break
         last = cur

@@ -29,7 +29,8 @@ from PIL import Image
 
 from ..backends.base import GenerationRequest, GenerationResult, Sampling
 from .boxtext import BoxText, convention_for, format_box
-from .draw import OUTLINE_NAME, badge_font_size, dim_outside, draw_outline, outline_width, paste_badge, to_array
+from .draw import (OUTLINE_NAME, badge_font_size, dim_outside, draw_outline, outline_width, outlined, paste_badge,
+                   to_array)
 from .geometry import focal_box, label_point, outward
 from .tasks import marks_text, task_text
 from .types import Region
@@ -142,11 +143,7 @@ def focal(image: Image.Image, regions: Sequence[Region], o: PromptOptions) -> li
     out = []
     t = outline_width(image.width, image.height)
     for r in regions:
-        full = image
-        if o.outline:
-            arr = to_array(image)
-            draw_outline(arr, r, t)
-            full = Image.fromarray(arr)
+        full = outlined(image, [r], t) if o.outline else image
         crop = _upscale(full.crop(focal_box(r.box, image.width, image.height, o.min_size, o.context)), o.crop_min_side)  # type: ignore[arg-type]
         where = (f"the region outlined in {OUTLINE_NAME}" if o.outline else "the region shown in close-up")
         text = f"{where} (the first image is the whole picture, the second a close-up around the region)"
@@ -158,18 +155,18 @@ def overlay(image: Image.Image, regions: Sequence[Region], o: PromptOptions) -> 
     """One image per region: the outside dimmed, or the region outlined."""
     if o.overlay not in OVERLAYS:
         raise ValueError(f"unknown overlay {o.overlay!r}; choose from {', '.join(OVERLAYS)}")
-    base = to_array(image)
+    base = to_array(image) if o.overlay == "dim" else None
     t = outline_width(image.width, image.height)
     out = []
     for r in regions:
-        if o.overlay == "dim":
+        if base is not None:
             arr = dim_outside(base, r, o.dim)
             text = "the highlighted region (the rest of the image is darkened)"
+            img = Image.fromarray(arr)
         else:
-            arr = base.copy()
-            draw_outline(arr, r, t)
+            img = outlined(image, [r], t)
             text = f"the region outlined in {OUTLINE_NAME}"
-        out.append(_single("overlay", r, o, [Image.fromarray(arr)], text))
+        out.append(_single("overlay", r, o, [img], text))
     return out
 
 
@@ -241,10 +238,7 @@ def _global(mode: str, image: Image.Image, regions: Sequence[Region], o: PromptO
         boxes = [format_box(r.box, image.width, image.height, conv, o.input_size) for r in regions]  # type: ignore[arg-type]
         images, where = [image], f"inside the bounding boxes {', '.join(b.text for b in boxes)}, each given as {boxes[0].explain}"
     else:  # focal and overlay: the regions outlined on the whole image
-        arr = to_array(image)
-        for r in regions:
-            draw_outline(arr, r, outline_width(image.width, image.height))
-        images, where = [Image.fromarray(arr)], f"outlined in {OUTLINE_NAME}"
+        images, where = [outlined(image, regions, outline_width(image.width, image.height))], f"outlined in {OUTLINE_NAME}"
     instruction = next((r.instruction for r in regions if r.instruction), None)
     text = task_text("global", where, instruction=instruction, count=len(regions))
     return RegionPrompt(mode, "global", images, text, keys, None, boxes=boxes)
