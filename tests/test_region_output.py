@@ -52,7 +52,7 @@ def out_dir(tmp_path, monkeypatch):
 
 
 def _snippet(name: str) -> str:
-    m = re.search(rf"<!-- tested: {name} -->\n```python\n(.*?)```", DOC.read_text(), re.S)
+    m = re.search(rf"<!-- tested: {name} -->\n```python\n(.*?)```", DOC.read_text(), re.DOTALL)
     assert m, f"docs/region.md has no tested snippet {name!r}"
     return m.group(1)
 
@@ -77,3 +77,14 @@ def test_docs_explode_and_regroup_with_duckdb(out_dir):
     back = ns["per_image"]
     assert list(back["image_id"]) == ["img1", "img2"]  # img3 had no regions
     assert [x["region_id"] for x in back["regions"][0]] == ["img1:0", "own", "img1:2"]
+
+
+def test_readme_explode_snippet(out_dir):
+    pytest.importorskip("duckdb")
+    readme = DOC.parents[1] / "README.md"
+    section = readme.read_text().split("## Region captioning", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    ns: dict = {}
+    exec(compile(code, str(readme), "exec"), ns)
+    per = ns["per_region"]
+    assert list(per["region_id"]) == ["img1:0", "own", "img1:2", "img2:0"] and list(per["image_id"])[-1] == "img2"

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from fixtures_region import SCENE_SIZE, ColourBackend, scene
+from fixtures_region import SCENE_SIZE
 from PIL import Image
 
 from pixscribe.backends.base import GenerationResult

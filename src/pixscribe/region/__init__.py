@@ -19,6 +19,22 @@ from .prompts import MODES, PromptOptions, RegionPrompt, build_prompts, read_ans
 from .tasks import ATTRIBUTES, TASKS, attribute_key
 from .types import Region, RegionError
 
-__all__ = ["ATTRIBUTES", "MODES", "PromptOptions", "REGION_ARROW", "REGIONS_ARROW", "Region", "RegionError",
-           "RegionPrompt", "TASKS", "attribute_key", "build_prompts", "parse_region", "read_answer", "region_ids",
-           "region_output", "regions_column", "regions_from_columns"]
+__all__ = [
+    "ATTRIBUTES",
+    "MODES",
+    "REGIONS_ARROW",
+    "REGION_ARROW",
+    "TASKS",
+    "PromptOptions",
+    "Region",
+    "RegionError",
+    "RegionPrompt",
+    "attribute_key",
+    "build_prompts",
+    "parse_region",
+    "read_answer",
+    "region_ids",
+    "region_output",
+    "regions_column",
+    "regions_from_columns",
+]

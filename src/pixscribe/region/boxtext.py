@@ -103,7 +103,7 @@ def format_box(box: Box, width: int, height: int, convention: str,
     x0, y0, x1, y1 = box
     if convention == "pixels":
         iw, ih = input_size or smart_resize(height, width)[::-1]
-        vals: tuple[float, ...] = tuple(int(round(v)) for v in (x0 * iw / width, y0 * ih / height,
+        vals: tuple[float, ...] = tuple(round(v) for v in (x0 * iw / width, y0 * ih / height,
                                                                  x1 * iw / width, y1 * ih / height))  # fmt: skip
         return BoxText(_fmt(vals), vals, convention, (iw, ih))
     if convention == "norm1_square":
@@ -113,7 +113,7 @@ def format_box(box: Box, width: int, height: int, convention: str,
         return BoxText("[" + ", ".join(f"{v:.2f}" for v in vals) + "]", vals, convention, (1, 1))
     n = (x0 * 1000 / width, y0 * 1000 / height, x1 * 1000 / width, y1 * 1000 / height)
     order = (1, 0, 3, 2) if convention == "norm1000_yx" else (0, 1, 2, 3)
-    vals = tuple(int(round(n[i])) for i in order)
+    vals = tuple(round(n[i]) for i in order)
     return BoxText(_fmt(vals), vals, convention, (1000, 1000))
 
 
@@ -137,4 +137,4 @@ def read_box(values: tuple[float, ...], convention: str, width: int, height: int
     return (a * width / 1000, b * height / 1000, c * width / 1000, d * height / 1000)
 
 
-__all__ = ["BoxText", "CONVENTIONS", "convention_for", "format_box", "read_box", "smart_resize"]
+__all__ = ["CONVENTIONS", "BoxText", "convention_for", "format_box", "read_box", "smart_resize"]

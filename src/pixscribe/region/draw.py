@@ -8,8 +8,8 @@ small patches, not 50 full-image passes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -125,5 +125,17 @@ def to_array(image: Image.Image) -> np.ndarray:
     return np.array(image.convert("RGB"), dtype=np.uint8)
 
 
-__all__ = ["OUTLINE_NAME", "OUTLINE_RGB", "badge_font_size", "dim_outside", "draw_outline", "outline_width",
-           "outlined", "paste_badge", "ring", "render_badge", "submask", "to_array"]  # fmt: skip
+__all__ = [
+    "OUTLINE_NAME",
+    "OUTLINE_RGB",
+    "badge_font_size",
+    "dim_outside",
+    "draw_outline",
+    "outline_width",
+    "outlined",
+    "paste_badge",
+    "render_badge",
+    "ring",
+    "submask",
+    "to_array",
+]  # fmt: skip

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -39,8 +39,8 @@ def eval_regions_command(
     pred: list[Path] = typer.Option(..., "--pred", help="region output (dir, .jsonl, .parquet); repeat to compare runs"),
     refs: Path = typer.Option(..., "--refs", help=".jsonl/.parquet rows: region_id, refs (list or text), attribute"),
     metrics: str = typer.Option("bleu,meteor,rouge_l,cider_d", "--metrics", help="comma list, as for pixscribe eval"),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="write the JSON report here"),
-    bertscore_model: Optional[str] = typer.Option(None, "--bertscore-model", help="local dir or hub id"),
+    output: Path | None = typer.Option(None, "-o", "--output", help="write the JSON report here"),
+    bertscore_model: str | None = typer.Option(None, "--bertscore-model", help="local dir or hub id"),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="bootstrap resamples for ci95 (0 = none)"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:

@@ -209,5 +209,12 @@ def encode_b64gzip(mask: np.ndarray) -> str:
     return base64.b64encode(gzip.compress(raw, mtime=0)).decode("ascii")
 
 
-__all__ = ["decode_mask", "decode_rle", "decode_image_mask", "decode_b64gzip", "decode_polygons", "encode_b64gzip",
-           "is_polygon"]  # fmt: skip
+__all__ = [
+    "decode_b64gzip",
+    "decode_image_mask",
+    "decode_mask",
+    "decode_polygons",
+    "decode_rle",
+    "encode_b64gzip",
+    "is_polygon",
+]  # fmt: skip

@@ -16,7 +16,8 @@ per image puts a list of them in a ``regions`` column of type :data:`REGION_ARRO
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pyarrow as pa
 
@@ -77,4 +78,4 @@ def regions_column(rows: Sequence[Sequence[dict[str, Any]] | None]) -> pa.Array:
     return pa.array(rows, type=REGIONS_ARROW)
 
 
-__all__ = ["REGION_ARROW", "REGIONS_ARROW", "REGION_FIELDS", "region_output", "regions_column"]
+__all__ = ["REGIONS_ARROW", "REGION_ARROW", "REGION_FIELDS", "region_output", "regions_column"]

@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .masks import decode_mask
 from .types import Box, Region, RegionError, mask_box
@@ -221,4 +222,4 @@ def region_ids(image_id: str, regions: Sequence[Region], *, per_row: bool = Fals
     return [r.id if r.id is not None else f"{image_id}:{r.index}" for r in regions]
 
 
-__all__ = ["BOX_FORMATS", "parse_box", "parse_points", "parse_region", "regions_from_columns", "region_ids"]
+__all__ = ["BOX_FORMATS", "parse_box", "parse_points", "parse_region", "region_ids", "regions_from_columns"]

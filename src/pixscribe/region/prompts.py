@@ -22,15 +22,24 @@ Regions with an error are skipped here; the caller keeps their errors.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from PIL import Image
 
 from ..backends.base import GenerationRequest, GenerationResult, Sampling
 from .boxtext import BoxText, convention_for, format_box
-from .draw import (OUTLINE_NAME, badge_font_size, dim_outside, draw_outline, outline_width, outlined, paste_badge,
-                   to_array)
+from .draw import (
+    OUTLINE_NAME,
+    badge_font_size,
+    dim_outside,
+    draw_outline,
+    outline_width,
+    outlined,
+    paste_badge,
+    to_array,
+)
 from .geometry import focal_box, label_point, outward
 from .tasks import marks_text, task_text
 from .types import Region
@@ -249,5 +258,18 @@ _MODES: dict[str, Callable[[Image.Image, Sequence[Region], PromptOptions], list[
 }  # fmt: skip
 
 
-__all__ = ["MODES", "OVERLAYS", "PromptOptions", "RegionPrompt", "build_prompts", "draw_marks", "marks_schema",
-           "read_answer", "focal", "overlay", "som", "box", "crop"]  # fmt: skip
+__all__ = [
+    "MODES",
+    "OVERLAYS",
+    "PromptOptions",
+    "RegionPrompt",
+    "box",
+    "build_prompts",
+    "crop",
+    "draw_marks",
+    "focal",
+    "marks_schema",
+    "overlay",
+    "read_answer",
+    "som",
+]  # fmt: skip

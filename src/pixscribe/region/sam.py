@@ -12,8 +12,9 @@ with that IoU as ``score``. A region SAM leaves empty becomes a region error.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image

@@ -57,7 +57,7 @@ class Region:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def failed(cls, index: int, size: tuple[int, int], reason: str | BaseException, id: str | None = None) -> "Region":
+    def failed(cls, index: int, size: tuple[int, int], reason: str | BaseException, id: str | None = None) -> Region:
         msg = str(reason).strip() or type(reason).__name__
         return cls(index=index, size=size, id=id, error=f"region: {msg}")
 
@@ -85,7 +85,7 @@ class Region:
             raise RegionError(f"region {self.key} has neither a mask nor a box")
         return box_pixels(self.box, self.size)
 
-    def scaled(self, width: int, height: int) -> "Region":
+    def scaled(self, width: int, height: int) -> Region:
         """This region in a frame of ``(width, height)`` (the resized image the model sees).
 
         Masks are resized nearest-neighbour; a region too small to survive keeps one pixel
