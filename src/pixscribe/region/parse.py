@@ -24,8 +24,8 @@ key                 meaning
 
 A bare list of 4 numbers is a box (``box_format``), a bare string or RLE dict is a mask. In
 one-row-per-region input the same keys are columns of the row (``region`` may also hold the
-whole dict). With both a mask and a box, the mask wins (the box is checked against it only
-by being inside the image).
+whole dict). With both a mask and a box (COCO annotations have both), the mask wins and the
+box is not used.
 """
 
 from __future__ import annotations
