@@ -95,6 +95,11 @@ def test_regions_column_json_text_and_python_values_with_bad_ones_isolated():
         assert all(e.startswith("region: ") for e in errors if e)
 
 
+def test_regions_column_as_a_numpy_array():
+    arr = np.array([{"box": [1, 1, 5, 5]}, {"bbox": [2, 2, 3, 3]}], dtype=object)
+    assert [r.box for r in regions_from_columns({"regions": arr}, W, H)] == [(1.0, 1.0, 5.0, 5.0), (2.0, 2.0, 5.0, 5.0)]
+
+
 def test_regions_column_that_is_not_a_list():
     for value, why in [('{"box": [1, 2, 3, 4]}', "must be a list"), ("[{", "not valid JSON"), (7, "must be a list")]:
         rs = regions_from_columns({"regions": value}, W, H)

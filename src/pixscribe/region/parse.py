@@ -201,6 +201,8 @@ def regions_from_columns(
             items = _maybe_json(columns[column])
         except RegionError as exc:
             return [Region.failed(0, size, f"the {column!r} column: {exc}")]
+        if hasattr(items, "tolist") and not isinstance(items, (str, bytes)):  # a numpy array of region dicts
+            items = items.tolist()
         if not isinstance(items, (list, tuple)):
             return [Region.failed(0, size, f"the {column!r} column must be a list of regions, got {type(items).__name__}")]
         return [parse_region(v, width, height, index=i, box_format=box_format, base_dir=base_dir) for i, v in enumerate(items)]
