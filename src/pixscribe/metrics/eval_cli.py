@@ -120,10 +120,12 @@ def _pope_eval(ms: list[str], pred: Path, labels_path: Optional[Path], column: s
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``eval`` command and the ``pope`` group (``pope build``) to a Typer app."""
+    """Add the ``eval`` and ``eval-regions`` commands and the ``pope`` group (``pope build``)."""
+    from ..region.eval_cli import eval_regions_command
     from . import pope_cli
 
     app.command("eval")(eval_command)
+    app.command("eval-regions")(eval_regions_command)
     pope_cli.register(app)
 
 

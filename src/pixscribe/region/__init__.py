@@ -1,0 +1,40 @@
+"""Region captioning building blocks (issue #12): regions in, visual prompts, tasks, output,
+evaluation. The ``--method region`` file composes these; each module is usable on its own.
+
+- :mod:`.types`: :class:`Region` (mask, box or points; id; attribute or instruction)
+- :mod:`.masks`: every mask format -> one bool array (COCO RLE, polygons, PNG, base64 gzip)
+- :mod:`.parse`: regions from input rows (one row per region, or a ``regions`` list column)
+- :mod:`.sam`: points (and boxes) -> masks through the SAM expert
+- :mod:`.geometry`, :mod:`.draw`: focal crop box, outlines, dimming, numbered marks
+- :mod:`.boxtext`: box coordinates in each model family's convention
+- :mod:`.tasks`: attribute / dense / global prompt templates, CompositionCap attribute families
+- :mod:`.prompts`: the modes focal, overlay, som, box, crop -> requests; answers -> captions
+- :mod:`.output`: the region output dict and its Arrow type
+- :mod:`.evaluate`: region-level metrics broken down by attribute and prompting mode
+"""
+
+from .output import REGION_ARROW, REGIONS_ARROW, region_output, regions_column
+from .parse import parse_region, region_ids, regions_from_columns
+from .prompts import MODES, PromptOptions, RegionPrompt, build_prompts, read_answer
+from .tasks import ATTRIBUTES, TASKS, attribute_key
+from .types import Region, RegionError
+
+__all__ = [
+    "ATTRIBUTES",
+    "MODES",
+    "REGIONS_ARROW",
+    "REGION_ARROW",
+    "TASKS",
+    "PromptOptions",
+    "Region",
+    "RegionError",
+    "RegionPrompt",
+    "attribute_key",
+    "build_prompts",
+    "parse_region",
+    "read_answer",
+    "region_ids",
+    "region_output",
+    "regions_column",
+    "regions_from_columns",
+]
