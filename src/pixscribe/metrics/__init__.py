@@ -8,7 +8,8 @@
 - :mod:`.linguistic`: LIN-Bench statistics and readability
 - :mod:`.embed`: BERTScore, CLIPScore, RefCLIPScore with any local model
 - :mod:`.evaluate`: :func:`evaluate` -> report dict; :mod:`.eval_cli`: ``register(app)``
-- PancapScore: belongs to the panoptic captioning work; not implemented here yet.
+- :mod:`.pancapscore`: PancapScore (panoptic captioning) with an LLM judge (:mod:`.judge`), tags
+  matched with WordNet and MiniLM (:mod:`.pancap_tags`), judge prompts in :mod:`.pancap_prompts`
 """
 
 from .coco import coco_scores
