@@ -249,3 +249,20 @@ def test_total_interval_resamples_the_dimension_means():
     assert 0 <= lo <= point <= hi <= 410 and hi - lo > 10
     assert total_ci({**per, "relation": np.array([nan] * 4)}, 0.1) is None  # a dimension never defined
     assert total_ci(per, 0.1, n_resamples=0) is None
+
+
+def test_iou_matrix_equals_pairwise_iou():
+    from pixscribe.metrics.pancapscore import iou_matrix
+    from pixscribe.panoptic.boxes import iou
+
+    rng = np.random.default_rng(1)
+
+    def ent(i):
+        if rng.random() < 0.2:
+            return P.Entity(f"E{i}", "x", None)
+        x, y = rng.random(2) * 0.8
+        return P.Entity(f"E{i}", "x", (x, y, x + rng.random() * 0.2, y + rng.random() * 0.2 * (rng.random() > 0.1)))
+
+    c, r = [ent(i) for i in range(9)], [ent(i) for i in range(7)]
+    want = [[0.0 if a.box is None or b.box is None else iou(a.box, b.box) for b in r] for a in c]
+    assert iou_matrix(c, r) == pytest.approx(np.array(want)) and iou_matrix([], r).shape == (0, 7)

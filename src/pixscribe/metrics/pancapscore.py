@@ -33,7 +33,6 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..backends.base import Sampling
-from ..panoptic.boxes import iou
 from . import pancap_prompts as P
 from .pancap_tags import TIERS, TagMatcher
 
@@ -116,15 +115,21 @@ class Pair:
     iou: float
 
 
+def _box_array(ents: Sequence[P.Entity]) -> np.ndarray:
+    return np.array([e.box if e.box is not None else (np.nan,) * 4 for e in ents], dtype=np.float64).reshape(-1, 4)
+
+
 def iou_matrix(cand: Sequence[P.Entity], ref: Sequence[P.Entity]) -> np.ndarray:
-    out = np.zeros((len(cand), len(ref)))
-    for i, c in enumerate(cand):
-        if c.box is None:
-            continue
-        for j, r in enumerate(ref):
-            if r.box is not None:
-                out[i, j] = iou(c.box, r.box)
-    return out
+    """Box IoU of every (candidate, reference) pair; 0 where either has no box."""
+    a, b = _box_array(cand)[:, None, :], _box_array(ref)[None, :, :]
+    iw = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0])
+    ih = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1])
+    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+    union = ((a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1]) + (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+             - inter)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(union > 0, inter / union, 0.0)
+    return np.nan_to_num(out, nan=0.0)
 
 
 def assignment_weights(tiers: np.ndarray, ious: np.ndarray, cfg: PancapConfig) -> np.ndarray:
