@@ -90,7 +90,19 @@ def test_tag_tiers_on_real_wordnet_and_minilm(matcher):
                           [NONE, NONE, WORDNET]]
     strict = TagMatcher(matcher.wordnet, matcher.embed, embed_threshold=0.9)
     assert strict.tiers(["puppy"], ["dog"]).tolist() == [[NONE]]  # the threshold is a parameter
+    assert TagMatcher(matcher.wordnet, None, wordnet_senses=1).tiers(["dog"], ["frank"]).tolist() == [[NONE]]
+    assert TagMatcher(matcher.wordnet, None).tiers(["dog"], ["frank"]).tolist() == [[WORDNET]]  # the hot-dog sense
     assert TagMatcher(matcher.wordnet, None).tiers(["puppy"], ["dog"]).tolist() == [[NONE]]
+
+
+def test_config_thresholds_reach_the_tag_matcher(matcher):
+    judge = CachedJudge(ScriptedJudge({REF: extraction(), caption(thing="puppy"): extraction(thing="puppy")}))
+    preds, refs = {"a": caption(thing="puppy")}, {"a": REF}
+    loose = pancapscore(preds, refs, judge, matcher=matcher, config=PancapConfig(embed_threshold=0.2))
+    strict = pancapscore(preds, refs, judge, matcher=matcher)
+    assert loose.details["a"]["matches"][1][:3] == ["puppy", "sofa", "embedding"]  # cosine ~0.35
+    assert len(strict.details["a"]["matches"]) == 1 and strict.info["tags"]["embedding"]["threshold"] == 0.5
+    assert loose.info["tags"]["embedding"]["threshold"] == loose.info["config"]["embed_threshold"] == 0.2
 
 
 def test_rerun_is_answered_from_the_cache(matcher, tmp_path):

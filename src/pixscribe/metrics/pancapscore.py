@@ -302,12 +302,22 @@ class PancapResult:
     info: dict[str, Any]
 
 
+def _matcher_for(cfg: PancapConfig, matcher: TagMatcher | None) -> TagMatcher:
+    """``matcher`` (its loaded WordNet and MiniLM reused) with the thresholds of ``cfg``."""
+    if matcher is None:
+        return TagMatcher.default(embed_threshold=cfg.embed_threshold, wordnet_senses=cfg.wordnet_senses)
+    if (matcher.embed_threshold, matcher.wordnet_senses) == (cfg.embed_threshold, cfg.wordnet_senses):
+        return matcher
+    return TagMatcher(matcher.wordnet, matcher.embed, embed_threshold=cfg.embed_threshold,
+                      wordnet_senses=cfg.wordnet_senses)
+
+
 def pancapscore(preds: Mapping[str, str], refs: Mapping[str, str], judge: Any, *,
                 config: PancapConfig | None = None, matcher: TagMatcher | None = None) -> PancapResult:
     """Score ``preds[id]`` against ``refs[id]`` for every id of ``preds``; ``judge`` has
     ``ask(requests) -> results`` (a :class:`~pixscribe.metrics.judge.CachedJudge`)."""
     cfg = config or PancapConfig()
-    matcher = matcher or TagMatcher.default(embed_threshold=cfg.embed_threshold, wordnet_senses=cfg.wordnet_senses)
+    matcher = _matcher_for(cfg, matcher)
     ids = list(preds)
     extracted = _extract_all([preds[k] for k in ids] + [refs[k] for k in ids], judge, cfg)
     errors = {k: e for k in ids for e in (extracted[preds[k]], extracted[refs[k]]) if isinstance(e, str)}
