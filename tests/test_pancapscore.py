@@ -278,3 +278,11 @@ def test_iou_matrix_equals_pairwise_iou():
     c, r = [ent(i) for i in range(9)], [ent(i) for i in range(7)]
     want = [[0.0 if a.box is None or b.box is None else iou(a.box, b.box) for b in r] for a in c]
     assert iou_matrix(c, r) == pytest.approx(np.array(want)) and iou_matrix([], r).shape == (0, 7)
+
+
+def test_missing_wordnet_names_the_apt_package(tmp_path):
+    from pixscribe.deps import MissingDependency
+    from pixscribe.metrics.pancap_tags import load_wordnet
+
+    with pytest.raises(MissingDependency, match="apt-get install wordnet-base"):
+        load_wordnet(str(tmp_path))
