@@ -118,9 +118,10 @@ def test_rerun_is_answered_from_the_cache(matcher, tmp_path):
     assert (len(backend.requests), backend.calls) == (n_requests, calls)  # nothing generated
     assert again.misses == 0 and again.hits == again.asked == j1.asked
     assert second.per_image == first.per_image
-    # the empty candidate cost no extraction request, and identical captions were extracted once
+    # the empty candidate cost no request at all, and identical captions were extracted once
     extracted = [r for r in backend.requests if r.messages[0]["content"][0]["text"] == P.EXTRACT_SYSTEM]
     assert len(extracted) == len({c for c, _, _ in CASES.values() if c})
+    assert not any('Description: ""' in r.messages[-1]["content"][0]["text"] for r in backend.requests)
     # a different judge (model) does not reuse these answers
     other = ScriptedJudge(backend.extractions, model="another-judge")
     pancapscore(preds, refs, CachedJudge(other, JudgeCache(tmp_path / "c.sqlite3")), matcher=matcher)

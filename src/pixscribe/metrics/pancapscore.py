@@ -224,6 +224,8 @@ def _ask_all(images: Sequence[_Image], judge: Any, cfg: PancapConfig) -> dict[st
                                          ("recall", img.recall, img.cand_caption)):
             for dim, items in side.dims().items():
                 img.answers[(side_name, dim)] = [False] * len(items)
+            if not caption.strip():
+                continue  # nothing holds of an empty caption: no question needed
             flat = [(dim, i, s) for dim, items in side.dims().items() for i, s in enumerate(items) if s is not None]
             for s in range(0, len(flat), cfg.qa_batch):
                 chunk = flat[s:s + cfg.qa_batch]
