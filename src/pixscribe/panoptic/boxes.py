@@ -80,7 +80,7 @@ _INT = re.compile(r"[+-]?\d+")
 
 
 def _ordered_reason(v: Sequence[float], lo: float, hi: float) -> str | None:
-    if any(x < lo or x > hi for x in v):
+    if min(v) < lo or max(v) > hi:
         return f"coordinates outside [{lo:g}, {hi:g}]"
     if v[2] < v[0] or v[3] < v[1]:
         return "x2 < x1 or y2 < y1"
