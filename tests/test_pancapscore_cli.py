@@ -107,3 +107,20 @@ def test_errors_name_what_is_missing(app, files, tmp_path):
                                  "--judge", "m", "--judge-base-url", "http://127.0.0.1:9/v1",
                                  "--judge-cache", str(tmp_path / "c.sqlite3")])
     assert r.exit_code == 2 and "one reference caption per image" in r.output
+
+
+def test_readers_take_one_caption_per_image(tmp_path):
+    from pixscribe.metrics.io import MetricsInputError, read_predictions, read_references
+
+    rows = [{"image": "sam/sa_000045/sa_1.jpg", "caption": CAPTIONS["img1"]}, {"id": "img2", "caption": CAPTIONS["img2"]}]
+    want = {"sam/sa_000045/sa_1.jpg": [CAPTIONS["img1"]], "img2": [CAPTIONS["img2"]]}
+    (tmp_path / "list.json").write_text(json.dumps(rows))
+    (tmp_path / "map.json").write_text(json.dumps({r.get("image", r.get("id")): r["caption"] for r in rows}))
+    pq.write_table(pa.Table.from_pylist([{"id": k, "caption": v[0]} for k, v in want.items()]), tmp_path / "r.parquet")
+    for name in ("list.json", "map.json", "r.parquet"):
+        assert read_references(tmp_path / name) == want, name
+    (tmp_path / "bad.json").write_text(json.dumps([{"image": "x"}]))
+    with pytest.raises(MetricsInputError, match="rows need 'id' \\(or 'image'\\) and 'refs' or 'caption'"):
+        read_references(tmp_path / "bad.json")
+    (tmp_path / "pred.json").write_text(json.dumps({"img2": CAPTIONS["img2"], "img3": None}))
+    assert read_predictions(tmp_path / "pred.json") == ({"img2": CAPTIONS["img2"]}, ["img3"])
