@@ -23,12 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
+from pixscribe.metrics import pancap_prompts as P
 from pixscribe.metrics.judge import CachedJudge, JudgeCache
 from pixscribe.metrics.pancap_tags import TagMatcher
 from pixscribe.metrics.pancapscore import PancapConfig, iou_matrix, match_entities, pancapscore
-from pixscribe.metrics import pancap_prompts as P
 from pixscribe.panoptic.boxes import render_reference
 from pixscribe.testing.scripted_judge import ScriptedJudge
 
