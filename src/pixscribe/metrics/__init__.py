@@ -11,7 +11,8 @@
 - :mod:`.embed`: BERTScore, CLIPScore, RefCLIPScore with any local model
 - :mod:`.evaluate`: :func:`evaluate` -> report dict; :mod:`.eval_cli`: ``register(app)``
   (``eval``; ``pope build`` from :mod:`.pope_cli`)
-- PancapScore: belongs to the panoptic captioning work; not implemented here yet.
+- :mod:`.pancapscore`: PancapScore (panoptic captioning) with an LLM judge (:mod:`.judge`), tags
+  matched with WordNet and MiniLM (:mod:`.pancap_tags`), judge prompts in :mod:`.pancap_prompts`
 """
 
 from .coco import coco_scores

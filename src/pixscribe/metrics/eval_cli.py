@@ -38,15 +38,21 @@ def _print_table(report: dict[str, Any]) -> None:
         c.print(f"[yellow]{miss['count']} {which} (not scored): {shown}[/yellow]")
     if report["extra"]["count"]:
         c.print(f"{report['extra']['count']} predictions have no references (ignored)")
+    pc = report["info"].get("pancapscore")
+    if pc:
+        j = pc["judge"] or {}
+        c.print(f"PancapScore judge {j.get('model')} ({j.get('backend')}): {j.get('cache_hits')} answers from the cache, "
+                f"{j.get('generated')} generated, {j.get('failed')} failed; {pc['scored']} images scored, "
+                f"{len(pc['errors'])} not scored (judge errors)")
 
 
 def eval_command(
     pred: Path = typer.Option(..., "--pred", help="pixscribe output dir, COCO results json, or jsonl/parquet {id, caption}; "
                               "with pope: POPE answers ({question, answer} lines, or rows with question_id/id)"),
-    refs: Optional[Path] = typer.Option(None, "--refs", help="COCO captions annotation json, or jsonl/parquet {id, refs: [...]}"),
+    refs: Optional[Path] = typer.Option(None, "--refs", help="COCO captions json, or json/jsonl/parquet rows {id, refs: [...]} or {id, caption}"),
     metrics: str = typer.Option("bleu,meteor,rouge_l,cider_d", "--metrics",
                                 help="comma list: bleu,meteor,rouge_l,cider_d,spice,chair,chair_fixed,bertscore,"
-                                     "clipscore,lin,lin_fixed,all; or pope / pope_fixed with --pope-labels"),
+                                     "clipscore,lin,lin_fixed,all; pancapscore (with --judge); or pope / pope_fixed with --pope-labels"),
     column: str = typer.Option("caption", "--column", help="caption (or answer) column of PRED"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="write the JSON report here"),
     instances: Optional[Path] = typer.Option(None, "--instances", help="COCO instances json (CHAIR ground truth)"),
@@ -56,11 +62,23 @@ def eval_command(
     images: Optional[Path] = typer.Option(None, "--images", help="directory of <id>.jpg for CLIPScore"),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="bootstrap resamples for ci95 (0 = none)"),
     seed: int = typer.Option(0, "--seed"),
+    judge: Optional[str] = typer.Option(None, "--judge", help="PancapScore's LLM judge: local dir, hub id or served model name"),
+    judge_base_url: Optional[list[str]] = typer.Option(None, "--judge-base-url",
+                                                       help="OpenAI-compatible server(s) of the judge (repeatable)"),
+    judge_backend: Optional[str] = typer.Option(None, "--judge-backend",
+                                                help="transformers|openai|vllm (default: openai with --judge-base-url)"),
+    judge_api_key_env: Optional[str] = typer.Option(None, "--judge-api-key-env", help="env variable holding the API key"),
+    judge_cache: Path = typer.Option(Path("~/.cache/pixscribe/judge.sqlite3"), "--judge-cache",
+                                     help="SQLite file of the judge's cached answers"),
+    pancap_option: Optional[list[str]] = typer.Option(None, "--pancap-option",
+                                                      help="PancapScore setting KEY=VALUE, e.g. iou_threshold=0.5 (repeatable)"),
 ) -> None:
-    """Caption metrics: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D (= pycocoevalcap), SPICE, CHAIR, BERTScore, CLIPScore, LIN-Bench; POPE."""
+    """Caption metrics: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D (= pycocoevalcap), SPICE, CHAIR, BERTScore, CLIPScore,
+    LIN-Bench, PancapScore; POPE."""
     from .evaluate import POPE_METRICS, evaluate, parse_metrics
     from .io import MetricsInputError, read_predictions, read_references
 
+    judge_obj = None
     try:
         ms = parse_metrics(metrics)
         if any(m in POPE_METRICS for m in ms):
@@ -75,13 +93,18 @@ def eval_command(
                 from .chair import read_coco_instances
 
                 objs = read_coco_instances(str(instances))
+            pancap_cfg, judge_obj = _pancap_setup(metrics, judge, judge_base_url or [], judge_backend,
+                                                  judge_api_key_env, judge_cache, pancap_option or [])
             report = evaluate(preds, gt, ms, objects=objs, bertscore_model=bertscore_model, clip_model=clip_model,
                               images=str(images) if images else None, bootstrap=bootstrap, seed=seed,
-                              missing_preds=empty)
+                              missing_preds=empty, judge=judge_obj, pancap_config=pancap_cfg)
             report["info"]["refs"] = str(refs)
     except (MetricsInputError, ValueError, FileNotFoundError, RuntimeError, MissingDependency) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
+    finally:
+        if judge_obj is not None:
+            judge_obj.close()
     report["info"]["pred"] = str(pred)
     report["info"]["column"] = column
     _print_table(report)
@@ -117,6 +140,23 @@ def _pope_eval(ms: list[str], pred: Path, labels_path: Optional[Path], column: s
     report.update(n_questions=len(truth), missing={"count": len(missing), "ids": missing},
                   extra={"count": 0, "ids": []}, info={"metrics": ms, "pope_labels": str(labels_path)})
     return report
+
+
+def _pancap_setup(metrics: str, judge: str | None, base_urls: list[str], backend: str | None,
+                  api_key_env: str | None, cache: Path, options: list[str]) -> tuple[Any, Any]:
+    """PancapScore's settings and cached judge when it is asked for, else (None, None)."""
+    from .evaluate import parse_metrics
+
+    if "pancapscore" not in parse_metrics(metrics):
+        return None, None
+    from .judge import make_judge
+    from .pancapscore import PancapConfig
+
+    cfg = PancapConfig.from_options(options)
+    if not judge:
+        raise ValueError("pancapscore needs an LLM judge: --judge MODEL (a local model, or a served one with "
+                         "--judge-base-url URL)")
+    return cfg, make_judge(judge, backend=backend, base_urls=base_urls, api_key_env=api_key_env, cache=cache)
 
 
 def register(app: typer.Typer) -> None:

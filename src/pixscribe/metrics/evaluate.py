@@ -8,8 +8,11 @@ the per-image scores, see :mod:`.bootstrap`), ``n_images``, ``missing`` (count a
 of references without a prediction; they are reported, not scored), ``extra`` (ids
 predicted but without references), and ``info``.
 
-PancapScore (panoptic captioning) belongs to the panoptic issue and is not part of this
-module yet; asking for it is an error rather than a made-up number.
+PancapScore (panoptic captioning, :mod:`.pancapscore`) needs an LLM judge (``judge=``) and
+one reference caption per image; it is not part of ``all``. Its keys are ``pancap_tag``,
+``pancap_location``, ``pancap_attribute``, ``pancap_relation``, ``pancap_global`` (F1 on
+0-100) and ``pancapscore`` (their weighted sum), with the judge, prompts, sampling,
+thresholds and per-image counts in ``info["pancapscore"]``.
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ ALL_METRICS = ("bleu", "meteor", "rouge_l", "cider_d", "spice", "chair", "bertsc
 FIXED_METRICS = ("chair_fixed", "lin_fixed")
 # scored from answers and question labels, not captions and references (see pope.pope_report)
 POPE_METRICS = ("pope", "pope_fixed")
+JUDGED_METRICS = ("pancapscore",)  # need an LLM judge: asked for by name, never by "all"
 DEFAULT_METRICS = ("bleu", "meteor", "rouge_l", "cider_d")
 _ALIASES = {"rouge": "rouge_l", "cider": "cider_d", "ciderd": "cider_d", "bleu4": "bleu", "linbench": "lin",
-            "refclipscore": "clipscore", "bert": "bertscore", "clip": "clipscore"}
-_KNOWN = ALL_METRICS + FIXED_METRICS + POPE_METRICS
+            "refclipscore": "clipscore", "bert": "bertscore", "clip": "clipscore", "pancap": "pancapscore",
+            "pancap_score": "pancapscore"}
+_KNOWN = ALL_METRICS + FIXED_METRICS + POPE_METRICS + JUDGED_METRICS
 
 
 def parse_metrics(spec: str | Sequence[str] | None) -> list[str]:
@@ -47,8 +52,6 @@ def parse_metrics(spec: str | Sequence[str] | None) -> list[str]:
             out.extend(x for x in ALL_METRICS if x not in out)
             continue
         m = _ALIASES.get(m, m)
-        if m == "pancapscore":
-            raise ValueError("PancapScore is part of the panoptic captioning work and is not implemented yet")
         if m not in _KNOWN:
             raise ValueError(f"unknown metric {m!r}; choose from {', '.join(_KNOWN)}")
         if m not in out:
@@ -68,8 +71,12 @@ def evaluate(
     bootstrap: int = 1000,
     seed: int = 0,
     missing_preds: Sequence[str] = (),
+    judge: Any = None,
+    pancap_config: Any = None,
+    tag_matcher: Any = None,
 ) -> dict[str, Any]:
-    """Score predictions against references. ``images``: a directory or a callable id -> PIL image."""
+    """Score predictions against references. ``images``: a directory or a callable id -> PIL image;
+    ``judge``: a :class:`~pixscribe.metrics.judge.CachedJudge` for PancapScore."""
     ms = parse_metrics(metrics)
     if any(m in POPE_METRICS for m in ms):
         raise ValueError("POPE is scored from answers and question labels: pixscribe eval --metrics pope "
@@ -152,7 +159,16 @@ def evaluate(
             per[f"{variant}_{f}"] = np.asarray([float(getattr(s, f)) for s in stats])
         info["pos"] = "not computed: no part-of-speech tagger is available offline"
 
+    pancap_ci = None
+    if "pancapscore" in ms:
+        c0, p0, pancap_ci, info["pancapscore"] = _pancapscore(preds, refs, ids, judge, pancap_config, tag_matcher,
+                                                               bootstrap, seed)
+        corpus.update(c0)
+        per.update(p0)
+
     ci = bootstrap_ci({k: v for k, v in per.items() if k in corpus}, n_resamples=bootstrap, seed=seed)
+    if pancap_ci is not None:
+        ci["pancapscore"] = pancap_ci  # the total's interval resamples the dimension means (see total_ci)
     per_image = {k: {m: (None if np.isnan(v[i]) else float(v[i])) for m, v in per.items()} for i, k in enumerate(ids)}
     miss = list(dict.fromkeys(list(missing) + [k for k in missing_preds if k in refs and k not in preds]))
     return {
@@ -180,3 +196,27 @@ def _chair(variant: str, preds: Mapping[str, str], refs: Mapping[str, Sequence[s
     info = {"mentions": r.mentions, "hallucinated": r.hallucinated,
             "ground_truth": "instances+reference mentions" if objects else "reference mentions"}
     return corpus, per, info
+
+
+def _pancapscore(preds: Mapping[str, str], refs: Mapping[str, Sequence[str]], ids: Sequence[str], judge: Any,
+                 config: Any, matcher: Any, bootstrap: int, seed: int) -> tuple[dict, dict, Any, dict]:
+    """PancapScore's corpus numbers, per-image arrays, the total's interval and its info."""
+    from .pancapscore import DIMENSIONS, KEYS, PancapConfig, pancap_total, pancapscore, total_ci
+
+    if judge is None:
+        raise ValueError("pancapscore needs an LLM judge: --judge MODEL (a local model, or a served one with "
+                         "--judge-base-url URL)")
+    several = [k for k in ids if len(refs[k]) != 1]
+    if several:
+        raise ValueError(f"pancapscore takes one reference caption per image; {len(several)} images have several "
+                         f"(e.g. {several[0]!r})")
+    cfg = config or PancapConfig()
+    res = pancapscore({k: preds[k] for k in ids}, {k: refs[k][0] for k in ids}, judge, config=cfg, matcher=matcher)
+    nan = float("nan")
+    per = {KEYS[d]: np.asarray([nan if (res.per_image.get(k) or {}).get(d) is None else res.per_image[k][d]
+                                for k in ids]) for d in DIMENSIONS}
+    per["pancapscore"] = np.asarray([pancap_total({d: per[KEYS[d]][i] for d in DIMENSIONS}, cfg.global_weight)
+                                     for i in range(len(ids))])  # NaN unless all five are defined
+    ci = total_ci({d: per[KEYS[d]] for d in DIMENSIONS}, cfg.global_weight, bootstrap, seed)
+    info = {**res.info, "scored": len(res.per_image), "errors": res.errors, "per_image": res.details}
+    return res.corpus, per, ci, info

@@ -10,7 +10,12 @@ PRED may be
 REFS may be
 - a COCO captions annotation json (``images`` + ``annotations`` with ``image_id`` and
   ``caption``);
-- a ``.jsonl`` / ``.parquet`` file with ``id`` and ``refs`` (a list of strings).
+- a ``.jsonl`` / ``.parquet`` file with ``id`` and ``refs`` (a list of strings), or with
+  ``id`` (or ``image``) and one ``caption``: the SA-Pancap style of one reference caption
+  per image (with inline boxes), which PancapScore needs;
+- a ``.json`` list of such rows, or an object ``{id: caption or [captions]}``.
+
+A PRED ``.json`` may also be an object ``{id: caption}``.
 
 Ids are compared as strings.
 
@@ -100,6 +105,8 @@ def read_predictions(path: str | Path, column: str = "caption") -> tuple[dict[st
         data = _read_json(p, "--pred")
         if isinstance(data, dict) and "annotations" in data:
             data = data["annotations"]
+        elif isinstance(data, dict) and all(isinstance(v, str) or v is None for v in data.values()):
+            data = [{"image_id": k, column: v} for k, v in data.items()]
         if not isinstance(data, list):
             raise MetricsInputError(f"--pred {p}: expected a COCO results list [{{'image_id', 'caption'}}, ...]")
         rows = [{"id": r.get("image_id", r.get("id")), **r} for r in data]
@@ -118,29 +125,47 @@ def read_predictions(path: str | Path, column: str = "caption") -> tuple[dict[st
     return preds, empty
 
 
+def _ref_rows(rows: list[Any], p: Path) -> dict[str, list[str]]:
+    refs: dict[str, list[str]] = {}
+    for r in rows:
+        if not isinstance(r, dict):
+            raise MetricsInputError(f"--refs {p}: expected rows (objects), got {type(r).__name__}")
+        key = r.get("id", r.get("image"))
+        v = r["refs"] if "refs" in r else r.get("caption")
+        if key is None or v is None:
+            raise MetricsInputError(f"--refs {p}: rows need 'id' (or 'image') and 'refs' or 'caption' "
+                                    f"(got {', '.join(sorted(r))})")
+        refs.setdefault(str(key), []).extend([str(v)] if isinstance(v, str) else [str(x) for x in v])
+    return refs
+
+
+def _coco_refs(data: dict[str, Any], p: Path) -> dict[str, list[str]]:
+    refs: dict[str, list[str]] = {}
+    for img in data.get("images", []):
+        refs.setdefault(str(img["id"]), [])
+    for a in data["annotations"]:
+        if "caption" not in a:
+            raise MetricsInputError(f"--refs {p}: annotation without 'caption' (is this an instances file?)")
+        refs.setdefault(str(a["image_id"]), []).append(str(a["caption"]))
+    return refs
+
+
 def read_references(path: str | Path) -> dict[str, list[str]]:
     p = Path(path)
     if not p.exists():
         raise MetricsInputError(f"--refs {p}: no such file")
-    refs: dict[str, list[str]] = {}
     if p.suffix == ".json":
         data = _read_json(p, "--refs")
-        if not isinstance(data, dict) or "annotations" not in data:
-            raise MetricsInputError(f"--refs {p}: expected a COCO captions annotation file with 'annotations'")
-        for img in data.get("images", []):
-            refs.setdefault(str(img["id"]), [])
-        for a in data["annotations"]:
-            if "caption" not in a:
-                raise MetricsInputError(f"--refs {p}: annotation without 'caption' (is this an instances file?)")
-            refs.setdefault(str(a["image_id"]), []).append(str(a["caption"]))
+        if isinstance(data, dict) and "annotations" in data:
+            refs = _coco_refs(data, p)
+        elif isinstance(data, list):
+            refs = _ref_rows(data, p)
+        elif isinstance(data, dict):
+            refs = _ref_rows([{"id": k, "refs": v} for k, v in data.items()], p)
+        else:
+            raise MetricsInputError(f"--refs {p}: expected a COCO captions file, a list of rows or {{id: caption}}")
     else:
-        for r in _rows(p):
-            if "id" not in r or "refs" not in r:
-                raise MetricsInputError(f"--refs {p}: rows need 'id' and 'refs' (got {', '.join(sorted(r))})")
-            v = r["refs"]
-            if isinstance(v, str):
-                v = [v]
-            refs.setdefault(str(r["id"]), []).extend(str(x) for x in v)
+        refs = _ref_rows(_rows(p), p)
     refs = {k: v for k, v in refs.items() if v}
     if not refs:
         raise MetricsInputError(f"--refs {p}: no reference captions found")
