@@ -123,6 +123,7 @@ class State:
                 "images": 0,
                 "max_image_pixels": 0,
                 "image_formats": [],
+                "image_sha256": [],  # of the bytes each data URL carried (the first 1000)
                 "auth_failures": 0,
                 "structured_requests": 0,
                 "structured_fields": [],
@@ -410,9 +411,12 @@ class Handler(BaseHTTPRequestHandler):
                     header, _, b64 = url.partition(",")
                     if not header.startswith("data:image/") or ";base64" not in header:
                         raise ValueError("only base64 data URLs are supported by the test server")
-                    img = Image.open(io.BytesIO(base64.b64decode(b64)))
+                    raw = base64.b64decode(b64)
+                    img = Image.open(io.BytesIO(raw))
                     out.append(img)
                     with self.state.lock:
+                        if len(self.state.stats["image_sha256"]) < 1000:
+                            self.state.stats["image_sha256"].append(hashlib.sha256(raw).hexdigest())
                         self.state.stats["images"] += 1
                         px = img.width * img.height
                         self.state.stats["max_image_pixels"] = max(self.state.stats["max_image_pixels"], px)
