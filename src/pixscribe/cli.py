@@ -96,8 +96,16 @@ def caption(
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over instead of resuming."),
     retry_errors: bool = typer.Option(False, "--retry-errors", help="Redo only failed or missing rows."),
     allow_private_urls: bool = typer.Option(
-        False, "--allow-private-urls", help="Allow URLs on private, loopback and link-local addresses."
+        False, "--allow-private-urls", help="Allow URLs on private and loopback addresses (never cloud metadata)."
     ),
+    allow_url_host: Optional[list[str]] = typer.Option(
+        None, "--allow-url-host", help="Fetch URLs from this host, IP or network even if private or cloud metadata "
+        "(repeatable)."
+    ),
+    url_timeout: Optional[float] = typer.Option(
+        None, "--url-timeout", help="Seconds a URL fetch may stall (30); each fetch ends after 4x this."
+    ),
+    url_max_bytes: Optional[int] = typer.Option(None, "--url-max-bytes", help="Largest URL download (50 MiB)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="transformers (default), openai or vllm."),
     vlm: Optional[str] = typer.Option(None, "--vlm", help="VLM hub id or local directory."),
     llm: Optional[str] = typer.Option(None, "--llm", help="Text LLM for rewriting stages (default: the VLM)."),
@@ -109,9 +117,17 @@ def caption(
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Environment variable holding the API key."),
     concurrency: Optional[int] = typer.Option(None, "--concurrency", help="Max requests in flight (HTTP backend)."),
     request_timeout: Optional[float] = typer.Option(None, "--request-timeout", help="Per-request timeout, seconds."),
+    request_deadline: Optional[float] = typer.Option(
+        None, "--request-deadline", help="Whole life of a model request across retries and waits, seconds "
+        "(default 2 x (max retries + 1) x request timeout)."
+    ),
+    endpoint_down_timeout: Optional[float] = typer.Option(
+        None, "--endpoint-down-timeout", help="Stop the run (resumable) when every model server has been "
+        "unreachable this long, seconds (300; 0 = never)."
+    ),
     max_retries: Optional[int] = typer.Option(None, "--max-retries", help="Retries per request (HTTP backend)."),
     structured_output: Optional[str] = typer.Option(
-        None, "--structured-output", help="JSON-schema mode: response_format (default), vllm, vllm-legacy, sglang, none."
+        None, "--structured-output", help="JSON-schema mode: response_format (default), vllm, sglang, none."
     ),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="Prompt text (overrides the method's default)."),
     prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="Read the prompt from a file."),
@@ -150,6 +166,9 @@ def caption(
         "overwrite": overwrite or None,
         "retry_errors": retry_errors or None,
         "allow_private_urls": allow_private_urls or None,
+        "allow_url_hosts": list(allow_url_host) if allow_url_host else None,
+        "url_timeout": url_timeout,
+        "url_max_bytes": url_max_bytes,
         "backend": backend,
         "vlm": vlm,
         "llm": llm,
@@ -161,6 +180,8 @@ def caption(
         "api_key_env": api_key_env,
         "concurrency": concurrency,
         "request_timeout": request_timeout,
+        "request_deadline": request_deadline,
+        "endpoint_down_timeout": endpoint_down_timeout,
         "max_retries": max_retries,
         "structured_output": structured_output,
         "prompt": prompt,
