@@ -252,9 +252,10 @@ class OpenAIBackend(Backend):
             max_side=config.max_side,
             structured=config.structured_output,
         )
-        for name in ("request_deadline", "endpoint_down_timeout"):  # newer RunConfig fields
-            if hasattr(config, name):
-                kw[name] = getattr(config, name)
+        if hasattr(config, "request_deadline"):  # newer RunConfig fields
+            kw["request_deadline"] = config.request_deadline
+        if hasattr(config, "endpoint_down_timeout"):
+            kw["endpoint_down_timeout"] = config.endpoint_down_timeout or None  # 0 = never stop
         kw.update(overrides)
         return cls(model or config.vlm, list(config.base_url), **kw)
 
