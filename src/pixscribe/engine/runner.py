@@ -308,7 +308,7 @@ class Runner:
         from ..io.fetch import UrlFetcher
         from ..io.readers import plan_shards
 
-        fetcher = UrlFetcher(timeout=cfg.url_timeout, max_bytes=cfg.url_max_bytes, allow_private=cfg.allow_private_urls)
+        fetcher = UrlFetcher.from_config(cfg)
         plan = plan_shards(cfg.inputs, shard_size=cfg.shard_size, fetcher=fetcher)
         k, n = cfg.shard_k_n
         mine = [s for s in plan if s.index % n == k]
