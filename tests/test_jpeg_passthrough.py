@@ -123,3 +123,16 @@ def test_decode_errors_never_quote_the_file(tmp_path):
     with pytest.raises(DecodeError) as ei:
         decode(bytes(range(7, 200)), source="blob.bin")
     assert "unknown format" in str(ei.value) and "07 08" not in str(ei.value)
+
+
+def test_library_messages_are_scrubbed_of_file_bytes():
+    good = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(good, "PNG")
+    data = good.getvalue()
+    i = data.index(b"IDAT")
+    for bad in (data[:i] + b"\x01SE\x02" + data[i + 4:], data[:40]):  # PIL quotes the chunk type
+        with pytest.raises(DecodeError) as ei:
+            decode(bad, source="x.png")
+        msg = str(ei.value)
+        assert "broken PNG file" in msg and "<bytes>" in msg
+        assert "b'" not in msg and "\\x01" not in msg and "IDA" not in msg

@@ -357,6 +357,13 @@ def _bomb_message(src: str, w: int, h: int, limit: int) -> str:
 
 
 _PIL_BOMB = re.compile(r"\((\d+) pixels\)")
+# quoted literals in PIL's messages ("broken PNG file (chunk b'...')") are bytes of the file
+_QUOTED = re.compile(r"b?'(?:[^'\\]|\\.)*'|b?\"(?:[^\"\\]|\\.)*\"")
+
+
+def _scrub(msg: str, limit: int = 160) -> str:
+    """A library's error message without the file bytes it may quote."""
+    return _QUOTED.sub("<bytes>", " ".join(str(msg).split()))[:limit]
 
 
 def decode(
@@ -392,7 +399,7 @@ def decode(
         except UnidentifiedImageError as e:
             fmt = next((name for magic, name in _MAGIC if data.startswith(magic)), None)
             if fmt is not None:
-                why = getattr(e, "problems", {}).get(fmt, str(e))[:200]
+                why = _scrub(getattr(e, "problems", {}).get(fmt, str(e)))
                 raise DecodeError(
                     f"{src}: truncated image ({fmt} header is incomplete or corrupt, "
                     f"{len(data)} bytes: {why}); re-download or re-export the file"
@@ -431,7 +438,7 @@ def decode(
         try:
             im.load()
         except (OSError, EOFError, SyntaxError, ValueError) as e:
-            msg = str(e) or type(e).__name__
+            msg = _scrub(str(e) or type(e).__name__)
             if isinstance(e, EOFError) or "truncat" in msg.lower() or "end of file" in msg.lower():
                 raise DecodeError(
                     f"{src}: truncated image ({fmt} data ends early: {msg}; {len(data)} bytes); "
@@ -468,11 +475,11 @@ def decode(
         raise
     except Image.DecompressionBombError as e:
         # raised by a plugin while loading (e.g. a later GIF frame larger than the screen)
-        raise DecodeError(f"{src}: decompression bomb guard: {e}") from None
+        raise DecodeError(f"{src}: decompression bomb guard: {_scrub(str(e))}") from None
     except MemoryError:
         raise DecodeError(f"{src}: corrupt image (out of memory while decoding)") from None
     except Exception as e:  # noqa: BLE001 - every failure becomes a DecodeError row
-        raise DecodeError(f"{src}: corrupt image ({type(e).__name__}: {e})") from None
+        raise DecodeError(f"{src}: corrupt image ({type(e).__name__}: {_scrub(str(e))})") from None
     finally:
         if im is not None:
             try:
@@ -507,7 +514,7 @@ def from_pil(
         ow, oh = (h0, w0) if orientation in (5, 6, 7, 8) else (w0, h0)
         return Decoded(out, out.width, out.height, ow, oh, fmt, frames)
     except Exception as e:  # noqa: BLE001
-        raise DecodeError(f"{src}: corrupt image ({type(e).__name__}: {e})") from None
+        raise DecodeError(f"{src}: corrupt image ({type(e).__name__}: {_scrub(str(e))})") from None
 
 
 # ---------------------------------------------------------------------------------
