@@ -73,7 +73,7 @@ def test_trickled_headers_end_at_the_whole_fetch_deadline(trickler):
         with pytest.raises(FetchError, match=r"whole-fetch deadline of 1 s"):
             f.fetch(f"http://127.0.0.1:{trickler.port}/x.jpg")
         elapsed = time.perf_counter() - t
-    assert 0.9 <= elapsed < 1.6  # each byte arrives well within the 0.4 s read timeout
+    assert 0.9 <= elapsed < 2.5  # each byte arrives well within the 0.4 s read timeout
 
 
 def test_default_deadline_is_four_url_timeouts_and_retries_are_bounded(trickler):

@@ -217,7 +217,7 @@ def test_server_that_comes_back_is_used_again_within_seconds():
         srv = ServerProcess(*args)  # back, on the same port
         back = time.perf_counter()
         res = fut.result(30)
-        assert time.perf_counter() - back < 1.5  # probed every <= 0.5 s, then everyone goes at once
+        assert time.perf_counter() - back < 3.0  # probed every <= 0.5 s, then everyone goes at once (was: up to 60 s)
         assert all(r.ok for r in res), [r.error for r in res if not r.ok]
         assert srv.stats()["ok"] == 20
         ep = b.stats()["endpoints"][0]
