@@ -304,7 +304,7 @@ def test_structured_output_repaired_retried_stricter_then_failed(echo):
     b.close()
 
 
-@pytest.mark.parametrize("mode,field", [("vllm", "structured_outputs"), ("vllm-legacy", "guided_json")])
+@pytest.mark.parametrize("mode,field", [("vllm", "structured_outputs"), ("sglang", "response_format")])
 def test_structured_modes_send_server_specific_fields(echo, mode, field):
     b = backend(echo.url, structured=mode)
     (r,) = b.generate(reqs(["json please"], json_schema=SCHEMA))

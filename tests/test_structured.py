@@ -45,7 +45,8 @@ def test_request_fields_per_server():
     assert rf == {"response_format": {"type": "json_schema", "json_schema": {"name": "Regions", "schema": SCHEMA, "strict": True}}}
     assert request_fields(SCHEMA, "sglang") == rf
     assert request_fields(SCHEMA, "vllm") == {"structured_outputs": {"json": SCHEMA}}
-    assert request_fields(SCHEMA, "vllm-legacy") == {"guided_json": SCHEMA}
+    with pytest.raises(ValueError, match="vLLM >= 0.12 ignores guided_json.*response_format"):
+        request_fields(SCHEMA, "vllm-legacy")  # removed: real vLLM >= 0.12 answers it unconstrained
     assert request_fields(SCHEMA, "none") == {} and request_fields(None) == {}
     with pytest.raises(ValueError, match="response_format"):
         request_fields(SCHEMA, "tgi")

@@ -143,12 +143,18 @@ def caption(
     stages: Optional[str] = typer.Option(None, "--stages", help="Comma-separated prefix of the method's stages."),
     stage_option: Optional[list[str]] = typer.Option(None, "--stage-option", "-S", help="STAGE.KEY=VALUE (repeatable)."),
     allow_private_urls: bool = typer.Option(
-        False, "--allow-private-urls", help="Allow URLs on private, loopback and link-local addresses."
+        False, "--allow-private-urls", help="Allow URLs on private and loopback addresses (never cloud metadata)."
     ),
     allow_any_path: bool = typer.Option(False, "--allow-any-path", help="Let lists and tables name files outside "
                                         "the input folders."),
-    url_timeout: Optional[float] = typer.Option(None, "--url-timeout", help="Seconds for a whole URL fetch (30)."),
-    url_max_bytes: Optional[int] = typer.Option(None, "--url-max-bytes", help="Largest URL body in bytes (50 MB)."),
+    allow_url_host: Optional[list[str]] = typer.Option(
+        None, "--allow-url-host", help="Fetch URLs from this host, IP or network even if private or cloud metadata "
+        "(repeatable)."
+    ),
+    url_timeout: Optional[float] = typer.Option(
+        None, "--url-timeout", help="Seconds a URL fetch may stall (30); each fetch ends after 4x this."
+    ),
+    url_max_bytes: Optional[int] = typer.Option(None, "--url-max-bytes", help="Largest URL download (50 MiB)."),
     executor: Optional[str] = typer.Option(None, "--executor", help="local (default) or ray."),
     backend: Optional[str] = typer.Option(None, "--backend", help="transformers (default), openai or vllm."),
     vlm: Optional[str] = typer.Option(None, "--vlm", help="VLM hub id or local directory."),
@@ -163,9 +169,17 @@ def caption(
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Environment variable holding the API key."),
     concurrency: Optional[int] = typer.Option(None, "--concurrency", help="Max requests in flight (HTTP backend)."),
     request_timeout: Optional[float] = typer.Option(None, "--request-timeout", help="Per-request timeout, seconds."),
+    request_deadline: Optional[float] = typer.Option(
+        None, "--request-deadline", help="Whole life of a model request across retries and waits, seconds "
+        "(default 2 x (max retries + 1) x request timeout)."
+    ),
+    endpoint_down_timeout: Optional[float] = typer.Option(
+        None, "--endpoint-down-timeout", help="Stop the run (resumable) when every model server has been "
+        "unreachable this long, seconds (300; 0 = never)."
+    ),
     max_retries: Optional[int] = typer.Option(None, "--max-retries", help="Retries per request (HTTP backend)."),
     structured_output: Optional[str] = typer.Option(
-        None, "--structured-output", help="JSON-schema mode: response_format (default), vllm, vllm-legacy, sglang, none."
+        None, "--structured-output", help="JSON-schema mode: response_format (default), vllm, sglang, none."
     ),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="Prompt of the method's main stage."),
     prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="Read that prompt from a file."),
@@ -216,7 +230,8 @@ def _build_caption_config(config: Path | None, given: dict[str, Any], stage_opti
     for k in _FLAGS:
         over[k] = over[k] or None
     over["progress"] = False if over.pop("no_progress") else None
-    for k in ("inputs", "base_url", "llm_base_url", "reuse"):
+    over["allow_url_hosts"] = over.pop("allow_url_host")
+    for k in ("inputs", "base_url", "llm_base_url", "reuse", "allow_url_hosts"):
         over[k] = list(over[k]) if over.get(k) else None
     over["format"] = over["format"].value if over.get("format") else None
     over["prompt_file"] = str(over["prompt_file"]) if over.get("prompt_file") else None

@@ -22,7 +22,7 @@ PIL_MAX_IMAGE_PIXELS = 89_478_485  # PIL.Image.MAX_IMAGE_PIXELS
 # Fields that concern the models, recorded in _run.json only when a stage uses a model.
 MODEL_FIELDS = ("backend", "vlm", "llm", "llm_backend", "llm_base_url", "revision", "device", "dtype",
                 "trust_remote_code", "base_url", "api_key_env", "concurrency", "request_timeout", "max_retries",
-                "structured_output", "models")
+                "request_deadline", "endpoint_down_timeout", "structured_output", "models")
 
 
 class RunConfig(BaseModel):
@@ -57,6 +57,7 @@ class RunConfig(BaseModel):
     allow_any_path: bool = False  # paths in lists/tables/symlinks may leave the input folders
     url_timeout: float = Field(30.0, gt=0)
     url_max_bytes: int = Field(50 * 1024 * 1024, ge=1)
+    allow_url_hosts: list[str] = Field(default_factory=list)  # fetched from even if private or cloud metadata
 
     # engine
     batch_size: int = Field(8, ge=1)
@@ -81,9 +82,13 @@ class RunConfig(BaseModel):
     api_key_env: str | None = None
     concurrency: int = Field(32, ge=1)
     request_timeout: float = Field(120.0, gt=0)
+    # a request's whole life across retries and waits; None = 2 x (max_retries + 1) x request_timeout
+    request_deadline: float | None = Field(None, gt=0)
+    # stop the run (resumable) when every endpoint has been unreachable this long; 0 = never
+    endpoint_down_timeout: float = Field(300.0, ge=0)
     max_retries: int = Field(5, ge=0)
     # how a JSON schema is sent to an OpenAI-compatible server (see docs/backends.md)
-    structured_output: Literal["response_format", "vllm", "vllm-legacy", "sglang", "none"] = "response_format"
+    structured_output: Literal["response_format", "vllm", "sglang", "none"] = "response_format"
 
     # generation: the method's main stage (None = the method's default); other stages: `stages`
     prompt: str | None = None
@@ -110,11 +115,20 @@ class RunConfig(BaseModel):
             raise ValueError(f"--shard must be K/N with 0 <= K < N, got {v!r}")
         return f"{int(m.group(1))}/{int(m.group(2))}"
 
-    @field_validator("experts", "queries", "reuse", mode="before")
+    @field_validator("experts", "queries", "reuse", "allow_url_hosts", mode="before")
     @classmethod
     def _split_experts(cls, v: Any) -> Any:
         if isinstance(v, str):
             return [x.strip() for x in v.split(",") if x.strip()]
+        return v
+
+    @field_validator("structured_output", mode="before")
+    @classmethod
+    def _removed_modes(cls, v: Any) -> Any:
+        from .backends.structured import REMOVED_MODES
+
+        if v in REMOVED_MODES:
+            raise ValueError(REMOVED_MODES[v])
         return v
 
     @property

@@ -13,6 +13,13 @@ target), and only the remaining factor (< 2x) is done by a bicubic resize. See
 Every failure is a :class:`pixscribe.record.DecodeError` (kind ``decode``) whose
 message names the source and the reason: ``empty file``, ``not an image (...)``,
 ``truncated image (...)``, ``corrupt image (...)`` or ``decompression bomb guard: ...``.
+Messages never quote the file's bytes (a path column may name a file that is not an
+image, and the error column may end up in a published dataset).
+
+JPEG pass-through: a JPEG that needs nothing done to it (already within the pixel budget,
+no EXIF rotation, plain RGB, one frame) keeps its own bytes on the decoded image, minus
+metadata segments (EXIF, XMP, IPTC, comments), so the HTTP backend sends them as they are
+instead of re-encoding (:func:`passthrough_jpeg`, ``PASSTHROUGH_ATTR``).
 """
 
 from __future__ import annotations
@@ -37,6 +44,9 @@ __all__ = [
     "resize_to_budget",
     "to_rgb",
     "encode_jpeg",
+    "passthrough_jpeg",
+    "strip_jpeg_metadata",
+    "PASSTHROUGH_ATTR",
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_MAX_IMAGE_PIXELS",
 ]
@@ -71,6 +81,7 @@ class Decoded:
     format: str | None
     frames: int = 1
     exif: dict[str, str] | None = None  # camera and time, when the file has them
+    passthrough: bool = False  # the image carries its source JPEG bytes (see passthrough_jpeg)
 
 
 _EXIF_FIELDS = {271: "make", 272: "model", 306: "datetime"}
@@ -347,6 +358,13 @@ def _bomb_message(src: str, w: int, h: int, limit: int) -> str:
 
 
 _PIL_BOMB = re.compile(r"\((\d+) pixels\)")
+# quoted literals in PIL's messages ("broken PNG file (chunk b'...')") are bytes of the file
+_QUOTED = re.compile(r"b?'(?:[^'\\]|\\.)*'|b?\"(?:[^\"\\]|\\.)*\"")
+
+
+def _scrub(msg: str, limit: int = 160) -> str:
+    """A library's error message without the file bytes it may quote."""
+    return _QUOTED.sub("<bytes>", " ".join(str(msg).split()))[:limit]
 
 
 def decode(
@@ -382,7 +400,7 @@ def decode(
         except UnidentifiedImageError as e:
             fmt = next((name for magic, name in _MAGIC if data.startswith(magic)), None)
             if fmt is not None:
-                why = getattr(e, "problems", {}).get(fmt, str(e))[:200]
+                why = _scrub(getattr(e, "problems", {}).get(fmt, str(e)))
                 raise DecodeError(
                     f"{src}: truncated image ({fmt} header is incomplete or corrupt, "
                     f"{len(data)} bytes: {why}); re-download or re-export the file"
@@ -421,7 +439,7 @@ def decode(
         try:
             im.load()
         except (OSError, EOFError, SyntaxError, ValueError) as e:
-            msg = str(e) or type(e).__name__
+            msg = _scrub(str(e) or type(e).__name__)
             if isinstance(e, EOFError) or "truncat" in msg.lower() or "end of file" in msg.lower():
                 raise DecodeError(
                     f"{src}: truncated image ({fmt} data ends early: {msg}; {len(data)} bytes); "
@@ -438,7 +456,10 @@ def decode(
         except Exception:  # noqa: BLE001 - a broken EXIF block is not a broken image
             orientation = 1
 
+        own = _passthrough_bytes(data, im, fmt, frames, orientation, (tw, th))
         out = _finish(im, orientation, (tw, th), resample, box)
+        if own is not None:
+            setattr(out, PASSTHROUGH_ATTR, (out.size, own))
         ow, oh = (h0, w0) if orientation in (5, 6, 7, 8) else (w0, h0)
         return Decoded(
             image=out,
@@ -449,16 +470,17 @@ def decode(
             format=fmt,
             frames=frames,
             exif=exif,
+            passthrough=own is not None,
         )
     except DecodeError:
         raise
     except Image.DecompressionBombError as e:
         # raised by a plugin while loading (e.g. a later GIF frame larger than the screen)
-        raise DecodeError(f"{src}: decompression bomb guard: {e}") from None
+        raise DecodeError(f"{src}: decompression bomb guard: {_scrub(str(e))}") from None
     except MemoryError:
         raise DecodeError(f"{src}: corrupt image (out of memory while decoding)") from None
     except Exception as e:  # noqa: BLE001 - every failure becomes a DecodeError row
-        raise DecodeError(f"{src}: corrupt image ({type(e).__name__}: {e})") from None
+        raise DecodeError(f"{src}: corrupt image ({type(e).__name__}: {_scrub(str(e))})") from None
     finally:
         if im is not None:
             try:
@@ -493,7 +515,81 @@ def from_pil(
         ow, oh = (h0, w0) if orientation in (5, 6, 7, 8) else (w0, h0)
         return Decoded(out, out.width, out.height, ow, oh, fmt, frames)
     except Exception as e:  # noqa: BLE001
-        raise DecodeError(f"{src}: corrupt image ({type(e).__name__}: {e})") from None
+        raise DecodeError(f"{src}: corrupt image ({type(e).__name__}: {_scrub(str(e))})") from None
+
+
+# ---------------------------------------------------------------------------------
+# JPEG pass-through
+# ---------------------------------------------------------------------------------
+# The attribute :func:`decode` sets on an image whose source JPEG can be sent as it is:
+# ``(size, jpeg_bytes)``. An attribute, not ``image.info``: PIL copies ``info`` into the
+# results of crop/copy/convert/transpose, which would then carry another image's bytes;
+# an attribute stays on this one object. Code that edits an image in place (ImageDraw,
+# paste) must work on a copy, or delete the attribute.
+PASSTHROUGH_ATTR = "pixscribe_source_jpeg"
+
+_SOS, _EOI = 0xDA, 0xD9
+_STANDALONE = {0x01, *range(0xD0, 0xD8)}  # markers without a length field
+_METADATA = {0xE1, *range(0xE3, 0xEE), 0xEF, 0xFE}  # APP1 (EXIF/XMP), APP3-13, APP15, COM
+
+
+def strip_jpeg_metadata(data: bytes) -> bytes | None:
+    """``data`` without its metadata segments (EXIF, XMP, IPTC, comments), the image data
+    untouched (no decode); JFIF, ICC profile and Adobe segments are kept, since they say how
+    to read the colours. None if the header cannot be walked."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    out = [data[:2]]
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in _STANDALONE:
+            out.append(data[i : i + 2])
+            i += 2
+            continue
+        if marker == _EOI:
+            return None
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if length < 2 or i + 2 + length > n:
+            return None
+        if marker == _SOS:
+            out.append(data[i:])  # the scans (and anything after) as they are
+            return b"".join(out)
+        if marker not in _METADATA and not (marker == 0xE2 and not data[i + 4 : i + 16] == b"ICC_PROFILE\x00"):
+            out.append(data[i : i + 2 + length])
+        i += 2 + length
+    return None
+
+
+def _passthrough_bytes(
+    data: bytes, im: Image.Image, fmt: str | None, frames: int, orientation: int, target: tuple[int, int]
+) -> bytes | None:
+    """The bytes to send for this image as it is, or None when it needs work: not a plain
+    JPEG, resized, rotated by EXIF, not RGB (greyscale, CMYK) or not one frame."""
+    if fmt != "JPEG" or frames != 1 or orientation not in (0, 1) or im.mode != "RGB":
+        return None
+    if im.size != target:
+        return None
+    return strip_jpeg_metadata(data)
+
+
+def passthrough_jpeg(img: Image.Image, max_pixels: int | None = None, max_side: int | None = None) -> bytes | None:
+    """The source JPEG bytes :func:`decode` kept on ``img``, if the image is still that same
+    size and mode and already within this pixel budget; else None (encode it instead)."""
+    kept = getattr(img, PASSTHROUGH_ATTR, None)
+    if not kept:
+        return None
+    size, data = kept
+    if img.size != size or img.mode != "RGB":
+        return None
+    if target_size(img.width, img.height, max_pixels, max_side) != tuple(size):
+        return None
+    return data
 
 
 def encode_jpeg(img: Image.Image, quality: int = 90) -> bytes:

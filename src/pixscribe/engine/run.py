@@ -113,8 +113,7 @@ class Run:
         self.state.write_run_json(self._run_json(fp, fields))
         from ..io.fetch import UrlFetcher
 
-        self.fetcher = UrlFetcher(timeout=cfg.url_timeout, max_bytes=cfg.url_max_bytes,
-                                  allow_private=cfg.allow_private_urls)
+        self.fetcher = UrlFetcher.from_config(cfg)
 
     def _tmp_owner_dead(self, host: str, pid: int) -> bool:
         from ..io.writers import _HOST

@@ -16,6 +16,12 @@ Modes:
 - ``tiny``: real generation from a tiny transformers model dir (``--model-dir``), with the
   data-URL images decoded.
 
+Like a real vLLM (>= 0.12) server, it honours ``response_format`` json_schema and
+``structured_outputs`` (the echo reply is then a minimal valid object), and *ignores* the
+removed ``guided_json`` field: 200 with unconstrained text and a warning on stderr (counted
+in ``/stats`` as ``ignored_fields``). Replies are cut at ``max_tokens`` (echo mode counts
+whitespace-separated words as tokens) with ``finish_reason: "length"``, else ``"stop"``.
+
 Faults are deterministic. A request's *key* is a hash of its non-system message text and images, so
 a retry (and the stricter schema retry, which only adds a system message) is the next
 *attempt* of the same key:
@@ -32,7 +38,9 @@ a retry (and the stricter schema retry, which only adds a system message) is the
 Fault kinds: any HTTP status (``429``, ``500``, ``503``, ``401``, ``403``, ``400``...),
 ``overloaded`` (529 with an "overloaded" body), ``slow`` (answers after ``--slow`` s),
 ``drop`` (closes the socket mid-response), ``malformed`` (repairable broken JSON content),
-``garbage`` (prose instead of JSON), ``wrong_schema`` (valid JSON of the wrong shape).
+``garbage`` (prose instead of JSON), ``wrong_schema`` (valid JSON of the wrong shape),
+``huge`` (a 200 whose content is ``--huge-bytes`` long, with a Content-Length) and
+``huge_stream`` (the same without a Content-Length, streamed until the client hangs up).
 429 and 503 carry ``Retry-After: --retry-after`` (``--retry-after-date`` sends an HTTP date).
 """
 
@@ -69,16 +77,27 @@ def _hash_fraction(key: str, salt: str) -> float:
     return int.from_bytes(h[:8], "big") / 2**64
 
 
+IGNORED_FIELDS = ("guided_json", "guided_regex", "guided_choice", "guided_grammar")  # removed in vLLM 0.12
+
+
 def _schema_of_body(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON schema the reply must follow, from the fields vLLM >= 0.12 honours."""
     rf = body.get("response_format")
     if isinstance(rf, dict) and rf.get("type") == "json_schema":
         return (rf.get("json_schema") or {}).get("schema") or {}
     so = body.get("structured_outputs")
     if isinstance(so, dict) and "json" in so:
         return so["json"]
-    if "guided_json" in body:
-        return body["guided_json"]
     return None
+
+
+def _cut(text: str, max_tokens: Any) -> tuple[str, int, str]:
+    """Echo mode's token limit: (text cut to max_tokens words, tokens, finish_reason)."""
+    words = text.split()
+    limit = int(max_tokens) if isinstance(max_tokens, int) and max_tokens > 0 else None
+    if limit is None or len(words) <= limit:
+        return text, len(words), "stop"
+    return " ".join(words[:limit]), limit, "length"
 
 
 class State:
@@ -104,9 +123,11 @@ class State:
                 "images": 0,
                 "max_image_pixels": 0,
                 "image_formats": [],
+                "image_sha256": [],  # of the bytes each data URL carried (the first 1000)
                 "auth_failures": 0,
                 "structured_requests": 0,
                 "structured_fields": [],
+                "ignored_fields": [],
                 "prompt_tokens": 0,
                 "completion_tokens": 0,
             }
@@ -253,13 +274,7 @@ class Handler(BaseHTTPRequestHandler):
             attempt = st.attempts.get(key, 0)
             st.attempts[key] = attempt + 1
         fault = self._pick_fault(key, user_text, attempt)
-        schema = _schema_of_body(body)
-        if schema is not None:
-            st.bump("structured_requests")
-            with st.lock:
-                for f in ("response_format", "structured_outputs", "guided_json"):
-                    if f in body and f not in st.stats["structured_fields"]:
-                        st.stats["structured_fields"].append(f)
+        schema = self._note_structured(body)
         if fault:
             st.bump("by_fault", fault)
             if fault.isdigit():
@@ -284,11 +299,14 @@ class Handler(BaseHTTPRequestHandler):
                 except OSError:
                     pass
                 return
+            if fault in ("huge", "huge_stream"):
+                self._huge(body, fault == "huge")
+                return
             if fault == "slow":
                 time.sleep(float(st.opts.slow))
         images = self._images(messages)
         try:
-            text, n_in, n_out = self._generate(body, messages, images, schema)
+            text, n_in, n_out, finish = self._generate(body, messages, images, schema)
         except Exception as exc:  # a model failure is a 500, like a real server
             self._error(500, f"generation failed: {type(exc).__name__}: {exc}")
             return
@@ -310,10 +328,57 @@ class Handler(BaseHTTPRequestHandler):
                 "object": "chat.completion",
                 "created": int(time.time()),
                 "model": body["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
                 "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out},
             },
         )
+
+    def _note_structured(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Count the structured-output fields; warn, like vLLM, about the ignored ones."""
+        st = self.state
+        schema = _schema_of_body(body)
+        ignored = [f for f in IGNORED_FIELDS if f in body]
+        with st.lock:
+            for f in ("response_format", "structured_outputs", *IGNORED_FIELDS):
+                if f in body and f not in st.stats["structured_fields"]:
+                    st.stats["structured_fields"].append(f)
+            for f in ignored:
+                if f not in st.stats["ignored_fields"]:
+                    st.stats["ignored_fields"].append(f)
+        if ignored:
+            print(
+                f"WARNING: Request contains the removed guided-decoding field(s) {ignored}, which are ignored; "
+                "output will NOT be constrained. Use `structured_outputs` (or `response_format`) instead.",
+                file=sys.stderr, flush=True,
+            )
+        if schema is not None:
+            st.bump("structured_requests")
+        return schema
+
+    def _huge(self, body: dict[str, Any], with_length: bool) -> None:
+        """A 200 chat reply whose content is --huge-bytes long (an unbounded server)."""
+        n = int(self.state.opts.huge_bytes)
+        head = json.dumps({"id": "chatcmpl-huge", "object": "chat.completion", "model": body.get("model"),
+                           "choices": [{"index": 0, "message": {"role": "assistant", "content": ""}}]})
+        prefix, suffix = head.split('"content": ""')
+        start = (prefix + '"content": "').encode()
+        end = ('"' + suffix).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        if with_length:
+            self.send_header("Content-Length", str(len(start) + n + len(end)))
+        else:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(start)
+        block = b"a" * 65536
+        left = n
+        while left > 0:
+            self.wfile.write(block[: min(left, len(block))])
+            left -= len(block)
+        self.wfile.write(end)
+        self.state.bump("by_status", "200")
 
     def _pick_fault(self, key: str, user_text: str, attempt: int) -> str | None:
         o = self.state.opts
@@ -346,9 +411,12 @@ class Handler(BaseHTTPRequestHandler):
                     header, _, b64 = url.partition(",")
                     if not header.startswith("data:image/") or ";base64" not in header:
                         raise ValueError("only base64 data URLs are supported by the test server")
-                    img = Image.open(io.BytesIO(base64.b64decode(b64)))
+                    raw = base64.b64decode(b64)
+                    img = Image.open(io.BytesIO(raw))
                     out.append(img)
                     with self.state.lock:
+                        if len(self.state.stats["image_sha256"]) < 1000:
+                            self.state.stats["image_sha256"].append(hashlib.sha256(raw).hexdigest())
                         self.state.stats["images"] += 1
                         px = img.width * img.height
                         self.state.stats["max_image_pixels"] = max(self.state.stats["max_image_pixels"], px)
@@ -358,7 +426,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _generate(
         self, body: dict[str, Any], messages: list[dict[str, Any]], images: list[Any], schema: dict[str, Any] | None
-    ) -> tuple[str, int, int]:
+    ) -> tuple[str, int, int, str]:
+        """(text, prompt tokens, completion tokens, finish_reason)."""
         st = self.state
         if st.opts.mode == "tiny":
             return st.generator(body, messages, images)
@@ -373,7 +442,8 @@ class Handler(BaseHTTPRequestHandler):
             dims = ",".join(f"{im.width}x{im.height}" for im in images)
             text = f"echo: {last_user}" + (f" [{len(images)} image(s) {dims}]" if images else "")
         n_in = len(" ".join(_text_of(m.get("content")) for m in messages).split()) + 16 * len(images)
-        return text, n_in, len(text.split())
+        text, n_out, finish = _cut(text, body.get("max_tokens"))
+        return text, n_in, n_out, finish
 
 
 # ---- the tiny-model generator ------------------------------------------------------------
@@ -406,7 +476,7 @@ def make_tiny_generator(model_dir: str, lock: threading.Lock):
     backend = TransformersBackend.from_config(RunConfig(vlm=model_dir, device="cpu", dtype="fp32"))
     backend.load()
 
-    def gen(body: dict[str, Any], messages: list[dict[str, Any]], images: list[Any]) -> tuple[str, int, int]:
+    def gen(body: dict[str, Any], messages: list[dict[str, Any]], images: list[Any]) -> tuple[str, int, int, str]:
         req = GenerationRequest(
             messages=_to_hf_messages(messages),
             images=[im.convert("RGB") for im in images],
@@ -416,7 +486,7 @@ def make_tiny_generator(model_dir: str, lock: threading.Lock):
             (res,) = backend.generate([req])
         if not res.ok:
             raise RuntimeError(res.error)
-        return res.text or "", res.tokens_in, res.tokens_out
+        return res.text or "", res.tokens_in, res.tokens_out, res.finish_reason or "stop"
 
     return gen
 
@@ -447,6 +517,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--retry-after-date", action="store_true")
     ap.add_argument("--slow", type=float, default=30.0)
     ap.add_argument("--api-key", default=None)
+    ap.add_argument("--huge-bytes", type=int, default=20_000_000, help="content size of the huge faults")
     o = ap.parse_args(argv)
     if o.mode == "tiny" and not o.model_dir:
         ap.error("--mode tiny needs --model-dir")
@@ -511,6 +582,14 @@ class ServerProcess:
         import httpx
 
         return httpx.get(self.base + "/stats", timeout=10).json()
+
+    def log(self) -> str:
+        """What the server wrote to stderr so far (warnings such as ignored fields)."""
+        self._stderr.flush()
+        self._stderr.seek(0)
+        text = self._stderr.read()
+        self._stderr.seek(0, 2)
+        return text
 
     def reset(self) -> None:
         import httpx
