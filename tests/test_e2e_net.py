@@ -101,7 +101,18 @@ def test_server_killed_mid_run_gives_error_rows_in_bounded_time_then_a_rerun_com
     out = tmp_path / "out"
     args = ["caption", str(photo_dir), "-o", str(out), "--backend", "openai", "--vlm", "m", "--concurrency", "2",
             "--batch-size", "2", "--request-deadline", "3", "--endpoint-down-timeout", "0", "--no-progress"]
-    killer = threading.Timer(2.5, srv.close)  # after the CLI started and sent its first requests
+    def kill_after_first_answers() -> None:  # however slow the machine is to start the CLI
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if srv.stats()["ok"] >= 2:  # two chat answers sent
+                    break
+            except Exception:  # noqa: BLE001 - not up yet
+                pass
+            time.sleep(0.05)
+        srv.close()
+
+    killer = threading.Thread(target=kill_after_first_answers)
     killer.start()
     t = time.perf_counter()
     p = cli(*args, "--base-url", srv.url, check=False)
@@ -118,3 +129,36 @@ def test_server_killed_mid_run_gives_error_rows_in_bounded_time_then_a_rerun_com
     rows2 = pq.read_table(out).to_pylist()
     assert len(rows2) == 6 and all(r["error"] is None for r in rows2)
     assert len({r["id"] for r in rows2}) == 6
+
+
+def test_every_endpoint_down_stops_the_run_cleanly_and_it_resumes(tmp_path, photo_dir):
+    """--endpoint-down-timeout: the run stops (exit 3, one clear line, no traceback), keeps
+    what it wrote, and a rerun against a live server completes exactly once."""
+    srv = ServerProcess("--mode", "echo", "--model", "m", "--latency", "0.3")
+    out = tmp_path / "out"
+    args = ["caption", str(photo_dir), "-o", str(out), "--backend", "openai", "--vlm", "m", "--concurrency", "1",
+            "--batch-size", "1", "--flush-rows", "1", "--endpoint-down-timeout", "2", "--no-progress"]
+
+    def kill_after_first_answers() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if srv.stats()["ok"] >= 5:  # the first batch (4 requests: the backend's batch) is done
+                    break
+            except Exception:  # noqa: BLE001
+                pass
+            time.sleep(0.05)
+        srv.close()
+
+    killer = threading.Thread(target=kill_after_first_answers)
+    killer.start()
+    p = cli(*args, "--base-url", srv.url, check=False)
+    killer.join()
+    assert p.returncode == 3, p.stderr
+    assert "the run stopped" in p.stderr and "resume" in p.stderr and "Traceback" not in p.stderr
+    done_before = pq.read_table(out).num_rows if any(out.glob("part-*")) else 0
+    assert 2 <= done_before < 6, p.stderr
+    with ServerProcess("--mode", "echo", "--model", "m") as srv2:
+        cli(*args, "--base-url", srv2.url)
+    rows = pq.read_table(out).to_pylist()
+    assert len(rows) == 6 and len({r["id"] for r in rows}) == 6 and all(r["error"] is None for r in rows)

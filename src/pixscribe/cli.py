@@ -20,7 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain click help: typer's rich panels show every flag as "<bool>"
 )
-err = Console(stderr=True)
+err = Console(stderr=True, emoji=False)  # a model named "m" must not print as an emoji (":m:")
 
 
 class Fmt(str, Enum):
