@@ -69,7 +69,11 @@ class GenerationResult:
     parsed: Any = None  # the validated JSON object when a schema was asked for
     tokens_in: int = 0
     tokens_out: int = 0
+    # this request's share of model time: a local batch's time divided by its requests; for a
+    # server, the round trip shared among the requests in flight at each moment (ShareClock),
+    # so the seconds of a run's rows add up to the time the model was busy on every backend
     seconds: float = 0.0
+    latency: float | None = None  # how long this request took to answer (a whole local batch)
     retries: int = 0
     status: int | None = None  # last HTTP status for HTTP backends
     # why generation ended, in the OpenAI vocabulary: "stop" (a stop token), "length" (cut at
@@ -108,7 +112,7 @@ class BackendUsage:
         self.retries += r.retries
         self.tokens_in += r.tokens_in
         self.tokens_out += r.tokens_out
-        self.latencies.append(r.seconds)
+        self.latencies.append(r.latency if r.latency is not None else r.seconds)
 
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
@@ -128,6 +132,40 @@ class BackendUsage:
             "latency_p50": pct(0.50),
             "latency_p95": pct(0.95),
         }
+
+
+class ShareClock:
+    """Processor-sharing accounting: every moment is split equally among the requests in
+    flight then. ``start()`` returns a token, ``stop(token)`` that request's share in
+    seconds; the shares of all requests add up to the time at least one was in flight."""
+
+    def __init__(self) -> None:
+        import threading
+        import time
+
+        self._now = time.perf_counter
+        self._lock = threading.Lock()
+        self._n = 0
+        self._s = 0.0
+        self._last = self._now()
+
+    def _advance(self) -> None:
+        t = self._now()
+        if self._n:
+            self._s += (t - self._last) / self._n
+        self._last = t
+
+    def start(self) -> float:
+        with self._lock:
+            self._advance()
+            self._n += 1
+            return self._s
+
+    def stop(self, token: float) -> float:
+        with self._lock:
+            self._advance()
+            self._n -= 1
+            return self._s - token
 
 
 class BackendUnavailable(RuntimeError):

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..record import RunStop
-from .base import Backend, BackendUnavailable, GenerationRequest, GenerationResult, map_messages
+from .base import Backend, BackendUnavailable, GenerationRequest, GenerationResult, ShareClock, map_messages
 from .http_pool import AdaptiveLimiter, AllEndpointsDisabled, Endpoint, EndpointPool, normalize_base_url
 from .structured import REMOVED_MODES, STRUCTURED_MODES, agenerate_one_with_schema, request_fields
 
@@ -230,6 +230,7 @@ class OpenAIBackend(Backend):
         self.extra_body = dict(extra_body or {})
         self.schema_model = schema_model
         self.preferred_batch_size = 4 * self.concurrency
+        self._share = ShareClock()
         # the engine keeps this many batches in flight, so the pipe never drains between batches
         self.max_inflight_batches = 2
         self._rng = random.Random()
@@ -455,8 +456,8 @@ class OpenAIBackend(Backend):
             from ..record import format_error
 
             res = GenerationResult(error=format_error(exc, "backend"))
-        if not res.seconds:  # failures: the whole time spent on the request
-            res.seconds = time.perf_counter() - t0
+        if res.latency is None:  # failures: the whole time spent on the request
+            res.latency = time.perf_counter() - t0
         return res
 
     def _hint_unconstrained(self, res: GenerationResult) -> None:
@@ -613,11 +614,13 @@ class OpenAIBackend(Backend):
         """Send once; the result, or the failure and the server's Retry-After."""
         timeout = max(0.001, min(self.request_timeout, deadline - time.monotonic()))
         t_send = time.perf_counter()
+        token = self._share.start()
         try:
             try:
                 reply = await self._post(ep, body, cap, timeout)
             finally:
                 self.limiter.release()
+                share = self._share.stop(token)
         except _TooLarge as exc:
             ep.on_failure()
             return self._too_large(exc, ep), None
@@ -625,7 +628,8 @@ class OpenAIBackend(Backend):
             return self._transport_failure(exc, ep, timeout), None
         result = self._handle(reply, ep, epoch)
         if isinstance(result, GenerationResult):
-            result.seconds = time.perf_counter() - t_send  # the server's time, not the queue's
+            result.latency = time.perf_counter() - t_send  # the server's round trip, not the queue's
+            result.seconds = share  # this request's share of the time the server was busy with us
             return result, None
         return result, parse_retry_after(reply.headers.get("Retry-After"))
 

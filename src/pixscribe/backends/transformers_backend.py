@@ -373,7 +373,8 @@ class TransformersBackend(Backend):
         stop = _stop_ids(self.hf_model, self.tokenizer)
         texts_out = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         mask = inputs.get("attention_mask")
-        per = (time.perf_counter() - t0) / len(reqs)
+        took = time.perf_counter() - t0
+        per = took / len(reqs)  # each request's share of the batch; each waited for all of it
         results = []
         for i, text in enumerate(texts_out):
             tokens_in = int(mask[i].sum()) if mask is not None else int(n_in)
@@ -381,7 +382,7 @@ class TransformersBackend(Backend):
             truncated = not stopped and n_out >= s.max_new_tokens  # no stop token within max_new_tokens
             results.append(
                 GenerationResult(
-                    text=text.strip(), tokens_in=tokens_in, tokens_out=n_out, seconds=per,
+                    text=text.strip(), tokens_in=tokens_in, tokens_out=n_out, seconds=per, latency=took,
                     finish_reason="length" if truncated else "stop", truncated=truncated,
                 )
             )

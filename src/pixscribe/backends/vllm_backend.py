@@ -196,8 +196,9 @@ class VLLMBackend(Backend):
         else:
             results = self._run(requests)
         elapsed = time.perf_counter() - t0
-        for r in results:  # offline batching: every request waits for its whole batch
-            r.seconds = elapsed
+        for r in results:  # offline batching: every request waits for its whole batch, and shares it
+            r.seconds = elapsed / len(results)
+            r.latency = elapsed
         return results
 
     def _run(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
