@@ -11,6 +11,7 @@ evaluates JavaScript and takes screenshots.
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -46,7 +47,8 @@ class Page:
     def __init__(self, ws_url: str, timeout: float = 30.0):
         from websockets.sync.client import connect
 
-        self.ws = connect(ws_url, max_size=None, open_timeout=timeout)
+        self._stack = contextlib.ExitStack()
+        self.ws = self._stack.enter_context(connect(ws_url, max_size=None, open_timeout=timeout))
         self.timeout = timeout
         self._ids = itertools.count(1)
         self.events: list[dict[str, Any]] = []
@@ -87,6 +89,13 @@ class Page:
         self.send("Page.navigate", url=url)
         self.wait_for("Page.loadEventFired")
 
+    def eval_and_wait(self, expression: str, event: str = "Page.loadEventFired") -> Any:
+        """Evaluate ``expression`` (a click on a link, say) and wait for a new ``event``."""
+        self.events.clear()
+        value = self.eval(expression)
+        self.wait_for(event)
+        return value
+
     def eval(self, expression: str) -> Any:
         r = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
         if "exceptionDetails" in r:
@@ -124,7 +133,7 @@ class Page:
         return out
 
     def close(self) -> None:
-        self.ws.close()
+        self._stack.close()
 
 
 class Chromium:
