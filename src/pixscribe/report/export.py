@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
+import io
 import json
 import os
 import shutil
+import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,17 +184,45 @@ def _jsonl(ex: _Exporter, tmp: Path) -> None:
             ex.res.written += 1
 
 
+class _Shards:
+    """Numbered webdataset tars, ``shard_size`` samples each, members ``{key}.{ext}`` in key
+    order (written with tarfile, as the engine's tar writer does: importing webdataset would
+    import torch for nothing; the tests read the shards back with webdataset itself)."""
+
+    def __init__(self, root: Path, shard_size: int):
+        self.root, self.size = root, max(1, shard_size)
+        self.n, self.count, self.tar = 0, 0, None
+
+    def write(self, key: str, members: dict[str, bytes]) -> None:
+        if self.tar is None or self.count >= self.size:
+            self.close()
+            self.tar = tarfile.open(self.root / f"shard-{self.n:06d}.tar", "w", format=tarfile.GNU_FORMAT)
+            self.n, self.count = self.n + 1, 0
+        for ext, data in members.items():
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size, info.mtime, info.mode = len(data), 0, 0o444
+            self.tar.addfile(info, io.BytesIO(data))
+        self.count += 1
+
+    def close(self) -> None:
+        if self.tar is not None:
+            self.tar.close()
+            self.tar = None
+
+
 def _webdataset(ex: _Exporter, tmp: Path) -> None:
-    wds = require("webdataset", what="pixscribe export --to webdataset")
     tmp.mkdir()
-    with wds.ShardWriter(str(tmp / "shard-%06d.tar"), maxcount=max(1, ex.opts.shard_size), verbose=0) as sink:
+    shards = _Shards(tmp, ex.opts.shard_size)
+    try:
         for row, img in ex.with_images():
-            sample: dict[str, Any] = {"__key__": member_key(row["id"]), "json": row,
-                                      "txt": row["text"] if row["text"] is not None else ""}
+            members = {"json": json.dumps(row, ensure_ascii=False, default=str).encode("utf-8"),
+                       "txt": (row["text"] or "").encode("utf-8")}
             if img is not None:
-                sample[img[0]] = img[1]
-            sink.write(sample)
+                members = {img[0]: img[1], **members}
+            shards.write(member_key(row["id"]), members)
             ex.res.written += 1
+    finally:
+        shards.close()
 
 
 def _hf_features(datasets: Any, columns: list[str], opts: ExportOptions) -> Any:
@@ -219,12 +249,18 @@ def _hf(ex: _Exporter, tmp: Path) -> None:
             ex.res.written += 1
             yield rec
 
-    with tempfile.TemporaryDirectory(prefix="pixscribe-export-", dir=tmp.parent) as cache:
-        # a fresh fingerprint: the generator holds a thread pool (not hashable) and must run every time
-        ds = datasets.Dataset.from_generator(gen, features=features, cache_dir=cache, fingerprint=os.urandom(8).hex())
-        ds.info.description = _card(ex, columns)
-        ds.save_to_disk(str(tmp))
-        del ds
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # the export prints one summary line instead
+    try:
+        with tempfile.TemporaryDirectory(prefix="pixscribe-export-", dir=tmp.parent) as cache:
+            # a fresh fingerprint: the generator holds a thread pool (not hashable) and must run every time
+            ds = datasets.Dataset.from_generator(gen, features=features, cache_dir=cache, fingerprint=os.urandom(8).hex())
+            ds.info.description = _card(ex, columns)
+            ds.save_to_disk(str(tmp))
+            del ds
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
     (tmp / "README.md").write_text(_card(ex, columns), encoding="utf-8")
 
 

@@ -92,8 +92,8 @@ class SourceReader:
         kind, path, extra = split_source(source)
         try:
             data = getattr(self, f"_{kind}")(path, extra)
-        except PixscribeError as exc:
-            raise SourceError(str(exc)) from None
+        except PixscribeError as exc:  # a fetch or input error: keep its kind ("fetch", "input", ...)
+            raise SourceError(str(exc), kind=exc.kind) from None
         except (OSError, tarfile.TarError, ValueError, KeyError) as exc:
             raise SourceError(f"{source}: cannot read ({type(exc).__name__}: {exc})") from None
         return Loaded(data, bool(sha256) and sha256_hex(data) != sha256)

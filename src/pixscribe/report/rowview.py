@@ -258,6 +258,7 @@ def _other_columns(v: RowView) -> None:
 
 def build_view(row: dict[str, Any], key: str, masks: MaskWriter | None = None) -> RowView:
     """The view of one row; ``masks`` writes a mask image and returns its href."""
+    row = {**dict.fromkeys(BASE + ("org_caption",)), **row}  # an output may lack base columns
     v = RowView(row=row, key=key, frame=_frame(row) or (1000.0, 1000.0))
     for part in (_textualize, _panoptic, _regions, _experts):
         part(v, masks)
