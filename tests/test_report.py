@@ -57,8 +57,8 @@ def test_every_row_and_shape_rendered(sample_out, tmp_path):
     assert evidence[0]["data-ent"] == objects[0]["data-ent"]
     (mask,) = t.select('g.layer[data-layer="regions"] image.mask')
     m = Image.open(rep / mask["href"])
-    assert m.mode == "P" and m.size == (384, 384) and m.info["transparency"] == 0
-    assert m.getpixel((200, 240)) == 1 and m.getpixel((20, 20)) == 0  # inside / outside the spacesuit mask
+    assert m.mode == "P" and m.size == (256, 256) and m.info["transparency"] == 0  # every 2nd pixel of 512
+    assert m.getpixel((130, 160)) == 1 and m.getpixel((70, 160)) == 0 and m.getpixel((130, 70)) == 0  # x 150-380, y 150-500
     assert "nearness 0.82" in t.select_one("ol.regions").get_text()
 
     skipped = card(page, "coffee")
@@ -213,3 +213,14 @@ def test_strike_and_added_words():
     assert "".join(t for t, _ in parts) == "A grey cat sleeps on a mat."
     assert [t.strip() for t, added in parts if added] == ["grey", "sleeps"]
     assert re.sub(r"\s+", " ", "".join(t for t, a in added_words(None, "x y"))) == "x y"
+
+
+def test_without_duckdb_the_error_says_what_to_install(sample_out, tmp_path, monkeypatch):
+    import sys
+
+    from pixscribe.deps import MissingDependency
+
+    monkeypatch.setitem(sys.modules, "duckdb", None)  # import duckdb now fails
+    with pytest.raises(MissingDependency, match=r"'duckdb' is needed for pixscribe report.*pip install 'pixscribe\[report\]'"):
+        build_report(sample_out, tmp_path / "rep")
+    assert not (tmp_path / "rep").exists() and not list(tmp_path.glob(".rep.tmp-*"))
