@@ -77,9 +77,7 @@ class ReportResult:
 def _env() -> Any:
     jinja2 = require("jinja2", extra="report", what="pixscribe report")
     return jinja2.Environment(loader=jinja2.PackageLoader("pixscribe.report", "templates"),
-                              autoescape=True, trim_blocks=True, lstrip_blocks=True,
-                              undefined=jinja2.StrictUndefined if os.environ.get("PIXSCRIBE_STRICT_TEMPLATES") else
-                              jinja2.Undefined)
+                              autoescape=True, trim_blocks=True, lstrip_blocks=True)
 
 
 def _check_dest(dest: Path) -> None:

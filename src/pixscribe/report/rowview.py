@@ -10,9 +10,11 @@ hovering one highlights the other.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..experts.rle import to_xyxy
 from ..record import error_kind
 from . import adapters as ad
 from .parts import parse_json
@@ -25,6 +27,7 @@ BASE = ("id", "source", "width", "height", "sha256", "method", "caption", "model
 SHOWN_ELSEWHERE = {"description", "objects", "hallucinations", "regions", "textualize_skipped", "entities",
                    "caption_plain", "region", "task", "attribute", "org_caption", "re_caption"}
 
+_HEX = re.compile(r"#[0-9a-fA-F]{6}")
 MaskWriter = Callable[[dict[str, Any], str, str], str | None]  # (rle, entity id, colour) -> href
 
 
@@ -91,8 +94,6 @@ class RowView:
         ent, color = f"{self.key}-e{self._n}", PALETTE[(self._n - 1) % len(PALETTE)]
         href = masks(mask, ent, color) if (mask is not None and masks is not None) else None
         if box is None and mask is not None:
-            from ..experts.rle import to_xyxy
-
             h, w = mask["size"]
             x0, y0, x1, y1 = to_xyxy(mask)
             box = (x0 / max(w, 1), y0 / max(h, 1), x1 / max(w, 1), y1 / max(h, 1))
@@ -224,11 +225,9 @@ def _facts(d: dict[str, Any] | None) -> list[tuple[str, str]]:
 
 
 def _colors(d: dict[str, Any] | None) -> list[dict[str, Any]]:
-    import re
-
     out = []
     for c in (d or {}).get("dominant_colors") or []:
-        if isinstance(c, dict) and isinstance(c.get("hex"), str) and re.fullmatch(r"#[0-9a-fA-F]{6}", c["hex"]):
+        if isinstance(c, dict) and isinstance(c.get("hex"), str) and _HEX.fullmatch(c["hex"]):  # into an attribute
             out.append({"hex": c["hex"], "name": str(c.get("name", "")), "fraction": ad._num(c.get("fraction"))})
     return out
 

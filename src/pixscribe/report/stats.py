@@ -54,9 +54,9 @@ def _stage_counts(q: Query, stages: list[str]) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for name in stages:
         path = "$." + json.dumps(name)
-        rows = q.all(f"SELECT json_extract_string(stages, ?) AS s, "
-                     f"coalesce(json_extract(stages, ?)::BOOLEAN, false) AS r, count(*) "
-                     f"FROM rows WHERE json_valid(stages) GROUP BY s, r", [path + ".status", path + ".reused"])
+        rows = q.all("SELECT json_extract_string(stages, ?) AS s, "
+                     "coalesce(json_extract(stages, ?)::BOOLEAN, false) AS r, count(*) "
+                     "FROM rows WHERE json_valid(stages) GROUP BY s, r", [path + ".status", path + ".reused"])
         counts: dict[str, int] = {}
         for status, reused, n in rows:
             key = "not run" if status is None else ("reused" if reused else status)
