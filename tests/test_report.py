@@ -149,6 +149,9 @@ def test_where_sort_sample_and_pages(sample_out, tmp_path):
 
     a = sample(1)
     assert len(a) == 3 and sample(1) == a and sample(2) != a
+    file_order = [r["id"] for r in sample_rows(sample_out.parent / "photos")]
+    assert [x for x in file_order if x in a] == a  # a sample is shown in file order
+    assert sample(0) == file_order  # --sample 0: every row
     assert not (rep / "page-0002.html").exists()  # the earlier report was replaced whole
 
     p = cli("report", str(sample_out), "-o", str(rep), "--where", "no_such_column > 1", check=False)
@@ -224,3 +227,13 @@ def test_without_duckdb_the_error_says_what_to_install(sample_out, tmp_path, mon
     with pytest.raises(MissingDependency, match=r"'duckdb' is needed for pixscribe report.*pip install 'pixscribe\[report\]'"):
         build_report(sample_out, tmp_path / "rep")
     assert not (tmp_path / "rep").exists() and not list(tmp_path.glob(".rep.tmp-*"))
+
+
+def test_pager_lists_a_window_of_pages():
+    from pixscribe.report.build import pager
+
+    pages = [{"n": n, "href": f"page-{n:04d}.html"} for n in range(1, 1001)]
+    got = [p.get("n", "…") for p in pager(pages, 500)]
+    assert got == [1, "…", *range(495, 506), "…", 1000]
+    assert [p.get("n", "…") for p in pager(pages[:3], 2)] == [1, 2, 3]
+    assert [p.get("n", "…") for p in pager(pages, 1)] == [1, 2, 3, 4, 5, 6, "…", 1000]

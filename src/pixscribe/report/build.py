@@ -45,7 +45,7 @@ MARKER = "_report.json"
 FLAG_NAMES = {"error": "has error", "hallucinations": "has hallucinations", "skipped": "skipped",
               "overlays": "has overlays", "expert-error": "an expert failed", "region-error": "a region failed",
               "no-image": "image unavailable"}
-SEARCH_CHARS = 4000
+SEARCH_CHARS = 2000  # of each row's searchable text, in assets/rows.js
 
 
 @dataclass
@@ -96,6 +96,19 @@ def _swap_into_place(tmp: Path, dest: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def pager(pages: list[dict[str, Any]], current: int | None, around: int = 5) -> list[dict[str, Any]]:
+    """The pager of one page: the first and last pages and those within ``around`` of
+    ``current``, with gaps, so a report of 200,000 pages does not list them all on each."""
+    keep = {1, len(pages)} | set(range((current or 1) - around, (current or 1) + around + 1))
+    out: list[dict[str, Any]] = []
+    for p in pages:
+        if p["n"] in keep:
+            if out and out[-1].get("n") != p["n"] - 1:
+                out.append({"gap": True})
+            out.append(p)
+    return out
+
+
 def _index_entry(v: RowView, page: int) -> dict[str, Any]:
     """What the filters need of a row: its page, error kind, flags and lower-cased text."""
     r = v.row
@@ -115,10 +128,10 @@ class _Builder:
         self.thumbs = Thumbnails(tmp, self.reader, opts.thumb_size,
                                  cfg.get("max_image_pixels") or DEFAULT_MAX_IMAGE_PIXELS)
         self.masks = MaskFiles(tmp, opts.thumb_size)
-        self.index: list[dict[str, Any]] = []
+        self.index = _RowsIndex(tmp / "assets" / "rows.js")
         self.pool = cf.ThreadPoolExecutor(max_workers=max(1, opts.workers))
 
-    def _views(self, refs: list[tuple[int, int]], first: int, page: int) -> list[RowView]:
+    def _views(self, refs: Any, first: int, page: int) -> list[RowView]:
         rows: list[Any] = [None] * len(refs)
         for pos, row in self.q.fetch(refs):
             rows[pos] = row
@@ -131,7 +144,7 @@ class _Builder:
         thumbs = list(self.pool.map(self.thumbs.make, rows)) if self.opts.images else [None] * len(rows)
         for v, t in zip(views, thumbs):
             self._place(v, t)
-            self.index.append(_index_entry(v, page))
+            self.index.add(_index_entry(v, page))
         return views
 
     def _place(self, v: RowView, t: Any) -> None:
@@ -148,25 +161,47 @@ class _Builder:
         if v.thumb is None:
             v.flags.add("no-image")
 
-    def pages(self, refs: list[tuple[int, int]]) -> list[dict[str, Any]]:
+    def pages(self, refs: Any) -> list[dict[str, Any]]:
         size = max(1, self.opts.page_size)
         return [{"n": i + 1, "href": f"page-{i + 1:04d}.html", "rows": len(refs[s:s + size])}
                 for i, s in enumerate(range(0, len(refs), size))]
 
-    def write_pages(self, refs: list[tuple[int, int]], pages: list[dict[str, Any]], kinds: list[str],
+    def write_pages(self, refs: Any, pages: list[dict[str, Any]], kinds: list[str],
                     flags: list[str]) -> None:
         size = max(1, self.opts.page_size)
         tpl = self.env.get_template("page.html")
         for p in pages:
             start = (p["n"] - 1) * size
             views = self._views(refs[start:start + size], start, p["n"])
-            html = tpl.render(views=views, pages=pages, current=p["n"], out_dir=str(self.out.path),
+            html = tpl.render(views=views, pager=pager(pages, p["n"]), current=p["n"], out_dir=str(self.out.path),
                               error_kinds=kinds, flags=flags, flag_names=FLAG_NAMES)
             (self.tmp / p["href"]).write_text(html, encoding="utf-8")
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
         self.reader.close()
+        self.index.close()
+
+
+class _RowsIndex:
+    """``assets/rows.js``: ``window.PIXSCRIBE_ROWS = [...]`` written a row at a time, so memory
+    does not grow with the rows shown. ``<`` is written ``\\u003c``: no row text can end a script."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.f = open(path, "w", encoding="ascii")  # noqa: SIM115 - closed by close()
+        self.f.write("window.PIXSCRIBE_ROWS = [\n")
+        self.n = 0
+
+    def add(self, entry: dict[str, Any]) -> None:
+        text = json.dumps(entry, ensure_ascii=True, separators=(",", ":")).replace("<", "\\u003c")
+        self.f.write(("," if self.n else "") + text + "\n")
+        self.n += 1
+
+    def close(self) -> None:
+        if not self.f.closed:
+            self.f.write("];\n")
+            self.f.close()
 
 
 def _kinds_and_flags(q: Query) -> tuple[list[str], list[str]]:
@@ -185,31 +220,25 @@ def _kinds_and_flags(q: Query) -> tuple[list[str], list[str]]:
     return [k.strip() for k in kinds], flags
 
 
-def _js_data(name: str, value: Any) -> bytes:
-    text = json.dumps(value, ensure_ascii=True, separators=(",", ":")).replace("<", "\\u003c")
-    return f"window.{name} = {text};\n".encode()
-
-
 def _write_index(b: _Builder, stats: dict[str, Any], pages: list[dict[str, Any]], shown: int) -> None:
     o = b.opts
     plots = {"caption_words": histogram(stats["hist"]["caption_words"], "words", "caption length"),
              "hallucinations": histogram(stats["hist"]["hallucinations"], "hallucinated phrases", "hallucinations"),
              "seconds": histogram(stats["hist"]["seconds"], "seconds", "seconds per row")}
     html = b.env.get_template("index.html").render(
-        stats=stats, pages=pages, current=None, out_dir=str(b.out.path), shown=shown, where=o.where, sort=o.sort,
+        stats=stats, pages=pages, pager=pager(pages, None), current=None, out_dir=str(b.out.path), shown=shown, where=o.where, sort=o.sort,
         sample=o.sample, seed=o.seed, plots=plots, evaluation=read_eval(o.eval_path), version=__version__,
         written_at=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ"),
         config_json=json.dumps(stats["run"].get("config") or {}, indent=1, sort_keys=True, default=str))
     (b.tmp / "index.html").write_text(html, encoding="utf-8")
 
 
-def _write_assets(tmp: Path, index: list[dict[str, Any]]) -> None:
+def _write_assets(tmp: Path) -> None:
     assets = tmp / "assets"
     assets.mkdir(exist_ok=True)
     here = Path(__file__).parent / "assets"
     for name in ("report.css", "report.js"):
         shutil.copyfile(here / name, assets / name)
-    (assets / "rows.js").write_bytes(_js_data("PIXSCRIBE_ROWS", index))
 
 
 def build_report(out_dir: str | Path, dest: str | Path, opts: ReportOptions | None = None) -> ReportResult:
@@ -233,7 +262,7 @@ def build_report(out_dir: str | Path, dest: str | Path, opts: ReportOptions | No
                 kinds, flags = _kinds_and_flags(q)
                 b.write_pages(refs, pages, kinds, flags)
                 _write_index(b, stats, pages, len(refs))
-                _write_assets(tmp, b.index)
+                _write_assets(tmp)
             finally:
                 b.close()
         result = ReportResult(dest, stats["rows"], len(refs), len(pages), b.thumbs.made, dict(b.thumbs.failed),

@@ -16,6 +16,7 @@ import bisect
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -87,10 +88,11 @@ class Query:
     def all(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
         return self.con.execute(sql, params or []).fetchall()
 
-    def _run(self, flag: str, sql: str, params: list[Any]) -> list[tuple]:
+    def _run(self, flag: str, sql: str, params: list[Any], arrays: bool = False) -> Any:
         duckdb = _duckdb()
         try:
-            return self.con.execute(sql, params).fetchall()
+            res = self.con.execute(sql, params)
+            return res.fetchnumpy() if arrays else res.fetchall()
         except duckdb.Error as exc:
             msg = str(exc).splitlines()[0]
             raise QueryError(f"{flag}: {msg} (columns: {', '.join(self.columns)})") from None
@@ -99,8 +101,9 @@ class Query:
         w = _check_clause("--where", where)
         return int(self._run("--where", f"SELECT count(*) FROM rows WHERE ({w or 'true'})", [])[0][0])
 
-    def select(self, where: str | None, sort: str | None, sample: int, seed: int) -> list[tuple[int, int]]:
-        """(file_index, file_row_number) of the rows to show, in display order.
+    def select(self, where: str | None, sort: str | None, sample: int, seed: int) -> np.ndarray:
+        """``(file_index, file_row_number)`` of the rows to show, in display order, as an
+        ``(n, 2)`` int64 array (16 bytes a row, even when every row of a huge output is shown).
 
         With ``sort``, the first ``sample`` rows in that order. Without, a reproducible
         sample: the ``sample`` rows whose ``md5(seed:id)`` is smallest, shown in file order.
@@ -110,19 +113,24 @@ class Query:
         s = _check_clause("--sort", sort)
         limit = f"LIMIT {int(sample)}" if sample > 0 else ""
         if s:
-            sql = f"SELECT {_FI}, {_RN} FROM rows WHERE ({w}) ORDER BY {s}, {_FI}, {_RN} {limit}"
-            return [(int(a), int(b)) for a, b in self._run("--where/--sort", sql, [])]
-        order = "md5(? || ':' || coalesce(id, ''))" if sample > 0 else f"{_FI}, {_RN}"
-        sql = f"SELECT {_FI}, {_RN} FROM rows WHERE ({w}) ORDER BY {order} {limit}"
-        picked = self._run("--where", sql, [str(seed)] if sample > 0 else [])
-        return sorted((int(a), int(b)) for a, b in picked)
+            order, flag, params = f"{s}, {_FI}, {_RN}", "--where/--sort", []
+        elif sample > 0:
+            order, flag, params = "md5(? || ':' || coalesce(id, ''))", "--where", [str(seed)]
+        else:
+            order, flag, params = f"{_FI}, {_RN}", "--where", []
+        got = self._run(flag, f"SELECT {_FI} AS f, {_RN} AS r FROM rows WHERE ({w}) ORDER BY {order} {limit}",
+                        params, arrays=True)
+        refs = np.stack([np.asarray(got["f"], np.int64), np.asarray(got["r"], np.int64)], axis=1).reshape(-1, 2)
+        if not s and sample > 0:
+            refs = refs[np.lexsort((refs[:, 1], refs[:, 0]))]
+        return refs
 
-    def fetch(self, refs: list[tuple[int, int]]) -> Iterator[tuple[int, dict[str, Any]]]:
+    def fetch(self, refs: Any) -> Iterator[tuple[int, dict[str, Any]]]:
         """``(position in refs, row dict)`` for every ref, reading one part at a time and only
         the row groups that hold selected rows (rows come grouped by file, not in ref order)."""
         by_file: dict[int, list[tuple[int, int]]] = {}
         for pos, (fi, rn) in enumerate(refs):
-            by_file.setdefault(fi, []).append((rn, pos))
+            by_file.setdefault(int(fi), []).append((int(rn), pos))
         for fi in sorted(by_file):
             yield from _rows_of_file(self.files[fi], sorted(by_file[fi]))
 
