@@ -143,15 +143,15 @@ def test_where_sort_sample_and_pages(sample_out, tmp_path):
     first = soup(rep / "page-0001.html").select_one("article.row")
     assert first["data-idx"] == "0" and soup(rep / "page-0002.html").select_one("article.row")["data-idx"] == "4"
 
-    def sample(seed):
-        build_report(sample_out, rep, ReportOptions(sample=3, seed=seed))
+    def sample(seed, n=3):
+        build_report(sample_out, rep, ReportOptions(sample=n, seed=seed))
         return [c.select_one("code.id").get_text() for c in soup(rep / "page-0001.html").select("article.row")]
 
     a = sample(1)
     assert len(a) == 3 and sample(1) == a and sample(2) != a
     file_order = [r["id"] for r in sample_rows(sample_out.parent / "photos")]
     assert [x for x in file_order if x in a] == a  # a sample is shown in file order
-    assert sample(0) == file_order  # --sample 0: every row
+    assert sample(1, n=0) == file_order  # --sample 0: every row
     assert not (rep / "page-0002.html").exists()  # the earlier report was replaced whole
 
     p = cli("report", str(sample_out), "-o", str(rep), "--where", "no_such_column > 1", check=False)
