@@ -92,6 +92,13 @@ def synth(out: Path, n: int, photos: list[Path] | None, part_rows: int = 10_000,
     return out
 
 
+def _result(p: subprocess.CompletedProcess) -> dict:
+    for line in p.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    raise RuntimeError(f"the child printed no result:\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10000,100000")
@@ -102,14 +109,14 @@ def main() -> None:
         photos = generate_jpegs(Path(tmp) / "jpegs", 200, (1024, 768)) if a.images else None
         results = {}
         p = subprocess.run([sys.executable, "-c", BASELINE], capture_output=True, text=True, check=True)
-        base = json.loads(next(x for x in p.stdout.splitlines() if x.startswith("RESULT "))[7:])["maxrss_mb"]
+        base = _result(p)["maxrss_mb"]
         print(f"baseline (the report's imports only): peak RSS {base:.0f} MB")
         for n in (int(x) for x in a.sizes.split(",")):
             out = synth(Path(tmp) / f"out{n}", n, photos)
             size = sum(f.stat().st_size for f in out.glob("part-*")) / 1e6
             code = CHILD.format(out=str(out), dest=str(Path(tmp) / f"rep{n}"), sample=a.sample, images=a.images)
             p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-            r = json.loads(next(x for x in p.stdout.splitlines() if x.startswith("RESULT "))[7:])
+            r = _result(p)
             rep = Path(tmp) / f"rep{n}"
             r["report_mb"] = sum(f.stat().st_size for f in rep.rglob("*") if f.is_file()) / 1e6
             results[n] = r

@@ -67,6 +67,7 @@ class Query:
         self.files = _parquet_parts(out, scratch)
         self.con = duckdb.connect()
         self.con.execute("SET preserve_insertion_order = false")
+        self.con.execute("SET enable_progress_bar = false")  # it would draw on the user's terminal
         names = {n for f in self.files for n in pq.read_schema(f).names}
         clash = [c for c in _VIRTUAL if c in names]
         if clash:
