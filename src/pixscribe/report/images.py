@@ -94,7 +94,7 @@ class SourceReader:
             data = getattr(self, f"_{kind}")(path, extra)
         except PixscribeError as exc:  # a fetch or input error: keep its kind ("fetch", "input", ...)
             raise SourceError(str(exc), kind=exc.kind) from None
-        except (OSError, tarfile.TarError, ValueError, KeyError) as exc:
+        except Exception as exc:  # noqa: BLE001 - one unreadable source never stops a report or an export
             raise SourceError(f"{source}: cannot read ({type(exc).__name__}: {exc})") from None
         return Loaded(data, bool(sha256) and sha256_hex(data) != sha256)
 
