@@ -237,3 +237,34 @@ def test_pager_lists_a_window_of_pages():
     assert got == [1, "…", *range(495, 506), "…", 1000]
     assert [p.get("n", "…") for p in pager(pages[:3], 2)] == [1, 2, 3]
     assert [p.get("n", "…") for p in pager(pages, 1)] == [1, 2, 3, 4, 5, 6, "…", 1000]
+
+
+def test_region_rows_as_arrow_structs_and_as_columns(tmp_path):
+    """The region method's own shapes: a ``regions`` list<struct> column (one row per image) and
+    the region's keys as columns (one row per region)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from fixtures_report import rect_rle
+
+    mask_t = pa.struct([("size", pa.list_(pa.int32())), ("counts", pa.string())])
+    region_t = pa.struct([("region_id", pa.string()), ("mask", mask_t), ("box", pa.list_(pa.float64())),
+                          ("box_norm", pa.list_(pa.float64())), ("area", pa.int64()), ("caption", pa.string())])
+    m = rect_rle(100, 200, (20, 10, 120, 60))
+    out = tmp_path / "out"
+    out.mkdir()
+    pq.write_table(pa.table({
+        "id": ["img", "img:0"], "source": ["/nowhere/a.jpg", "/nowhere/a.jpg"], "width": pa.array([200, 200], pa.int32()),
+        "height": pa.array([100, 100], pa.int32()), "method": ["region", "region"], "caption": [None, "a red box"],
+        "regions": pa.array([[{"region_id": "img:0", "mask": m, "box": [20.0, 10.0, 120.0, 60.0],
+                               "box_norm": [0.1, 0.1, 0.6, 0.6], "area": 5000, "caption": "a red box"}], None],
+                            pa.list_(region_t)),
+        "region_id": [None, "img:0"], "mask": [None, m], "box_norm": [None, [0.1, 0.1, 0.6, 0.6]],
+        "error": [None, None]}), out / "part-00000.parquet")
+    build_report(out, tmp_path / "rep", ReportOptions(images=False))
+    page = soup(tmp_path / "rep" / "page-0001.html")
+    for c in page.select("article.row"):
+        (rect,) = c.select('g.layer[data-layer="regions"] rect.mbox')
+        assert [float(rect[k]) for k in ("x", "y", "width", "height")] == [20, 10, 100, 50]
+        assert len(c.select('g.layer[data-layer="regions"] image.mask')) == 1
+        assert "a red box" in c.select_one("ol.regions").get_text()

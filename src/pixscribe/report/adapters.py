@@ -136,10 +136,13 @@ def regions(value: Any, frame: Frame) -> list[dict[str, Any]]:
 
 
 def region_row(row: dict[str, Any], frame: Frame) -> dict[str, Any] | None:
-    """The region method's one row per region: a ``region`` column plus task/attribute/caption."""
+    """The region method's one row per region: a ``region`` column plus task/attribute/caption,
+    or the region's keys as columns (``region_id`` with ``mask``/``box``/``box_norm``)."""
     d = parse_json(row.get("region"))
     if not isinstance(d, dict):
-        return None
+        if row.get("region_id") is None or all(row.get(k) is None for k in ("mask", "box", "box_norm")):
+            return None
+        d = {k: parse_json(row.get(k)) for k in ("region_id", "mask", "box", "box_norm", "area", "score", "error")}
     merged = dict(d)
     for k in ("task", "attribute", "caption"):
         if merged.get(k) is None and row.get(k) is not None:
