@@ -1,0 +1,97 @@
+"""``pixscribe report`` and ``pixscribe export``: registered on the main app by
+:func:`register` (``pixscribe.cli._register_optional``)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..deps import MissingDependency
+
+
+def _fail(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(2)
+
+
+def report_command(
+    out_dir: Path = typer.Argument(..., help="A pixscribe output directory (the -o of pixscribe caption)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Report directory to write (replaced whole if it is a report)."),
+    sample: int = typer.Option(1000, "--sample", help="Rows to show: a reproducible sample (0 = every matching row)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sample."),
+    where: Optional[str] = typer.Option(None, "--where", help="DuckDB SQL filter, e.g. \"error is null\" or "
+                                        "\"json_array_length(hallucinations) > 0\"."),
+    sort: Optional[str] = typer.Option(None, "--sort", help="DuckDB ORDER BY, e.g. \"seconds desc\" (then the first "
+                                       "--sample rows are shown)."),
+    page_size: int = typer.Option(50, "--page-size", help="Rows per page."),
+    thumb_size: int = typer.Option(384, "--thumb-size", help="Longest side of thumbnails, pixels."),
+    eval_report: Optional[Path] = typer.Option(None, "--eval", help="A `pixscribe eval -o` report to show."),
+    no_images: bool = typer.Option(False, "--no-images", help="Do not re-read images (overlays on a blank frame)."),
+    no_fetch: bool = typer.Option(False, "--no-fetch", help="Never fetch URL sources."),
+    allow_private_urls: bool = typer.Option(False, "--allow-private-urls", help="Allow URLs on private, loopback "
+                                            "and link-local addresses (as for caption)."),
+    workers: int = typer.Option(4, "--workers", help="Threads reading and resizing images."),
+) -> None:
+    """A static, self-contained HTML report of an output: what was said, and why."""
+    from .build import ReportOptions, build_report
+    from .images import SourceError
+    from .parts import OutputError
+    from .query import QueryError
+
+    opts = ReportOptions(sample=sample, seed=seed, where=where, sort=sort, page_size=page_size, thumb_size=thumb_size,
+                         eval_path=eval_report, images=not no_images, fetch_urls=not no_fetch,
+                         allow_private_urls=allow_private_urls, workers=workers)
+    if sample < 0 or page_size < 1 or thumb_size < 16:
+        _fail("--sample must be >= 0, --page-size >= 1 and --thumb-size >= 16")
+    try:
+        res = build_report(out_dir, output, opts)
+    except (OutputError, QueryError, MissingDependency, SourceError, ValueError) as exc:
+        _fail(str(exc))
+    failed = ", ".join(f"{k} {n}" for k, n in sorted(res.thumbnail_errors.items()))
+    typer.echo(f"report: {res.shown} of {res.rows} rows on {res.pages} page(s), {res.thumbnails} thumbnails"
+               f"{f' ({failed} could not be read)' if failed else ''}, {res.seconds:.1f} s -> {res.dest / 'index.html'}",
+               err=True)
+
+
+class ExportFormat(str, Enum):
+    webdataset = "webdataset"
+    hf = "hf"
+    jsonl = "jsonl"
+
+
+def export_command(
+    out_dir: Path = typer.Argument(..., help="A pixscribe output directory."),
+    dest: Path = typer.Argument(..., help="Where to write: a directory (webdataset, hf) or a .jsonl file."),
+    to: ExportFormat = typer.Option(..., "--to", help="webdataset, hf or jsonl."),
+    mix_original: Optional[float] = typer.Option(None, "--mix-original", help="Write `text`: the original caption "
+                                                 "with probability P, else the new one (per id, reproducible)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of --mix-original."),
+    original_column: str = typer.Option("org_caption", "--original-column", help="Column of the original caption."),
+    text_only: bool = typer.Option(False, "--text-only", help="No images (webdataset, hf)."),
+    keep_errors: bool = typer.Option(False, "--keep-errors", help="Also export rows whose captioning failed."),
+    shard_size: int = typer.Option(10_000, "--shard-size", help="Samples per webdataset shard."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace DEST if it exists."),
+    no_fetch: bool = typer.Option(False, "--no-fetch", help="Never fetch URL sources."),
+    allow_private_urls: bool = typer.Option(False, "--allow-private-urls", help="Allow URLs on private addresses."),
+) -> None:
+    """Hand an output on in a training format: webdataset shards, a local HF dataset, or jsonl."""
+    from .export import ExportError, ExportOptions, export
+    from .parts import OutputError
+
+    opts = ExportOptions(fmt=to.value, mix_original=mix_original, seed=seed, original_column=original_column,
+                         text_only=text_only, keep_errors=keep_errors, shard_size=shard_size, overwrite=overwrite,
+                         fetch_urls=not no_fetch, allow_private_urls=allow_private_urls)
+    try:
+        res = export(out_dir, dest, opts)
+    except (OutputError, ExportError, MissingDependency, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(res.describe(), err=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``report`` and ``export`` to a Typer app."""
+    app.command("report")(report_command)
+    app.command("export")(export_command)
