@@ -227,7 +227,8 @@ def test_without_torchvision_the_backend_names_the_missing_package(tiny_qwen_vlm
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(blocker), os.environ.get("PYTHONPATH", "")])}
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.startswith("MISSING") and "torchvision" in p.stdout and "pip install" in p.stdout, p.stdout
+    assert p.stdout.startswith("MISSING") and "its processor needs torchvision" in p.stdout, p.stdout
+    assert "pip install 'pixscribe[transformers]' (or pip install torchvision)" in p.stdout
 
 
 # ---- the command line ------------------------------------------------------------------

@@ -82,11 +82,11 @@ def _unavailable(model: str, reason: str) -> BackendUnavailable:
 
 def _missing(model: str, exc: ImportError) -> MissingDependency:
     """A package the model's processor or class needs is not installed (e.g. torchvision)."""
-    package = "torchvision" if "torchvision" in str(exc).lower() else None
-    return MissingDependency(
-        f"cannot load model {model!r}: a package it needs is not installed ({_short(exc)}): "
-        f"{pip_hint('transformers', package)}"
-    )
+    if "torchvision" in str(exc).lower():
+        reason, package = "its processor needs torchvision, which is not installed", "torchvision"
+    else:
+        reason, package = f"a package it needs is not installed ({_short(exc)})", None
+    return MissingDependency(f"cannot load model {model!r}: {reason}: {pip_hint('transformers', package)}")
 
 
 def _is_vision_config(config: Any) -> bool:
