@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from pixscribe.testing import sample_photo
-from pixscribe.testing.tiny import build_tiny_llava, dir_size
+from pixscribe.testing.tiny import QWEN_VL_BUILDERS, build_tiny_llava, dir_size, torchvision_missing
 
 EXPECTED = {
     "llava": ("LlavaForConditionalGeneration", "LlavaProcessor"),
@@ -46,7 +46,9 @@ def test_tiny_vlm_reloads_and_generates_from_a_photo(tiny_vlms, family):
     model_cls, proc_cls = EXPECTED[family]
     assert type(model).__name__ == model_cls
     assert type(processor).__name__ == proc_cls
-    assert "Pil" in type(processor.image_processor).__name__  # no torchvision needed
+    # these families need no torchvision: without it transformers loads the PIL image processor
+    pil = "Pil" in type(processor.image_processor).__name__
+    assert pil == (torchvision_missing() is not None), type(processor.image_processor).__name__
 
     prompt = processor.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False)
     assert "Describe the image." in prompt and "<image>" in prompt
@@ -129,7 +131,12 @@ def test_cli_builds_all_and_prints_paths(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     rows = [line.split("\t") for line in proc.stdout.strip().splitlines()]
-    assert {r[0] for r in rows} == {"llava", "idefics3", "text_llm"}
+    expected = {"llava", "idefics3", "text_llm"}
+    if torchvision_missing() is None:
+        expected |= set(QWEN_VL_BUILDERS)
+    else:  # the Qwen-VL families need torchvision, and the command says so
+        assert "skipped qwen3_vl, qwen2_5_vl: torchvision is not installed" in proc.stderr
+    assert {r[0] for r in rows} == expected
     for name, path, size in rows:
         assert Path(path) == tmp_path / "models" / name
         assert (Path(path) / "config.json").is_file()

@@ -10,6 +10,11 @@ model's own chat template, batched with LEFT padding, generated under
 ``torch.inference_mode()`` and only the new tokens are decoded. If a batch fails (out
 of memory, one unreadable image), each request is retried alone so the error stays
 with the request that caused it.
+
+``max_pixels`` (``--max-pixels``) is the visual budget. Images arrive already decoded
+within it; for processors that resize dynamically to a pixel budget (the Qwen-VL family:
+Qwen2-VL, Qwen2.5-VL, Qwen3-VL) it is also passed as their ``size={"longest_edge": ...}``
+so the number of image tokens follows it (``shortest_edge`` is lowered to it if larger).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..deps import MissingDependency, pip_hint
 from ..record import format_error
 from .base import Backend, BackendUnavailable, GenerationRequest, GenerationResult
 
@@ -74,6 +80,15 @@ def _unavailable(model: str, reason: str) -> BackendUnavailable:
     )
 
 
+def _missing(model: str, exc: ImportError) -> MissingDependency:
+    """A package the model's processor or class needs is not installed (e.g. torchvision)."""
+    if "torchvision" in str(exc).lower():
+        reason, package = "its processor needs torchvision, which is not installed", "torchvision"
+    else:
+        reason, package = f"a package it needs is not installed ({_short(exc)})", None
+    return MissingDependency(f"cannot load model {model!r}: {reason}: {pip_hint('transformers', package)}")
+
+
 def _is_vision_config(config: Any) -> bool:
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
@@ -122,6 +137,25 @@ def _count_placeholders(messages: list[dict[str, Any]]) -> int:
     return n
 
 
+# Image processors whose ``size`` is a pixel budget (``shortest_edge``/``longest_edge`` in
+# pixels, resized by ``smart_resize``) rather than a side length: the Qwen-VL family.
+_PIXEL_BUDGET_PROCESSORS = ("Qwen2VLImageProcessor", "Qwen2VLImageProcessorPil")
+
+
+def pixel_budget_kwargs(image_processor: Any, max_pixels: int | None) -> dict[str, Any]:
+    """``images_kwargs`` that hold a pixel-budget image processor to ``max_pixels``; else ``{}``."""
+    if not max_pixels or image_processor is None:
+        return {}
+    if not any(c.__name__ in _PIXEL_BUDGET_PROCESSORS for c in type(image_processor).__mro__):
+        return {}
+    size = getattr(image_processor, "size", None)
+    shortest = getattr(size, "shortest_edge", None)
+    if shortest is None and isinstance(size, dict):
+        shortest = size.get("shortest_edge")
+    shortest = min(int(shortest), int(max_pixels)) if shortest else int(max_pixels)
+    return {"size": {"shortest_edge": shortest, "longest_edge": int(max_pixels)}}
+
+
 def _check_request(req: GenerationRequest) -> str | None:
     """Reasons a request cannot be generated at all (checked before batching)."""
     from PIL import Image
@@ -151,6 +185,7 @@ class TransformersBackend(Backend):
         dtype: str = "auto",
         trust_remote_code: bool = False,
         max_batch_size: int | None = None,
+        max_pixels: int | None = None,
     ) -> None:
         super().__init__()
         if max_batch_size is not None and max_batch_size < 1:
@@ -162,6 +197,7 @@ class TransformersBackend(Backend):
         self.dtype_request = dtype
         self.trust_remote_code = trust_remote_code
         self.max_batch_size = max_batch_size
+        self.max_pixels = max_pixels  # the visual budget, for processors that take one
         self.processor: Any = None  # AutoProcessor (VLM) or AutoTokenizer (text model)
         self.tokenizer: Any = None
         self.hf_model: Any = None
@@ -181,6 +217,7 @@ class TransformersBackend(Backend):
             dtype=config.dtype,
             trust_remote_code=config.trust_remote_code,
             max_batch_size=max_batch_size,
+            max_pixels=getattr(config, "max_pixels", None),
         )
 
     # ---- loading ------------------------------------------------------------------
@@ -245,8 +282,10 @@ class TransformersBackend(Backend):
             if self.device != "cpu" and importlib.util.find_spec("accelerate") is not None:
                 load_kw["device_map"] = self.device  # load straight onto the GPU
             model = model_cls.from_pretrained(src, dtype=self.torch_dtype, use_safetensors=True, **load_kw)
-        except BackendUnavailable:
+        except (BackendUnavailable, MissingDependency):
             raise
+        except ImportError as exc:  # e.g. the Qwen-VL processors need torchvision
+            raise _missing(self.model, exc) from exc
         except (OSError, ValueError) as exc:
             raise _unavailable(self.model, _short(exc)) from exc
         model.to(self.device).eval()
@@ -332,10 +371,11 @@ class TransformersBackend(Backend):
     def _prompt(self, req: GenerationRequest) -> str:
         return self.processor.apply_chat_template(req.messages, add_generation_prompt=True, tokenize=False)
 
-    def _run_batch(self, reqs: list[GenerationRequest]) -> list[GenerationResult]:
+    def encode(self, reqs: list[GenerationRequest]) -> Any:
+        """The model inputs for one batch: chat-templated prompts, LEFT padded, images processed."""
         import torch
 
-        t0 = time.perf_counter()
+        self.load()
         texts = [self._prompt(r) for r in reqs]
         bos = getattr(self.tokenizer, "bos_token", None)
         # a chat template that already writes BOS must not get a second one from the tokenizer
@@ -344,9 +384,11 @@ class TransformersBackend(Backend):
             padding=True, padding_side=self.padding_side, return_tensors="pt", add_special_tokens=add_special
         )
         if self.is_vlm and any(r.images for r in reqs):
+            budget = pixel_budget_kwargs(getattr(self.processor, "image_processor", None), self.max_pixels)
             inputs = self.processor(
                 text=texts,
                 images=[list(r.images) for r in reqs],  # nested: one list per request
+                **({"images_kwargs": budget} if budget else {}),
                 **tok_kw,
             )
         elif self.is_vlm:
@@ -357,6 +399,13 @@ class TransformersBackend(Backend):
         for k, v in list(inputs.items()):
             if torch.is_tensor(v) and v.is_floating_point():
                 inputs[k] = v.to(self.torch_dtype)
+        return inputs
+
+    def _run_batch(self, reqs: list[GenerationRequest]) -> list[GenerationResult]:
+        import torch
+
+        t0 = time.perf_counter()
+        inputs = self.encode(reqs)
         s = reqs[0].sampling
         pad_id = self.tokenizer.pad_token_id
         gen_kw: dict[str, Any] = dict(max_new_tokens=s.max_new_tokens, do_sample=not s.greedy, pad_token_id=pad_id)
@@ -424,4 +473,4 @@ def _short(exc: BaseException, limit: int = 300) -> str:
     return msg if len(msg) <= limit else msg[: limit - 3] + "..."
 
 
-__all__ = ["TransformersBackend", "resolve_device", "resolve_dtype", "JSON_INSTRUCTION"]
+__all__ = ["TransformersBackend", "resolve_device", "resolve_dtype", "pixel_budget_kwargs", "JSON_INSTRUCTION"]

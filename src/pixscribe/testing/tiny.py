@@ -9,7 +9,7 @@ The directories load with the ordinary entry points, offline::
     AutoProcessor.from_pretrained(d); AutoModelForImageTextToText.from_pretrained(d)
     AutoTokenizer.from_pretrained(d); AutoModelForCausalLM.from_pretrained(d)   # text LLM
 
-Families (none needs torchvision):
+Families that need no torchvision:
 
 - ``llava``: :class:`LlavaForConditionalGeneration` (CLIP vision tower + Llama) with
   :class:`LlavaProcessor` (CLIP PIL image processor, 32 px, 16 image tokens).
@@ -17,6 +17,19 @@ Families (none needs torchvision):
   SigLIP-like vision tower, pixel shuffle connector, Llama) with :class:`Idefics3Processor`
   (image splitting on: up to 2x2 crops of 32 px plus the global image).
 - :func:`build_tiny_text_llm`: :class:`Qwen2ForCausalLM` with a ChatML template.
+
+Families that need torchvision (:data:`QWEN_VL_BUILDERS`, :func:`build_tiny_qwen_vlms`):
+
+- ``qwen3_vl``: :class:`Qwen3VLForConditionalGeneration` (the default VLM's architecture:
+  DeepStack vision tower, interleaved M-RoPE) with :class:`Qwen3VLProcessor`.
+- ``qwen2_5_vl``: :class:`Qwen2_5_VLForConditionalGeneration` (window-attention vision
+  tower) with :class:`Qwen2_5_VLProcessor`.
+
+Both use the real :class:`Qwen2VLImageProcessor` with the real checkpoints' settings
+(dynamic resolution within a pixel budget, one ``<|image_pad|>`` per 2x2 merged patch),
+and chat templates written here that render the same text as the real ones
+(:data:`QWEN3_VL_CHAT_TEMPLATE`, :data:`QWEN25_VL_CHAT_TEMPLATE`). The vocabulary is a
+stand-in (Qwen's special tokens plus a small BPE), the towers are tiny.
 
 Weights are random: outputs are gibberish, but every code path (templates, image
 tokens, padding, generate, decode) is the real one. Building is idempotent: a directory
@@ -28,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -78,6 +92,89 @@ CHATML_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+
+
+# Qwen chat templates, written here to render the same text as the real ones for every
+# branch pixscribe can reach (system/user/assistant turns, images, text; no tools). Facts
+# taken from the published templates: ChatML turns ``<|im_start|>ROLE\n...<|im_end|>\n``,
+# each image part as ``<|vision_start|><|image_pad|><|vision_end|>`` (the processor expands
+# ``<|image_pad|>`` to one token per merged patch), ``Picture N: `` before it only with
+# ``add_vision_id``, and the generation prompt ``<|im_start|>assistant\n``.
+_QWEN_PARTS = (
+    r"{%- for part in message['content'] -%}"
+    r"{%- if part['type'] == 'image' or 'image' in part or 'image_url' in part -%}"
+    r"{%- set count.images = count.images + 1 -%}"
+    r"{%- if add_vision_id -%}{{- 'Picture ' ~ count.images ~ ': ' -}}{%- endif -%}"
+    r"{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
+    r"{%- elif part['type'] == 'video' or 'video' in part -%}"
+    r"{%- set count.videos = count.videos + 1 -%}"
+    r"{%- if add_vision_id -%}{{- 'Video ' ~ count.videos ~ ': ' -}}{%- endif -%}"
+    r"{{- '<|vision_start|><|video_pad|><|vision_end|>' -}}"
+    r"{%- elif 'text' in part -%}{{- part['text'] -}}"
+    r"{%- endif -%}"
+    r"{%- endfor -%}"
+)
+_QWEN_TEXT_PARTS = (
+    r"{%- for part in message['content'] -%}"
+    r"{%- if 'text' in part -%}{{- part['text'] -}}{%- endif -%}"
+    r"{%- endfor -%}"
+)
+_QWEN_CONTENT = (
+    r"{%- if message['content'] is string -%}{{- message['content'] -}}"
+    r"{%- else -%}" + _QWEN_PARTS + r"{%- endif -%}"
+)
+_QWEN_GENERATION_PROMPT = r"{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- endif -%}"
+
+# Qwen2.5-VL: every turn in order; "You are a helpful assistant." when the first turn is not
+# a system turn.
+QWEN25_VL_CHAT_TEMPLATE = (
+    r"{%- set count = namespace(images=0, videos=0) -%}"
+    r"{%- for message in messages -%}"
+    r"{%- if loop.first and message['role'] != 'system' -%}"
+    r"{{- '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' -}}"
+    r"{%- endif -%}"
+    r"{{- '<|im_start|>' ~ message['role'] ~ '\n' -}}" + _QWEN_CONTENT + r"{{- '<|im_end|>\n' -}}"
+    r"{%- endfor -%}" + _QWEN_GENERATION_PROMPT
+)
+
+# Qwen3-VL Instruct: no default system prompt; a leading system turn keeps only its text;
+# user turns keep images and text, assistant turns only text; other system turns are dropped.
+QWEN3_VL_CHAT_TEMPLATE = (
+    r"{%- if messages and messages[0]['role'] == 'system' -%}"
+    r"{%- set message = messages[0] -%}"
+    r"{{- '<|im_start|>system\n' -}}"
+    r"{%- if message['content'] is string -%}{{- message['content'] -}}{%- else -%}" + _QWEN_TEXT_PARTS
+    + r"{%- endif -%}{{- '<|im_end|>\n' -}}"
+    r"{%- endif -%}"
+    r"{%- set count = namespace(images=0, videos=0) -%}"
+    r"{%- for message in messages -%}"
+    r"{%- if message['role'] == 'user' -%}"
+    r"{{- '<|im_start|>user\n' -}}" + _QWEN_CONTENT + r"{{- '<|im_end|>\n' -}}"
+    r"{%- elif message['role'] == 'assistant' -%}"
+    r"{{- '<|im_start|>assistant\n' -}}"
+    r"{%- if message['content'] is string -%}{{- message['content'] -}}{%- else -%}" + _QWEN_TEXT_PARTS
+    + r"{%- endif -%}{{- '<|im_end|>\n' -}}"
+    r"{%- endif -%}"
+    r"{%- endfor -%}" + _QWEN_GENERATION_PROMPT
+)
+
+# Qwen's special tokens in the real vocabulary's order.
+QWEN_SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
 
 
 def _tiny_llama(vocab_size: int, *, bos: int | None, eos: int, pad: int):
@@ -307,6 +404,178 @@ def build_tiny_text_llm(root: str | Path, *, force: bool = False) -> Path:
     return _finish(path, "text_llm", model, tok)
 
 
+def torchvision_missing() -> str | None:
+    """Why the Qwen-VL builders cannot run here (their processors need torchvision), or None."""
+    import importlib.util
+
+    if importlib.util.find_spec("torchvision") is None:
+        return (
+            "torchvision is not installed: the Qwen-VL processors need it "
+            "(pip install torch==2.14.1 torchvision==0.29.1)"
+        )
+    return None
+
+
+def _qwen_tokenizer(chat_template: str):
+    """A stand-in vocabulary with Qwen's special tokens; EOS <|im_end|>, pad <|endoftext|>."""
+    tok = train_tokenizer(
+        QWEN_SPECIAL_TOKENS,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+        extra_special_tokens={
+            "image_token": "<|image_pad|>",
+            "video_token": "<|video_pad|>",
+            "vision_start_token": "<|vision_start|>",
+            "vision_end_token": "<|vision_end|>",
+        },
+    )
+    tok.chat_template = chat_template
+    return tok
+
+
+def _qwen_token_ids(tok) -> dict[str, int]:
+    ids = tok.convert_tokens_to_ids
+    return dict(
+        image_token_id=ids("<|image_pad|>"),
+        video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"),
+        vision_end_token_id=ids("<|vision_end|>"),
+    )
+
+
+def _qwen_text(tok, *, head_dim: int, mrope_section: list[int], **extra) -> dict:
+    """Text-tower settings shared by the Qwen-VL builders (M-RoPE scaled down to ``head_dim``)."""
+    return dict(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=head_dim,
+        max_position_embeddings=2048,
+        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": mrope_section, **extra},
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=False,
+    )
+
+
+def _qwen_finish(path: Path, kind: str, config, model_cls, processor, tok) -> Path:
+    config.pad_token_id = tok.pad_token_id
+    _seeded()
+    model = model_cls(config).eval()
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = [tok.eos_token_id, tok.pad_token_id]  # as the real ones
+    model.generation_config.bos_token_id = None
+    return _finish(path, kind, model, processor)
+
+
+def build_tiny_qwen3_vl(root: str | Path, *, force: bool = False) -> Path:
+    """A tiny Qwen3-VL (the default VLM's architecture) in ``root/qwen3_vl``; needs torchvision.
+
+    The image processor keeps the real Qwen3-VL preprocessor settings: patch 16, merge 2,
+    a pixel budget of ``shortest_edge`` 65,536 to ``longest_edge`` 16,777,216, mean/std 0.5.
+    """
+    path = Path(root) / "qwen3_vl"
+    if not force and _loads(path, "qwen3_vl"):
+        return path
+    from transformers import (
+        Qwen2VLImageProcessor,
+        Qwen3VLConfig,
+        Qwen3VLForConditionalGeneration,
+        Qwen3VLProcessor,
+        Qwen3VLVideoProcessor,
+    )
+
+    tok = _qwen_tokenizer(QWEN3_VL_CHAT_TEMPLATE)
+    text = _qwen_text(tok, head_dim=16, mrope_section=[4, 2, 2], mrope_interleaved=True)
+    vision = dict(
+        depth=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=4,
+        patch_size=16,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        out_hidden_size=text["hidden_size"],
+        num_position_embeddings=64,  # an 8x8 grid, interpolated to each image's grid
+        deepstack_visual_indexes=[0],
+    )
+    config = Qwen3VLConfig(text_config=text, vision_config=vision, **_qwen_token_ids(tok))
+    half = dict(image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5], patch_size=16, merge_size=2, temporal_patch_size=2)
+    processor = Qwen3VLProcessor(
+        image_processor=Qwen2VLImageProcessor(size={"shortest_edge": 65_536, "longest_edge": 16_777_216}, **half),
+        video_processor=Qwen3VLVideoProcessor(size={"shortest_edge": 4_096, "longest_edge": 25_165_824}, **half),
+        tokenizer=tok,
+        chat_template=QWEN3_VL_CHAT_TEMPLATE,
+    )
+    return _qwen_finish(path, "qwen3_vl", config, Qwen3VLForConditionalGeneration, processor, tok)
+
+
+def build_tiny_qwen2_5_vl(root: str | Path, *, force: bool = False) -> Path:
+    """A tiny Qwen2.5-VL in ``root/qwen2_5_vl``; needs torchvision.
+
+    The image processor keeps the real Qwen2.5-VL settings: patch 14, merge 2, ``min_pixels``
+    3,136 to ``max_pixels`` 12,845,056, CLIP mean/std; the vision tower keeps window attention
+    (112 px windows) with one full-attention block.
+    """
+    path = Path(root) / "qwen2_5_vl"
+    if not force and _loads(path, "qwen2_5_vl"):
+        return path
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    tok = _qwen_tokenizer(QWEN25_VL_CHAT_TEMPLATE)
+    text = _qwen_text(tok, head_dim=8, mrope_section=[2, 1, 1])
+    vision = dict(
+        depth=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=4,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        window_size=112,
+        fullatt_block_indexes=[1],
+        out_hidden_size=text["hidden_size"],
+    )
+    config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **_qwen_token_ids(tok))
+    patches = dict(patch_size=14, merge_size=2, temporal_patch_size=2)
+    processor = Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(min_pixels=3_136, max_pixels=12_845_056, **patches),
+        video_processor=Qwen2VLVideoProcessor(**patches),
+        tokenizer=tok,
+        chat_template=QWEN25_VL_CHAT_TEMPLATE,
+    )
+    return _qwen_finish(path, "qwen2_5_vl", config, Qwen2_5_VLForConditionalGeneration, processor, tok)
+
+
+QWEN_VL_BUILDERS: dict[str, Callable[..., Path]] = {
+    "qwen3_vl": build_tiny_qwen3_vl,
+    "qwen2_5_vl": build_tiny_qwen2_5_vl,
+}
+
+
+def build_tiny_qwen_vlms(root: str | Path, *, force: bool = False) -> dict[str, Path]:
+    """Build the tiny Qwen-VL families under ``root`` (needs torchvision); ``{family: directory}``."""
+    reason = torchvision_missing()
+    if reason:
+        from ..deps import MissingDependency
+
+        raise MissingDependency(reason)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    return {name: build(root, force=force) for name, build in QWEN_VL_BUILDERS.items()}
+
+
 VLM_BUILDERS: dict[str, Callable[..., Path]] = {
     "llava": build_tiny_llava,
     "idefics3": build_tiny_idefics3,
@@ -321,8 +590,11 @@ def build_tiny_vlms(root: str | Path, *, force: bool = False) -> dict[str, Path]
 
 
 def build_all(root: str | Path, *, force: bool = False) -> dict[str, Path]:
+    """Every tiny model; the Qwen-VL families only where torchvision is installed."""
     out = build_tiny_vlms(root, force=force)
     out["text_llm"] = build_tiny_text_llm(root, force=force)
+    if torchvision_missing() is None:
+        out.update(build_tiny_qwen_vlms(root, force=force))
     return out
 
 
@@ -341,17 +613,25 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     for name, path in build_all(args.dir, force=args.force).items():
         print(f"{name}\t{path}\t{dir_size(path) / 1e6:.2f} MB")
+    reason = torchvision_missing()
+    if reason:
+        print(f"skipped {', '.join(QWEN_VL_BUILDERS)}: {reason}", file=sys.stderr)
     return 0
 
 
 __all__ = [
+    "QWEN_VL_BUILDERS",
     "VLM_BUILDERS",
     "build_all",
     "build_tiny_idefics3",
     "build_tiny_llava",
+    "build_tiny_qwen2_5_vl",
+    "build_tiny_qwen3_vl",
+    "build_tiny_qwen_vlms",
     "build_tiny_text_llm",
     "build_tiny_vlms",
     "dir_size",
+    "torchvision_missing",
 ]
 
 
