@@ -38,6 +38,13 @@ SAME_DEPTH = Scene((90, 60), "Two cups stand on a table.", ["two cups", "table"]
 MARKER_REPLY = Scene((70, 70), "A horse stands in a field next to a fence.", "OBJECTS: a horse. field. 2) fence.",
                      gdino={"a horse": (0.9, (0.2, 0.2, 0.6, 0.8)), "fence": (0.3, (0.0, 0.6, 1.0, 0.8))},
                      regions=[("a brown horse", (0.2, 0.2, 0.6, 0.8), 0.8), ("a wooden fence", (0.0, 0.6, 1.0, 0.8), 0.3)])
+# a man on a bicycle; the parked car is a hallucination
+BIKE_CAR = Scene((120, 80), "A man rides a bicycle on the street. A car is parked behind him.",
+                 ["man", "bicycle", "street", "car"],
+                 gdino={"man": (0.9, (0.3, 0.1, 0.6, 0.8)), "bicycle": (0.7, (0.25, 0.4, 0.7, 0.95)),
+                        "street": (0.5, (0.0, 0.7, 1.0, 1.0))},
+                 regions=[("a man in a red helmet", (0.3, 0.1, 0.6, 0.45), 0.8),
+                          ("a black bicycle", (0.25, 0.5, 0.7, 0.95), 0.7), ("a grey street", (0.0, 0.96, 1.0, 1.0), 0.1)])
 SCENES = [CAT_SOFA_DOG, ONE_REGION, SAME_DEPTH, MARKER_REPLY]
 
 
@@ -47,10 +54,11 @@ def png(scene: Scene) -> bytes:
     return b.getvalue()
 
 
-def write_scenes(d: Path, scenes: list[Scene], captions: list[str] | None = None) -> Path:
-    """A parquet table: ``key`` (scene0, scene1...), ``png`` bytes, maybe a ``caption`` column."""
+def write_scenes(d: Path, scenes: list[Scene], captions: list[str] | None = None,
+                 keys: list[str] | None = None) -> Path:
+    """A parquet table: ``key`` (``keys``, else scene0, scene1...), ``png`` bytes, maybe a ``caption`` column."""
     d.mkdir(parents=True, exist_ok=True)
-    cols: dict[str, Any] = {"key": [f"scene{i}" for i in range(len(scenes))], "png": [png(s) for s in scenes]}
+    cols: dict[str, Any] = {"key": keys or [f"scene{i}" for i in range(len(scenes))], "png": [png(s) for s in scenes]}
     if captions is not None:
         cols["caption"] = captions
     path = d / "scenes.parquet"
@@ -63,10 +71,10 @@ class ScriptedRun:
     so a test can count what each was asked."""
 
     def __init__(self, tmp: Path, scenes: list[Scene], *, ocr: bool = False, separate_llm: bool = False,
-                 latency: float = 0.0, captions: list[str] | None = None):
+                 latency: float = 0.0, captions: list[str] | None = None, keys: list[str] | None = None):
         self.tmp, self.scenes = tmp, scenes
         self.script = Script(scenes)
-        self.inputs = write_scenes(tmp / "in", scenes, captions)
+        self.inputs = write_scenes(tmp / "in", scenes, captions, keys)
         self.ocr, self.separate_llm, self.latency = ocr, separate_llm, latency
 
     def run(self, out: str = "out", **cfg: Any) -> tuple[Any, list[dict[str, Any]]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fixtures_textualize import CAT_SOFA_DOG, MARKER_REPLY, ONE_REGION, SAME_DEPTH, SCENES, ScriptedRun
+from fixtures_textualize import BIKE_CAR, CAT_SOFA_DOG, MARKER_REPLY, ONE_REGION, SAME_DEPTH, SCENES, ScriptedRun
 from pixscribe.config import RunConfig
 from pixscribe.engine.context import MethodContext
 from pixscribe.engine.stage import MethodError
@@ -274,3 +274,32 @@ def test_every_option_is_in_its_stage_fingerprint():
         fps(verify={"box_treshold": 0.3})
     with pytest.raises(ValueError, match="single, consensus, any"):
         fps(verify={"mode": "majority"})
+
+
+def test_chair_of_the_caption_is_below_the_description_by_pixscribe_eval(tmp_path):
+    """CHAIR (pixscribe eval, as a user runs it) on the scripted scenes: the rewrite removed the
+    hallucinated dog and car, so the caption hallucinates less than the description."""
+    from test_e2e_cli import cli
+
+    run = ScriptedRun(tmp_path, [CAT_SOFA_DOG, BIKE_CAR], keys=["1", "2"])
+    _, rows = run.run()
+    assert [json.loads(r["hallucinations"]) for r in rows] == [["dog"], ["car"]]
+    refs = {"images": [{"id": 1}, {"id": 2}], "annotations": [
+        {"image_id": 1, "id": 1, "caption": "A cat lying on a couch."},
+        {"image_id": 2, "id": 2, "caption": "A man riding a bike down a street."}]}
+    inst = {"images": [{"id": 1}, {"id": 2}], "categories": [{"id": 17, "name": "cat"}, {"id": 63, "name": "couch"},
+            {"id": 1, "name": "person"}, {"id": 2, "name": "bicycle"}],
+            "annotations": [{"image_id": 1, "category_id": 17}, {"image_id": 1, "category_id": 63},
+                            {"image_id": 2, "category_id": 1}, {"image_id": 2, "category_id": 2}]}
+    (tmp_path / "refs.json").write_text(json.dumps(refs))
+    (tmp_path / "inst.json").write_text(json.dumps(inst))
+    scores = {}
+    for col in ("description", "caption"):
+        rep = tmp_path / f"{col}.json"
+        cli("eval", "--pred", str(tmp_path / "out"), "--refs", str(tmp_path / "refs.json"), "--metrics", "chair",
+            "--instances", str(tmp_path / "inst.json"), "--column", col, "--bootstrap", "0", "-o", str(rep))
+        scores[col] = json.loads(rep.read_text())["corpus"]
+    # description: cat, couch, dog | person, bicycle, car -> 2 of 6 objects, both captions hallucinate
+    assert scores["description"]["chair_i"] == pytest.approx(2 / 6) and scores["description"]["chair_s"] == 1.0
+    assert scores["caption"]["chair_i"] == 0.0 < scores["description"]["chair_i"]
+    assert scores["caption"]["chair_s"] == 0.0
