@@ -115,6 +115,7 @@ class ScriptedLLM(_Counting, Backend):
         self.script, self.model, self.latency = script, model, latency
         self.calls = self.batches = 0
         self.requests: dict[str, list[GenerationRequest]] = {"describe": [], "objects": [], "rewrite": []}
+        self.batches_by = {k: 0 for k in self.requests}  # calls (batches) per kind of request
 
     def _generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         if any(r.json_schema is not None for r in requests):
@@ -125,7 +126,11 @@ class ScriptedLLM(_Counting, Backend):
 
     def _plain(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         self._tick(len(requests))
-        return [self._one(r) for r in requests]
+        before = {k: len(v) for k, v in self.requests.items()}
+        out = [self._one(r) for r in requests]
+        for k, v in self.requests.items():
+            self.batches_by[k] += len(v) > before[k]
+        return out
 
     def _one(self, req: GenerationRequest) -> GenerationResult:
         text = req.messages[-1]["content"][-1]["text"]
