@@ -80,8 +80,10 @@ def eval_command(
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``eval`` command to a Typer app."""
-    app.command("eval")(eval_command)
+    """Add the ``eval`` command to a Typer app (with the D2I-Bench options of metrics/d2i.py)."""
+    from .d2i import with_d2i
+
+    app.command("eval")(with_d2i(eval_command))
 
 
 def _main() -> None:
