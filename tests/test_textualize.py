@@ -238,6 +238,14 @@ def test_descriptions_from_an_input_column(tmp_path):
     assert s.errors == {"input": 1}
 
 
+def test_an_empty_description_fails_its_row(tmp_path):
+    run = ScriptedRun(tmp_path, [Scene((50, 50), "  ", regions=ONE_REGION.regions), CAT_SOFA_DOG])
+    s, rows = run.run()
+    empty, cat = _by_key(rows)["scene0"], _by_key(rows)["scene1"]
+    assert empty["error"] == "parse: the VLM's description is empty: nothing to textualize" and empty["caption"] is None
+    assert cat["error"] is None and s.errors == {"parse": 1} and run.calls()["objects"] == 1
+
+
 def test_changing_only_the_rewrite_prompt_reruns_only_the_rewrite(tmp_path):
     run = ScriptedRun(tmp_path, SCENES)
     run.run(batch_size=3)

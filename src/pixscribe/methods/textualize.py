@@ -42,11 +42,19 @@ RENAME = {"caption": "org_caption"}
 COLUMNS = ["description", "phrases", "objects", "hallucinations", "regions", "textualize_skipped"]
 
 
+def _description(rec: Any, res: Any) -> dict[str, Any]:
+    text = (res.text or "").strip()
+    if not text:
+        raise ValueError("the VLM's description is empty: nothing to textualize")
+    return {"description": text}
+
+
 def _describe(ctx: MethodContext, opts: dict[str, Any]) -> Stage:
     column = opts.pop("column")
     if column:
         return ColumnStage("describe", RENAME.get(column, column), "description", shown_as=column)
-    return GenerateStage("describe", ctx.model("vlm"), opts, provides="description", identity=ctx.spec("vlm").identity())
+    return GenerateStage("describe", ctx.model("vlm"), opts, provides="description", parse=_description,
+                         identity=ctx.spec("vlm").identity())
 
 
 def textualize_method(ctx: MethodContext, experts: dict[str, Expert] | None = None) -> Method:
