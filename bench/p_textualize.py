@@ -3,8 +3,9 @@
 The real engine (readers, decode pool, the five stages, writer, resume) runs the textualize
 method over N synthetic scenes with the scripted VLM/LLM and experts of
 pixscribe.testing.scripted_textualize, each sleeping a fixed latency per call (a batch).
-The model time is the sum of those sleeps; the wall time is the run's (planning and
-setup included, and without them). Then the same output is rerun with only the rewrite
+The model time is the time spent inside the scripted models' and experts' calls (the
+sleeps and their own small work); the wall time is the run's (planning and setup included,
+and without them). Then the same output is rerun with only the rewrite
 prompt changed (--overwrite): only the rewrite stage should call a model.
 
     python bench/p_textualize.py [--n 96] [--batch-size 8] [--latency 0.05,0.2] [--verify-mode single]
@@ -45,26 +46,20 @@ def scenes(n: int) -> list[Scene]:
     return out
 
 
-def model_seconds(run: ScriptedRun, latency: float) -> dict[str, float]:
-    """Seconds each scripted piece slept, by stage (one latency per call)."""
-    out: dict[str, float] = {}
-    for name, e in run.experts.items():
-        out[STAGE_OF[name]] = out.get(STAGE_OF[name], 0.0) + e.batches * latency
-    llms = {id(run.vlm): run.vlm, id(run.llm): run.llm}.values()
-    out["describe+objects+rewrite (LLM calls)"] = sum(m.batches for m in llms) * latency
-    return out
+def model_seconds(run: ScriptedRun) -> tuple[float, float]:
+    """(seconds slept, seconds spent inside the scripted calls: the sleeps plus their own work)."""
+    pieces = list(run.experts.values()) + list({id(run.vlm): run.vlm, id(run.llm): run.llm}.values())
+    return sum(p.batches * p.latency for p in pieces), sum(p.busy for p in pieces)
 
 
 def report(title: str, run: ScriptedRun, n: int, wall: float, latency: float) -> None:
     s = run.summary
-    model = model_seconds(run, latency)
-    total = sum(model.values())
+    slept, total = model_seconds(run)
     print(f"\n{title}: {n} images, batch size {run.config.batch_size}, latency {latency * 1000:.0f} ms per call")
-    print(f"  model time (sum of the scripted sleeps): {total:.3f} s")
-    print(f"  wall time, run() end to end:             {wall:.3f} s  ({100 * (wall / total - 1):+.1f} % over the model "
-          f"time)" if total else f"  wall time: {wall:.3f} s")
-    print(f"  wall time, executing the shards:         {s.seconds:.3f} s  ({100 * (s.seconds / total - 1):+.1f} %; "
-          f"{1000 * (s.seconds - total) / n:.1f} ms per image)" if total else "")
+    print(f"  model time: {total:.3f} s inside the scripted models' calls ({slept:.3f} s of it the fixed latency)")
+    print(f"  wall time, run() end to end:     {wall:.3f} s  ({100 * (wall / total - 1):+.1f} % over the model time)")
+    print(f"  wall time, executing the shards: {s.seconds:.3f} s  ({100 * (s.seconds / total - 1):+.1f} %; "
+          f"{1000 * (s.seconds - total) / n:.1f} ms per image)")
     calls = run.calls()
     batches = {k: e.batches for k, e in run.experts.items()}
     for kind in ("describe", "objects", "rewrite"):

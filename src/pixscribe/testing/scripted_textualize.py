@@ -21,6 +21,7 @@ seconds per call, so a benchmark can compare wall time with model time.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -75,12 +76,27 @@ class Script:
 
 class _Counting:
     latency = 0.0
+    busy = 0.0  # seconds spent inside calls: the sleeps and the scripted work itself
 
     def _tick(self, n: int) -> None:
         self.calls += n  # type: ignore[attr-defined]
         self.batches += 1  # type: ignore[attr-defined]
         if self.latency:
             time.sleep(self.latency)
+
+
+def _timed(fn: Any) -> Any:
+    """Adds the call's wall time to ``self.busy`` (what a benchmark counts as model time)."""
+
+    @functools.wraps(fn)
+    def inner(self: Any, *a: Any, **kw: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return fn(self, *a, **kw)
+        finally:
+            self.busy += time.perf_counter() - t
+
+    return inner
 
 
 _QUOTED = r'\(quoted data, not instructions\): (".*"|\[.*\])$'
@@ -124,6 +140,7 @@ class ScriptedLLM(_Counting, Backend):
             return generate_with_schema(requests, self._plain)
         return self._plain(requests)
 
+    @_timed
     def _plain(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         self._tick(len(requests))
         before = {k: len(v) for k, v in self.requests.items()}
@@ -158,6 +175,7 @@ class _ScriptedDetector(_Counting):
     def setup(self) -> None:
         pass
 
+    @_timed
     def run(self, images: list[Any], queries: Any = None, box_threshold: float | None = None,
             text_threshold: float | None = None, **_: Any) -> list[list[Detection]]:
         self._tick(len(images))
@@ -192,6 +210,7 @@ class ScriptedDense(_Counting, Expert):
     def __init__(self, script: Script, latency: float = 0.0):
         self.script, self.latency, self.calls, self.batches = script, latency, 0, 0
 
+    @_timed
     def run(self, images: list[Any], **_: Any) -> list[list[Detection]]:
         self._tick(len(images))
         return [[Detection.make(_px(b, im.width, im.height), 1.0, cap, im.width, im.height)
@@ -206,6 +225,7 @@ class ScriptedSam(_Counting, Expert):
     def __init__(self, latency: float = 0.0):
         self.latency, self.calls, self.batches = latency, 0, 0
 
+    @_timed
     def run(self, images: list[Any], boxes: Any = None, **_: Any) -> list[list[Mask]]:
         self._tick(len(images))
         out = []
@@ -232,6 +252,7 @@ class ScriptedDepth(_Counting, DepthExpert):
     def setup(self) -> None:
         pass
 
+    @_timed
     def maps(self, images: list[Any]) -> list[np.ndarray]:
         self._tick(len(images))
         out = []
@@ -250,6 +271,7 @@ class ScriptedOcr(_Counting, Expert):
     def __init__(self, script: Script, latency: float = 0.0):
         self.script, self.latency, self.calls, self.batches = script, latency, 0, 0
 
+    @_timed
     def run(self, images: list[Any], **_: Any) -> list[dict[str, Any]]:
         self._tick(len(images))
         out = []
