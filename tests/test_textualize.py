@@ -208,6 +208,15 @@ def test_llm_extraction_json_and_the_marker_fallback(tmp_path):
     assert horse["caption"] == "A brown horse. A wooden fence."  # the scripted LLM's rewrite of it
 
 
+def test_extraction_without_structured_output_reads_the_reply_as_is(tmp_path):
+    run = ScriptedRun(tmp_path, [CAT_SOFA_DOG, MARKER_REPLY])
+    _, rows = run.run(stages={"objects": {"structured": False}})
+    assert [json.loads(r["phrases"]) for r in rows] == [["cat", "sofa", "dog"], ["a horse", "field", "fence"]]
+    reqs = run.llm.requests["objects"]
+    assert len(reqs) == 2 and all(r.json_schema is None for r in reqs)  # no schema, no stricter retry
+    assert "schema" not in run.method.stages[2].options()
+
+
 def test_an_empty_rewrite_fails_its_row():
     from pixscribe.stages.rewrite import clean_answer
 
