@@ -143,3 +143,23 @@ def test_example_for_is_valid_for_its_schema():
     for s in (SCHEMA, {"type": "object", "properties": {"e": {"enum": ["a", "b"]}, "s": {"type": "string", "minLength": 3}}},
               {"type": "array", "items": {"type": "integer"}, "minItems": 2}):
         assert validate(example_for(s), s) is not None
+
+
+def test_a_schema_is_checked_once_not_on_every_reply(monkeypatch):
+    import jsonschema
+
+    from pixscribe.backends import structured
+
+    s = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"], "title": "once"}
+    checks = []
+    real = jsonschema.Draft202012Validator.check_schema
+    monkeypatch.setattr(jsonschema.Draft202012Validator, "check_schema",
+                        classmethod(lambda cls, sc: (checks.append(1), real.__func__(cls, sc))[1]))
+    structured._validator.cache_clear()
+    for n in range(5):
+        assert validate({"n": n}, s) == {"n": n}
+    with pytest.raises(SchemaError, match=r"\$\.n: 'x' is not of type 'integer'"):
+        validate({"n": "x"}, s)
+    assert len(checks) == 1
+    with pytest.raises(SchemaError, match="JSON schema is itself invalid"):
+        validate({"n": 1}, {"type": "object", "properties": {"n": {"type": 12}}})

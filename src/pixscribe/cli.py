@@ -189,6 +189,20 @@ def caption(
     experts: Optional[str] = typer.Option(None, "--experts", help="Comma-separated experts (implies --method experts)."),
     queries: Optional[str] = typer.Option(None, "--queries", help="Comma-separated text queries for grounding_dino/owlv2."),
     profile: Optional[str] = typer.Option(None, "--profile", help="lite (offline CPU experts) or full."),
+    describe_prompt: Optional[str] = typer.Option(None, "--describe-prompt", help="textualize: the VLM's prompt "
+                                                  "(= -S describe.prompt=...)."),
+    description_column: Optional[str] = typer.Option(None, "--description-column", help="textualize: take the "
+                                                     "descriptions from this input column (= -S describe.column=...)."),
+    extractor: Optional[str] = typer.Option(None, "--extractor", help="textualize: llm (default) or nouns "
+                                            "(= -S objects.extractor=...)."),
+    verify_mode: Optional[str] = typer.Option(None, "--verify-mode", help="textualize: single (Grounding DINO), "
+                                              "consensus (+ OWLv2, both) or any (= -S verify.mode=...)."),
+    box_threshold: Optional[float] = typer.Option(None, "--box-threshold", help="textualize: Grounding DINO box "
+                                                  "threshold (0.20; = -S verify.box_threshold=...)."),
+    text_threshold: Optional[float] = typer.Option(None, "--text-threshold", help="textualize: Grounding DINO text "
+                                                   "threshold (0.18; = -S verify.text_threshold=...)."),
+    max_objects: Optional[int] = typer.Option(None, "--max-objects", help="textualize: regions given to the rewrite "
+                                              "(10; = -S rewrite.max_objects=...)."),
     decode_workers: Optional[int] = typer.Option(None, "--decode-workers", help="Decode threads (default 2)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
     flush_rows: Optional[int] = typer.Option(None, "--flush-rows", help="Rows buffered per atomic batch file (1024)."),
@@ -218,6 +232,12 @@ def _config_error(exc: Exception) -> str:
     return _validation_message(exc) if isinstance(exc, ValidationError) else str(exc)
 
 
+# dedicated flags that set a stage option (flag -> (stage, option)); -S STAGE.KEY=VALUE wins over them
+_STAGE_FLAGS = {"describe_prompt": ("describe", "prompt"), "description_column": ("describe", "column"),
+                "extractor": ("objects", "extractor"), "verify_mode": ("verify", "mode"),
+                "box_threshold": ("verify", "box_threshold"), "text_threshold": ("verify", "text_threshold"),
+                "max_objects": ("rewrite", "max_objects")}
+
 _FLAGS = ("overwrite", "no_reuse", "retry_errors", "update", "verify", "wait", "allow_private_urls",
           "allow_any_path", "trust_remote_code")
 
@@ -227,6 +247,11 @@ def _build_caption_config(config: Path | None, given: dict[str, Any], stage_opti
     from .config import build_config
 
     over: dict[str, Any] = dict(given)
+    flagged: dict[str, dict[str, Any]] = {}
+    for flag, (st, opt) in _STAGE_FLAGS.items():
+        if over.get(flag) is not None:
+            flagged.setdefault(st, {})[opt] = over[flag]
+        over.pop(flag, None)
     for k in _FLAGS:
         over[k] = over[k] or None
     over["progress"] = False if over.pop("no_progress") else None
@@ -237,6 +262,8 @@ def _build_caption_config(config: Path | None, given: dict[str, Any], stage_opti
     over["prompt_file"] = str(over["prompt_file"]) if over.get("prompt_file") else None
     cfg = build_config(config, over)
     extra = _stage_options(stage_option)
+    for st, opts in flagged.items():
+        extra[st] = {**opts, **extra.get(st, {})}
     if extra:
         merged = {k: dict(v) for k, v in cfg.stages.items()}
         for st, opts in extra.items():

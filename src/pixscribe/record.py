@@ -260,10 +260,8 @@ class PriorRow:
         fields: dict[str, Any] = {}
         for st in stages.values():
             for f in st.get("fields", ()):
-                v = row.get(f)
-                if v is None:
-                    continue
-                if f in st.get("json", ()):
+                v = row.get(f)  # a null the stage gave is a value, not a missing field
+                if v is not None and f in st.get("json", ()):
                     try:
                         v = json.loads(v)
                     except (TypeError, ValueError):

@@ -39,6 +39,7 @@ Reply text is data: it is parsed, never executed or interpreted as instructions.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 from dataclasses import replace
@@ -182,6 +183,18 @@ def _mini_validate(value: Any, schema: dict[str, Any], path: str = "$") -> None:
                 _mini_validate(v, items, f"{path}[{i}]")
 
 
+@functools.lru_cache(maxsize=64)
+def _validator(schema_json: str) -> Any:
+    """A jsonschema validator for a schema, its own validity checked once (checking the schema
+    against its metaschema on every reply cost ~8 ms per reply)."""
+    import jsonschema
+
+    schema = json.loads(schema_json)
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
 def validate(value: Any, schema: dict[str, Any], model: Any = None) -> Any:
     """Validate ``value`` against the schema (and the pydantic model, if given).
 
@@ -194,7 +207,10 @@ def validate(value: Any, schema: dict[str, Any], model: Any = None) -> Any:
         _mini_validate(value, schema)
     else:
         try:
-            jsonschema.validate(value, schema)
+            error = jsonschema.exceptions.best_match(
+                _validator(json.dumps(schema, sort_keys=True)).iter_errors(value))  # as jsonschema.validate
+            if error is not None:
+                raise error
         except jsonschema.ValidationError as exc:
             where = "$" + "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in exc.absolute_path)
             raise SchemaError(f"{where}: {exc.message}") from None

@@ -29,6 +29,7 @@ from ..experts import FULL_EXPERTS, LITE_EXPERTS, build_expert, to_jsonable
 from ..experts.base import Expert
 from ..record import PixscribeError, Record, format_error
 from ..stages import GenerateStage
+from ..stages.experts import expert_identity as _expert_identity
 
 # experts that need boxes take them from the first of these that ran before them
 BOX_SOURCES = ("dense", "grounding_dino", "owlv2", "faces")
@@ -167,11 +168,6 @@ class ExpertsStage(Stage):
         return out
 
 
-def _expert_identity(e: Expert) -> dict[str, Any]:
-    """What changes an expert's output: its model and its public settings."""
-    settings = {k: v for k, v in vars(e).items()
-                if not k.startswith("_") and isinstance(v, (str, int, float, bool, type(None), list, tuple))}
-    return {"expert": e.name, "model": e.model, **settings}
 
 
 def expert_names(config: RunConfig) -> list[str]:

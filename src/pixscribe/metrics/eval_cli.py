@@ -160,11 +160,13 @@ def _pancap_setup(metrics: str, judge: str | None, base_urls: list[str], backend
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``eval`` and ``eval-regions`` commands and the ``pope`` group (``pope build``)."""
+    """Add the ``eval`` command (with the D2I-Bench options of metrics/d2i.py), ``eval-regions`` and
+    the ``pope`` group (``pope build``)."""
     from ..region.eval_cli import eval_regions_command
     from . import pope_cli
+    from .d2i import with_d2i
 
-    app.command("eval")(eval_command)
+    app.command("eval")(with_d2i(eval_command))
     app.command("eval-regions")(eval_regions_command)
     pope_cli.register(app)
 

@@ -13,6 +13,8 @@ same ``from_pretrained`` code they use for hub ids, offline:
 - ``dpt``: :class:`DPTForDepthEstimation` (ViT backbone) + DPT image processor
 - ``florence2``: :class:`Florence2ForConditionalGeneration` (DaViT + BART) + :class:`Florence2Processor`
   with ``<loc_0>..<loc_999>`` tokens and the post-processor config ``post_process_generation`` needs.
+- ``florence2_regions``: the same, with a decoder set to always answer two regions (a
+  "cat" and a "dog" box), so region-based stages have regions to work on.
 
 Weights are random, so outputs are meaningless, but every processor, forward and
 post-processing path is the real one. Building is idempotent (a marker file is written
@@ -196,6 +198,53 @@ def build_florence2(d: Path) -> None:
     proc.save_pretrained(d)
 
 
+# what the "florence2_regions" model answers to every image: two regions, as Florence-2 writes them
+FLORENCE_REGIONS = [("cat", (100, 150, 400, 600)), ("dog", (500, 300, 900, 950))]
+
+
+def build_florence2_regions(d: Path) -> None:
+    """The tiny Florence-2 above, but with a decoder set (not random) so that it always answers
+    :data:`FLORENCE_REGIONS` (``" cat<loc_100>...<loc_600> dog<loc_500>...</s>"``).
+
+    Random weights give no parseable regions, so nothing downstream of the region captioner
+    (SAM on region boxes, depth per mask, a rewrite with objects) would run on tiny models.
+    Here every decoder layer's attention and feed-forward outputs are zeroed (so a step's
+    hidden state depends only on the previous token), and an untied ``lm_head`` maps each
+    token of the answer to the next. Vision tower, processor and post-processing are the real ones.
+    """
+    import torch
+    from transformers import AutoProcessor, Florence2Config, Florence2ForConditionalGeneration
+
+    build_florence2(d)
+    proc = AutoProcessor.from_pretrained(d)
+    cfg = Florence2Config.from_pretrained(d)
+    cfg.tie_word_embeddings = cfg.text_config.tie_word_embeddings = False
+    _seed()
+    model = Florence2ForConditionalGeneration(cfg).eval()
+    lm = model.model.language_model
+    vocab = proc.tokenizer.get_vocab()
+    seq = ["</s>", "<s>"]
+    for word, box in FLORENCE_REGIONS:
+        seq += ["\u0120" + word] + [f"<loc_{b}>" for b in box]
+    ids = [vocab[t] for t in seq + ["</s>"]]
+    with torch.no_grad():
+        for layer in lm.decoder.layers:
+            for mod in (layer.self_attn.out_proj, layer.encoder_attn.out_proj, layer.fc2):
+                mod.weight.zero_()
+                mod.bias.zero_()
+        lm.decoder.embed_positions.weight.zero_()
+        from . import sample_photo
+
+        inputs = proc(text=["<DENSE_REGION_CAPTION>"], images=[sample_photo("coffee")], return_tensors="pt")
+        out = model(**inputs, decoder_input_ids=torch.tensor([ids[:-1]]), output_hidden_states=True)
+        hidden = out.decoder_hidden_states[-1][0]
+        head = torch.zeros_like(model.lm_head.weight)
+        for k in range(len(ids) - 1):
+            head[ids[k + 1]] = 10 * hidden[k]
+        model.lm_head.weight.copy_(head)
+    model.save_pretrained(d)
+
+
 BUILDERS: dict[str, Callable[[Path], None]] = {
     "owlv2": build_owlv2,
     "grounding_dino": build_grounding_dino,
@@ -203,6 +252,7 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "depth_anything": build_depth_anything,
     "dpt": build_dpt,
     "florence2": build_florence2,
+    "florence2_regions": build_florence2_regions,
 }
 
 

@@ -1,0 +1,102 @@
+"""The hallucination check: is each phrase a description names found in the image?
+
+Image Textualization sends each extracted phrase alone to Grounding DINO (box threshold
+0.20, text threshold 0.18) and calls a phrase with no detection above both a hallucination.
+This stage does that with :class:`pixscribe.experts.detection.Verifier`, in three modes:
+
+- ``single``: Grounding DINO alone (IT);
+- ``consensus``: Grounding DINO and OWLv2 must both find it, with overlapping boxes (GranD);
+- ``any``: either detector finding it is enough.
+
+Detectors are run at ``probe_threshold`` (0.05) so that near misses show in the scores;
+the verdict uses the thresholds above.
+
+Fields: ``objects`` (per phrase: ``phrase``, ``grounded``, ``score`` (the best score of the
+boxes that ground it, else the best score any detector gave it), ``box``/``box_norm`` of
+the best grounding box or null, ``support`` (each detector's best score)) and
+``hallucinations`` (the phrases not grounded, in order).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping
+
+from ..engine.stage import Stage
+from ..experts.base import Expert
+from ..experts.detection import Grounding, Verifier
+from ..record import Record
+from .experts import FIX, expert_identity, setup_experts
+
+MODES = ("single", "consensus", "any")
+DEFAULTS: dict[str, Any] = {"mode": "single", "box_threshold": 0.20, "text_threshold": 0.18,
+                            "owlv2_threshold": 0.10, "iou": 0.5, "per_phrase": True, "probe_threshold": 0.05}
+
+
+def make_verifier(detectors: Mapping[str, Expert], opts: Mapping[str, Any]) -> Verifier:
+    """The :class:`Verifier` for ``opts["mode"]`` from the detectors it needs."""
+    mode = opts["mode"]
+    if mode not in MODES:
+        raise ValueError(f"stages.verify.mode: {mode!r} is not one of {', '.join(MODES)}")
+    names = ["grounding_dino"] if mode == "single" else ["grounding_dino", "owlv2"]
+    missing = [n for n in names if n not in detectors]
+    if missing:
+        raise ValueError(f"verify mode {mode!r} needs the detector(s) {', '.join(missing)}")
+    ths = {"grounding_dino": float(opts["box_threshold"]), "owlv2": float(opts["owlv2_threshold"])}
+    probe = min([float(opts["probe_threshold"])] + [ths[n] for n in names])
+    return Verifier({n: detectors[n] for n in names}, box_threshold=ths, consensus=mode == "consensus",
+                    iou=float(opts["iou"]), text_threshold=float(opts["text_threshold"]), probe_threshold=probe)
+
+
+def grounding_json(g: Grounding) -> dict[str, Any]:
+    best = g.boxes[0] if g.boxes else None
+    return {"phrase": g.phrase, "grounded": g.grounded, "score": round(float(g.score), 4),
+            "box": list(best.box) if best else None, "box_norm": list(best.box_norm) if best else None,
+            "support": dict(g.support)}
+
+
+class VerifyStage(Stage):
+    name = "verify"
+    needs = ("phrases",)
+    provides = ("objects", "hallucinations")
+    needs_image = True
+
+    def __init__(self, detectors: Mapping[str, Expert], options: Mapping[str, Any]):
+        self.opts = {k: options[k] for k in DEFAULTS}
+        self.verifier = make_verifier(detectors, self.opts)
+        self.seconds = 0.0
+
+    def options(self) -> dict[str, Any]:
+        return {**self.opts, "detectors": [expert_identity(d) for d in self.verifier.detectors.values()]}
+
+    def setup(self) -> None:
+        setup_experts(list(self.verifier.detectors.values()), FIX)
+
+    def _ground(self, records: list[Record]) -> list[list[Grounding]]:
+        if not self.opts["per_phrase"]:  # all phrases of an image in one query text
+            return self.verifier.verify_batch([r.image for r in records], [r.fields["phrases"] for r in records])
+        jobs = [(i, p) for i, r in enumerate(records) for p in r.fields["phrases"]]
+        got = self.verifier.verify_batch([records[i].image for i, _ in jobs], [[p] for _, p in jobs]) if jobs else []
+        out: list[list[Grounding]] = [[] for _ in records]
+        for (i, _), g in zip(jobs, got):
+            out[i].extend(g)
+        return out
+
+    def __call__(self, records: list[Record]) -> list[Record]:
+        t = time.perf_counter()
+        groundings = self._ground(records)
+        dt = time.perf_counter() - t
+        self.seconds += dt
+        total = sum(len(r.fields["phrases"]) for r in records) or 1
+        for r, gs in zip(records, groundings):
+            share = dt * len(r.fields["phrases"]) / total
+            r.set("objects", [grounding_json(g) for g in gs], stage=self.name, seconds=share,
+                  mode=self.opts["mode"], detectors=list(self.verifier.detectors))
+            r.set("hallucinations", [g.phrase for g in gs if not g.grounded], stage=self.name)
+        return records
+
+    def summary(self) -> dict[str, Any]:
+        return {"seconds": round(self.seconds, 3)}
+
+
+__all__ = ["DEFAULTS", "MODES", "VerifyStage", "grounding_json", "make_verifier"]
