@@ -224,3 +224,22 @@ def test_experts_alone_run_the_experts_method_and_record_no_vlm(tmp_path, photo_
     run = json.loads((out / "_run.json").read_text())
     assert "vlm" not in run["config"] and run["models"] == []  # no model was used, none is recorded
     assert p.returncode == 0
+
+
+def test_pip_hints_are_printed_whole():
+    """The CLI prints messages through rich: `pixscribe[hf]` must not be eaten as markup."""
+    import io
+
+    from rich.console import Console
+
+    import pixscribe.cli as c
+
+    buf = io.StringIO()
+    old = c.err
+    c.err = Console(file=buf, emoji=False, width=200)
+    try:
+        with pytest.raises(c.typer.Exit):
+            c._fail("'datasets' is needed: pip install 'pixscribe[hf]'")
+    finally:
+        c.err = old
+    assert "pip install 'pixscribe[hf]'" in buf.getvalue()

@@ -90,10 +90,14 @@ class ExpertsStage(Stage):
         if expert.name in ("grounding_dino", "owlv2"):
             return {"queries": self.queries} if self.queries else None
         if expert.name in BOX_TAKERS:
-            src = next((s for s in BOX_SOURCES if s in done), None)
-            if src is None:
+            sources = [s for s in BOX_SOURCES if s in done]
+            if not sources:
                 return {} if expert.name == "depth" else None
-            return {"boxes": [_boxes(o) for o in done[src]]}
+            # per image, the first source that found any box (an empty dense result falls
+            # through to the detectors or faces)
+            per = [next((b for b in (_boxes(done[s][i]) for s in sources) if b), [])
+                   for i in range(len(records))]
+            return {"boxes": per}
         return {}
 
     def _run_one(self, expert: Expert, records: list[Record], kwargs: dict[str, Any]) -> list[Any]:

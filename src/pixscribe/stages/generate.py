@@ -3,7 +3,8 @@
 It is the building block of every model stage: Recap's caption, Textualize's description
 and rewrite, each step of PancapChain. A method gives it a name, the model, its options
 (prompt, sampling, schema) and, for requests that use earlier fields, a ``build`` function
-``(record, options) -> GenerationRequest``; ``parse`` turns a result into the fields to set.
+``(record, options) -> GenerationRequest`` (``None``: this record needs no request, and the
+stage sets nothing on it); ``parse`` turns a result into the fields to set.
 
 Text read from images or from earlier descriptions goes into prompts through
 :func:`quote`, as data, never as instructions.
