@@ -66,7 +66,9 @@ def fake_vllm(replies=None, *, structured=True, fail_on=None, fail_init=None):
 
 def test_missing_vllm_gives_a_pip_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)
-    with pytest.raises(BackendUnavailable, match=r"pip install 'pixscribe\[vllm\]'"):
+    from pixscribe.deps import MissingDependency
+
+    with pytest.raises(MissingDependency, match=r"pip install 'pixscribe\[vllm\]'"):
         import_vllm()
     b = VLLMBackend("Qwen/Qwen2.5-VL-3B-Instruct")
     (r,) = b.generate([GenerationRequest.simple("hi")])  # a row error, never an exception

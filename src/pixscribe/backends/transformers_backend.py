@@ -250,8 +250,10 @@ class TransformersBackend(Backend):
         return self
 
     def _load(self) -> None:
-        import torch  # noqa: F401
-        import transformers
+        from ..deps import require
+
+        require("torch", extra="transformers", what="--backend transformers")
+        transformers = require("transformers", extra="transformers", what="--backend transformers")
         from transformers import AutoConfig
 
         src, hub_kw = self._source()

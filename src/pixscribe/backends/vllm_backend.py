@@ -28,10 +28,12 @@ PIP_HINT = "pip install 'pixscribe[vllm]'"
 
 
 def import_vllm() -> ModuleType:
+    from ..deps import MissingDependency
+
     try:
         import vllm
     except ImportError as exc:
-        raise BackendUnavailable(
+        raise MissingDependency(
             f"--backend vllm needs the vllm package, which is not installed ({exc}). "
             f"Install it on a GPU machine with: {PIP_HINT} (or use --backend openai against `vllm serve`)."
         ) from None

@@ -21,8 +21,10 @@ import threading
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from ..deps import MissingDependency
 
-class MeteorUnavailable(RuntimeError):
+
+class MeteorUnavailable(MissingDependency):
     pass
 
 
@@ -37,7 +39,7 @@ def find_meteor_jar() -> Path:
         import pycocoevalcap  # noqa: F401
     except ImportError as exc:
         raise MeteorUnavailable(
-            "METEOR needs the meteor-1.5.jar shipped with pycocoevalcap: pip install pycocoevalcap "
+            "METEOR needs the meteor-1.5.jar shipped with pycocoevalcap: pip install 'pixscribe[metrics]' "
             "(or set PIXSCRIBE_METEOR_JAR to the jar's path)"
         ) from exc
     for base in getattr(pycocoevalcap, "__path__", []):

@@ -19,10 +19,12 @@ import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from ..deps import MissingDependency
+
 CORENLP_JARS = ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")
 
 
-class SpiceUnavailable(RuntimeError):
+class SpiceUnavailable(MissingDependency):
     pass
 
 
@@ -30,7 +32,7 @@ def _spice_dir() -> Path:
     try:
         import pycocoevalcap
     except ImportError as exc:
-        raise SpiceUnavailable("SPICE needs pycocoevalcap's spice-1.0.jar: pip install pycocoevalcap") from exc
+        raise SpiceUnavailable("SPICE needs pycocoevalcap's spice-1.0.jar: pip install 'pixscribe[metrics]'") from exc
     for base in getattr(pycocoevalcap, "__path__", []):
         d = Path(base) / "spice"
         if (d / "spice-1.0.jar").is_file():
