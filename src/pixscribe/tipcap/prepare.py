@@ -78,7 +78,7 @@ def prepare(cfg: TrainConfig, console: Any = None) -> Prepared:
     gap, pair_caps, sizes = estimate_gap(cfg, enc, caches, corpus_emb, problems)
     texts = corpus + pair_caps
     emb = np.concatenate([corpus_emb, _embed_texts(pair_caps, enc, caches["text"], cfg.embed_batch_size)])
-    sizes.update({"corpus_texts": len(corpus), "train_texts": len(texts), "clip_truncated_texts": enc.truncated,
+    sizes.update({"corpus_texts": len(corpus), "train_texts": len(texts), "clip_truncated_texts_this_run": enc.truncated,
                   "skipped_inputs": len(problems.messages)})
     clip = enc.describe()
     del enc

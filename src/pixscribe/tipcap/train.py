@@ -212,8 +212,7 @@ def _meta(cfg: TrainConfig, data: Prepared, model, tok) -> dict[str, Any]:
             "transformers": transformers.__version__, "tokenizer": type(tok).__name__}
 
 
-def train(cfg: TrainConfig, console: Any = None) -> dict[str, Any]:
-    """Run (or resume) training into ``cfg.output``; returns the content of ``training.json``."""
+def _check_output(cfg: TrainConfig) -> Path:
     out = Path(cfg.output)
     if cfg.overwrite and out.exists():
         for name in ("checkpoint", "checkpoint.old", "checkpoint.tmp", "lm"):
@@ -223,7 +222,18 @@ def train(cfg: TrainConfig, console: Any = None) -> dict[str, Any]:
     if ckpt is not None and read_state(ckpt).get("fingerprint") != cfg.fingerprint():
         raise TrainingMismatch(f"{out} holds a TIPCap run with other settings ({ckpt}/state.json); "
                                "use another -o directory, the same settings, or --overwrite")
-    data = prepare(cfg, console)
+    return out
+
+
+def train(cfg: TrainConfig, console: Any = None) -> dict[str, Any]:
+    """Run (or resume) training into ``cfg.output``; returns the content of ``training.json``."""
+    _check_output(cfg)  # fail before CLIP runs
+    return train_prepared(cfg, prepare(cfg, console), console)
+
+
+def train_prepared(cfg: TrainConfig, data: Prepared, console: Any = None) -> dict[str, Any]:
+    """Train from already embedded texts and an estimated gap (embeddings from elsewhere, e.g. a bench)."""
+    out = _check_output(cfg)
     model, tok = build_model(cfg, data)
     codec = TokenCodec(tok, cfg.max_caption_tokens, cfg.max_prompt_tokens)
     run = _loop(model, codec, cfg, data, out, console)
@@ -236,4 +246,4 @@ def train(cfg: TrainConfig, console: Any = None) -> dict[str, Any]:
     return report
 
 
-__all__ = ["TrainingMismatch", "build_model", "load_lm", "train"]
+__all__ = ["TrainingMismatch", "build_model", "load_lm", "train", "train_prepared"]
