@@ -140,3 +140,25 @@ def test_cli_trains_and_reports_bad_inputs(tipcap_tiny, tmp_path):
     assert r.returncode == 2 and "missing.txt" in r.stderr and "not found" in r.stderr
     r = _cli("-o", str(tmp_path / "m3"), "--setting", "1", *base, cwd=tmp_path)
     assert r.returncode == 2 and "needs image-caption pairs" in r.stderr
+
+
+def test_ctrl_c_checkpoints_the_current_step_and_a_rerun_resumes(tipcap_tiny, tmp_path, monkeypatch):
+    import pixscribe.tipcap.train as T
+    from pixscribe.tipcap.checkpoint import find_checkpoint, read_state
+
+    real = T._step_loss
+
+    def interrupted(model, codec, cfg, data, nouns, idx, step):
+        if step == 4:
+            raise KeyboardInterrupt
+        return real(model, codec, cfg, data, nouns, idx, step)
+
+    monkeypatch.setattr(T, "_step_loss", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        T.train(tiny_config(tipcap_tiny, tmp_path / "m", steps=8))
+    assert read_state(find_checkpoint(tmp_path / "m"))["step"] == 4
+    assert not (tmp_path / "m" / "tipcap.json").exists()  # nothing exported from a half run
+    monkeypatch.undo()
+    rep = T.train(tiny_config(tipcap_tiny, tmp_path / "m", steps=8))
+    assert rep["training"]["start_step"] == 4 and rep["training"]["steps"] == 8
+    assert [s for s, _ in rep["training"]["curve"]] == list(range(1, 9))
