@@ -23,7 +23,6 @@ question is the gap). Printed, not asserted::
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 import time
@@ -113,7 +112,8 @@ def build_world(work: Path, n_train: int, n_test: int, n_extra: int, seed: int) 
     test_emb = all_emb[len(corpus): len(corpus) + len(flat)].reshape(n_test, 5, -1).mean(1)
     extra_emb = all_emb[len(corpus) + len(flat):]
     mu, a = known_gap(corpus_emb.shape[1], rng)
-    return {"corpus": corpus, "corpus_emb": corpus_emb, "test_refs": test_refs, "test_img": images_of(test_emb, mu, a, rng),
+    return {"corpus": corpus, "corpus_emb": corpus_emb, "test_refs": test_refs,
+            "test_img": images_of(test_emb, mu, a, rng),
             "extra_txt": extra_emb, "extra_img": images_of(extra_emb, mu, a, rng), "mu": mu, "sigma": a @ a.T}
 
 

@@ -36,7 +36,8 @@ def build_base(root: Path) -> tuple[Path, Path]:
                               model_max_length=77)
         bos, eos = tok.convert_tokens_to_ids(["<|startoftext|>", "<|endoftext|>"])
         tok._tokenizer.post_processor = TemplateProcessing(
-            single="<|startoftext|> $A <|endoftext|>", special_tokens=[("<|startoftext|>", bos), ("<|endoftext|>", eos)])
+            single="<|startoftext|> $A <|endoftext|>",
+            special_tokens=[("<|startoftext|>", bos), ("<|endoftext|>", eos)])
         cfg = CLIPConfig(text_config=dict(vocab_size=len(tok), bos_token_id=bos, eos_token_id=eos, pad_token_id=eos),
                          vision_config=dict(patch_size=32), projection_dim=512)
         torch.manual_seed(0)

@@ -156,7 +156,8 @@ class ClipEncoder:
             self.model.to(device)
         except (OSError, ValueError) as exc:
             raise RuntimeError(f"the CLIP model {model!r} could not be loaded ({exc}); pass a hub id or a local "
-                               "directory with safetensors weights (huggingface-cli download ID --local-dir DIR)") from exc
+                               "directory with safetensors weights (huggingface-cli download ID --local-dir DIR)"
+                               ) from exc
         if not (hasattr(self.model, "get_text_features") and hasattr(self.model, "get_image_features")):
             raise RuntimeError(f"{model!r} ({type(self.model).__name__}) has no get_text_features/get_image_features: "
                                "TIPCap needs a CLIP-style dual encoder")

@@ -78,8 +78,8 @@ def prepare(cfg: TrainConfig, console: Any = None) -> Prepared:
     gap, pair_caps, sizes = estimate_gap(cfg, enc, caches, corpus_emb, problems)
     texts = corpus + pair_caps
     emb = np.concatenate([corpus_emb, _embed_texts(pair_caps, enc, caches["text"], cfg.embed_batch_size)])
-    sizes.update({"corpus_texts": len(corpus), "train_texts": len(texts), "clip_truncated_texts_this_run": enc.truncated,
-                  "skipped_inputs": len(problems.messages)})
+    sizes.update({"corpus_texts": len(corpus), "train_texts": len(texts),
+                  "clip_truncated_texts_this_run": enc.truncated, "skipped_inputs": len(problems.messages)})
     clip = enc.describe()
     del enc
     return Prepared(texts, emb.astype(np.float32), gap, clip, sizes, problems)
