@@ -313,7 +313,7 @@ def _register_optional() -> None:
     """Commands contributed by other modules (metrics eval, report, ...)."""
     import importlib
 
-    for mod in ("pixscribe.metrics.eval_cli", "pixscribe.report.cli"):
+    for mod in ("pixscribe.metrics.eval_cli", "pixscribe.report.cli", "pixscribe.tipcap.cli"):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as exc:
