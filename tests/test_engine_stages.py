@@ -138,7 +138,7 @@ def test_a_need_met_by_an_input_column(tmp_path, photo_dir):
     files = sorted(Path(photo_dir).rglob("*.*"))[:3]
     table.write_text("".join(json.dumps({"path": str(f), "facts": f"fact {i}"}) + "\n" for i, f in enumerate(files)))
     c = cfg([table], tmp_path / "out")
-    m = three_stage_method(c, b := ScriptedBackend())
+    m = three_stage_method(c, ScriptedBackend())
     only = Method("only", [m.stages[2]], ["final"], "final")
     Runner(c, only).run()
     finals = sorted(r["final"][-10:] for r in rows(tmp_path / "out").values())
