@@ -1,9 +1,10 @@
 """Getting records ready for the stages: ids, skips, priors, bytes and decoding.
 
 :class:`Identifier` runs in input order (one thread per shard stream): it gives each record
-its id (the input's key, else a hash of its source; a key seen before in the shard gets
-``~2``, ``~3``...), renames input columns the method renames, and keeps input columns that
-collide with pixscribe's own under an ``input_`` prefix. :func:`prepare` runs in the decode
+its id (the method's ``id_column`` when the row has it, else the input's key, else a hash of
+its source; a key seen before in the shard gets ``~2``, ``~3``...), renames input columns
+the method renames, and keeps input columns that collide with pixscribe's own under an
+``input_`` prefix. :func:`prepare` runs in the decode
 pool: it reads the bytes, hashes them, finds what an earlier row lets it reuse, and decodes
 the image only when a stage that will run looks at pixels. :class:`DecodeCache` shares the
 decode of identical bytes between records (one row per region repeats its image on every row).
@@ -28,6 +29,7 @@ class Identifier:
     def __init__(self, method: Method):
         self.rename = dict(method.rename_inputs)
         self.reserved = set(BASE_COLUMNS) | set(TAIL_COLUMNS) | set(method.provided_by())
+        self.id_column = method.id_column
         self.seen: dict[str, int] = {}
         self.duplicate_keys = 0
 
@@ -42,7 +44,11 @@ class Identifier:
                     cols[b] = cols.pop(a)
             for c in [c for c in cols if c in self.reserved]:
                 cols[_free(INPUT_PREFIX + c, cols)] = cols.pop(c)
-        base = str(rec.key) if rec.key is not None else keyless_id(rec.source)
+        own = cols.get(self.id_column) if self.id_column and cols else None
+        if own is not None and str(own) != "":
+            base = str(own)  # the method names its rows (one row per region: the region's id)
+        else:
+            base = str(rec.key) if rec.key is not None else keyless_id(rec.source)
         n = self.seen.get(base, 0) + 1
         self.seen[base] = n
         rid = base
