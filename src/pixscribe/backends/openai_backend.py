@@ -34,7 +34,8 @@ import os
 import random
 import threading
 import time
-from collections import deque
+import weakref
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -54,6 +55,43 @@ def encode_image(img: Any, max_pixels: int | None, max_side: int | None, quality
     from ..imaging import encode_jpeg, resize_to_budget  # lazily: importing the backend needs no numpy/PIL
 
     return encode_jpeg(resize_to_budget(img, max_pixels, max_side), quality=quality)
+
+
+class JpegMemo:
+    """An image object sent in several requests is encoded once: region prompts put the same
+    unmodified full image beside every region's close-up (focal without outline) or box text.
+
+    Keyed by the object itself through a weak reference (an image that is gone is forgotten,
+    and a new object that reuses its id is not mistaken for it); the last ``size`` encodes are
+    kept. Images are not modified once built (pixscribe's stages draw on copies)."""
+
+    def __init__(self, encode: Callable[[Any], bytes], size: int = 16):
+        self._encode = encode
+        self.size = size
+        self.encodes = 0
+        self.hits = 0
+        self._items: OrderedDict[int, tuple[Any, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, img: Any) -> bytes:
+        key = id(img)
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None and hit[0]() is img:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return hit[1]
+        data = self._encode(img)
+        try:
+            ref = weakref.ref(img)
+        except TypeError:  # not weakly referenceable: not kept
+            return data
+        with self._lock:
+            self.encodes += 1
+            self._items[key] = (ref, data)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return data
 
 
 def data_url(jpeg: bytes) -> str:
@@ -361,6 +399,7 @@ class OpenAIBackend(Backend):
         self._clients: list[Any] = []
         self._next_client = 0
         self._start_lock = threading.Lock()
+        self.jpegs = JpegMemo(lambda img: encode_image(img, self.max_pixels, self.max_side, self.jpeg_quality))
 
     @classmethod
     def from_config(cls, config: Any, *, model: str | None = None, **overrides: Any) -> "OpenAIBackend":
@@ -566,11 +605,10 @@ class OpenAIBackend(Backend):
         return res
 
     def _body(self, req: GenerationRequest) -> bytes:
-        encode = lambda img: encode_image(img, self.max_pixels, self.max_side, self.jpeg_quality)  # noqa: E731
         s = req.sampling
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": to_openai_messages(req.messages, req.images, encode),
+            "messages": to_openai_messages(req.messages, req.images, self.jpegs),
             "max_tokens": s.max_new_tokens,
             "temperature": s.temperature,
             "top_p": s.top_p,
