@@ -175,6 +175,17 @@ def caption(
     experts: Optional[str] = typer.Option(None, "--experts", help="Comma-separated experts (implies --method experts)."),
     queries: Optional[str] = typer.Option(None, "--queries", help="Comma-separated text queries for grounding_dino/owlv2."),
     profile: Optional[str] = typer.Option(None, "--profile", help="lite (offline CPU experts) or full."),
+    region_prompt: Optional[str] = typer.Option(None, "--region-prompt", help="Method region: focal (default), "
+                                                "overlay, som, box or crop."),
+    task: Optional[str] = typer.Option(None, "--task", help="Method region: dense (default), attribute or global."),
+    attribute: Optional[str] = typer.Option(None, "--attribute", help="Method region: the attribute to describe "
+                                            "(color, material, pose...; implies --task attribute)."),
+    outline: Optional[bool] = typer.Option(None, "--outline/--no-outline", help="Method region, focal: outline "
+                                           "the mask (on)."),
+    box_to_mask: Optional[str] = typer.Option(None, "--box-to-mask", help="Method region: sam turns boxes into "
+                                              "masks (none; sam with --regions auto)."),
+    regions: Optional[str] = typer.Option(None, "--regions", help="Method region: the column of region lists "
+                                          "(regions), or auto (the experts propose regions)."),
     decode_workers: Optional[int] = typer.Option(None, "--decode-workers", help="Decode threads (default 2)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
     flush_rows: Optional[int] = typer.Option(None, "--flush-rows", help="Rows buffered per atomic batch file (1024)."),
@@ -220,8 +231,22 @@ def _build_caption_config(config: Path | None, given: dict[str, Any], stage_opti
         over[k] = list(over[k]) if over.get(k) else None
     over["format"] = over["format"].value if over.get("format") else None
     over["prompt_file"] = str(over["prompt_file"]) if over.get("prompt_file") else None
+    # --method region's flags -> options of its stage `region`
+    region_flags = {"region_prompt": "prompt_mode", "task": "task", "attribute": "attribute", "outline": "outline",
+                    "box_to_mask": "box_to_mask", "regions": "regions"}
+    region = {opt: over.pop(flag) for flag, opt in region_flags.items() if over.get(flag) is not None}
+    for flag in region_flags:
+        over.pop(flag, None)
     cfg = build_config(config, over)
-    extra = _stage_options(stage_option)
+    if region:
+        if given.get("method") is None and cfg.method == "recap":
+            cfg.method = "region"
+        if cfg.method != "region":
+            flags = ", ".join("--" + f.replace("_", "-") for f, o in region_flags.items() if o in region)
+            raise ValueError(f"{flags}: for --method region, not --method {cfg.method}")
+    extra = {"region": region} if region else {}
+    for st, opts in _stage_options(stage_option).items():
+        extra.setdefault(st, {}).update(opts)
     if extra:
         merged = {k: dict(v) for k, v in cfg.stages.items()}
         for st, opts in extra.items():
