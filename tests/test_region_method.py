@@ -164,7 +164,7 @@ def test_200_regions_over_5_images_decode_each_image_once_and_batch_requests(tmp
         n = sum(len(r["regions"]) if r["regions"] is not None else 1 for r in out)
         assert n == 200 and m.stages[0].counts["captioned"] == 200
         if mode == "focal":  # one request per region, many per call
-            assert sum(be.calls) == 200 and len(be.calls) <= 8 and min(be.calls) > 1
+            assert sum(be.calls) == 200 and len(be.calls) <= 8 and 1 < min(be.calls) and max(be.calls) <= 64
         else:  # set-of-mark: one request per image (and per batch of rows), many marks each
             assert sum(be.marks) == 200 and sum(be.calls) <= 20 and len(be.calls) <= 4
             if src == "imgs.jsonl":

@@ -222,9 +222,9 @@ class RegionStage(Stage):
                     continue
                 rid = records[part[0][0]].id
                 pending += [(p, keyed, rid) for p in prompts]
-                if len(pending) >= per_call:
-                    answers.update(self._generate(pending))
-                    pending = []
+                while len(pending) >= per_call:
+                    answers.update(self._generate(pending[:per_call]))
+                    pending = pending[per_call:]
         if pending:
             answers.update(self._generate(pending))
         return answers
