@@ -296,3 +296,21 @@ def test_outputs_read_with_pyarrow_duckdb_and_eval_regions(tmp_path):
         ("B", "box", "blue"), ("B", "som", "blue"), ("R", "box", "red"), ("R", "som", "red")]
     rep = evaluate_regions(preds, {"R": ["red"], "B": ["blue"]}, metrics="bleu")
     assert rep["modes"] == ["box", "som"] and rep["by_prompt_mode"]["som"]["n"] == 2
+
+
+def test_over_http_the_unoutlined_full_image_is_encoded_once(tmp_path):
+    """focal --no-outline against a loopback OpenAI-compatible server: five regions send the
+    same full image five times; it is JPEG-encoded once, each close-up once."""
+    from pixscribe.testing.openai_server import ServerProcess
+
+    write_scene(tmp_path)
+    src = image_rows(tmp_path, [{"id": f"b{i}", "box": [10 + 50 * i, 20, 50 + 50 * i, 80]} for i in range(5)])
+    with ServerProcess("--mode", "echo") as srv:
+        cfg = RunConfig(inputs=[str(src)], output=str(tmp_path / "out"), progress=False, backend="openai",
+                        base_url=[srv.url], vlm="pixscribe-test", stages={"region": {"outline": False}})  # fmt: skip
+        m = MethodContext(cfg).build("region")
+        s = Runner(cfg, m).run()
+    (row,) = pq.read_table(tmp_path / "out").to_pylist()
+    assert s.error_rows == 0 and all("2 image(s)" in x["caption"] for x in row["regions"])
+    jpegs = m.stages[0].backend.jpegs
+    assert jpegs.encodes == 6 and jpegs.hits == 4

@@ -71,27 +71,39 @@ class JpegMemo:
         self.encodes = 0
         self.hits = 0
         self._items: OrderedDict[int, tuple[Any, bytes]] = OrderedDict()
+        self._busy: dict[int, threading.Event] = {}  # encodes under way: the same image waits for them
         self._lock = threading.Lock()
 
     def __call__(self, img: Any) -> bytes:
         key = id(img)
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is not None and hit[0]() is img:
-                self._items.move_to_end(key)
-                self.hits += 1
-                return hit[1]
-        data = self._encode(img)
+        while True:
+            with self._lock:
+                hit = self._items.get(key)
+                if hit is not None and hit[0]() is img:
+                    self._items.move_to_end(key)
+                    self.hits += 1
+                    return hit[1]
+                busy = self._busy.get(key)
+                if busy is None:
+                    busy = self._busy[key] = threading.Event()
+                    break
+            busy.wait()  # another request's thread is encoding this image (or it failed: try again)
         try:
-            ref = weakref.ref(img)
-        except TypeError:  # not weakly referenceable: not kept
+            data = self._encode(img)
+            try:
+                ref = weakref.ref(img)
+            except TypeError:  # not weakly referenceable: not kept
+                return data
+            with self._lock:
+                self.encodes += 1
+                self._items[key] = (ref, data)
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
             return data
-        with self._lock:
-            self.encodes += 1
-            self._items[key] = (ref, data)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-        return data
+        finally:
+            with self._lock:
+                del self._busy[key]
+            busy.set()
 
 
 def data_url(jpeg: bytes) -> str:
