@@ -384,3 +384,28 @@ def test_tiny_mode_real_generation_round_trip(tiny_vlms):
     assert [r.text for r in res] == [w.text for w in want]
     assert [r.tokens_in for r in res] == [w.tokens_in for w in want]
     assert all(r.tokens_out > 0 for r in res)
+
+
+def test_an_image_sent_in_several_requests_is_encoded_once(echo):
+    """Region prompts put the same full image beside every close-up: it is encoded once, the
+    close-ups each once, and every request still carries both images."""
+    import gc
+
+    from pixscribe.backends.openai_backend import JpegMemo
+
+    full = sample_photo("astronaut")
+    crops = [full.crop((i * 40, 0, i * 40 + 64, 64)) for i in range(6)]
+    b = backend(echo.url)
+    try:
+        res = b.generate([GenerationRequest.simple(f"region {i}", [full, c], id=str(i)) for i, c in enumerate(crops)])
+    finally:
+        b.close()
+    assert all(r.ok and "2 image(s)" in r.text for r in res), [r.text or r.error for r in res]
+    assert b.jpegs.encodes == 7 and b.jpegs.hits == 5
+    memo = JpegMemo(lambda im: bytes(im.tobytes()[:8]) + bytes([len(memo._items)]))
+    a = sample_photo("coffee")
+    first = memo(a)
+    del a
+    gc.collect()
+    other = sample_photo("chelsea")  # may reuse the freed object's id: must not get its bytes
+    assert memo(other) != first and memo.encodes == 2

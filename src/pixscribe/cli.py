@@ -206,6 +206,17 @@ def caption(
                                                    "threshold (0.18; = -S verify.text_threshold=...)."),
     max_objects: Optional[int] = typer.Option(None, "--max-objects", help="textualize: regions given to the rewrite "
                                               "(10; = -S rewrite.max_objects=...)."),
+    region_prompt: Optional[str] = typer.Option(None, "--region-prompt", help="Method region: focal (default), "
+                                                "overlay, som, box or crop."),
+    task: Optional[str] = typer.Option(None, "--task", help="Method region: dense (default), attribute or global."),
+    attribute: Optional[str] = typer.Option(None, "--attribute", help="Method region: the attribute to describe "
+                                            "(color, material, pose...; implies --task attribute)."),
+    outline: Optional[bool] = typer.Option(None, "--outline/--no-outline", help="Method region, focal: outline "
+                                           "the mask (on)."),
+    box_to_mask: Optional[str] = typer.Option(None, "--box-to-mask", help="Method region: sam turns boxes into "
+                                              "masks (none; sam with --regions auto)."),
+    regions: Optional[str] = typer.Option(None, "--regions", help="Method region: the column of region lists "
+                                          "(regions), or auto (the experts propose regions)."),
     decode_workers: Optional[int] = typer.Option(None, "--decode-workers", help="Decode threads (default 2)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
     flush_rows: Optional[int] = typer.Option(None, "--flush-rows", help="Rows buffered per atomic batch file (1024)."),
@@ -236,10 +247,23 @@ def _config_error(exc: Exception) -> str:
 
 
 # dedicated flags that set a stage option (flag -> (stage, option)); -S STAGE.KEY=VALUE wins over them
-_STAGE_FLAGS = {"describe_prompt": ("describe", "prompt"), "description_column": ("describe", "column"),
-                "extractor": ("objects", "extractor"), "verify_mode": ("verify", "mode"),
-                "box_threshold": ("verify", "box_threshold"), "text_threshold": ("verify", "text_threshold"),
-                "max_objects": ("rewrite", "max_objects")}
+# method-specific flags: flag -> (method, stage, option). Each sets that stage option (-S wins),
+# implies its method when --method is not given, and is refused with another method.
+_STAGE_FLAGS = {
+    "describe_prompt": ("textualize", "describe", "prompt"),
+    "description_column": ("textualize", "describe", "column"),
+    "extractor": ("textualize", "objects", "extractor"),
+    "verify_mode": ("textualize", "verify", "mode"),
+    "box_threshold": ("textualize", "verify", "box_threshold"),
+    "text_threshold": ("textualize", "verify", "text_threshold"),
+    "max_objects": ("textualize", "rewrite", "max_objects"),
+    "region_prompt": ("region", "region", "prompt_mode"),
+    "task": ("region", "region", "task"),
+    "attribute": ("region", "region", "attribute"),
+    "outline": ("region", "region", "outline"),
+    "box_to_mask": ("region", "region", "box_to_mask"),
+    "regions": ("region", "region", "regions"),
+}
 
 _FLAGS = ("overwrite", "no_reuse", "retry_errors", "update", "verify", "wait", "allow_private_urls",
           "allow_any_path", "trust_remote_code")
@@ -250,11 +274,9 @@ def _build_caption_config(config: Path | None, given: dict[str, Any], stage_opti
     from .config import build_config
 
     over: dict[str, Any] = dict(given)
-    flagged: dict[str, dict[str, Any]] = {}
-    for flag, (st, opt) in _STAGE_FLAGS.items():
-        if over.get(flag) is not None:
-            flagged.setdefault(st, {})[opt] = over[flag]
-        over.pop(flag, None)
+    flagged = {f: over.pop(f) for f in _STAGE_FLAGS if over.get(f) is not None}
+    for f in _STAGE_FLAGS:
+        over.pop(f, None)
     for k in _FLAGS:
         over[k] = over[k] or None
     over["progress"] = False if over.pop("no_progress") else None
@@ -264,9 +286,9 @@ def _build_caption_config(config: Path | None, given: dict[str, Any], stage_opti
     over["format"] = over["format"].value if over.get("format") else None
     over["prompt_file"] = str(over["prompt_file"]) if over.get("prompt_file") else None
     cfg = build_config(config, over)
-    extra = _stage_options(stage_option)
-    for st, opts in flagged.items():
-        extra[st] = {**opts, **extra.get(st, {})}
+    extra = _method_flags(cfg, flagged, given.get("method") is None)
+    for st, opts in _stage_options(stage_option).items():
+        extra.setdefault(st, {}).update(opts)
     if extra:
         merged = {k: dict(v) for k, v in cfg.stages.items()}
         for st, opts in extra.items():
@@ -282,6 +304,25 @@ def _build_caption_config(config: Path | None, given: dict[str, Any], stage_opti
     if not cfg.output:
         raise ValueError("no output directory: pass -o OUT_DIR (or `output:` in --config)")
     return cfg
+
+
+def _method_flags(cfg: Any, flagged: dict[str, Any], method_free: bool) -> dict[str, dict[str, Any]]:
+    """Method-specific flags -> their stage options; the flags pick the method if none was given."""
+    methods = {_STAGE_FLAGS[f][0] for f in flagged}
+    if len(methods) > 1:
+        raise ValueError(f"{', '.join('--' + f.replace('_', '-') for f in flagged)}: flags of different methods "
+                         f"({', '.join(sorted(methods))})")
+    if methods and method_free and cfg.method == "recap":
+        cfg.method = next(iter(methods))
+    wrong = [f for f in flagged if _STAGE_FLAGS[f][0] != cfg.method]
+    if wrong:
+        raise ValueError(f"{', '.join('--' + f.replace('_', '-') for f in wrong)}: for --method "
+                         f"{_STAGE_FLAGS[wrong[0]][0]}, not --method {cfg.method}")
+    out: dict[str, dict[str, Any]] = {}
+    for f, v in flagged.items():
+        _, st, opt = _STAGE_FLAGS[f]
+        out.setdefault(st, {})[opt] = v
+    return out
 
 
 def _until_from_stages(stages: str) -> str:

@@ -260,11 +260,13 @@ class PriorRow:
         fields: dict[str, Any] = {}
         for st in stages.values():
             for f in st.get("fields", ()):
-                v = row.get(f)  # a null the stage gave is a value, not a missing field
-                if v is not None and f in st.get("json", ()):
+                if f not in row:
+                    continue
+                v = row[f]  # None: the stage set it to None
+                if v is not None and f in st.get("json", ()) and isinstance(v, str):  # a typed column is a value already
                     try:
                         v = json.loads(v)
-                    except (TypeError, ValueError):
+                    except ValueError:
                         continue
                 fields[f] = v
         return cls(fields, prov, stages, row.get("width"), row.get("height"), row.get("sha256"), row.get("source"))

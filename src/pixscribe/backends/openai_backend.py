@@ -39,6 +39,8 @@ import random
 import threading
 import time
 import uuid
+import weakref
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -75,6 +77,55 @@ def encode_image(img: Any, max_pixels: int | None, max_side: int | None, quality
     if own is not None:
         return own
     return encode_jpeg(resize_to_budget(img, max_pixels, max_side), quality=quality)
+
+
+class JpegMemo:
+    """An image object sent in several requests is encoded once: region prompts put the same
+    unmodified full image beside every region's close-up (focal without outline) or box text.
+
+    Keyed by the object itself through a weak reference (an image that is gone is forgotten,
+    and a new object that reuses its id is not mistaken for it); the last ``size`` encodes are
+    kept. Images are not modified once built (pixscribe's stages draw on copies)."""
+
+    def __init__(self, encode: Callable[[Any], bytes], size: int = 16):
+        self._encode = encode
+        self.size = size
+        self.encodes = 0
+        self.hits = 0
+        self._items: OrderedDict[int, tuple[Any, bytes]] = OrderedDict()
+        self._busy: dict[int, threading.Event] = {}  # encodes under way: the same image waits for them
+        self._lock = threading.Lock()
+
+    def __call__(self, img: Any) -> bytes:
+        key = id(img)
+        while True:
+            with self._lock:
+                hit = self._items.get(key)
+                if hit is not None and hit[0]() is img:
+                    self._items.move_to_end(key)
+                    self.hits += 1
+                    return hit[1]
+                busy = self._busy.get(key)
+                if busy is None:
+                    busy = self._busy[key] = threading.Event()
+                    break
+            busy.wait()  # another request's thread is encoding this image (or it failed: try again)
+        try:
+            data = self._encode(img)
+            try:
+                ref = weakref.ref(img)
+            except TypeError:  # not weakly referenceable: not kept
+                return data
+            with self._lock:
+                self.encodes += 1
+                self._items[key] = (ref, data)
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
+            return data
+        finally:
+            with self._lock:
+                del self._busy[key]
+            busy.set()
 
 
 def data_url(jpeg: bytes) -> str:
@@ -239,6 +290,7 @@ class OpenAIBackend(Backend):
         self._clients: list[Any] = []
         self._next_client = 0
         self._start_lock = threading.Lock()
+        self.jpegs = JpegMemo(lambda img: encode_image(img, self.max_pixels, self.max_side, self.jpeg_quality))
 
     @classmethod
     def from_config(cls, config: Any, *, model: str | None = None, **overrides: Any) -> "OpenAIBackend":
@@ -482,7 +534,7 @@ class OpenAIBackend(Backend):
 
         def image_url(img: Any) -> str:
             key = f"pixscribe-image-{tag}-{len(urls)}"
-            urls[key] = data_url(encode_image(img, self.max_pixels, self.max_side, self.jpeg_quality)).encode("ascii")
+            urls[key] = data_url(self.jpegs(img)).encode("ascii")
             return key
 
         s = req.sampling

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..record import Record, keyless_id
 from .apply import MethodRunner
-from .prepare import Identifier, prepare
+from .prepare import DecodeCache, Identifier, prepare
 from .run import Run, ShardWork
 from .writer import Writer
 
@@ -52,6 +52,7 @@ class Producer:
         self.out = out
         self.stop = stop
         self.ident = Identifier(run.method)
+        self.decodes = DecodeCache()  # identical bytes (an image repeated on rows) decoded once
 
     def produce(self) -> None:
         try:
@@ -75,7 +76,7 @@ class Producer:
                     self._put(_Skip(rec))
                     continue
                 self._put(self.pool.submit(prepare, rec, self.run_.method, self.run_.config, w.own,
-                                           self.run_.priors))
+                                           self.run_.priors, self.decodes))
         except Exception as exc:  # the reader itself failed mid-shard: one error row
             bad = Record(source=w.shard.name, shard=w.index)
             bad.fail(exc, "input")

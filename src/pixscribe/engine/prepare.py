@@ -1,15 +1,20 @@
 """Getting records ready for the stages: ids, skips, priors, bytes and decoding.
 
 :class:`Identifier` runs in input order (one thread per shard stream): it gives each record
-its id (the input's key, else a hash of its source; a key seen before in the shard gets
-``~2``, ``~3``...), renames input columns the method renames, and keeps input columns that
-collide with pixscribe's own under an ``input_`` prefix. :func:`prepare` runs in the decode
+its id (the method's ``id_column`` when the row has it, else the input's key, else a hash of
+its source; a key seen before in the shard gets ``~2``, ``~3``...), renames input columns
+the method renames, and keeps input columns that collide with pixscribe's own under an
+``input_`` prefix. :func:`prepare` runs in the decode
 pool: it reads the bytes, hashes them, finds what an earlier row lets it reuse, and decodes
-the image only when a stage that will run looks at pixels.
+the image only when a stage that will run looks at pixels. :class:`DecodeCache` shares the
+decode of identical bytes between records (one row per region repeats its image on every row).
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from ..record import BASE_COLUMNS, TAIL_COLUMNS, PixscribeError, Record, keyless_id, sha256_hex
@@ -24,6 +29,7 @@ class Identifier:
     def __init__(self, method: Method):
         self.rename = dict(method.rename_inputs)
         self.reserved = set(BASE_COLUMNS) | set(TAIL_COLUMNS) | set(method.provided_by())
+        self.id_column = method.id_column
         self.seen: dict[str, int] = {}
         self.duplicate_keys = 0
 
@@ -38,7 +44,11 @@ class Identifier:
                     cols[b] = cols.pop(a)
             for c in [c for c in cols if c in self.reserved]:
                 cols[_free(INPUT_PREFIX + c, cols)] = cols.pop(c)
-        base = str(rec.key) if rec.key is not None else keyless_id(rec.source)
+        own = cols.get(self.id_column) if self.id_column and cols else None
+        if own is not None and str(own) != "":
+            base = str(own)  # the method names its rows (one row per region: the region's id)
+        else:
+            base = str(rec.key) if rec.key is not None else keyless_id(rec.source)
         n = self.seen.get(base, 0) + 1
         self.seen[base] = n
         rid = base
@@ -58,7 +68,61 @@ def _free(name: str, cols: dict[str, Any]) -> str:
     return name
 
 
-def prepare(rec: Record, method: Method, cfg: Any, own: RowIndex | None, priors: Priors) -> Record:
+class DecodeCache:
+    """Identical image bytes are decoded once: the last decodes, keyed by sha256, are shared
+    read-only by every record carrying those bytes (stages never draw on ``record.image``;
+    they copy). A decode already under way for the same bytes is waited for, not repeated.
+    A failure is not kept: each record decodes again and fails with its own source named.
+
+    Bounded by ``size`` entries and ``max_bytes`` of RGB pixels (at least one entry), so
+    memory stays flat; ``decodes`` counts the decodes made, ``shared`` the ones spared."""
+
+    def __init__(self, size: int = 8, max_bytes: int = 96 * 1024 * 1024):
+        self.size = size
+        self.max_bytes = max_bytes
+        self.decodes = 0
+        self.shared = 0
+        self._lock = threading.Lock()
+        self._done: OrderedDict[str, tuple[Any, int]] = OrderedDict()  # sha -> (Decoded, pixel bytes)
+        self._busy: dict[str, threading.Event] = {}
+
+    def get(self, sha: str | None, make: Callable[[], Any]) -> Any:
+        """``make()``'s result for bytes of hash ``sha``, made once while it is kept."""
+        if not sha or self.size <= 0:
+            return make()
+        while True:
+            with self._lock:
+                if sha in self._done:
+                    self._done.move_to_end(sha)
+                    self.shared += 1
+                    return self._done[sha][0]
+                ev = self._busy.get(sha)
+                if ev is None:
+                    ev = self._busy[sha] = threading.Event()
+                    break
+            ev.wait()  # the other decode finished (or failed: then this one decodes itself)
+        try:
+            value = make()
+            with self._lock:
+                self.decodes += 1
+                self._keep(sha, value)
+        finally:
+            with self._lock:
+                del self._busy[sha]
+            ev.set()
+        return value
+
+    def _keep(self, sha: str, value: Any) -> None:
+        im = getattr(value, "image", None)
+        self._done[sha] = (value, im.width * im.height * 3 if im is not None else 0)
+        total = sum(n for _, n in self._done.values())
+        while len(self._done) > 1 and (len(self._done) > self.size or total > self.max_bytes):
+            _, (_, n) = self._done.popitem(last=False)
+            total -= n
+
+
+def prepare(rec: Record, method: Method, cfg: Any, own: RowIndex | None, priors: Priors,
+            cache: DecodeCache | None = None) -> Record:
     """Bytes, sha256, reuse, decode (runs in the decode pool; never raises)."""
     if rec.error is not None:
         return rec
@@ -77,7 +141,7 @@ def prepare(rec: Record, method: Method, cfg: Any, own: RowIndex | None, priors:
     if rec.prior is not None and not needs_decode(method, rec.compute_from):
         rec.width, rec.height = rec.prior.width, rec.prior.height
         return rec
-    _decode(rec, data, cfg)
+    _decode(rec, data, cfg, cache)
     return rec
 
 
@@ -95,12 +159,15 @@ def _find_prior(rec: Record, method: Method, own: RowIndex | None, priors: Prior
         rec.prior = None
 
 
-def _decode(rec: Record, data: bytes, cfg: Any) -> None:
-    from ..imaging import decode
+def _decode(rec: Record, data: bytes, cfg: Any, cache: DecodeCache | None = None) -> None:
+    from .. import imaging
+
+    def make() -> Any:
+        return imaging.decode(data, max_pixels=cfg.max_pixels, max_side=cfg.max_side,
+                              max_image_pixels=cfg.max_image_pixels, source=rec.source)
 
     try:
-        dec = decode(data, max_pixels=cfg.max_pixels, max_side=cfg.max_side, max_image_pixels=cfg.max_image_pixels,
-                     source=rec.source)
+        dec = cache.get(rec.sha256, make) if cache is not None else make()
     except PixscribeError as exc:
         rec.fail(exc)
         return

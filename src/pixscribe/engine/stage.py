@@ -98,6 +98,12 @@ class Method:
     on_close: list[Callable[[], None]] = field(default_factory=list)
     fingerprints: dict[str, str] = field(default_factory=dict)
     pool: Any = None  # the ModelPool its stages took their models from (engine/models.py)
+    # arrow types of the method's own columns that are not text (e.g. a list of structs);
+    # the others are stored as text, JSON for non-string values
+    column_types: dict[str, Any] = field(default_factory=dict)
+    # an input column that names the row when it has one, before the input's key/id (a
+    # method whose rows are not images: one row per region is named by its region_id)
+    id_column: str | None = None
 
     def __post_init__(self) -> None:
         names = [s.name for s in self.stages]
@@ -148,7 +154,8 @@ class Method:
         provided = {f for s in keep for f in s.provides}
         cols = [c for c in self.columns if c in provided or c not in self.provided_by()]
         cap = self.caption_field if self.caption_field in provided else None
-        return Method(self.name, keep, cols, cap, dict(self.rename_inputs), self.on_close, {}, self.pool)
+        return Method(self.name, keep, cols, cap, dict(self.rename_inputs), self.on_close, {}, self.pool,
+                      {c: t for c, t in self.column_types.items() if c in cols}, self.id_column)
 
     def with_fingerprints(self, image_options: dict[str, Any]) -> "Method":
         self.fingerprints = stage_fingerprints(self.stages, image_options)

@@ -278,8 +278,8 @@ class RunState:
         """Write the part file from the batch files, streaming one batch at a time (last row
         per id wins); if complete, write the marker too."""
         readable, last = self.scan_batches(shard)
-        names = self._schema_names(readable, column_order or [])
-        schema = pa.schema([pa.field(n, writers.KNOWN_TYPES.get(n, pa.string())) for n in names])
+        names, types = self._schema_names(readable, column_order or [])
+        schema = _schema(names, types)
         keep: dict[int, list[int]] = {}
         for fi, ri, _ in last.values():
             keep.setdefault(fi, []).append(ri)
@@ -310,15 +310,19 @@ class RunState:
             shutil.rmtree(self.batch_dir(shard), ignore_errors=True)
         return info
 
-    def _schema_names(self, readable: list[Path], order: list[str]) -> list[str]:
-        """The requested order, then any other column of the batch files, then the tail."""
+    def _schema_names(self, readable: list[Path], order: list[str]) -> tuple[list[str], dict[str, pa.DataType]]:
+        """The requested order, then any other column of the batch files, then the tail; and
+        the type each column has in the batch files (a method's typed column keeps its type)."""
         head = [c for c in order if c not in TAIL_COLUMNS]
         extra: list[str] = []
+        types: dict[str, pa.DataType] = {}
         for f in readable:
-            for name in pq.read_schema(f).names:
-                if name not in head and name not in TAIL_COLUMNS and name not in extra:
-                    extra.append(name)
-        return head + extra + list(TAIL_COLUMNS)
+            for fld in pq.read_schema(f):
+                if fld.name not in head and fld.name not in TAIL_COLUMNS and fld.name not in extra:
+                    extra.append(fld.name)
+                if fld.name not in types and not pa.types.is_null(fld.type):
+                    types[fld.name] = fld.type
+        return head + extra + list(TAIL_COLUMNS), types
 
     def widen_part(self, shard: int, names: list[str]) -> bool:
         """Rewrite a finished part so it has every column of ``names`` (nulls where it had
@@ -330,14 +334,19 @@ class RunState:
         head = [c for c in have if c not in TAIL_COLUMNS]
         head += [n for n in names if n not in have and n not in TAIL_COLUMNS]
         full = head + list(TAIL_COLUMNS)
-        schema = pa.schema([pa.field(n, writers.KNOWN_TYPES.get(n, pa.string())) for n in full])
         table = self.read_part(shard)
+        schema = _schema(full, {f.name: f.type for f in table.schema})
         out = writers.PartWriter(self.part_path(shard), self.fmt, schema)
         out.write(table)
         out.commit()
         m.update(bytes=out.size, sha256=out.sha256, columns=full)
         writers.atomic_write_json(self.marker_path(shard), m)
         return True
+
+
+def _schema(names: list[str], types: dict[str, pa.DataType]) -> pa.Schema:
+    """Each column's type: as written (``types``), else pixscribe's known type, else string."""
+    return pa.schema([pa.field(n, types.get(n) or writers.KNOWN_TYPES.get(n, pa.string())) for n in names])
 
 
 def read_part_file(path: Path, fmt: str) -> pa.Table:

@@ -104,7 +104,7 @@ class Writer:
         rows = [r.to_row(m.name, m.caption_field, m.columns) for r in batch]
         order = self.run.columns
         extra = [c for r in rows for c in r if c not in order]
-        table = rows_to_table(rows, order + list(dict.fromkeys(extra)))
+        table = rows_to_table(rows, order + list(dict.fromkeys(extra)), m.column_types)
         self._pending.setdefault(shard, []).append(table)
         self._pending_rows[shard] = self._pending_rows.get(shard, 0) + table.num_rows
         self._since.setdefault(shard, time.monotonic())

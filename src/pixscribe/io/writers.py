@@ -3,9 +3,10 @@
 Every file is written to a temporary name in the same directory, fsynced, then
 renamed, so a reader (or a resumed run) never sees half a file.
 
-Schema: the row's known columns have fixed types; any other column (an input's own
-column, a method's column) is stored as a string (JSON text for non-string values),
-so every part of a dataset has compatible columns whatever the inputs held.
+Schema: the row's known columns have fixed types; a method may type its own columns
+(``Method.column_types``, e.g. a list of structs); any other column (an input's own column,
+a method's untyped column) is stored as a string (JSON text for non-string values), so every
+part of a dataset has compatible columns whatever the inputs held.
 """
 
 from __future__ import annotations
@@ -54,7 +55,10 @@ def _as_text(v: Any) -> str | None:
     return json.dumps(v, ensure_ascii=False, sort_keys=True, default=str)
 
 
-def rows_to_table(rows: list[dict[str, Any]], column_order: list[str] | None = None) -> pa.Table:
+def rows_to_table(rows: list[dict[str, Any]], column_order: list[str] | None = None,
+                  types: dict[str, pa.DataType] | None = None) -> pa.Table:
+    """Rows -> a table: known columns typed, ``types`` (a method's typed columns) as given,
+    every other column as text (JSON for non-string values)."""
     names: list[str] = list(column_order or [])
     for r in rows:
         for k in r:
@@ -63,7 +67,7 @@ def rows_to_table(rows: list[dict[str, Any]], column_order: list[str] | None = N
     arrays = []
     fields = []
     for n in names:
-        typ = KNOWN_TYPES.get(n, pa.string())
+        typ = (types or {}).get(n) or KNOWN_TYPES.get(n, pa.string())
         vals = [r.get(n) for r in rows]
         if typ == pa.string():
             vals = [_as_text(v) for v in vals]

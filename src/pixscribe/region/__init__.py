@@ -5,6 +5,7 @@ evaluation. The ``--method region`` file composes these; each module is usable o
 - :mod:`.masks`: every mask format -> one bool array (COCO RLE, polygons, PNG, base64 gzip)
 - :mod:`.parse`: regions from input rows (one row per region, or a ``regions`` list column)
 - :mod:`.sam`: points (and boxes) -> masks through the SAM expert
+- :mod:`.propose`: `--regions auto`: the experts propose regions
 - :mod:`.geometry`, :mod:`.draw`: focal crop box, outlines, dimming, numbered marks
 - :mod:`.boxtext`: box coordinates in each model family's convention
 - :mod:`.tasks`: attribute / dense / global prompt templates, CompositionCap attribute families

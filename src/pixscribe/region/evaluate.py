@@ -12,7 +12,8 @@ compared side by side, and within a mode for each attribute. Scores are on pycoc
 
 Prediction rows are region output dicts (:mod:`.output`): ``region_id`` (or ``id``),
 ``caption``, ``prompt_mode``, ``attribute``, ``error``; a pixscribe output with a ``regions``
-list column is exploded into them. A row without a caption (an error) counts as missing.
+list column (one row per image) is exploded into them, and one with a ``region`` column (one
+row per region) is read from it. A row without a caption (an error) counts as missing.
 The reference's attribute, when it has one, wins over the prediction's.
 """
 
@@ -140,16 +141,23 @@ def evaluate_regions(
 
 
 def explode_regions(rows: Iterable[Mapping[str, Any]], column: str = "regions") -> list[dict[str, Any]]:
-    """Rows with a ``regions`` list column -> one row per region; other rows pass through."""
+    """Rows with a ``regions`` list column -> one row per region; a row with a ``region`` dict
+    (the region method's one row per region) -> that region's keys over the row's; other rows
+    pass through."""
+    import json
+
     out: list[dict[str, Any]] = []
     for r in rows:
-        items = r.get(column)
+        one = r.get("region")
+        one = json.loads(one) if isinstance(one, str) else one
+        if isinstance(one, dict):
+            out.append({**r, **one})
+            continue
         if column not in r:
             out.append(dict(r))
             continue
+        items = r.get(column)
         if isinstance(items, str):
-            import json
-
             items = json.loads(items)
         out.extend(dict(x) for x in items or [])
     return out

@@ -27,6 +27,7 @@ import gzip
 import io
 import os
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -35,14 +36,17 @@ from PIL import Image, UnidentifiedImageError
 from ..experts import rle
 from .types import RegionError
 
+Guard = Callable[[str], str | None]  # path -> why it may not be read, or None
 _PNG = b"\x89PNG\r\n\x1a\n"
 _GZIP = b"\x1f\x8b"
 _MAX_MASK_PIXELS = 200_000_000  # refuse mask images whose header claims more (a pixel bomb)
 
 
-def decode_mask(spec: Any, width: int, height: int, base_dir: str | None = None) -> np.ndarray:
-    """Any supported mask ``spec`` -> bool array ``(height, width)``; raises RegionError."""
-    m = _decode_any(spec, width, height, base_dir)
+def decode_mask(spec: Any, width: int, height: int, base_dir: str | None = None, guard: Guard | None = None) -> np.ndarray:
+    """Any supported mask ``spec`` -> bool array ``(height, width)``; raises RegionError.
+
+    ``guard(path)`` says why a mask file may not be read (outside the input folders), or None."""
+    m = _decode_any(spec, width, height, base_dir, guard)
     if m.shape != (height, width):
         raise RegionError(f"mask is {m.shape[1]}x{m.shape[0]} but the image is {width}x{height}")
     if not m.any():
@@ -50,15 +54,15 @@ def decode_mask(spec: Any, width: int, height: int, base_dir: str | None = None)
     return m
 
 
-def _decode_any(spec: Any, width: int, height: int, base_dir: str | None) -> np.ndarray:
+def _decode_any(spec: Any, width: int, height: int, base_dir: str | None, guard: Guard | None = None) -> np.ndarray:
     if isinstance(spec, np.ndarray):
         return _from_array(spec)
     if isinstance(spec, (bytes, bytearray, memoryview)):
         return _from_bytes(bytes(spec), width, height, "mask bytes")
     if isinstance(spec, dict):
-        return _from_dict(spec, width, height, base_dir)
+        return _from_dict(spec, width, height, base_dir, guard)
     if isinstance(spec, str):
-        return _from_string(spec.strip(), width, height, base_dir)
+        return _from_string(spec.strip(), width, height, base_dir, guard)
     if isinstance(spec, (list, tuple)):
         if _is_grid(spec, width, height):  # 0/1 rows of the image's size, before the polygon test
             return _from_array(np.asarray(spec))
@@ -69,7 +73,7 @@ def _decode_any(spec: Any, width: int, height: int, base_dir: str | None) -> np.
     raise RegionError(f"not a mask: a {type(spec).__name__} is neither COCO RLE, a polygon, a PNG nor base64(gzip) data")
 
 
-def _from_dict(d: dict[str, Any], width: int, height: int, base_dir: str | None) -> np.ndarray:
+def _from_dict(d: dict[str, Any], width: int, height: int, base_dir: str | None, guard: Guard | None = None) -> np.ndarray:
     if "counts" in d:
         return decode_rle(d, width, height)
     for key in ("b64gzip", "base64_gzip"):
@@ -77,11 +81,11 @@ def _from_dict(d: dict[str, Any], width: int, height: int, base_dir: str | None)
             return decode_b64gzip(d[key], width, height)
     for key in ("png", "path", "bytes"):
         if d.get(key):
-            return _decode_any(d[key], width, height, base_dir)
+            return _decode_any(d[key], width, height, base_dir, guard)
     raise RegionError(f"a mask dict needs 'size' and 'counts' (COCO RLE), 'b64gzip', 'png' or 'path'; got keys {sorted(d)}")
 
 
-def _from_string(s: str, width: int, height: int, base_dir: str | None) -> np.ndarray:
+def _from_string(s: str, width: int, height: int, base_dir: str | None, guard: Guard | None = None) -> np.ndarray:
     if s.startswith("data:"):
         head, _, data = s.partition(",")
         if ";base64" not in head:
@@ -96,6 +100,9 @@ def _from_string(s: str, width: int, height: int, base_dir: str | None) -> np.nd
     path = os.path.expanduser(s)
     if base_dir and not os.path.isabs(path):
         path = os.path.join(base_dir, path)
+    why = guard(path) if guard is not None else None
+    if why:
+        raise RegionError(f"mask file {path!r} {why}")
     if not os.path.isfile(path):
         raise RegionError(f"mask file not found: {path!r} (nor is the text COCO RLE, base64 PNG or base64(gzip) data)")
     with open(path, "rb") as f:

@@ -4,13 +4,14 @@
                   caption="bright red", prompt_mode="focal")
     # {"region_id": "img1:0", "index": 0, "source": "mask",
     #  "mask": {"size": [h, w], "counts": "..."}, "box": [x0, y0, x1, y1], "box_norm": [...],
-    #  "area": 1234, "score": None, "task": "attribute", "attribute": "color",
+    #  "area": 1234, "score": None, "label": None, "task": "attribute", "attribute": "color",
     #  "prompt_mode": "focal", "caption": "bright red", "error": None}
 
 Geometry is in the frame the region was given in (the input image as the user has it), so a
 mask written out is the mask read in. ``mask`` is COCO RLE (compressed string, as pycocotools
 writes) for regions with a mask and null for box-only regions; ``area`` is the mask's pixel
-count, or the pixels the box covers. One row per region uses these keys as columns; one row
+count, or the pixels the box covers; ``label`` is what the proposing expert called a region
+of ``--regions auto``. One row per region uses these keys as columns; one row
 per image puts a list of them in a ``regions`` column of type :data:`REGION_ARROW`.
 """
 
@@ -33,6 +34,7 @@ REGION_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
     ("box_norm", pa.list_(pa.float64())),
     ("area", pa.int64()),
     ("score", pa.float64()),
+    ("label", pa.string()),
     ("task", pa.string()),
     ("attribute", pa.string()),
     ("prompt_mode", pa.string()),
@@ -65,6 +67,7 @@ def region_output(
         "box_norm": [round(box[0] / w, 6), round(box[1] / h, 6), round(box[2] / w, 6), round(box[3] / h, 6)] if box else None,
         "area": region.area if region.ok else None,
         "score": region.score,
+        "label": region.extra.get("label"),
         "task": task,
         "attribute": attribute if attribute is not None else region.attribute,
         "prompt_mode": prompt_mode,

@@ -35,7 +35,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .masks import decode_mask
+from .masks import Guard, decode_mask
 from .types import Box, Region, RegionError, mask_box
 
 BOX_FORMATS = ("xyxy", "xywh", "xyxy_norm", "xywh_norm")
@@ -141,7 +141,8 @@ def _as_region_dict(value: Any) -> dict[str, Any]:
 
 
 def parse_region(
-    value: Any, width: int, height: int, *, index: int = 0, box_format: str = "xyxy", base_dir: str | None = None
+    value: Any, width: int, height: int, *, index: int = 0, box_format: str = "xyxy", base_dir: str | None = None,
+    guard: Guard | None = None,
 ) -> Region:
     """One region (dict, box, mask) -> a Region; any problem becomes the region's error."""
     rid: str | None = None
@@ -150,17 +151,18 @@ def parse_region(
         rid = _text(_first(d, "id", "region_id"))
         r = Region(index=index, size=(width, height), id=rid, attribute=_text(d.get("attribute")),
                    instruction=_text(d.get("instruction")))  # fmt: skip
-        _fill_geometry(r, d, box_format, base_dir)
+        _fill_geometry(r, d, box_format, base_dir, guard)
         return r
     except RegionError as exc:
         return Region.failed(index, (width, height), exc, id=rid)
 
 
-def _fill_geometry(r: Region, d: Mapping[str, Any], box_format: str, base_dir: str | None) -> None:
+def _fill_geometry(r: Region, d: Mapping[str, Any], box_format: str, base_dir: str | None,
+                   guard: Guard | None = None) -> None:
     w, h = r.size
     mask = _first(d, *MASK_KEYS)
     if mask is not None:
-        r.kind, r.mask = "mask", decode_mask(_maybe_json(mask), w, h, base_dir)
+        r.kind, r.mask = "mask", decode_mask(_maybe_json(mask), w, h, base_dir, guard)
         r.box = mask_box(r.mask)
         return
     if d.get("box") is not None:
@@ -190,6 +192,7 @@ def regions_from_columns(
     column: str = "regions",
     box_format: str = "xyxy",
     base_dir: str | None = None,
+    guard: Guard | None = None,
 ) -> list[Region]:
     """The regions of one input row: its ``regions`` list, or the row itself as one region.
 
@@ -205,15 +208,16 @@ def regions_from_columns(
             items = items.tolist()
         if not isinstance(items, (list, tuple)):
             return [Region.failed(0, size, f"the {column!r} column must be a list of regions, got {type(items).__name__}")]
-        return [parse_region(v, width, height, index=i, box_format=box_format, base_dir=base_dir) for i, v in enumerate(items)]
+        return [parse_region(v, width, height, index=i, box_format=box_format, base_dir=base_dir, guard=guard)
+                for i, v in enumerate(items)]
     if columns.get("region") is not None:
-        return [parse_region(columns["region"], width, height, box_format=box_format, base_dir=base_dir)]
+        return [parse_region(columns["region"], width, height, box_format=box_format, base_dir=base_dir, guard=guard)]
     row = {k: v for k, v in columns.items() if v is not None}
     if not any(k in row for k in REGION_KEYS):
         return [Region.failed(0, size, f"the row has no {column!r} column and none of {', '.join(REGION_KEYS)}")]
     # one row per region: the row's own id column is the image's; only region_id names the region
     row = {k: v for k, v in row.items() if k != "id"}
-    return [parse_region(row, width, height, box_format=box_format, base_dir=base_dir)]
+    return [parse_region(row, width, height, box_format=box_format, base_dir=base_dir, guard=guard)]
 
 
 def region_ids(image_id: str, regions: Sequence[Region], *, per_row: bool = False) -> list[str]:
