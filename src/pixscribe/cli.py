@@ -175,6 +175,12 @@ def caption(
     experts: Optional[str] = typer.Option(None, "--experts", help="Comma-separated experts (implies --method experts)."),
     queries: Optional[str] = typer.Option(None, "--queries", help="Comma-separated text queries for grounding_dino/owlv2."),
     profile: Optional[str] = typer.Option(None, "--profile", help="lite (offline CPU experts) or full."),
+    entities: Optional[str] = typer.Option(None, "--entities", help="--method panoptic: chain (PancapChain, "
+                                           "default) or experts (Florence-2 proposals + detectors)."),
+    structured: bool = typer.Option(False, "--structured", help="--method panoptic: the caption as JSON (entities, "
+                                    "attributes, relations, global), prose rendered from it."),
+    consistency_vlm: Optional[str] = typer.Option(None, "--consistency-vlm", help="--method panoptic: a second VLM "
+                                                  "flags the entities the image contradicts."),
     decode_workers: Optional[int] = typer.Option(None, "--decode-workers", help="Decode threads (default 2)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
     flush_rows: Optional[int] = typer.Option(None, "--flush-rows", help="Rows buffered per atomic batch file (1024)."),
@@ -220,8 +226,18 @@ def _build_caption_config(config: Path | None, given: dict[str, Any], stage_opti
         over[k] = list(over[k]) if over.get(k) else None
     over["format"] = over["format"].value if over.get("format") else None
     over["prompt_file"] = str(over["prompt_file"]) if over.get("prompt_file") else None
+    # --method panoptic's flags: --entities/--structured set caption-stage options, --consistency-vlm M
+    # the consistency role's model (models.consistency.model)
+    pan = {k: over.pop(k, None) for k in ("entities", "structured", "consistency_vlm")}
     cfg = build_config(config, over)
-    extra = _stage_options(stage_option)
+    if any(pan.values()) and cfg.method != "panoptic":
+        raise ValueError("--entities, --structured and --consistency-vlm are options of --method panoptic")
+    cap = {k: v for k, v in (("entities", pan["entities"]), ("structured", pan["structured"] or None)) if v}
+    extra = {"caption": cap} if cap else {}
+    for st, opts in _stage_options(stage_option).items():  # -S wins over the dedicated flags
+        extra.setdefault(st, {}).update(opts)
+    if pan["consistency_vlm"]:
+        cfg.models = {**cfg.models, "consistency": {**cfg.models.get("consistency", {}), "model": pan["consistency_vlm"]}}
     if extra:
         merged = {k: dict(v) for k, v in cfg.stages.items()}
         for st, opts in extra.items():
