@@ -138,17 +138,41 @@ def test_padding_sends_the_llava_square(photo_dir, tmp_path):
             assert img.getpixel(corner) == PAD_COLOR
             seen.add("wide" if w > h else "tall")
     assert seen == {"wide", "tall"}
-    # pixel-exact placement on a hand-made image: 6 x 2 pasted at y offset 2 of a 6 x 6 square
+    # pixel-exact against LLaVA's construction (a square filled with the colour, the image pasted
+    # at ((side - w) // 2, (side - h) // 2)), odd differences included
+    import numpy as np
     from PIL import Image
 
-    im = Image.new("RGB", (6, 2), (255, 0, 0))
-    sq = square(im)
-    assert sq.size == (6, 6) and sq.getpixel((0, 1)) == PAD_COLOR and sq.getpixel((0, 2)) == (255, 0, 0)
-    assert sq.getpixel((5, 3)) == (255, 0, 0) and sq.getpixel((5, 4)) == PAD_COLOR
+    for w, h in [(6, 2), (2, 6), (7, 2), (7, 6), (6, 7), (1, 9), (641, 427), (5, 5)]:
+        im = Image.fromarray(np.random.default_rng(w * h).integers(0, 255, (h, w, 3), dtype=np.uint8))
+        side = max(w, h)
+        ref = Image.new("RGB", (side, side), PAD_COLOR)
+        ref.paste(im, ((side - w) // 2, (side - h) // 2))
+        assert np.array_equal(np.asarray(square(im)), np.asarray(ref)), (w, h)
     # pad off: the image as decoded
     _, b2, rows2 = run(photo_dir, tmp_path / "nopad", stages={s: {"pad": False} for s in STAGES})
     rid, r = next(iter(rows2.items()))
     assert b2.log[(rid, "tag")].images[0].size == (r["width"], r["height"])
+
+
+def test_the_square_is_made_once_and_lives_only_with_its_image():
+    import gc
+
+    from PIL import Image
+
+    from pixscribe.record import Record
+    from pixscribe.stages import panoptic as SP
+
+    r = Record(source="x", id="x")
+    r.image = Image.new("RGB", (64, 32), (1, 2, 3))
+    a, b = SP.stage_image(r, {}), SP.stage_image(r, {"pad": True})
+    assert a is b and a.size == (64, 64) and len(SP._SQUARES) >= 1
+    key = (id(r.image), PAD_COLOR)
+    assert key in SP._SQUARES
+    r.drop_image()
+    del a, b
+    gc.collect()
+    assert key not in SP._SQUARES
 
 
 def test_changing_the_caption_prompt_reuses_the_first_three_stages(photo_dir, tmp_path):

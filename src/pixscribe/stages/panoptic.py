@@ -16,6 +16,8 @@ the image as it is, for a model whose own processor pads (PancapChain's LLaVA).
 
 from __future__ import annotations
 
+import threading
+import weakref
 from typing import Any, Callable, Sequence
 
 from ..backends.base import Backend, GenerationRequest, GenerationResult
@@ -38,22 +40,48 @@ def square(image: Any, color: tuple[int, int, int] = PAD_COLOR) -> Any:
     ``(long - short) // 2`` (LLaVA's ``expand2square``); a square image is returned as it is."""
     from PIL import Image
 
-    side, ox, oy = pad_geometry(image.width, image.height)
-    if (ox, oy) == (0, 0) and image.width == image.height:
+    w, h = image.width, image.height
+    if w == h:
         return image
-    out = Image.new("RGB", (side, side), tuple(color))
+    side, ox, oy = pad_geometry(w, h)
+    out = Image.new("RGB", (side, side))  # zeroed memory: only the padding is filled below
+    color = tuple(color)
+    for band in ((0, 0, side, oy), (0, oy + h, side, side), (0, oy, ox, oy + h), (ox + w, oy, side, oy + h)):
+        if band[2] > band[0] and band[3] > band[1]:
+            out.paste(color, band)
     out.paste(image, (ox, oy))
     return out
 
 
+_SQUARES: dict[tuple[int, tuple[int, ...]], Any] = {}  # (id of a live source image, colour) -> its square
+_SQUARES_LOCK = threading.Lock()
+
+
+def _forget(key: tuple[int, tuple[int, ...]]) -> None:
+    with _SQUARES_LOCK:
+        _SQUARES.pop(key, None)
+
+
 def stage_image(rec: Record, opts: dict[str, Any]) -> Any:
     """The picture every stage of this record sends: the decoded image, padded to a square
-    unless ``pad`` is off. Padding is deterministic, so the stages of one record send the
-    same pixels (and an HTTP backend the same bytes); it is redone per request rather than
-    kept, so records waiting to be written hold no extra image."""
+    unless ``pad`` is off. The square is made once per decoded image and kept only as long
+    as that image lives (a finaliser drops it), so the stages of one record send the very
+    same pixels (and an HTTP backend the same bytes) without the padding being redone, and
+    no record holds a square after its image was dropped."""
     if not opts.get("pad", True):
         return rec.image
-    return square(rec.image, tuple(opts.get("pad_color") or PAD_COLOR))
+    color = tuple(int(c) for c in (opts.get("pad_color") or PAD_COLOR))
+    key = (id(rec.image), color)
+    with _SQUARES_LOCK:
+        hit = _SQUARES.get(key)
+    if hit is not None:
+        return hit
+    img = square(rec.image, color)  # type: ignore[arg-type]
+    with _SQUARES_LOCK:
+        if key not in _SQUARES:
+            _SQUARES[key] = img
+            weakref.finalize(rec.image, _forget, key)
+        return _SQUARES[key]
 
 
 def stage_text(opts: dict[str, Any], data: Sequence[tuple[str, str]] = ()) -> str:
