@@ -16,7 +16,6 @@ the image as it is, for a model whose own processor pads (PancapChain's LLaVA).
 
 from __future__ import annotations
 
-import threading
 import weakref
 from typing import Any, Callable, Sequence
 
@@ -53,13 +52,10 @@ def square(image: Any, color: tuple[int, int, int] = PAD_COLOR) -> Any:
     return out
 
 
-_SQUARES: dict[tuple[int, tuple[int, ...]], Any] = {}  # (id of a live source image, colour) -> its square
-_SQUARES_LOCK = threading.Lock()
-
-
-def _forget(key: tuple[int, tuple[int, ...]]) -> None:
-    with _SQUARES_LOCK:
-        _SQUARES.pop(key, None)
+# (id of a live source image, colour) -> its square. No lock: dict get/setdefault/pop are
+# atomic under the GIL, and a finaliser may run inside any allocation (a lock held there could
+# deadlock against it)
+_SQUARES: dict[tuple[int, tuple[int, ...]], Any] = {}
 
 
 def stage_image(rec: Record, opts: dict[str, Any]) -> Any:
@@ -72,16 +68,14 @@ def stage_image(rec: Record, opts: dict[str, Any]) -> Any:
         return rec.image
     color = tuple(int(c) for c in (opts.get("pad_color") or PAD_COLOR))
     key = (id(rec.image), color)
-    with _SQUARES_LOCK:
-        hit = _SQUARES.get(key)
+    hit = _SQUARES.get(key)
     if hit is not None:
         return hit
     img = square(rec.image, color)  # type: ignore[arg-type]
-    with _SQUARES_LOCK:
-        if key not in _SQUARES:
-            _SQUARES[key] = img
-            weakref.finalize(rec.image, _forget, key)
-        return _SQUARES[key]
+    kept = _SQUARES.setdefault(key, img)
+    if kept is img:
+        weakref.finalize(rec.image, _SQUARES.pop, key, None)
+    return kept
 
 
 def stage_text(opts: dict[str, Any], data: Sequence[tuple[str, str]] = ()) -> str:
