@@ -217,6 +217,12 @@ def caption(
                                               "masks (none; sam with --regions auto)."),
     regions: Optional[str] = typer.Option(None, "--regions", help="Method region: the column of region lists "
                                           "(regions), or auto (the experts propose regions)."),
+    entities: Optional[str] = typer.Option(None, "--entities", help="--method panoptic: chain (PancapChain, "
+                                           "default) or experts (Florence-2 proposals + detectors)."),
+    structured: bool = typer.Option(False, "--structured", help="--method panoptic: the caption as JSON (entities, "
+                                    "attributes, relations, global), prose rendered from it."),
+    consistency_vlm: Optional[str] = typer.Option(None, "--consistency-vlm", help="--method panoptic: a second VLM "
+                                                  "flags the entities the image contradicts."),
     decode_workers: Optional[int] = typer.Option(None, "--decode-workers", help="Decode threads (default 2)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
     flush_rows: Optional[int] = typer.Option(None, "--flush-rows", help="Rows buffered per atomic batch file (1024)."),
@@ -263,6 +269,9 @@ _STAGE_FLAGS = {
     "outline": ("region", "region", "outline"),
     "box_to_mask": ("region", "region", "box_to_mask"),
     "regions": ("region", "region", "regions"),
+    "entities": ("panoptic", "caption", "entities"),
+    "structured": ("panoptic", "caption", "structured"),
+    "consistency_vlm": ("panoptic", None, None),  # a model role, not a stage option (models.consistency)
 }
 
 _FLAGS = ("overwrite", "no_reuse", "retry_errors", "update", "verify", "wait", "allow_private_urls",
@@ -274,7 +283,7 @@ def _build_caption_config(config: Path | None, given: dict[str, Any], stage_opti
     from .config import build_config
 
     over: dict[str, Any] = dict(given)
-    flagged = {f: over.pop(f) for f in _STAGE_FLAGS if over.get(f) is not None}
+    flagged = {f: over[f] for f in _STAGE_FLAGS if over.get(f) not in (None, False)}
     for f in _STAGE_FLAGS:
         over.pop(f, None)
     for k in _FLAGS:
@@ -287,7 +296,10 @@ def _build_caption_config(config: Path | None, given: dict[str, Any], stage_opti
     over["prompt_file"] = str(over["prompt_file"]) if over.get("prompt_file") else None
     cfg = build_config(config, over)
     extra = _method_flags(cfg, flagged, given.get("method") is None)
-    for st, opts in _stage_options(stage_option).items():
+    if flagged.get("consistency_vlm"):  # --method panoptic's second model role
+        cfg.models = {**cfg.models, "consistency": {**cfg.models.get("consistency", {}),
+                                                    "model": flagged["consistency_vlm"]}}
+    for st, opts in _stage_options(stage_option).items():  # -S wins over the dedicated flags
         extra.setdefault(st, {}).update(opts)
     if extra:
         merged = {k: dict(v) for k, v in cfg.stages.items()}
@@ -321,7 +333,8 @@ def _method_flags(cfg: Any, flagged: dict[str, Any], method_free: bool) -> dict[
     out: dict[str, dict[str, Any]] = {}
     for f, v in flagged.items():
         _, st, opt = _STAGE_FLAGS[f]
-        out.setdefault(st, {})[opt] = v
+        if st is not None:
+            out.setdefault(st, {})[opt] = v
     return out
 
 

@@ -1,9 +1,16 @@
-"""Panoptic captioning (arXiv 2505.16334): box formats now; the PancapChain and
-PancapEngine-style method stages come with the multi-stage engine.
+"""Panoptic captioning (arXiv 2505.16334): box formats, entity lists and captions.
 
 - :mod:`.boxes`: the reference format (prose with inline ``[[x1, y1, x2, y2]]`` boxes,
   normalised, 3 decimals) and the PancapChain model format (``tag <box>[[...]]</box>``,
   integers on the image padded to a square), with pixel conversions both ways.
+- :mod:`.entities`: a stage's answer cleaned (duplicates, "none", boxes in the padding),
+  lists merged, the ``entities`` column.
+- :mod:`.caption`: a caption's boxes rewritten in the reference format; the prose of the
+  structured (JSON) variant.
+- :mod:`.redetect`: the IoU-gated merge of Florence-2 proposals with re-detections.
+- :mod:`.prompts`: pixscribe's own prompts and the request layout.
 
-The metric, PancapScore, lives in :mod:`pixscribe.metrics.pancapscore`.
+The method is ``--method panoptic`` (:mod:`pixscribe.methods.panoptic`, stages in
+:mod:`pixscribe.stages.panoptic`); the metric, PancapScore, lives in
+:mod:`pixscribe.metrics.pancapscore`.
 """
