@@ -105,8 +105,8 @@ def test_panoptic_flags_map_to_stage_options(photo_dir, tmp_path):
 
     r = CliRunner()
     base = ["caption", str(photo_dir), "-o", str(tmp_path / "x")]
-    res = r.invoke(app, [*base, "--entities", "experts"])
-    assert res.exit_code == 2 and "options of --method panoptic" in res.output
+    res = r.invoke(app, [*base, "--method", "recap", "--entities", "experts"])  # alone it implies panoptic
+    assert res.exit_code == 2 and "--entities: for --method panoptic, not --method recap" in res.output
     # --entities experts reaches the caption stage: the method has the experts' stages (a bad
     # detector name is refused by the redetect stage, before anything loads)
     res = r.invoke(app, [*base, "--method", "panoptic", "--entities", "experts", "-S", "redetect.detectors=[yolo]"])
