@@ -62,20 +62,60 @@ def test_faces_found_on_portraits_not_on_coffee():
 
 
 def test_ocr_finds_no_text_on_photos_without_text(ocr):
-    coffee, rocket = ocr.run([sample_photo("coffee"), sample_photo("rocket")])
-    assert coffee == {"lines": [], "text": ""} and rocket == {"lines": [], "text": ""}
+    coffee, rocket, cat = ocr.run([sample_photo("coffee"), sample_photo("rocket"), sample_photo("chelsea")])
+    for out in (coffee, rocket, cat):  # the cat's "0" (0.73) is below the confidence and has no letters
+        assert out["lines"] == [] and out["text"] == "" and out["confidence"] is None
+
+
+def test_ocr_recognises_once_per_batch_and_only_text_like_regions(ocr, monkeypatch):
+    """Detection per image, then one recognition call for the regions of the whole batch; an
+    image without a text-like region is not recognised at all."""
+    calls = []
+    real = ocr._recognise
+    monkeypatch.setattr(ocr, "_recognise", lambda crops: calls.append(len(crops)) or real(crops))
+    page, coffee, drawn = ocr.run([sample_photo("page"), sample_photo("coffee"), _drawn("OPEN 24H")])
+    assert len(calls) == 1 and calls[0] == page["regions"] + coffee["regions"] + drawn["regions"]
+    assert page["regions"] >= 6 and drawn["text"].split() == ["OPEN", "24H"] and 0.9 < drawn["confidence"] <= 1
+    calls.clear()
+    assert ocr.run([sample_photo("rocket")])[0]["regions"] == 0 and calls == []  # nothing to recognise
+
+
+def _drawn(text: str) -> Image.Image:
+    font = ImageFont.truetype(fm.findfont("DejaVu Sans"), 64)
+    img = Image.new("RGB", (700, 140), "white")
+    ImageDraw.Draw(img).text((30, 30), text, font=font, fill="black")
+    return img
+
+
+def test_ocr_bounds_thin_and_long_images(ocr):
+    """A 1x4000 strip is skipped (no line fits in a pixel); a long banner is padded to 8:1 and
+    still read; what was done is in the output."""
+    thin, banner = ocr.run([Image.new("RGB", (1, 4000), (10, 200, 30)), _banner()])
+    assert thin["bounds"]["action"] == "skip" and thin["lines"] == []
+    assert banner["bounds"]["action"] == "pad" and "SALE" in banner["text"]
+
+
+def _banner() -> Image.Image:
+    font = ImageFont.truetype(fm.findfont("DejaVu Sans"), 40)
+    img = Image.new("RGB", (1500, 60), "white")
+    ImageDraw.Draw(img).text((20, 5), "SALE TODAY", font=font, fill="black")
+    return img
 
 
 def test_ocr_hands_rapidocr_bgr(ocr, monkeypatch):
     """RapidOCR reads numpy input as OpenCV BGR: a pure red PIL image must arrive as (0, 0, 255)."""
     seen = []
 
+    class _Empty:
+        boxes = scores = None
+
     def record(arr, **kw):
         seen.append(arr[0, 0].tolist())
-        return None
+        return _Empty()
 
-    monkeypatch.setattr(ocr, "_ocr", record)
-    assert ocr.run([Image.new("RGB", (40, 20), (255, 0, 0))]) == [{"lines": [], "text": ""}]
+    monkeypatch.setattr(ocr, "_det", record)
+    (out,) = ocr.run([Image.new("RGB", (40, 20), (255, 0, 0))])
+    assert out["lines"] == [] and out["regions"] == 0
     assert seen == [[0, 0, 255]]
 
 

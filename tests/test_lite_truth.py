@@ -159,10 +159,11 @@ def test_no_face_on_photos_without_people():
 
 def test_text_only_on_text_images():
     from pixscribe.describe import describe_text
+    from pixscribe.experts import to_jsonable
     from pixscribe.experts.ocr import OCRExpert
     names = sorted(set(NO_FACE) | TEXT_IMAGES | {"astronaut", "camera"})  # a broad set of skimage.data images
     e = OCRExpert()
     outs = e.run([skimage_image(n) for n in names])
-    with_text = {n for n, o in zip(names, outs) if describe_text(o)}
+    with_text = {n for n, o in zip(names, outs) if describe_text(to_jsonable(o))}
     assert "page" in with_text
     assert with_text - MAY_HAVE_TEXT <= TEXT_IMAGES, with_text

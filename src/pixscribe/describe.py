@@ -104,12 +104,18 @@ def describe_faces(faces: dict[str, Any]) -> str | None:
     return f"{count} {noun} {where}."
 
 
+def _wordlike(text: str, score: float) -> bool:
+    """As the OCR expert keeps lines: two letters, or two letters or digits read at >= 0.95."""
+    return sum(ch.isalpha() for ch in text) >= 2 or (sum(ch.isalnum() for ch in text) >= 2 and score >= 0.95)
+
+
 def describe_text(ocr: dict[str, Any], max_chars: int = 120, min_score: float = 0.8) -> str | None:
-    """The confidently read lines (score >= ``min_score``, at least two letters or digits)."""
+    """The confidently read lines (score >= ``min_score``, at least two letters), as the OCR
+    expert keeps them (rows written by older versions are filtered here too)."""
     lines = (ocr or {}).get("lines")
     if lines is not None:
         keep = [ln["text"] for ln in lines
-                if float(ln.get("score", 0)) >= min_score and len(re.findall(r"\w", ln.get("text", ""))) >= 2]
+                if float(ln.get("score", 0)) >= min_score and _wordlike(ln.get("text", ""), float(ln.get("score", 0)))]
         text = " ".join(keep)
     else:
         text = (ocr or {}).get("text") or ""
