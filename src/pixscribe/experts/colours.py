@@ -68,28 +68,37 @@ def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], axis=-1)
 
 
+_IDX = {n: i for i, n in enumerate(PALETTE)}
+
+
+def _c(*names: str) -> list[int]:
+    return [_IDX[n] for n in names]
+
+
 def _grey(L: np.ndarray) -> np.ndarray:
-    return np.select([L < 22, L < 40, L < 60, L < 82], ["black", "dark gray", "gray", "light gray"], "white")
+    return np.select([L < 22, L < 40, L < 60, L < 82], _c("black", "dark gray", "gray", "light gray"), _IDX["white"])
 
 
 def _shade(L: np.ndarray, C: np.ndarray, h: np.ndarray) -> np.ndarray:
-    """The word for chromatic pixels, by hue band (degrees of CIE hue angle) then L and C."""
-    red = np.select([L >= 62, L < 33], ["pink", "dark red"], "red")
+    """The word (index into ``COLOUR_NAMES``) of chromatic pixels, by hue band (degrees of CIE
+    hue angle), then lightness and chroma."""
+    i = _IDX
+    red = np.select([L >= 62, L < 33], _c("pink", "dark red"), i["red"])
     orange = np.select([L < 30, (C < 35) & (L >= 85), (C < 35) & (L >= 65), (L < 55) | (C < 45)],
-                       ["dark brown", "beige", "tan", "brown"], "orange")
-    yellow = np.select([(C < 35) & (L >= 85), C < 35, L < 60], ["beige", "tan", "olive"], "yellow")
-    green = np.select([L < 35, L >= 75], ["dark green", "light green"], "green")
-    cyan = np.where(L < 60, "teal", "cyan")
-    blue = np.select([L < 30, L >= 70], ["dark blue", "light blue"], "blue")
-    purple = np.select([L < 45, (L >= 65) & (C < 50)], ["purple", "lavender"], "magenta")
-    pinkish = np.where(L >= 60, "pink", np.where(L < 33, "dark red", "red"))
+                       _c("dark brown", "beige", "tan", "brown"), i["orange"])
+    yellow = np.select([(C < 35) & (L >= 85), C < 35, L < 60], _c("beige", "tan", "olive"), i["yellow"])
+    green = np.select([L < 35, L >= 75], _c("dark green", "light green"), i["green"])
+    cyan = np.where(L < 60, i["teal"], i["cyan"])
+    blue = np.select([L < 30, L >= 70], _c("dark blue", "light blue"), i["blue"])
+    purple = np.select([L < 45, (L >= 65) & (C < 50)], _c("purple", "lavender"), i["magenta"])
+    pinkish = np.where(L >= 60, i["pink"], np.where(L < 33, i["dark red"], i["red"]))
     return np.select(
         [h < 20, h < 42, h < 75, h < 110, h < 180, h < 225, h < 318, h < 345],
         [pinkish, red, orange, yellow, green, cyan, blue, purple], pinkish)
 
 
-def name_lab(lab: np.ndarray) -> np.ndarray:
-    """The colour word of each Lab colour (..., 3) -> (...) array of str."""
+def name_codes(lab: np.ndarray) -> np.ndarray:
+    """The colour word of each Lab colour (..., 3), as indices into ``COLOUR_NAMES``."""
     L, a, b = lab[..., 0], lab[..., 1], lab[..., 2]
     C = np.hypot(a, b)
     h = np.degrees(np.arctan2(b, a)) % 360
@@ -97,58 +106,72 @@ def name_lab(lab: np.ndarray) -> np.ndarray:
     return np.where(chromatic, _shade(L, C, h), _grey(L))
 
 
+def name_lab(lab: np.ndarray) -> np.ndarray:
+    """The colour word of each Lab colour (..., 3) -> (...) array of str."""
+    return np.asarray(COLOUR_NAMES)[name_codes(lab)]
+
+
 def color_name(rgb: Any) -> str:
     """The word for one sRGB colour, e.g. ``color_name((221, 106, 70)) == "orange"``."""
     return str(name_lab(srgb_to_lab(np.asarray(rgb, dtype=np.float64))[None])[0])
 
 
-def _cohesion(mask: np.ndarray) -> float:
-    """How concentrated a colour is: the mean share of each of its pixels' 8 neighbours that
-    have it too (1 for one solid region, near 0 for scattered specks). Unlike a grid density,
-    it keeps a thin object (a rocket) as concentrated as a round one."""
-    m = np.pad(mask.astype(np.float32), 1)
-    h, w = mask.shape
-    around = sum(m[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy in (-1, 0, 1) for dx in (-1, 0, 1)) - 1.0
-    return float((around[mask] / 8.0).mean()) if mask.any() else 0.0
+def _cohesion(groups: np.ndarray, n: int) -> np.ndarray:
+    """How concentrated each group is: the mean share of its pixels' 8 neighbours in the same
+    group (1 for one solid region, near 0 for scattered specks). Unlike a grid density, it
+    keeps a thin object (a rocket) as concentrated as a round one. One pass for all groups."""
+    h, w = groups.shape
+    pad = np.pad(groups, 1, constant_values=-1)
+    same = np.zeros((h, w), dtype=np.int16)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                same += pad[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] == groups
+    count = np.bincount(groups.ravel(), minlength=n)
+    total = np.bincount(groups.ravel(), weights=same.ravel().astype(np.float64), minlength=n)
+    return total / np.maximum(count, 1) / 8.0
 
 
 def _hex(rgb: np.ndarray) -> str:
     return "#" + "".join(f"{int(round(v)):02x}" for v in rgb)
 
 
-def _entry(name: str, mask: np.ndarray, lab: np.ndarray, rgb: np.ndarray, mean_lab: np.ndarray) -> dict[str, Any]:
-    m_lab = lab[mask].mean(0)
-    cohesion = _cohesion(mask)
+_BASE_CODE = np.array([list(PALETTE).index(BASE.get(n, n)) for n in PALETTE])
+
+
+def _entry(name: str, share: float, m_lab: np.ndarray, m_rgb: np.ndarray, mean_lab: np.ndarray,
+           cohesion: float) -> dict[str, Any]:
     chroma = float(np.hypot(m_lab[1], m_lab[2]))
-    salience = cohesion * (float(np.linalg.norm(m_lab - mean_lab)) + CHROMA_WEIGHT * chroma)
-    return {"name": name, "fraction": round(float(mask.mean()), 4), "rgb": [int(round(v)) for v in rgb[mask].mean(0)],
-            "hex": _hex(rgb[mask].mean(0)), "chroma": round(chroma, 1), "cohesion": round(cohesion, 3),
+    salience = float(cohesion) * (float(np.linalg.norm(m_lab - mean_lab)) + CHROMA_WEIGHT * chroma)
+    return {"name": name, "fraction": round(float(share), 4), "rgb": [int(round(float(v))) for v in m_rgb],
+            "hex": _hex(m_rgb), "chroma": round(chroma, 1), "cohesion": round(float(cohesion), 3),
             "salience": round(salience, 2)}
-
-
-def _group_word(base: str, names: np.ndarray, mask: np.ndarray) -> str:
-    """A shade group is called by its base word, or by the shade that makes up 2/3 of it."""
-    shades, counts = np.unique(names[mask], return_counts=True)
-    top = int(np.argmax(counts))
-    return str(shades[top]) if counts[top] >= 2 / 3 * counts.sum() else base
 
 
 def named_colours(img: Image.Image, min_fraction: float = 0.005) -> list[dict[str, Any]]:
     """The colours of the picture, shades merged with their base word (``dark red`` and ``red``
-    are one "red" unless one shade makes up 2/3 of it): each with its share, mean colour,
-    chroma, density and salience, largest share first; those under ``min_fraction`` are left out."""
+    are one "red", called by a shade only when it makes up 2/3 of the group): each with its
+    share, mean colour, chroma, cohesion and salience, largest share first; groups under
+    ``min_fraction`` are left out. Per-group sums are bincounts: one pass over the pixels."""
     small = img.convert("RGB")
     small.thumbnail((THUMB, THUMB), Image.Resampling.BILINEAR)
     rgb = np.asarray(small, dtype=np.float64)
     lab = srgb_to_lab(rgb)
-    names = name_lab(lab)
-    bases = np.vectorize(lambda n: BASE.get(n, n), otypes=[object])(names) if names.size else names
+    n = len(COLOUR_NAMES)
+    codes = name_codes(lab)
+    bases = _BASE_CODE[codes]
+    cohesion = _cohesion(bases, n)
+    b, c = bases.ravel(), codes.ravel()
+    count = np.bincount(b, minlength=n).astype(np.float64)
+    lab_sum = np.stack([np.bincount(b, weights=lab[..., k].ravel(), minlength=n) for k in range(3)], axis=1)
+    rgb_sum = np.stack([np.bincount(b, weights=rgb[..., k].ravel(), minlength=n) for k in range(3)], axis=1)
+    shades = np.bincount(b * n + c, minlength=n * n).reshape(n, n)  # [base, shade] pixel counts
     mean_lab = lab.reshape(-1, 3).mean(0)
     out = []
-    for base in np.unique(bases):
-        mask = bases == base
-        if mask.mean() >= min_fraction:
-            out.append(_entry(_group_word(str(base), names, mask), mask, lab, rgb, mean_lab))
+    for g in np.flatnonzero(count >= min_fraction * max(b.size, 1)):
+        top = int(np.argmax(shades[g]))
+        name = COLOUR_NAMES[top] if shades[g, top] >= 2 / 3 * count[g] else COLOUR_NAMES[g]
+        out.append(_entry(name, count[g] / b.size, lab_sum[g] / count[g], rgb_sum[g] / count[g], mean_lab, cohesion[g]))
     return sorted(out, key=lambda e: -e["fraction"])
 
 

@@ -22,9 +22,10 @@ def _edge_p(a: np.ndarray, q: float = 99.5) -> float:
     """A high percentile of the largest neighbour difference over the colour channels."""
     if a.shape[0] < 2 or a.shape[1] < 2:
         return 0.0
+    a = a.astype(np.int16)
     gx = np.abs(np.diff(a, axis=1))[:-1]
     gy = np.abs(np.diff(a, axis=0))[:, :-1]
-    return float(np.percentile(np.maximum(gx, gy).max(-1), q))
+    return float(np.percentile(np.maximum(gx, gy).max(-1), q, method="nearest"))
 
 
 def blur_measure(work: Image.Image) -> tuple[float, bool | None]:
@@ -36,9 +37,9 @@ def blur_measure(work: Image.Image) -> tuple[float, bool | None]:
     ``blurry`` is None when there is nothing to judge (tiny, flat or smooth pictures)."""
     if min(work.size) < 32:
         return 0.0, None
-    fine = _edge_p(np.asarray(work, dtype=np.float64))
+    fine = _edge_p(np.asarray(work))
     quarter = work.resize((work.width // 4, work.height // 4), Image.Resampling.BOX)
-    coarse = _edge_p(np.asarray(quarter, dtype=np.float64))
+    coarse = _edge_p(np.asarray(quarter))
     if coarse < MIN_EDGES:
         return 0.0, None
     ratio = fine / coarse
@@ -47,14 +48,14 @@ def blur_measure(work: Image.Image) -> tuple[float, bool | None]:
 
 def laplacian_variance(gray: np.ndarray) -> float:
     """Variance of the 4-neighbour Laplacian: low means blurry."""
-    g = gray.astype(np.float64)
+    g = gray.astype(np.float32)
     lap = -4 * g[1:-1, 1:-1] + g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:]
     return float(lap.var()) if lap.size else 0.0
 
 
 def colourfulness(rgb: np.ndarray) -> float:
     """Hasler and Süsstrunk (2003): 0 for grey, ~15 slightly colourful, > 80 extremely."""
-    r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
+    r, g, b = (rgb[..., i].astype(np.float32) for i in range(3))
     rg = r - g
     yb = 0.5 * (r + g) - b
     return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
@@ -63,13 +64,16 @@ def colourfulness(rgb: np.ndarray) -> float:
 def image_stats(img: Image.Image, exif: dict[str, Any] | None = None, orig_size: tuple[int, int] | None = None) -> dict[str, Any]:
     """Statistics of one picture, measured on at most 512 px (clamped, said in ``bounds``)."""
     w, h = orig_size or img.size
-    work = resize_to_budget(img, None, 512, Image.Resampling.BILINEAR).convert("RGB")  # stable at 512 px
-    rgb = np.asarray(work)
-    luma = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    work = resize_to_budget(img, None, 512, Image.Resampling.BILINEAR).convert("RGB")  # edges: 512 px
+    small = resize_to_budget(work, None, 256, Image.Resampling.BILINEAR)  # colour and tone: 256 px is enough
+    rgb = np.asarray(small)
+    luma = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     colourful = colourfulness(rgb)
-    chroma_spread = float(np.abs(rgb.astype(np.int16) - rgb.mean(axis=-1, keepdims=True)).mean())
+    rgb16 = rgb.astype(np.int16)
+    chroma_spread = float(np.abs(3 * rgb16 - rgb16.sum(axis=-1, keepdims=True)).mean() / 3)
     ratio, blurry = blur_measure(work)
-    colours = named_colours(work)
+    colours = named_colours(small)
+    work_luma = np.asarray(work.convert("L"), dtype=np.float32)
     aspect = w / h if h else 0.0
     out: dict[str, Any] = {
         "width": w,
@@ -78,9 +82,9 @@ def image_stats(img: Image.Image, exif: dict[str, Any] | None = None, orig_size:
         "orientation": "square" if 0.95 <= aspect <= 1.05 else ("landscape" if aspect > 1 else "portrait"),
         "brightness": round(float(luma.mean() / 255), 4),
         # mean of each pixel's brightest channel: a saturated blue is bright to the eye, dim in luma
-        "value": round(float(rgb.max(axis=-1).mean() / 255), 4),
+        "value": round(float(np.maximum(np.maximum(rgb[..., 0], rgb[..., 1]), rgb[..., 2]).mean() / 255), 4),
         "contrast": round(float(luma.std() / 255), 4),
-        "sharpness": round(laplacian_variance(luma), 2),
+        "sharpness": round(laplacian_variance(work_luma), 2),
         "edge_ratio": round(ratio, 3),
         "blurry": blurry,
         "colourfulness": round(colourful, 2),
