@@ -235,3 +235,25 @@ def test_registry_and_import_guard(monkeypatch):
     assert isinstance(build_expert("faces", RunConfig()), FaceExpert)
     with pytest.raises(MissingDependency, match=r"pip install 'pixscribe\[ocr\]'"):
         require("no_such_module_xyz", "ocr")
+
+
+def test_a_small_solid_colour_is_named_and_specks_are_not():
+    """A red square on 3 % of a grey picture is an accent; the same share of red scattered as
+    single-pixel specks is not (cohesion); four hues on a wheel-like picture are multicoloured."""
+    import numpy as np
+
+    from pixscribe.experts.colours import colour_words, named_colours
+
+    grey = np.full((200, 300, 3), 128, np.uint8)
+    square = grey.copy()
+    square[80:122, 120:162] = (200, 30, 35)  # 1764 px = 2.9 %
+    specks = grey.copy()
+    rng = np.random.default_rng(0)
+    idx = rng.choice(200 * 300, 1764, replace=False)
+    specks.reshape(-1, 3)[idx] = (200, 30, 35)
+    words = colour_words(named_colours(Image.fromarray(square)))
+    assert words["main"] == ["gray"] and words["accents"] == ["red"]
+    assert colour_words(named_colours(Image.fromarray(specks)))["accents"] == []
+    quads = np.zeros((200, 200, 3), np.uint8)
+    quads[:100, :100], quads[:100, 100:], quads[100:, :100], quads[100:, 100:] = (220, 30, 30), (40, 160, 40), (40, 80, 210), (240, 215, 40)
+    assert colour_words(named_colours(Image.fromarray(quads)))["multicoloured"]
