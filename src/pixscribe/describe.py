@@ -1,6 +1,6 @@
 """The plain-language description of the lite profile, composed from expert outputs only.
 
-    A bright, mostly blue and white image, 1024×768. One face in the upper left. Text: "OPEN 24H".
+    A bright image of 1024×768, mostly blue and white, with red. One face in the upper left. Text: "OPEN 24H".
 
 Every clause is traceable to one expert's output (stats, faces, ocr, nsfw). Text read by OCR
 is quoted as data: it is cleaned of control characters and quotes, capped in length, and
@@ -27,14 +27,17 @@ def quote_text(text: str, limit: int = 120) -> str:
     return f'"{t}"'
 
 
-def _brightness_word(b: float) -> str | None:
-    if b < 0.25:
+def _brightness_word(stats: dict[str, Any]) -> str | None:
+    """From ``value`` (mean of each pixel's brightest channel: a saturated colour wheel is not
+    dim), or from luma ``brightness`` for rows written before ``value`` existed."""
+    v = float(stats.get("value", stats.get("brightness", 0.5)))
+    if v < 0.2:
         return "dark"
-    if b < 0.4:
+    if v < 0.35:
         return "dim"
-    if b > 0.7:
+    if v > 0.85:
         return "very bright"
-    if b > 0.55:
+    if v > 0.7:
         return "bright"
     return None
 
@@ -45,24 +48,35 @@ def _join(words: list[str]) -> str:
     return ", ".join(words[:-1]) + " and " + words[-1]
 
 
+def colour_phrase(stats: dict[str, Any]) -> str:
+    """"mostly gray and black, with orange": the main colours, then the salient ones."""
+    words = stats.get("colour_words")
+    if not isinstance(words, dict):  # a row from before colour_words: area alone
+        names = [c["name"] for c in stats.get("dominant_colors", []) if c.get("fraction", 0) >= 0.15][:2]
+        return f"mostly {_join(names)}" if names else "colourful"
+    main, accents = list(words.get("main") or []), list(words.get("accents") or [])
+    phrase = f"mostly {_join(main)}" if main else ""
+    if accents:
+        phrase += (", with " if phrase else "") + _join(accents)
+    if words.get("multicoloured"):
+        phrase = "multicoloured" + (f", {phrase}" if phrase else "")
+    return phrase or "colourful"
+
+
 def describe_stats(stats: dict[str, Any]) -> str:
     adjs: list[str] = []
-    bw = _brightness_word(float(stats.get("brightness", 0.5)))
+    bw = _brightness_word(stats)
     if bw:
         adjs.append(bw)
     if stats.get("contrast", 0.2) < 0.08:
         adjs.append("low-contrast")
-    if stats.get("blurry"):
+    if stats.get("blurry") is True:
         adjs.append("blurry")
-    if stats.get("grayscale"):
-        colour = "black and white"
-    else:
-        names = [c["name"] for c in stats.get("dominant_colors", []) if c.get("fraction", 0) >= 0.15][:2]
-        colour = f"mostly {_join(names)}" if names else "colourful"
-    head = ", ".join(adjs + [colour]) if adjs else colour
+    grey = bool(stats.get("grayscale"))
+    head = ", ".join(adjs) + (" " if adjs else "") + ("black-and-white image" if grey else "image")
     article = "An" if head[:1].lower() in "aeiou" else "A"
-    size = f"{stats.get('width')}×{stats.get('height')}" if stats.get("width") else ""
-    return f"{article} {head} image" + (f", {size}." if size else ".")
+    size = f" of {stats.get('width')}×{stats.get('height')}" if stats.get("width") else ""
+    return f"{article} {head}{size}" + ("." if grey else f", {colour_phrase(stats)}.")
 
 
 def describe_camera(stats: dict[str, Any]) -> str | None:
@@ -90,12 +104,18 @@ def describe_faces(faces: dict[str, Any]) -> str | None:
     return f"{count} {noun} {where}."
 
 
+def _wordlike(text: str, score: float) -> bool:
+    """As the OCR expert keeps lines: two letters, or two letters or digits read at >= 0.95."""
+    return sum(ch.isalpha() for ch in text) >= 2 or (sum(ch.isalnum() for ch in text) >= 2 and score >= 0.95)
+
+
 def describe_text(ocr: dict[str, Any], max_chars: int = 120, min_score: float = 0.8) -> str | None:
-    """The confidently read lines (score >= ``min_score``, at least two letters or digits)."""
+    """The confidently read lines (score >= ``min_score``, at least two letters), as the OCR
+    expert keeps them (rows written by older versions are filtered here too)."""
     lines = (ocr or {}).get("lines")
     if lines is not None:
         keep = [ln["text"] for ln in lines
-                if float(ln.get("score", 0)) >= min_score and len(re.findall(r"\w", ln.get("text", ""))) >= 2]
+                if float(ln.get("score", 0)) >= min_score and _wordlike(ln.get("text", ""), float(ln.get("score", 0)))]
         text = " ".join(keep)
     else:
         text = (ocr or {}).get("text") or ""

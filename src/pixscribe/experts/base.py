@@ -115,6 +115,28 @@ def require(module: str, extra: str, package: str | None = None) -> Any:
     return _require(module, extra, package, what="this expert")
 
 
+MAX_ASPECT = 20.0  # transformers experts skip images longer than this for their short side...
+MIN_SIDE = 8  # ...or with a short side under this many pixels
+
+
+class ImageOutOfBounds(ValueError):
+    """An image an expert does not process, e.g. a 1x4000 strip that a processor keeping the
+    aspect ratio would scale to 518 x 2,072,000. Written as that expert's error on that row:
+    ``"depth: skipped: ..."``; the other experts and images go on."""
+
+    kind = "skipped"
+
+
+def check_bounds(images: Sequence[Any], expert: str, max_aspect: float = MAX_ASPECT, min_side: int = MIN_SIDE) -> None:
+    """Raise :class:`ImageOutOfBounds` for the first image that is too thin or too long."""
+    for img in images:
+        w, h = img.size
+        short, long = sorted((w, h))
+        if short < min_side or long > max_aspect * short:
+            raise ImageOutOfBounds(f"skipped: {expert} works on images of at least {min_side} px and at most "
+                                   f"{max_aspect:g}:1; this one is {w}x{h}")
+
+
 class Expert(abc.ABC):
     """A batched vision expert."""
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from . import rle as rle_mod
 from .hf import TransformersExpert
-from .base import Detection, Mask, RegionDepth, clamp_box, normalize_box
+from .base import Detection, Mask, RegionDepth, check_bounds, clamp_box, normalize_box
 from .hf import _to_device
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -119,6 +119,7 @@ class DepthExpert(TransformersExpert):
         import torch
 
         self.setup()
+        check_bounds(images, self.name)  # the processor keeps the aspect: a 1x4000 strip would be 518 x 2,072,000
         flip = self.larger_is_nearer
         out: list[np.ndarray | None] = [None] * len(images)
         # images whose processed shapes differ (aspect-preserving resize) go in separate batches

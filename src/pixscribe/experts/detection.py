@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..spatial import iou as box_iou
-from .base import Detection, Expert
+from .base import Detection, Expert, check_bounds
 from .hf import ExpertUnavailable, TransformersExpert, _to_device, load_pretrained
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -102,6 +102,7 @@ class _TransformersDetector(TransformersExpert):
         **_: Any,
     ) -> list[list[Detection]]:
         self.setup()
+        check_bounds(images, self.name)
         per = _per_image_queries(queries, len(images))
         bt = self.box_threshold if box_threshold is None else float(box_threshold)
         tt = self.text_threshold if text_threshold is None else float(text_threshold)

@@ -22,7 +22,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from .hf import TransformersExpert
-from .base import Detection, TextLine, normalize_box
+from .base import Detection, TextLine, check_bounds, normalize_box
 from .hf import _to_device
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -140,6 +140,7 @@ class FlorenceExpert(TransformersExpert):
         if task not in TASKS:
             raise ValueError(f"unsupported Florence-2 task {task!r}; choose one of {', '.join(TASKS)}")
         self.setup()
+        check_bounds(images, self.name)
         out: list[Any] = []
         for s in range(0, len(images), self.batch_size):
             part = images[s : s + self.batch_size]

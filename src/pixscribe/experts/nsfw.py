@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Expert, require
+from .base import MAX_ASPECT, MIN_SIDE, Expert, ImageOutOfBounds, check_bounds, require
 
 
 class NSFWExpert(Expert):
@@ -26,7 +26,20 @@ class NSFWExpert(Expert):
             self._clf = mod.NSFWClassifier(self.model_path, threshold=self.threshold, intra_op_num_threads=1)
 
     def run(self, images: list[Any], **query: Any) -> list[dict[str, Any]]:
-        """Per image: ``{"nsfw": probability, "flagged": bool}``."""
+        """Per image: ``{"nsfw": probability, "flagged": bool}``. The classifier sees 224 px, so
+        work is bounded by construction; an image too thin or too long for that (over
+        ``MAX_ASPECT``:1) is not classified: ``{"nsfw": None, "flagged": False, "bounds": ...}``."""
         self.setup()
-        preds = self._clf.classify_batch(images, max_workers=1)
-        return [{"nsfw": round(p.nsfw, 4), "flagged": bool(p.nsfw >= self.threshold)} for p in preds]
+        out: list[dict[str, Any] | None] = [None] * len(images)
+        todo = []
+        for i, img in enumerate(images):
+            try:
+                check_bounds([img], self.name, MAX_ASPECT, MIN_SIDE)
+                todo.append(i)
+            except ImageOutOfBounds as exc:
+                out[i] = {"nsfw": None, "flagged": False, "bounds": {"action": "skip", "from": list(img.size),
+                                                                     "reason": str(exc)}}
+        preds = self._clf.classify_batch([images[i] for i in todo], max_workers=1) if todo else []
+        for i, p in zip(todo, preds):
+            out[i] = {"nsfw": round(p.nsfw, 4), "flagged": bool(p.nsfw >= self.threshold)}
+        return out  # type: ignore[return-value]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from . import rle as rle_mod
 from .hf import TransformersExpert
-from .base import Detection, Mask, clamp_box, normalize_box
+from .base import Detection, Mask, check_bounds, clamp_box, normalize_box
 from .hf import _to_device
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,6 +53,7 @@ class SamExpert(TransformersExpert):
         import torch
 
         self.setup()
+        check_bounds(images, self.name)
         if boxes is None:
             raise ValueError("SAM needs box prompts: run(images, boxes=[[(x0, y0, x1, y1), ...], ...])")
         if len(boxes) != len(images):

@@ -1,0 +1,169 @@
+"""The lite profile on real photos (issue #16): colours a person would name, no faces where
+there are none, text only where there is text.
+
+The expectations below were written down from looking at each photo (saved as PNG and viewed)
+BEFORE the colour, face and OCR code was changed; the code was then made to meet them.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pixscribe.testing import sample_photo
+
+# The colour a person names first for the photo's main object, per colour photograph in
+# skimage.data (plus matplotlib's grace_hopper). A second entry is a colour of the scene that
+# a person would also name and that the old code missed (issue #16).
+PERSON_NAMES_FIRST: dict[str, tuple[str, str | None]] = {
+    "astronaut": ("orange", None),  # the orange spacesuit (in a grey studio, beside a flag)
+    "chelsea": ("brown", None),  # a brown tabby cat's fur
+    "coffee": ("red", None),  # the red cup and saucer (on a brown wooden table)
+    "rocket": ("white", "blue"),  # the white rocket under a dusk-blue sky
+    "motorcycle": ("red", None),  # the red tank and fenders (in a grey garage)
+    "grace_hopper": ("black", "blue"),  # her black (very dark navy) uniform, a blue backdrop
+    "hubble_deep_field": ("black", None),  # black space between small galaxies
+    "immunohistochemistry": ("brown", None),  # brown-stained tissue (blue nuclei, pale ground)
+    "retina": ("orange", None),  # the orange-red fundus (a person says orange or red)
+}
+
+# A named colour counts for a person's word when it is that word or a shade of it.
+FAMILY = {
+    "orange": {"orange"},
+    "brown": {"brown", "dark brown", "tan"},
+    "red": {"red", "dark red"},
+    "white": {"white"},
+    "blue": {"blue", "dark blue", "light blue"},
+    "black": {"black"},
+}
+ALSO_ACCEPTED = {"retina": {"red", "dark red"}}  # orange-red: either word is what people say
+# Expectations the code does not meet yet (each has its own strict xfail test below).
+KNOWN_MISSES = {"rocket": "the white rocket is lit warm at dusk: its pixels are tan and beige, and the lite "
+                          "statistics have no colour constancy to call them white"}
+
+# skimage.data images without a human face (camera shows a man's face; lfw_subset is faces)
+NO_FACE = ["chelsea", "coffee", "rocket", "stereo_motorcycle", "hubble_deep_field", "immunohistochemistry",
+           "retina", "colorwheel", "logo", "coins", "cell", "clock", "moon", "page", "text", "brick", "grass",
+           "gravel", "checkerboard", "microaneurysms", "horse", "binary_blobs", "shepp_logan_phantom"]
+# skimage.data images whose text is the point (printed page, handwritten formulas)
+TEXT_IMAGES = {"page", "text"}
+# real text that is not the point: the maker's name on the motorcycle's tank may be read
+MAY_HAVE_TEXT = {"stereo_motorcycle"}
+
+
+def skimage_image(name: str) -> Image.Image:
+    """An skimage.data image as RGB (bool and float images scaled to 8 bits)."""
+    import skimage.data as data
+
+    arr = getattr(data, name)()
+    if isinstance(arr, tuple):
+        arr = arr[0]
+    arr = np.asarray(arr)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    elif arr.dtype != np.uint8:
+        arr = (255 * (arr - arr.min()) / max(float(np.ptp(arr)), 1e-9)).astype(np.uint8)
+    return Image.fromarray(arr).convert("RGB")
+
+
+def photo(name: str) -> Image.Image:
+    return sample_photo(name) if name in ("grace_hopper", "motorcycle") else skimage_image(name)
+
+
+def named_colours(description: str) -> list[str]:
+    """The colour words of the stats sentence, in order ("mostly gray and black, with orange")."""
+    from pixscribe.experts.stats import COLOUR_NAMES
+
+    first = description.split(".")[0]
+    names = sorted(COLOUR_NAMES, key=len, reverse=True)
+    pattern = r"\b(" + "|".join(re.escape(n) for n in names) + r")\b"
+    return re.findall(pattern, first)
+
+
+@pytest.fixture(scope="module")
+def lite_stage():
+    from pixscribe.config import RunConfig
+    from pixscribe.engine.stage import build_method
+
+    method = build_method("experts", RunConfig(profile="lite"))
+    method.setup()
+    return method.stages[0]
+
+
+def _describe(stage, names: list[str]) -> dict[str, dict]:
+    from pixscribe.record import Record
+
+    recs = []
+    for n in names:
+        img = photo(n)
+        r = Record(source=n, id=n)
+        r.image, r.width, r.height = img, img.width, img.height
+        recs.append(r)
+    return {r.id: r.fields for r in stage(recs)}
+
+
+def test_colours_a_person_would_name(lite_stage):
+    rows = _describe(lite_stage, list(PERSON_NAMES_FIRST))
+    for name, (first, scene) in PERSON_NAMES_FIRST.items():
+        desc = rows[name]["description"]
+        named = set(named_colours(desc))
+        ok = FAMILY[first] | ALSO_ACCEPTED.get(name, set())
+        assert name in KNOWN_MISSES or named & ok, (name, first, desc)
+        if scene:
+            assert named & FAMILY[scene], (name, scene, desc)
+    # old mistakes, by name: not "dim" for a well-lit portrait, not grey for the motorcycle
+    assert "dim" not in rows["grace_hopper"]["description"]
+    assert "blurry" not in rows["retina"]["description"]
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_MISSES["rocket"])
+def test_rocket_is_named_white(lite_stage):
+    desc = _describe(lite_stage, ["rocket"])["rocket"]["description"]
+    assert "white" in named_colours(desc), desc
+
+
+def test_colour_wheel_is_colourful_sharp_and_not_dim(lite_stage):
+    desc = _describe(lite_stage, ["colorwheel"])["colorwheel"]["description"]
+    named = set(named_colours(desc))
+    assert len(named - {"black", "white", "gray", "dark gray", "light gray"}) >= 4, desc
+    assert not re.search(r"\b(dim|dark|blurry)\b", desc.split(".")[0]), desc
+
+
+def test_blur_words_match_what_a_person_sees():
+    """Out-of-focus and motion-blurred photos are blurry; sharp photos, blurred, become blurry."""
+    from PIL import ImageFilter
+
+    from pixscribe.experts.stats import image_stats
+
+    for name in ("cell", "clock"):  # an out-of-focus cell, a motion-blurred clock
+        assert image_stats(photo(name))["blurry"], name
+    for name in ("astronaut", "coffee", "rocket", "retina", "colorwheel", "page", "coins", "chelsea"):
+        sharp = photo(name)
+        assert not image_stats(sharp)["blurry"], name
+        assert image_stats(sharp.filter(ImageFilter.GaussianBlur(3)))["blurry"], name
+
+
+def test_no_face_on_photos_without_people():
+    from pixscribe.experts.faces import FaceExpert
+
+    e = FaceExpert()
+    outs = e.run([skimage_image(n) for n in NO_FACE])
+    found = {n: o["count"] for n, o in zip(NO_FACE, outs) if o["count"]}
+    assert not found, found
+    astro, grace = e.run([sample_photo("astronaut"), sample_photo("grace_hopper")])
+    assert astro["count"] == 1 and grace["count"] == 1
+
+
+def test_text_only_on_text_images():
+    from pixscribe.describe import describe_text
+    from pixscribe.experts import to_jsonable
+    from pixscribe.experts.ocr import OCRExpert
+    names = sorted(set(NO_FACE) | TEXT_IMAGES | {"astronaut", "camera"})  # a broad set of skimage.data images
+    e = OCRExpert()
+    outs = e.run([skimage_image(n) for n in names])
+    with_text = {n for n, o in zip(names, outs) if describe_text(to_jsonable(o))}
+    assert "page" in with_text
+    assert with_text - MAY_HAVE_TEXT <= TEXT_IMAGES, with_text
