@@ -30,9 +30,9 @@ from typing import Any
 
 from ..deps import MissingDependency, pip_hint
 from ..record import format_error
+from ..torchdev import resolve_device, resolve_dtype  # noqa: F401 (re-exported)
 from .base import Backend, BackendUnavailable, GenerationRequest, GenerationResult
 
-_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 JSON_INSTRUCTION = (
     "\n\nAnswer only with a JSON object (no prose, no code fences) that matches this JSON schema:\n{schema}"
@@ -44,31 +44,6 @@ def _looks_like_path(model: str) -> bool:
         return True
     # a hub id is "name" or "org/name"; anything deeper is a local path
     return model.count("/") > 1 or "\\" in model
-
-
-def resolve_device(device: str = "auto") -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise BackendUnavailable("--device cuda was asked for but no CUDA device is visible; use --device cpu or auto")
-    return device
-
-
-def resolve_dtype(dtype: str = "auto", device: str = "cpu"):
-    """auto: bf16 on CUDA when supported, else fp16 on CUDA; fp32 on CPU."""
-    import torch
-
-    if dtype == "auto":
-        if device.startswith("cuda"):
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    name = _DTYPES.get(dtype, dtype)
-    try:
-        return getattr(torch, name)
-    except AttributeError:
-        raise ValueError(f"unknown dtype {dtype!r}; use auto, bf16, fp16 or fp32") from None
 
 
 def _unavailable(model: str, reason: str) -> BackendUnavailable:

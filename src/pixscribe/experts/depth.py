@@ -23,7 +23,7 @@ Without boxes or masks, ``run`` returns the nine cells of a 3x3 grid ("upper lef
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -32,8 +32,6 @@ from .hf import TransformersExpert
 from .base import Detection, Mask, RegionDepth, check_bounds, clamp_box, normalize_box
 from .hf import _to_device
 
-if TYPE_CHECKING:  # pragma: no cover
-    pass
 
 DEFAULT_DEPTH = "depth-anything/Depth-Anything-V2-Small-hf"
 GRID_NAMES = [["upper left", "upper", "upper right"], ["left", "center", "right"], ["lower left", "lower", "lower right"]]

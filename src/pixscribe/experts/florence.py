@@ -19,14 +19,12 @@ The default is the transformers-native conversion ``florence-community/Florence-
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .hf import TransformersExpert
 from .base import Detection, TextLine, check_bounds, normalize_box
 from .hf import _to_device
 
-if TYPE_CHECKING:  # pragma: no cover
-    pass
 
 DEFAULT_FLORENCE = "florence-community/Florence-2-large"
 BOX_TASKS = ("<OD>", "<DENSE_REGION_CAPTION>", "<REGION_PROPOSAL>")

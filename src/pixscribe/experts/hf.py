@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .base import Expert, pick_device, pick_dtype, require
+from ..torchdev import resolve_device, resolve_dtype
+from .base import Expert, require
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import RunConfig
@@ -32,8 +33,8 @@ def load_pretrained(
     reason, and how to point pixscribe at a local copy.
     """
     transformers = require("transformers", "transformers")
-    dev = pick_device(device)
-    torch_dtype = pick_dtype(dtype, dev)
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
     kw: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if revision:
         kw["revision"] = revision

@@ -122,7 +122,14 @@ class OCRExpert(Expert):
 
     @classmethod
     def from_config(cls, config: Any) -> "OCRExpert":
-        return cls(engine=(config.expert_models or {}).get("ocr", "rapidocr"))
+        """The engine is an option (``expert_options: {ocr: {engine: tesseract}}``), not a model:
+        RapidOCR and Tesseract bring their own models. ``expert_models.ocr`` naming an engine is
+        still read, for configs written before."""
+        legacy = (config.expert_models or {}).get("ocr")
+        if legacy is not None and legacy not in ("rapidocr", "tesseract"):
+            raise ValueError(f"expert_models.ocr: {legacy!r} is not an OCR engine; choose the engine with "
+                             "expert_options: {ocr: {engine: rapidocr|tesseract}} (the engines bring their models)")
+        return cls(engine=legacy or "rapidocr")
 
     def setup(self) -> None:
         if self._ocr is not None:

@@ -13,15 +13,13 @@ prompts are then decoded image by image (images may have different numbers of bo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from . import rle as rle_mod
 from .hf import TransformersExpert
 from .base import Detection, Mask, check_bounds, clamp_box, normalize_box
 from .hf import _to_device
 
-if TYPE_CHECKING:  # pragma: no cover
-    pass
 
 DEFAULT_SAM = "facebook/sam-vit-base"
 
