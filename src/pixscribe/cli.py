@@ -217,6 +217,12 @@ def caption(
                                               "masks (none; sam with --regions auto)."),
     regions: Optional[str] = typer.Option(None, "--regions", help="Method region: the column of region lists "
                                           "(regions), or auto (the experts propose regions)."),
+    tipcap_model: Optional[str] = typer.Option(None, "--tipcap-model", help="--method tipcap: a model directory "
+                                               "from `pixscribe tipcap train`."),
+    prompt_column: Optional[str] = typer.Option(None, "--prompt-column", help="--method tipcap: the input column "
+                                                "of object tags (a list, JSON list or text) fused in as the prompt."),
+    prompt_experts: Optional[str] = typer.Option(None, "--prompt-experts", help="--method tipcap: tags from "
+                                                 "dense, grounding_dino or owlv2 detections (those need --queries)."),
     entities: Optional[str] = typer.Option(None, "--entities", help="--method panoptic: chain (PancapChain, "
                                            "default) or experts (Florence-2 proposals + detectors)."),
     structured: bool = typer.Option(False, "--structured", help="--method panoptic: the caption as JSON (entities, "
@@ -272,6 +278,9 @@ _STAGE_FLAGS = {
     "entities": ("panoptic", "caption", "entities"),
     "structured": ("panoptic", "caption", "structured"),
     "consistency_vlm": ("panoptic", None, None),  # a model role, not a stage option (models.consistency)
+    "tipcap_model": ("tipcap", "tipcap", "model"),
+    "prompt_column": ("tipcap", "tipcap", "prompt_column"),
+    "prompt_experts": ("tipcap", "tipcap", "prompt_experts"),
 }
 
 _FLAGS = ("overwrite", "no_reuse", "retry_errors", "update", "verify", "wait", "allow_private_urls",
