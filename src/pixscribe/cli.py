@@ -292,7 +292,8 @@ def _build_caption_config(config: Path | None, given: dict[str, Any], stage_opti
     from .config import build_config
 
     over: dict[str, Any] = dict(given)
-    flagged = {f: over[f] for f in _STAGE_FLAGS if over.get(f) not in (None, False)}
+    over["structured"] = over.get("structured") or None  # a plain flag: off means "not given"
+    flagged = {f: over[f] for f in _STAGE_FLAGS if over.get(f) is not None}
     for f in _STAGE_FLAGS:
         over.pop(f, None)
     for k in _FLAGS:

@@ -154,8 +154,8 @@ def with_d2i(command: Callable[..., Any]) -> Callable[..., Any]:
         if extra["d2i"] is None:
             if extra["t2i"]:
                 _exit("--t2i generates images for --d2i GEN_DIR: give --d2i too")
-            if kw.get("refs") is None:
-                _exit("--refs is required (or --d2i GEN_DIR for D2I-Bench)")
+            if kw.get("refs") is None and kw.get("pope_labels") is None:
+                _exit("--refs is required (or --pope-labels for POPE, or --d2i GEN_DIR for D2I-Bench)")
             return command(**kw)
         if kw.get("refs") is not None:
             _exit("--d2i scores generated images, not references: run pixscribe eval once with --refs and once "
