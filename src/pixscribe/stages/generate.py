@@ -4,7 +4,8 @@ It is the building block of every model stage: Recap's caption, Textualize's des
 and rewrite, each step of PancapChain. A method gives it a name, the model, its options
 (prompt, sampling, schema) and, for requests that use earlier fields, a ``build`` function
 ``(record, options) -> GenerationRequest`` (``None``: this record needs no request, and the
-stage sets nothing on it); ``parse`` turns a result into the fields to set.
+stage sets nothing on it); ``parse`` turns a result into the fields to set (and, under
+``"_report"``, what it dropped or fixed, kept in the fields' provenance as ``parse``).
 
 Text read from images or from earlier descriptions goes into prompts through
 :func:`quote`, as data, never as instructions.
@@ -22,6 +23,7 @@ from ..record import Record, prompt_sha
 Build = Callable[[Record, dict[str, Any]], GenerationRequest]
 Parse = Callable[[Record, GenerationResult], dict[str, Any]]
 SAMPLING_KEYS = ("max_new_tokens", "temperature", "top_p", "seed")
+REPORT = "_report"  # a parse result's key for what the parse dropped or fixed: kept in provenance ("parse")
 
 
 def sampling_of(opts: dict[str, Any]) -> Sampling:
@@ -113,12 +115,13 @@ class GenerateStage(Stage):
             r.model = r.model or info.get("model")
             r.fail(exc, "parse")
             return
+        report = values.pop(REPORT, None) or None
         first = True
         for f, v in values.items():
             r.set(f, v, stage=self.name, model=info.get("model"), revision=info.get("revision"),
                   prompt_sha=self.prompt_sha, seconds=res.seconds if first else None,
                   tokens_out=res.tokens_out if first else None,
-                  truncated=True if getattr(res, "truncated", False) else None)
+                  truncated=True if getattr(res, "truncated", False) else None, parse=report)
             first = False
 
     def describe(self) -> dict[str, Any]:

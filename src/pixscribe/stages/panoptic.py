@@ -25,10 +25,9 @@ from ..panoptic.boxes import ModelItem, pad_geometry, render_model
 from ..panoptic.caption import STRUCTURED_SCHEMA, plain, render_structured, to_reference
 from ..panoptic.prompts import CONSISTENCY_SCHEMA
 from ..record import Record, prompt_sha
-from .generate import GenerateStage, quote, sampling_of
+from .generate import REPORT, GenerateStage, quote, sampling_of
 
 PAD_COLOR = (122, 116, 104)  # int(255 * CLIP's image_mean), the colour LLaVA's expand2square pads with
-REPORT = "_report"  # a parse result's key for what provenance records
 
 
 # ---- the request ---------------------------------------------------------------------------
@@ -166,31 +165,13 @@ def parse_consistency(rec: Record, res: GenerationResult) -> dict[str, Any]:
 
 
 class PanopticStage(GenerateStage):
-    """A :class:`GenerateStage` whose parse may return ``_report`` (what the cleaning dropped),
-    recorded in the provenance of every field it sets; the prompt hash covers the preamble."""
+    """A :class:`GenerateStage` whose prompt hash covers the preamble too (its parse reports
+    what the cleaning dropped under ``_report``, kept in provenance by GenerateStage)."""
 
     def __init__(self, name: str, backend: Backend, options: dict[str, Any], **kw: Any):
         super().__init__(name, backend, options, **kw)
         self.prompt_sha = prompt_sha(self.opts.get("preamble"), self.opts.get("prompt"), self.sampling.max_new_tokens,
                                      self.sampling.temperature, self.sampling.top_p, self.opts.get("structured"))
-
-    def _keep(self, r: Record, res: GenerationResult, info: dict[str, Any]) -> None:
-        if not res.ok:
-            r.model = r.model or info.get("model")
-            r.fail(res.error or "generate: no text", "generate")
-            return
-        try:
-            values = self.parse(r, res)
-        except Exception as exc:
-            r.model = r.model or info.get("model")
-            r.fail(exc, "parse")
-            return
-        report = values.pop(REPORT, None) or None
-        for k, (f, v) in enumerate(values.items()):
-            r.set(f, v, stage=self.name, model=info.get("model"), revision=info.get("revision"),
-                  prompt_sha=self.prompt_sha, seconds=res.seconds if k == 0 else None,
-                  tokens_out=res.tokens_out if k == 0 else None,
-                  truncated=True if getattr(res, "truncated", False) else None, parse=report)
 
 
 def chain_stage(name: str, backend: Backend, opts: dict[str, Any], identity: dict[str, Any]) -> PanopticStage:
