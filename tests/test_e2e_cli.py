@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import http.server
 import io
 import json
 import subprocess
 import sys
 import tarfile
-import threading
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
+from fixtures_http import photo_server
 
 from pixscribe.testing import sample_photo, write_sample_photos
 
@@ -41,30 +41,8 @@ def jpeg(name: str) -> bytes:
 @pytest.fixture(scope="module")
 def image_server():
     """A loopback HTTP server serving real photos at /<name>.jpg."""
-
-    class H(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            name = self.path.strip("/").removesuffix(".jpg")
-            try:
-                body = jpeg(name)
-            except Exception:
-                self.send_response(404)
-                self.end_headers()
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "image/jpeg")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *a):
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
+    with photo_server() as srv:
+        yield srv.url
 
 
 @pytest.fixture()

@@ -7,14 +7,13 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from bs4 import BeautifulSoup
 
+from fixtures_http import photo_server
 from fixtures_report import write_output
 from pixscribe.report.build import ReportOptions, build_report
 from pixscribe.report.images import SourceError, SourceReader, split_source
@@ -27,31 +26,11 @@ def _jpeg(name: str) -> bytes:
     return b.getvalue()
 
 
-class _Handler(BaseHTTPRequestHandler):
-    hits: list[str] = []
-
-    def do_GET(self):  # noqa: N802
-        _Handler.hits.append(self.path)
-        body = _jpeg("coffee")
-        self.send_response(200)
-        self.send_header("Content-Type", "image/jpeg")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *a):
-        pass
-
-
 @pytest.fixture()
 def server():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    _Handler.hits = []
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
+    """Every path answers the coffee photo; ``server.hits`` lists the paths asked for."""
+    with photo_server(alias=lambda n: "coffee") as srv:
+        yield srv
 
 
 def test_split_source(tmp_path):
@@ -99,14 +78,14 @@ def test_every_kind_of_source(tmp_path):
 
 
 def test_urls_go_through_the_address_guard(server, tmp_path):
-    url = server + "/img.jpg"
+    url = server.url + "/img.jpg"
     with pytest.raises(SourceError, match="refusing to connect to 127.0.0.1.*loopback.*--allow-private-urls"):
         SourceReader().load(url)
     with pytest.raises(SourceError, match="not fetched"):
         SourceReader(fetch_urls=False).load(url)
-    assert _Handler.hits == []  # neither touched the server
+    assert server.hits == []  # neither touched the server
     assert SourceReader(allow_private=True).load(url).data == _jpeg("coffee")
-    assert _Handler.hits == ["/img.jpg"]
+    assert server.hits == ["/img.jpg"]
 
     row = {"id": "u1", "source": url, "width": 600, "height": 400, "sha256": hashlib.sha256(_jpeg("coffee")).hexdigest(),
            "method": "recap", "caption": "a cup", "error": None}
@@ -116,7 +95,7 @@ def test_urls_go_through_the_address_guard(server, tmp_path):
     page = BeautifulSoup((tmp_path / "rep" / "page-0001.html").read_text(), "html.parser")
     assert "refusing to connect" in page.select_one(".noimg").get_text()
     res = build_report(out, tmp_path / "rep", ReportOptions(allow_private_urls=True))
-    assert res.thumbnails == 1 and len(_Handler.hits) == 2
+    assert res.thumbnails == 1 and len(server.hits) == 2
 
 
 def test_changed_source_is_marked(tmp_path):

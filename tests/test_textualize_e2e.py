@@ -8,19 +8,19 @@ ran on the real code path and wrote what it should.
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+
+from fixtures_http import photo_server
 import yaml
 
 from pixscribe.experts import rle
 from pixscribe.testing import write_sample_photos
 from pixscribe.testing.openai_server import ServerProcess
-from test_e2e_cli import cli, jpeg
+from test_e2e_cli import cli
 
 
 def _summary(out: Path) -> dict:
@@ -72,27 +72,11 @@ def flaky_image_server():
     """Serves /<name>.jpg; /flaky-<name>.jpg gets a 500 while ``state["down"]``."""
     state = {"down": True}
 
-    class H(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            name = self.path.strip("/").removesuffix(".jpg")
-            if name.startswith("flaky-") and state["down"]:
-                self.send_response(500)
-                self.end_headers()
-                return
-            body = jpeg(name.removeprefix("flaky-"))
-            self.send_response(200)
-            self.send_header("Content-Type", "image/jpeg")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def status(name: str) -> int | None:
+        return 500 if name.startswith("flaky-") and state["down"] else None
 
-        def log_message(self, *a):
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}", state
-    srv.shutdown()
+    with photo_server(status, alias=lambda n: n.removeprefix("flaky-")) as srv:
+        yield srv.url, state
 
 
 @pytest.mark.slow
