@@ -71,3 +71,28 @@ def test_the_heartbeat_keeps_a_claim_fresh(tmp_path):
         first = json.loads(me.owner_path.read_text())["heartbeat"]
         time.sleep(1.0)
         assert json.loads(me.owner_path.read_text())["heartbeat"] > first
+
+
+def test_a_run_that_fails_to_start_removes_only_a_directory_nobody_else_uses(tmp_path):
+    """Two runs started at the same moment on a new -o: the one that created the directory may
+    be the one that fails (its shards are held): it must not delete what the other writes."""
+    from pixscribe.config import RunConfig
+    from pixscribe.engine.run import Run
+    from pixscribe.engine.state import RunState
+
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = RunConfig(inputs=[str(tmp_path)], output=str(out))
+    mine = Leases(out / "_state", timeout=30).start()
+    run = Run(cfg, None, mine, RunState(out))  # type: ignore[arg-type]
+    run._created_out = True
+    other = Leases(out / "_state", timeout=30).start()  # the other run, already writing
+    other.claim("00000")
+    run._abandon()
+    assert out.is_dir() and other.still_mine("00000")
+    other.close()
+    alone = Leases(out / "_state", timeout=30).start()
+    run2 = Run(cfg, None, alone, RunState(out))  # type: ignore[arg-type]
+    run2._created_out = True
+    run2._abandon()  # nobody else: the directory it made goes
+    assert not out.exists()

@@ -64,7 +64,11 @@ class Run:
         out = Path(config.output)
         if out.exists() and not out.is_dir():
             raise InputError(f"-o {out}: is a file, not a directory; name a new or existing output directory")
-        created = not out.exists()
+        try:  # atomic: of two runs started together, exactly one created the directory
+            out.mkdir(parents=True)
+            created = True
+        except FileExistsError:
+            created = False
         state = RunState(out, config.format)
         leases = Leases(state.state, timeout=config.lease_timeout)
         run = cls(config, method, leases, state)
@@ -83,12 +87,18 @@ class Run:
         return run
 
     def _abandon(self) -> None:
-        """A run that fails before it starts leaves nothing behind it did not find."""
+        """A run that fails before it starts leaves nothing behind it did not find: the output
+        directory goes if this run created it and no other run has used it since (another
+        run's owner file in the leases says it has: a run started at the same moment)."""
         self.leases.close()
-        if self._created_out:
-            import shutil
+        if not self._created_out:
+            return
+        others = list(self.leases.dir.glob("owner-*.json")) if self.leases.dir.is_dir() else []
+        if others:
+            return
+        import shutil
 
-            shutil.rmtree(self.state.out, ignore_errors=True)
+        shutil.rmtree(self.state.out, ignore_errors=True)
 
     def _plan(self) -> None:
         cfg = self.config
