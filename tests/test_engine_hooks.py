@@ -16,6 +16,40 @@ from pixscribe.record import Record
 from pixscribe.testing import sample_photo
 
 
+class _Remote(LocalExecutor):
+    """Runs like the local executor, but "loads" nowhere and reports usage of its own."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.setups = 0
+
+    def setup(self, run, method):
+        self.setups += 1
+
+    def usage(self, method):
+        return {"elsewhere": {"requests": 42}}
+
+
+def test_setup_and_usage_hooks_replace_the_local_ones(photo_dir, tmp_path):
+    cfg = RunConfig(inputs=[str(photo_dir)], output=str(tmp_path / "out"), progress=False, vlm="scripted-vlm")
+    backend = ScriptedBackend()
+    loads = []
+    backend.load = lambda: loads.append(1)  # GenerateStage.setup calls it: the local hook would
+    method = three_stage_method(cfg, backend).with_fingerprints(image_options(cfg))
+    ex = _Remote(cfg)
+    summary = ex.run(method)
+    assert ex.setups == 1 and loads == []
+    assert summary.usage == {"elsewhere": {"requests": 42}}
+    assert summary.rows_written == 6 and len(pq.read_table(tmp_path / "out")) == 6
+
+    local = LocalExecutor(cfg.model_copy(update={"output": str(tmp_path / "out2")}))
+    method2 = three_stage_method(cfg, ScriptedBackend()).with_fingerprints(image_options(cfg))
+    method2.stages[0].backend.load = lambda: loads.append(1)  # the three stages share it
+    s2 = local.run(method2)
+    assert loads == [1, 1, 1]  # the default hook sets every stage up here
+    assert s2.usage["vlm:scripted-vlm"]["requests"] == 18  # three stages x 6 rows, one shared model
+
+
 def test_runner_slices_keep_images_until_the_last_stage():
     cfg = RunConfig(vlm="scripted-vlm")
     method = three_stage_method(cfg, ScriptedBackend()).with_fingerprints(image_options(cfg))
