@@ -2,7 +2,10 @@
 from the pixels (``see``: the image's size and mean colour) and from the text before
 (``rewrite``), so outputs can be checked. The model's latency per batch comes from
 ``PIXSCRIBE_SCRIPTED_DELAY`` (seconds); ``PIXSCRIBE_SCRIPTED_FAIL`` lists record ids
-(comma-separated) whose ``see`` request fails."""
+(comma-separated) whose ``see`` request fails; ``PIXSCRIBE_SCRIPTED_CRASH`` lists ids on
+which the process answering dies at once (a poison row that kills its worker); with
+``PIXSCRIBE_SCRIPTED_PIDDIR`` set, every process that answers a batch leaves a file named
+by its pid there (so a test can kill a Ray worker by pid)."""
 
 from __future__ import annotations
 
@@ -23,6 +26,12 @@ class Scripted(Backend):
     model = "scripted-model"
 
     def _generate(self, requests):
+        piddir = os.environ.get("PIXSCRIBE_SCRIPTED_PIDDIR")
+        if piddir:
+            open(os.path.join(piddir, str(os.getpid())), "a").close()
+        crash = set(filter(None, os.environ.get("PIXSCRIBE_SCRIPTED_CRASH", "").split(",")))
+        if any(r.id in crash for r in requests):
+            os._exit(17)
         time.sleep(float(os.environ.get("PIXSCRIBE_SCRIPTED_DELAY", "0")))
         fail = set(filter(None, os.environ.get("PIXSCRIBE_SCRIPTED_FAIL", "").split(",")))
         out = []
