@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # Ray binds 127.0.0.1, not the machine's address
+MARK = "PIXSCRIBE_TEST_RAY_CLUSTER"  # inherited by every process of the cluster (Ray keeps it)
 
 
 def _free_port() -> int:
@@ -29,17 +30,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ours(temp_dir: str) -> list[int]:
-    """Pids of processes whose command line names our temporary directory."""
+def _ours(mark: str, group: int) -> list[int]:
+    """Pids of the processes of our cluster: in the process group of our ``ray start``
+    (Ray's agents stay there), or with our mark in their environment (workers make groups
+    of their own). Ray renames its processes, so command lines do not tell."""
     pids = []
+    needle = f"{MARK}={mark}".encode()
     for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
             continue
         try:
-            cmd = (d / "cmdline").read_bytes()
-        except OSError:
+            stat = (d / "stat").read_bytes().rsplit(b")", 1)[1].split()
+            env = (d / "environ").read_bytes()
+        except (OSError, IndexError):
             continue
-        if temp_dir.encode() in cmd and int(d.name) != os.getpid():
+        if stat[0] == b"Z":  # dead already, waiting for its parent
+            continue
+        if int(stat[2]) == group or needle in env.split(b"\0"):
             pids.append(int(d.name))
     return pids
 
@@ -53,8 +60,9 @@ def ray_cluster(plugin_env):
     import secrets
 
     # a token of its own: only these tests' drivers can join (and ~/.ray/auth_token is left alone)
+    token = secrets.token_hex(32)
     env = {**plugin_env, **LOOPBACK, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
-           "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+           "RAY_AUTH_TOKEN": token, MARK: token}
     ray_bin = str(Path(sys.executable).parent / "ray")
     args = [ray_bin, "start", "--head", "--block", "--num-cpus", "2", "--num-gpus", "0",
             "--node-ip-address", "127.0.0.1", "--port", str(port), "--temp-dir", temp_dir,
@@ -69,7 +77,7 @@ def ray_cluster(plugin_env):
         _wait_up(address, env, proc, temp_dir)
         yield address, env
     finally:
-        _stop(proc, temp_dir)
+        _stop(proc, token)
         log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
 
@@ -90,18 +98,19 @@ def _wait_up(address: str, env: dict, proc: subprocess.Popen, temp_dir: str, tim
     raise RuntimeError(f"the test Ray cluster at {address} did not come up")
 
 
-def _stop(proc: subprocess.Popen, temp_dir: str) -> None:
-    """Stop the cluster's own processes: ``ray start`` and every process naming our
-    directory (its SIGTERM alone drains the node for up to 30 s first)."""
-    for pid in [proc.pid] + _ours(temp_dir):
+def _stop(proc: subprocess.Popen, token: str) -> None:
+    """Stop the cluster's own processes: ``ray start`` and every process with our token
+    (``ray start``'s SIGTERM alone drains the node for up to 30 s first, and leaves Ray's
+    agents behind)."""
+    for pid in [proc.pid] + _ours(token, proc.pid):
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + 10
-    while (_ours(temp_dir) or proc.poll() is None) and time.monotonic() < deadline:
+    while (_ours(token, proc.pid) or proc.poll() is None) and time.monotonic() < deadline:
         time.sleep(0.2)
-    for pid in _ours(temp_dir) + ([proc.pid] if proc.poll() is None else []):
+    for pid in _ours(token, proc.pid) + ([proc.pid] if proc.poll() is None else []):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:

@@ -30,7 +30,7 @@ from .executor import Executor, _batch_size, _sigterm_as_interrupt, _total
 from .ray_flow import Flow
 from .ray_plan import StageGroup, plan_groups
 from .ray_pool import Pool
-from .ray_worker import MethodShape, RunInfo, StageActor, build_checked, prepare_task, read_shard
+from .ray_worker import MethodShape, RunInfo, StageActor, build_checked, prepare_task, read_shard, warm_up
 from .run import Run, ShardWork
 from .stage import Method, MethodError
 from .summary import Progress
@@ -67,10 +67,19 @@ class RayExecutor(Executor):
             self.pools = [Pool(self.ray, actor, g, run.config, dict(method.fingerprints)) for g in self.groups]
             for p in self.pools:
                 p.start()
+            self._warm_up()
         except BaseException:
             self._shutdown()
             raise
+        method.on_close.append(self._shutdown)  # after the run's time and usage are taken
         self.start_seconds = time.perf_counter() - t0
+
+    def _warm_up(self) -> None:
+        """Import the decoding code in the task workers before the clock starts (the first
+        task would otherwise pay it), one task per CPU left by the replicas."""
+        free = int(self.ray.available_resources().get("CPU", 1))
+        task = self.ray.remote(num_cpus=1)(warm_up)
+        self.ray.get([task.remote() for _ in range(max(1, free))], timeout=300)
 
     # ---- the run ---------------------------------------------------------------------------------------
     def execute(self, run: Run, works: list[ShardWork]) -> None:
@@ -99,7 +108,8 @@ class RayExecutor(Executor):
                                          "unfinished; rerun to complete them")
                 self._usage = self._collect(flow)
             finally:
-                self._shutdown()
+                for p in self.pools:  # Ray itself is shut down when the method closes
+                    p.shutdown()
         if writer.errors:
             raise writer.errors[0]
 

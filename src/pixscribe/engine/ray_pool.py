@@ -5,8 +5,8 @@ Each replica is a :class:`~pixscribe.engine.ray_worker.StageActor` created with
 ``max_restarts=-1`` (Ray restarts a dead replica, which builds the method and loads its
 models again) and ``max_task_retries=0``: the pool, not Ray, decides what a death costs.
 A replica runs its batches one after another (``concurrency`` at a time for HTTP
-backends), and the pool keeps ``concurrency + 1`` in flight so it never waits for the
-driver. When a replica dies, the batches it had finished are kept, the batch it was
+backends) while it receives and unpacks the next, and the pool keeps ``concurrency + 2``
+in flight so it never waits for the driver. When a replica dies, the batches it had finished are kept, the batch it was
 running (the oldest of the rest) is charged one attempt and the rest go back to the queue;
 their old results are never read, so a batch is written at most once whatever Ray
 delivers later.
@@ -56,11 +56,11 @@ class Pool:
     def __init__(self, ray: Any, actor_cls: Any, group: StageGroup, config: Any, fingerprints: dict[str, str]):
         self.ray = ray
         self.group = group
-        self.depth = group.concurrency + 1
+        self.depth = group.concurrency + 2  # running, unpacking, and one queued behind them
         self._cls = actor_cls.options(
             num_cpus=group.num_cpus, num_gpus=group.num_gpus, max_restarts=-1, max_task_retries=0,
-            max_concurrency=group.concurrency, name=None)
-        self._args = (config, group.start, group.stop, fingerprints, group.keep_image)
+            max_concurrency=group.concurrency + 1)
+        self._args = (config, group.start, group.stop, fingerprints, group.keep_image, group.concurrency)
         self.replicas: list[Replica] = []
         self.restarts = 0
         self.batches = 0

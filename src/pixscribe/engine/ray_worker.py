@@ -126,6 +126,44 @@ def _portable(rec: Record) -> Record:
     return rec
 
 
+# ---- images between processes --------------------------------------------------------------------------
+class PackedImage:
+    """A decoded image as it travels between workers: its pixels as a numpy array (Ray
+    moves arrays through its object store without pickling them, and without a copy on the
+    reading side), its mode, and the source JPEG bytes :func:`~pixscribe.imaging.decode`
+    kept on it (``PASSTHROUGH_ATTR``, an attribute PIL's own pickling would drop)."""
+
+    __slots__ = ("array", "mode", "passthrough")
+
+    def __init__(self, array: Any, mode: str, passthrough: Any):
+        self.array, self.mode, self.passthrough = array, mode, passthrough
+
+
+def pack_images(records: list[Record]) -> None:
+    import numpy as np
+
+    from ..imaging import PASSTHROUGH_ATTR
+
+    for r in records:
+        im = r.image
+        if im is not None and not isinstance(im, PackedImage) and getattr(im, "mode", None) in ("RGB", "L", "RGBA"):
+            r.image = PackedImage(np.asarray(im), im.mode, getattr(im, PASSTHROUGH_ATTR, None))
+
+
+def unpack_images(records: list[Record]) -> None:
+    from PIL import Image
+
+    from ..imaging import PASSTHROUGH_ATTR
+
+    for r in records:
+        p = r.image
+        if isinstance(p, PackedImage):
+            im = Image.fromarray(p.array, p.mode)
+            if p.passthrough is not None:
+                setattr(im, PASSTHROUGH_ATTR, p.passthrough)
+            r.image = im
+
+
 # ---- reading ------------------------------------------------------------------------------------------
 def read_shard(info: RunInfo, spec: dict[str, Any], skip: set[str], chunk: int, budget: int | None) -> Any:
     """Yield lists of at most ``chunk`` records of one shard (ids given, skipped ids left
@@ -188,6 +226,7 @@ def prepare_chunk(info: RunInfo, records: list[Record], own: list[str] | None,
         prepare(r, info.shape, info.config, _own(info, r.shard, own), _priors(info))  # type: ignore[arg-type]
         r.load = None
         r.data = None
+    pack_images(recs)
     return recs
 
 
@@ -200,19 +239,58 @@ def prepare_task(info: RunInfo, records: list[Record], own: list[str] | None,
     return recs, {"seconds": time.perf_counter() - t0, "records": len(recs)}
 
 
+def warm_up() -> int:
+    """Import what decoding needs (run once per task worker before the run's clock starts)."""
+    from .. import imaging  # noqa: F401
+    from ..io import readers  # noqa: F401
+
+    return os.getpid()
+
+
 # ---- the stages ---------------------------------------------------------------------------------------
+class _Gate:
+    """Lets at most ``n`` calls run the stages at once, in the order they arrived, so the
+    next batch can be received and unpacked while one runs (and the oldest batch in flight
+    is the one running, which is what a replica's death is charged to)."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self._cv = threading.Condition()
+        self._next = self._serving = self._running = 0
+
+    def ticket(self) -> int:
+        with self._cv:
+            self._next += 1
+            return self._next - 1
+
+    def enter(self, ticket: int) -> None:
+        with self._cv:
+            self._cv.wait_for(lambda: ticket == self._serving and self._running < self.n)
+            self._serving += 1
+            self._running += 1
+
+    def leave(self) -> None:
+        with self._cv:
+            self._running -= 1
+            self._cv.notify_all()
+
+
 class StageActor:
     """One replica of a stage group: the method built here by name, its group's stages set
     up (models loaded once per replica, shared by the group's stages), batches run through
-    ``stages[start:stop]``. An error while building or loading is kept and raised by
-    :meth:`ready`, so the driver shows it as the one-line error it is."""
+    ``stages[start:stop]``, ``concurrency`` at a time (one for a local model), while one
+    more call unpacks the next batch. An error while building or loading is kept and raised
+    by :meth:`ready`, so the driver shows it as the one-line error it is."""
 
-    def __init__(self, config: Any, start: int, stop: int, fingerprints: dict[str, str], keep_image: bool):
+    def __init__(self, config: Any, start: int, stop: int, fingerprints: dict[str, str], keep_image: bool,
+                 concurrency: int = 1):
         self.start, self.stop, self.keep_image = start, stop, keep_image
         self.pid = os.getpid()
         self.error: BaseException | None = None
         self.busy = 0.0
         self.method: Any = None
+        self._gate = _Gate(concurrency)
+        self._lock = threading.Lock()
         t0 = time.perf_counter()
         try:
             self.method = build_checked(config, fingerprints)
@@ -229,15 +307,25 @@ class StageActor:
 
     def run(self, records: list[Record], pick: list[int] | None = None) -> tuple[list[Record], dict[str, Any]]:
         """Run this group's stages on ``records`` (``pick``: only those)."""
+        ticket = self._gate.ticket()
         recs = [records[i] for i in pick] if pick is not None else records
-        t0 = time.perf_counter()
-        runner = MethodRunner(self.method)
-        runner(recs, self.start, self.stop)
+        try:
+            unpack_images(recs)
+        finally:
+            self._gate.enter(ticket)
+        try:
+            t0 = time.perf_counter()
+            runner = MethodRunner(self.method)
+            runner(recs, self.start, self.stop)
+            dt = time.perf_counter() - t0
+        finally:
+            self._gate.leave()
         if not self.keep_image:
             for r in recs:
                 r.drop_image()
-        dt = time.perf_counter() - t0
-        self.busy += dt
+        pack_images(recs)
+        with self._lock:
+            self.busy += dt
         counts = {n: c.to_dict() for n, c in runner.counts.items() if n in self._names()}
         return recs, {"counts": counts, "busy": dt, "pid": self.pid}
 
