@@ -80,6 +80,58 @@ def test_a_method_built_in_python_is_refused_before_ray_starts(photo_dir, tmp_pa
     assert not (tmp_path / "out").exists()  # nothing left behind
 
 
+def test_images_travel_as_arrays_with_their_source_jpeg():
+    """What a decode task hands a replica: the same pixels and mode, and the JPEG bytes that
+    decode kept for passthrough (PIL's own pickling would drop that attribute)."""
+    import io
+    import pickle
+
+    import numpy as np
+
+    from pixscribe.engine.ray_worker import PackedImage, pack_images, unpack_images
+    from pixscribe.imaging import PASSTHROUGH_ATTR, decode
+    from pixscribe.record import Record
+    from pixscribe.testing import sample_photo
+
+    buf = io.BytesIO()
+    sample_photo("coffee").resize((64, 48)).save(buf, "JPEG")
+    dec = decode(buf.getvalue(), max_pixels=1_000_000)
+    assert getattr(dec.image, PASSTHROUGH_ATTR, None)
+    grey = Record(source="g", id="g")
+    grey.image = sample_photo("camera").convert("L").resize((20, 10))
+    rgb = Record(source="c", id="c")
+    rgb.image = dec.image
+    pixels = [np.asarray(rgb.image).copy(), np.asarray(grey.image).copy()]
+    pack_images([rgb, grey])
+    assert isinstance(rgb.image, PackedImage) and isinstance(grey.image, PackedImage)
+    back = pickle.loads(pickle.dumps([rgb, grey]))
+    unpack_images(back)
+    assert [im.mode for im in (back[0].image, back[1].image)] == ["RGB", "L"]
+    assert all(np.array_equal(np.asarray(r.image), px) for r, px in zip(back, pixels))
+    assert getattr(back[0].image, PASSTHROUGH_ATTR) == getattr(dec.image, PASSTHROUGH_ATTR)
+
+
+def test_the_gate_admits_calls_in_arrival_order():
+    import threading
+
+    from pixscribe.engine.ray_worker import _Gate
+
+    gate, order = _Gate(1), []
+    tickets = [gate.ticket() for _ in range(4)]
+
+    def call(t):
+        gate.enter(t)
+        order.append(t)
+        gate.leave()
+
+    threads = [threading.Thread(target=call, args=(t,)) for t in reversed(tickets)]  # started newest first
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=10)
+    assert order == tickets
+
+
 # ---- the same output as the local executor -------------------------------------------------------------
 def test_recap_on_a_tiny_vlm_equals_local(tiny_vlms, photo_dir, tmp_path):
     """A local Ray instance started by the executor itself (no --ray-address)."""
@@ -195,3 +247,22 @@ def test_failing_rows_and_a_poison_row_are_error_rows(ray_cluster, tmp_path):
     assert (s["stages"]["see"]["computed"], s["stages"]["see"]["failed"]) == (17, 3)
     assert s["usage"]["ray see+rewrite"]["restarts"] >= 4  # 2 deaths with its batch, 2 alone
     assert s["shards_completed"] == 2 and s["errors"] == {"generate": 2, "stage see": 1}
+
+
+def test_autoscaling_adds_a_replica_under_backlog_and_retry_errors_runs_on_ray(ray_cluster, tmp_path):
+    address, env = ray_cluster
+    files = make_images(tmp_path / "in", 32)
+    out = tmp_path / "out"
+    bad = keyless_id(str(files[5]))
+    r = pixscribe(env, *_args(tmp_path / "in", out, address, "--replicas", "1", "--max-replicas", "2",
+                              "--replica-cpus", "0.5"), PIXSCRIBE_SCRIPTED_DELAY="0.3", PIXSCRIBE_SCRIPTED_FAIL=bad)
+    assert r.returncode == 0, r.stderr
+    pool = _summary(out)["usage"]["ray see+rewrite"]
+    assert pool["replicas_peak"] == 2 and pool["replicas_range"] == "1..2"
+    assert _rows(out)[bad]["error"].startswith("generate:")
+    r = pixscribe(env, *_args(tmp_path / "in", out, address, "--retry-errors"))  # the failed row's own files
+    assert r.returncode == 0, r.stderr
+    rows = assert_exactly_once(out, files)
+    assert len(rows) == 32
+    s = _summary(out)
+    assert s["stages"]["see"]["computed"] == 1 and s["rows_written"] == 1

@@ -59,8 +59,7 @@ class RayExecutor(Executor):
         t0 = time.perf_counter()
         _check_buildable(run.config, method)
         try:
-            self.ray = connect(run.config)
-            self._started_ray = True
+            self.ray, self._started_ray = connect(run.config)
             self.groups = plan_groups(method, run.config, self.ray.cluster_resources().get("GPU", 0.0))
             _check_room(self.ray, run.config, self.groups)
             actor = self.ray.remote(StageActor)
@@ -147,15 +146,17 @@ class RayExecutor(Executor):
     def _shutdown(self) -> None:
         for p in self.pools:
             p.shutdown()
+        self.pools = []
         if self.ray is not None and self._started_ray:
             self.ray.shutdown()
-            self._started_ray = False
+        self._started_ray = False
 
 
-def connect(cfg: Any) -> Any:
-    """Ray, connected to ``--ray-address`` or to a new local instance (``address="local"``:
-    never some other cluster found on this machine). A local instance listens on loopback
-    only. Returns the ``ray`` module."""
+def connect(cfg: Any) -> tuple[Any, bool]:
+    """Ray, connected to ``--ray-address``, or to a new local instance (``address="local"``:
+    never some other cluster found on this machine), which listens on loopback only. A
+    program that connected Ray itself keeps its connection when no address is given.
+    Returns the ``ray`` module and whether this run made the connection (and closes it)."""
     from ..deps import require
 
     local = not cfg.ray_address
@@ -163,6 +164,8 @@ def connect(cfg: Any) -> Any:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # bind to 127.0.0.1, not the LAN
     ray = require("ray", extra="ray", what="--executor ray")
     if ray.is_initialized():
+        if local:
+            return ray, False
         ray.shutdown()
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                               "logging_level": logging.WARNING, "configure_logging": True}
@@ -173,7 +176,7 @@ def connect(cfg: Any) -> Any:
         if cfg.api_key_env and cfg.api_key_env in os.environ:
             env[cfg.api_key_env] = os.environ[cfg.api_key_env]
         ray.init(address=cfg.ray_address, runtime_env={"env_vars": env}, **kwargs)
-    return ray
+    return ray, True
 
 
 def _check_buildable(cfg: Any, method: Method) -> None:

@@ -15,8 +15,8 @@ has ended and none of its batches is still out.
 
 Failures: Ray retries a read or decode task whose worker died; a replica that dies is
 restarted by Ray and its batches go back to the queue (see ray_pool.py). A batch charged
-``MAX_ATTEMPTS`` deaths is split into single records; a record charged as many is an error
-row (``worker: ...``) and the rest complete. A RunStop raised in a stage stops the run.
+``MAX_ATTEMPTS`` deaths (while it ran alone) is split into single records; a record charged
+as many is an error row and the rest complete. A RunStop raised in a stage stops the run.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ class Batch:
     step: int = 0  # 0: prepare; k: stage group k
     data: Any = None  # the input of stage groups (the previous step's records)
     pick: list[int] | None = None  # only these records of the input (after a split)
-    attempts: int = 0
+    attempts: int = 0  # deaths of a replica that ran this batch alone
+    suspect: bool = False  # in flight when a replica died: runs alone from now on
     recs: Any = None  # the pending result
     info: Any = None
     replica: Replica | None = None
@@ -166,7 +167,7 @@ class Flow:
         for k in range(len(self.pools), 0, -1):  # drain the later groups first
             pool, q = self.pools[k - 1], self.queues[k]
             while q:
-                r = pool.free()
+                r = pool.free(q[0].suspect)
                 if r is None:
                     break
                 b = q.popleft()
@@ -222,7 +223,7 @@ class Flow:
 
     def _replica_died(self, pool: Pool, r: Replica, b: Batch, exc: BaseException) -> None:
         """Batches the replica finished before it died are kept; the others go back to the
-        queue, and the first of them (the one it was running) is charged the death."""
+        queue (see Pool.died for which one is charged the death)."""
         dead = []
         for x in list(r.inflight) + ([b] if b not in r.inflight else []):
             got = self._result_now(x) if x is not b else None
@@ -261,7 +262,7 @@ class Flow:
             return
         if b.step == 0:
             b.raw = None  # decoded: the read chunk (its bytes) is no longer needed
-        b.data, b.step, b.pick, b.attempts, b.replica = b.recs, b.step + 1, None, 0, None
+        b.data, b.step, b.pick, b.attempts, b.replica, b.suspect = b.recs, b.step + 1, None, 0, None, False
         b.recs = b.info = None
         self.queues[b.step].append(b)
 
@@ -282,7 +283,7 @@ class Flow:
         st.outstanding += len(picks) - 1
         self.live += len(picks) - 1
         for p in reversed(picks):
-            self.queues[b.step].appendleft(Batch(b.shard, b.raw, b.step, b.data, p))
+            self.queues[b.step].appendleft(Batch(b.shard, b.raw, b.step, b.data, p, suspect=True))
 
     def _failed(self, b: Batch, exc: BaseException, kind: str | None) -> None:
         name = type(exc).__name__

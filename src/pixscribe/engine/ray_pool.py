@@ -6,10 +6,11 @@ Each replica is a :class:`~pixscribe.engine.ray_worker.StageActor` created with
 models again) and ``max_task_retries=0``: the pool, not Ray, decides what a death costs.
 A replica runs its batches one after another (``concurrency`` at a time for HTTP
 backends) while it receives and unpacks the next, and the pool keeps ``concurrency + 2``
-in flight so it never waits for the driver. When a replica dies, the batches it had finished are kept, the batch it was
-running (the oldest of the rest) is charged one attempt and the rest go back to the queue;
-their old results are never read, so a batch is written at most once whatever Ray
-delivers later.
+in flight so it never waits for the driver. When a replica dies, the batches it had finished are kept and the others go back
+to the queue; their old results are never read, so a batch is written at most once
+whatever Ray delivers later. Which batch killed it is not known while several were in
+flight (a finished batch's reply can die with the process), so those batches are then
+sent alone (``suspect``), and a death with one batch in flight is charged to that batch.
 
 Autoscaling (``max_replicas`` above ``replicas``): a replica is added while batches wait
 for this group, every replica is full and the cluster has room for one more; one idle for
@@ -105,11 +106,13 @@ class Pool:
     def pending_ready(self) -> dict[Any, Replica]:
         return {r.ready_ref: r for r in self.live() if r.ready_ref is not None}
 
-    def free(self) -> Replica | None:
-        """The ready replica with the fewest batches in flight, if one has room."""
-        best = min((r for r in self.live() if r.ready and len(r.inflight) < self.depth),
-                   key=lambda r: len(r.inflight), default=None)
-        return best
+    def free(self, suspect: bool = False) -> Replica | None:
+        """The ready replica with the fewest batches in flight, if one has room; for a
+        ``suspect`` batch (in flight when a replica died), one with nothing in flight. A
+        replica running a suspect takes nothing else."""
+        ok = [r for r in self.live() if r.ready and not any(b.suspect for b in r.inflight)
+              and (not r.inflight if suspect else len(r.inflight) < self.depth)]
+        return min(ok, key=lambda r: len(r.inflight), default=None)
 
     # ---- batches -------------------------------------------------------------------------------
     def submit(self, r: Replica, batch: Any, data: Any, pick: list[int] | None) -> tuple[Any, Any]:
@@ -126,13 +129,16 @@ class Pool:
             r.idle_since = time.monotonic()
 
     def died(self, r: Replica, dead: list[Any]) -> None:
-        """``dead`` (oldest first) were lost with their replica: the first, which it was
-        running, is charged one attempt; wait for Ray to restart the replica."""
+        """``dead`` were lost with their replica. Which one killed it is only known when it
+        ran alone: then it is charged one attempt; otherwise none is, and each of them runs
+        alone from now on (``suspect``). Then wait for Ray to restart the replica."""
         for b in dead:
             if b in r.inflight:
                 r.inflight.remove(b)
-        if dead:
+        if len(dead) == 1 and dead[0].suspect:
             dead[0].attempts += 1
+        for b in dead:
+            b.suspect = True
         self.retried += len(dead)
         if r.ready_ref is None:
             self.restarts += 1
