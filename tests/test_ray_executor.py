@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -19,7 +18,6 @@ from fixtures_engine import ScriptedBackend, three_stage_method
 from fixtures_plugin import pixscribe, pixscribe_popen
 from pixscribe.config import RunConfig
 from pixscribe.engine.ray_plan import plan_groups
-from pixscribe.engine.run import image_options
 from pixscribe.engine.runner import Runner
 from pixscribe.engine.stage import MethodError, build_method
 from pixscribe.record import keyless_id

@@ -33,6 +33,7 @@ from .run import Run, ShardWork
 from .writer import Writer
 
 MAX_ATTEMPTS = 2
+MAX_READY_FAILURES = 20  # a replica Ray cannot bring back (its node gone for good)
 _LOST = ("ObjectLostError", "OwnerDiedError", "ObjectReconstructionFailedError", "ObjectFetchTimedOutError",
          "ReferenceCountingAssertionError", "ObjectReconstructionFailedMaxAttemptsExceededError",
          "ObjectReconstructionFailedLineageEvictedError")
@@ -249,8 +250,14 @@ class Flow:
         pool, r = obj
         try:
             pool.on_ready(r, ref)
-        except self.ray.exceptions.RayActorError:
-            r.ready_ref = r.handle.ready.remote()  # still restarting: ask again
+        except self.ray.exceptions.RayActorError as exc:
+            r.ready_failures += 1
+            if r.ready_failures <= MAX_READY_FAILURES:
+                r.ready_ref = r.handle.ready.remote()  # still restarting: ask again
+                return
+            pool.lost_replica(r)
+            if not pool.live():
+                raise RunStop(f"stage group {pool.group.name}: no replica left ({_short(exc)})") from exc
         except Exception as exc:  # noqa: BLE001 - a restarted replica that cannot load its models again
             pool.lost_replica(r)
             if not pool.live():

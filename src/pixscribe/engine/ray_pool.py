@@ -6,11 +6,13 @@ Each replica is a :class:`~pixscribe.engine.ray_worker.StageActor` created with
 models again) and ``max_task_retries=0``: the pool, not Ray, decides what a death costs.
 A replica runs its batches one after another (``concurrency`` at a time for HTTP
 backends) while it receives and unpacks the next, and the pool keeps ``concurrency + 2``
-in flight so it never waits for the driver. When a replica dies, the batches it had finished are kept and the others go back
-to the queue; their old results are never read, so a batch is written at most once
-whatever Ray delivers later. Which batch killed it is not known while several were in
-flight (a finished batch's reply can die with the process), so those batches are then
-sent alone (``suspect``), and a death with one batch in flight is charged to that batch.
+in flight so it never waits for the driver.
+
+When a replica dies, the batches it had finished are kept and the others go back to the
+queue; their old results are never read, so a batch is written at most once whatever Ray
+delivers later. Which batch killed it is not known while several were in flight (a
+finished batch's reply can die with the process), so those batches are then sent alone
+(``suspect``), and a death with one batch in flight is charged to that batch.
 
 Autoscaling (``max_replicas`` above ``replicas``): a replica is added while batches wait
 for this group, every replica is full and the cluster has room for one more; one idle for
@@ -42,6 +44,7 @@ class Replica:
     idle_since: float = field(default_factory=time.monotonic)
     pid: int | None = None
     report: dict[str, Any] | None = None
+    ready_failures: int = 0
 
     @property
     def ready(self) -> bool:
@@ -94,6 +97,7 @@ class Pool:
         """A replica answered ``ready()`` (at start, or after Ray restarted it)."""
         info = _get_cause(self.ray, ref)  # raises the replica's own error
         r.ready_ref = None
+        r.ready_failures = 0
         r.pid = info["pid"]
         if r.ready_at is None:
             r.ready_at = time.monotonic()
