@@ -47,9 +47,10 @@ finally:
 
 
 def plugin_env(tmp: Path) -> dict[str, str]:
-    target = tmp / "plugin_site"
+    target, src = tmp / "plugin_site", tmp / "plugin_pkg"  # built from a copy: pip's build files stay out of tests/
+    shutil.copytree(ROOT / "tests" / "plugin_pkg", src, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(ROOT / "tests" / "plugin_pkg")], check=True, capture_output=True)
+                    "--target", str(target), str(src)], check=True, capture_output=True)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(target), str(ROOT / "src")] + [p for p in [env.get("PYTHONPATH")] if p])
     return env

@@ -16,9 +16,13 @@ PLUGIN_SRC = Path(__file__).parent / "plugin_pkg"
 
 @pytest.fixture(scope="session")
 def plugin_env(tmp_path_factory) -> dict[str, str]:
+    import shutil
+
     target = tmp_path_factory.mktemp("plugin_site")
+    src = tmp_path_factory.mktemp("plugin_src") / "plugin_pkg"  # a copy: pip's build files stay out of tests/
+    shutil.copytree(PLUGIN_SRC, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(PLUGIN_SRC)], check=True, capture_output=True, timeout=300)
+                    "--target", str(target), str(src)], check=True, capture_output=True, timeout=300)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(target)] + [p for p in [env.get("PYTHONPATH")] if p])
     env["HF_HUB_OFFLINE"] = "1"

@@ -131,8 +131,9 @@ def test_kill_9_during_a_multi_stage_run(tmp_path, many_images, plugin_env):
             kills += 1
         p.wait(timeout=60)
     assert kills >= 2
-    before = {r["id"]: (r["seen"], r["final"]) for r in pq.read_table(out).to_pylist()} if any(
-        out.glob("part-*")) else {}
+    before = {}  # every row on disk: finished parts and the batch files of unfinished shards
+    for f in sorted(out.glob("part-*.parquet")) + sorted(out.glob("_state/batches/*/*.parquet")):
+        before.update({r["id"]: (r["seen"], r["final"]) for r in pq.read_table(f).to_pylist()})
     assert all(s and f for s, f in before.values())  # a finished row has both stages' outputs
     done = pixscribe(plugin_env, *args)
     assert done.returncode == 0, done.stderr
@@ -144,3 +145,4 @@ def test_kill_9_during_a_multi_stage_run(tmp_path, many_images, plugin_env):
         assert (rows[i]["seen"], rows[i]["final"]) == (seen, final)
     summary = json.loads(sorted((out / "_state" / "summaries").glob("*.json"))[-1].read_text())
     assert summary["stages"]["see"]["computed"] == N_IMAGES - len(before) == summary["rows_written"]
+    assert summary["rows_skipped"] == len(before)

@@ -191,26 +191,37 @@ def test_a_worker_killed_by_pid_completes_exactly_once(ray_cluster, tmp_path):
 
 
 def test_driver_killed_then_resumed_on_ray_then_locally(ray_cluster, tmp_path):
+    """Begun locally, continued on Ray and stopped with Ctrl-C, continued on Ray and killed with
+    kill -9, continued on Ray (part of the rest), finished locally: every input once."""
     address, env = ray_cluster
-    files = make_images(tmp_path / "in", 40)
+    files = make_images(tmp_path / "in", 50)
     out = tmp_path / "out"
-    p = pixscribe_popen(env, *_args(tmp_path / "in", out, address), PIXSCRIBE_SCRIPTED_DELAY="0.3")
-    wait_for(lambda: len(list(out.glob("_state/batches/*/*.parquet"))) >= 2, timeout=120)
+    ray_args = _args(tmp_path / "in", out, address)
+    local = [a for a in ray_args if a not in ("--executor", "ray", "--ray-address", address)]
+    assert pixscribe(env, *local, "--limit", "6").returncode == 0  # begun locally
+    assert len(_ids_on_disk(out)) == 6
+    p = pixscribe_popen(env, *ray_args, PIXSCRIBE_SCRIPTED_DELAY="0.3")
+    wait_for(lambda: len(_ids_on_disk(out)) >= 10, timeout=120)
+    p.send_signal(signal.SIGINT)  # Ctrl-C: stops cleanly, what was written is valid
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    stopped = _ids_on_disk(out)
+    assert 10 <= len(stopped) < 50 and len(pq.read_table(out)) == len(stopped)
+    p = pixscribe_popen(env, *ray_args, PIXSCRIBE_SCRIPTED_DELAY="0.3")
+    wait_for(lambda: len(_ids_on_disk(out)) >= len(stopped) + 4, timeout=120)
     p.send_signal(signal.SIGKILL)
     p.wait(timeout=60)
     before = _ids_on_disk(out)
-    assert 0 < len(before) < 40
-    r = pixscribe(env, *_args(tmp_path / "in", out, address, "--limit", "12"))  # on Ray: part of the rest
+    assert stopped < before and len(before) < 50
+    r = pixscribe(env, *ray_args, "--limit", "12")  # on Ray: part of the rest
     assert r.returncode == 0, r.stderr
     mid = _ids_on_disk(out)
     assert len(mid) == len(before) + 12 and before < mid
-    local = [a for a in _args(tmp_path / "in", out, address) if a not in ("--executor", "ray", "--ray-address",
-                                                                             address)]
     r = pixscribe(env, *local)  # locally: the rest
     assert r.returncode == 0, r.stderr
     assert_exactly_once(out, files)
     s = _summary(out)
-    assert s["rows_written"] == 40 - len(mid) and s["rows_skipped"] == len(mid)
+    assert s["rows_written"] == 50 - len(mid) and s["rows_skipped"] == len(mid)
     assert not list((out / "_state" / "leases").glob("*.claim"))
 
 

@@ -58,6 +58,7 @@ class RayExecutor(Executor):
     def setup(self, run: Run, method: Method) -> None:
         t0 = time.perf_counter()
         _check_buildable(run.config, method)
+        plan_groups(method, run.config)  # bad pool settings fail before Ray starts
         try:
             self.ray, self._started_ray = connect(run.config)
             self.groups = plan_groups(method, run.config, self.ray.cluster_resources().get("GPU", 0.0))

@@ -49,11 +49,13 @@ class MethodShape:
     stages: list[StageShape]
     fingerprints: dict[str, str]
     rename_inputs: dict[str, str] = field(default_factory=dict)
+    id_column: str | None = None  # an input column naming the row, where the method has one
 
     @classmethod
     def of(cls, method: Any) -> "MethodShape":
         shapes = [StageShape(s.name, tuple(s.provides), bool(s.needs_image)) for s in method.stages]
-        return cls(method.name, shapes, dict(method.fingerprints), dict(method.rename_inputs))
+        return cls(method.name, shapes, dict(method.fingerprints), dict(method.rename_inputs),
+                   getattr(method, "id_column", None))
 
     def provided_by(self) -> dict[str, str]:
         return {f: s.name for s in self.stages for f in s.provides}
