@@ -107,7 +107,7 @@ def _stop(proc: subprocess.Popen, token: str) -> None:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 3  # Ray's agents ignore SIGTERM: not worth waiting for
     while (_ours(token, proc.pid) or proc.poll() is None) and time.monotonic() < deadline:
         time.sleep(0.2)
     for pid in _ours(token, proc.pid) + ([proc.pid] if proc.poll() is None else []):

@@ -275,3 +275,14 @@ def test_autoscaling_adds_a_replica_under_backlog_and_retry_errors_runs_on_ray(r
     assert len(rows) == 32
     s = _summary(out)
     assert s["stages"]["see"]["computed"] == 1 and s["rows_written"] == 1
+
+
+def test_a_model_that_cannot_load_on_a_replica_is_one_line(ray_cluster, photo_dir, tmp_path):
+    """Loaded in the replica, not the driver: its error comes back as the local executor's."""
+    address, env = ray_cluster
+    out = tmp_path / "out"
+    r = pixscribe(env, "caption", str(photo_dir), "-o", str(out), "--vlm", "no-such-org/no-such-model",
+                  "--no-progress", "--executor", "ray", "--ray-address", address)
+    assert r.returncode == 2, r.stderr
+    assert "no-such-org/no-such-model" in r.stderr and "--vlm" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()  # a run that fails before it starts leaves nothing behind
