@@ -159,6 +159,14 @@ def caption(
     ),
     url_max_bytes: Optional[int] = typer.Option(None, "--url-max-bytes", help="Largest URL download (50 MiB)."),
     executor: Optional[str] = typer.Option(None, "--executor", help="local (default) or ray."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="--executor ray: a running cluster "
+                                              "(auto, HOST:6379, ray://HOST:10001); default: start a local one."),
+    replicas: Optional[int] = typer.Option(None, "--replicas", help="--executor ray: actors per model stage (1)."),
+    max_replicas: Optional[int] = typer.Option(None, "--max-replicas", help="--executor ray: autoscale each stage's "
+                                               "actors between --replicas and this."),
+    num_gpus: Optional[float] = typer.Option(None, "--num-gpus", help="--executor ray: GPUs per replica (0.25 shares "
+                                             "one GPU between 4; default 1 for a local model on a GPU cluster)."),
+    replica_cpus: Optional[float] = typer.Option(None, "--replica-cpus", help="--executor ray: CPUs per replica (1)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="transformers (default), openai or vllm."),
     vlm: Optional[str] = typer.Option(None, "--vlm", help="VLM hub id or local directory."),
     llm: Optional[str] = typer.Option(None, "--llm", help="Text model for text-only stages (default: the VLM)."),

@@ -45,6 +45,13 @@ class RunConfig(BaseModel):
     wait: bool = False  # wait for another run holding our shards instead of failing
     lease_timeout: float = Field(60.0, gt=0)  # a claim whose owner is silent this long is dead
     executor: Literal["local", "ray"] = "local"
+    # --executor ray (engine/ray_executor.py, docs/scale.md): where, and each stage group's actor pool
+    ray_address: str | None = None  # a running cluster ("auto", "ray://host:10001", "host:6379"); None: a local one
+    replicas: int = Field(1, ge=1)  # actors per stage group (the least, with max_replicas)
+    max_replicas: int | None = Field(None, ge=1)  # autoscale between replicas and this
+    num_gpus: float | None = Field(None, ge=0)  # per replica (fractions share a GPU); None: 1 for a local model on a GPU cluster
+    replica_cpus: float = Field(1.0, ge=0)  # CPUs each replica holds
+    ray_stages: dict[str, dict[str, Any]] = Field(default_factory=dict)  # stage -> {replicas, max_replicas, num_gpus, num_cpus}
     reuse: list[str] = Field(default_factory=list)  # output directories whose stage outputs may be reused
     no_reuse: bool = False  # --overwrite recomputes everything
     until: str | None = None  # run the method's stages up to this one

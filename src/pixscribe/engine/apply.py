@@ -49,9 +49,16 @@ class MethodRunner:
         self.counts = {s.name: StageCount() for s in method.stages}
         self._lock = threading.Lock()
 
-    def __call__(self, batch: list[Record]) -> None:
-        """Run the stages on ``batch``; each record begins at its ``compute_from``."""
-        for i, stage in enumerate(self.method.stages):
+    def __call__(self, batch: list[Record], start: int = 0, stop: int | None = None) -> None:
+        """Run the stages on ``batch``; each record begins at its ``compute_from``.
+
+        ``start``/``stop`` run only the stages ``start..stop-1`` (an executor that runs a
+        method's stages in separate workers, one group after another); images and priors
+        are dropped only after the method's last stage, since later groups may need them."""
+        stages = self.method.stages
+        stop = len(stages) if stop is None else stop
+        for i in range(start, stop):
+            stage = stages[i]
             live = [r for r in batch if r.ok]
             if not live:
                 break
@@ -65,6 +72,8 @@ class MethodRunner:
                     todo.append(r)
             if todo:
                 self._compute(stage, todo)
+        if stop < len(stages):
+            return
         for r in batch:
             r.drop_image()
             r.prior = None

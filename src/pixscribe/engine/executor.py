@@ -38,7 +38,7 @@ class Executor(abc.ABC):
             inputs = probe_columns(works, method)
             method.check(inputs + list(run.state.known_columns()))
             run.set_columns(inputs)
-            method.setup()  # load models before any work: fail fast
+            self.setup(run, method)  # load models before any work: fail fast
         except BaseException:
             method.close()
             run._abandon()
@@ -49,13 +49,20 @@ class Executor(abc.ABC):
             self.execute(run, works)
         finally:
             summary.seconds = time.perf_counter() - t0
-            summary.usage = run.method.summary()
-            pool_usage = _pool_usage(method)
-            if pool_usage:
-                summary.usage = {**pool_usage, **summary.usage}
+            summary.usage = self.usage(method)
             method.close()
             run.close(summary)
         return summary
+
+    def setup(self, run: Run, method: Method) -> None:
+        """Get the method's models ready before any work (fail fast). Here, in this process;
+        an executor whose stages run elsewhere loads them there instead."""
+        method.setup()
+
+    def usage(self, method: Method) -> dict[str, Any]:
+        """The summary's ``usage``: per model (requests, tokens, latency), then per stage.
+        Counted where the stages ran: here, for this process."""
+        return {**_pool_usage(method), **method.summary()}
 
     @abc.abstractmethod
     def execute(self, run: Run, works: list[ShardWork]) -> None:

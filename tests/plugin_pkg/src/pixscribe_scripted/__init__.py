@@ -2,7 +2,14 @@
 from the pixels (``see``: the image's size and mean colour) and from the text before
 (``rewrite``), so outputs can be checked. The model's latency per batch comes from
 ``PIXSCRIBE_SCRIPTED_DELAY`` (seconds); ``PIXSCRIBE_SCRIPTED_FAIL`` lists record ids
-(comma-separated) whose ``see`` request fails."""
+(comma-separated) whose ``see`` request fails; ``PIXSCRIBE_SCRIPTED_CRASH`` lists ids on
+which the process answering dies at once (a poison row that kills its worker); with
+``PIXSCRIBE_SCRIPTED_PIDDIR`` set, every process that answers a batch leaves a file named
+by its pid there (so a test can kill a Ray worker by pid).
+
+A second method, ``sleep``, is the benchmarks' simulated model: one image stage that
+sleeps ``PIXSCRIBE_SCRIPTED_DELAY`` per batch and answers with the image's size (no other
+work, like a GPU doing it)."""
 
 from __future__ import annotations
 
@@ -23,6 +30,12 @@ class Scripted(Backend):
     model = "scripted-model"
 
     def _generate(self, requests):
+        piddir = os.environ.get("PIXSCRIBE_SCRIPTED_PIDDIR")
+        if piddir:
+            open(os.path.join(piddir, str(os.getpid())), "a").close()
+        crash = set(filter(None, os.environ.get("PIXSCRIBE_SCRIPTED_CRASH", "").split(",")))
+        if any(r.id in crash for r in requests):
+            os._exit(17)
         time.sleep(float(os.environ.get("PIXSCRIBE_SCRIPTED_DELAY", "0")))
         fail = set(filter(None, os.environ.get("PIXSCRIBE_SCRIPTED_FAIL", "").split(",")))
         out = []
@@ -54,3 +67,19 @@ def scripted(ctx):
     rew = GenerateStage("rewrite", b, ctx.options("rewrite", prompt="Rewrite:", max_new_tokens=8),
                         provides="final", needs=("seen",), needs_image=False, build=_rewrite_request)
     return Method("scripted", [see, rew], ["seen", "final"], "final", {"caption": "org_caption"})
+
+
+class Sleeper(Backend):
+    name = "sleeper"
+    model = "sleeper-model"
+
+    def _generate(self, requests):
+        time.sleep(float(os.environ.get("PIXSCRIBE_SCRIPTED_DELAY", "0")))
+        return [GenerationResult(text=f"an image of {r.images[0].width}x{r.images[0].height}", seconds=0.001)
+                for r in requests]
+
+
+def sleep(ctx):
+    stage = GenerateStage("sleep", Sleeper(), ctx.options("sleep", primary=True, prompt="Describe.",
+                                                          max_new_tokens=8), provides="text")
+    return Method("sleep", [stage], ["text"], "text")
