@@ -292,3 +292,22 @@ def test_a_full_disk_is_one_clear_line_then_resume_completes(plugin_env, tmp_pat
     r = caption(plugin_env, tmp_path / "in", out)
     assert r.returncode == 0, r.stderr
     assert_exactly_once(out, files)
+
+
+def test_a_read_only_mount_is_one_clear_line(plugin_env, tmp_path, small_disk):
+    import subprocess
+
+    files = make_images(tmp_path / "in", 12)
+    out = small_disk / "out"
+    assert caption(plugin_env, tmp_path / "in", out, "--limit", "5").returncode == 0
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    try:
+        r = caption(plugin_env, tmp_path / "in", out)
+        assert r.returncode == 1, r.stderr
+        assert "Read-only file system" in r.stderr and "rerun the same command" in r.stderr
+        assert "Traceback" not in r.stderr
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+    r = caption(plugin_env, tmp_path / "in", out)
+    assert r.returncode == 0, r.stderr
+    assert_exactly_once(out, files)
