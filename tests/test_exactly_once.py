@@ -259,6 +259,26 @@ def test_temporary_files_of_dead_processes_are_removed(plugin_env, tmp_path):
     assert_exactly_once(out, files)
 
 
+def test_batch_files_a_kill_left_beside_a_finished_shard_are_removed(plugin_env, tmp_path):
+    """Killed after a shard's marker, before its batch files went: the next run removes
+    them (they were never part of anything again) and leaves the part as it was."""
+    import shutil
+
+    files = make_images(tmp_path / "in", 15)
+    out = tmp_path / "out"
+    assert caption(plugin_env, tmp_path / "in", out).returncode == 0
+    before = (out / "part-00000.parquet").read_bytes()
+    stale = out / "_state" / "batches" / "00000"
+    stale.mkdir(parents=True)
+    shutil.copy(out / "part-00000.parquet", stale / "0000000000001-1-000001.parquet")
+    r = caption(plugin_env, tmp_path / "in", out)
+    assert r.returncode == 0, r.stderr
+    assert not stale.exists()
+    assert (out / "part-00000.parquet").read_bytes() == before
+    assert not list((out / "_state" / "leases").glob("0000*"))
+    assert_exactly_once(out, files)
+
+
 # ---- a full disk ------------------------------------------------------------------------------
 @pytest.fixture()
 def small_disk(tmp_path):

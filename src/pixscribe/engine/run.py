@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,8 +97,6 @@ class Run:
         others = list(self.leases.dir.glob("owner-*.json")) if self.leases.dir.is_dir() else []
         if others:
             return
-        import shutil
-
         shutil.rmtree(self.state.out, ignore_errors=True)
 
     def _plan(self) -> None:
@@ -245,6 +244,7 @@ class Run:
             else:
                 self.summary.shards_done_before += 1
                 self.summary.rows_skipped += int(m.get("rows", 0))
+                self._sweep_finished(s.index)
                 return None
         if f"{s.index:05d}" not in self.leases.held:
             self._claim_or_fail(s.index, "shard")
@@ -253,6 +253,18 @@ class Run:
         own = RowIndex(readable) if readable and cfg.retry_errors else None
         shard = open_shard(s, self.fetcher, self.guard)
         return ShardWork(s, shard, skip, own)
+
+    def _sweep_finished(self, shard: int) -> None:
+        """Remove the batch files a finished shard left behind (killed between its marker and
+        their removal). Only under the shard's claim, so a run reopening it is never robbed."""
+        name = f"{shard:05d}"
+        if not self.state.batch_dir(shard).exists() or self.leases.try_claim(name) is not None:
+            return
+        try:
+            if self.state.check_done(shard)[0] is not None:
+                shutil.rmtree(self.state.batch_dir(shard), ignore_errors=True)
+        finally:
+            self.leases.release(name)
 
     def check_lease(self, shard: int) -> None:
         self.leases.check(f"{shard:05d}")
