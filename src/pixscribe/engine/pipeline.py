@@ -133,6 +133,7 @@ class Pipeline:
             self._retire(0)
         finally:
             self.stop.set()
+            self._salvage()
             if self._stage_pool is not None:  # on Ctrl-C, batches still in flight are redone later
                 self._stage_pool.shutdown(wait=False, cancel_futures=True)
             pool.shutdown(wait=True, cancel_futures=True)
@@ -204,6 +205,14 @@ class Pipeline:
             shard, recs, fut = self._inflight.popleft()
             fut.result()
             self.writer.batch(shard, recs)
+
+    def _salvage(self) -> None:
+        """On a stop (Ctrl-C, a RunStop from a later batch): write the batches in flight that
+        did finish, so no computed row is thrown away; the others are redone by a later run."""
+        while self._inflight:
+            shard, recs, fut = self._inflight.popleft()
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self.writer.batch(shard, recs)
 
 
 def _resolved(rec: Record) -> cf.Future:
