@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -226,9 +227,21 @@ def test_driver_killed_then_resumed_on_ray_then_locally(ray_cluster, tmp_path):
 
 
 def _ids_on_disk(out: Path) -> set[str]:
-    """Ids in the parts and in the batch files of unfinished shards (none twice in a part)."""
+    """Ids in the parts and in the batch files of unfinished shards (none twice in a part).
+
+    Polled while a run is live: a shard that finishes between the listing and the reading
+    removes its batch files (their rows are in its part now), so a vanished file means: look again."""
+    for _ in range(50):
+        try:
+            return _ids_in(list(out.glob("part-*.parquet")) + list(out.glob("_state/batches/*/*.parquet")))
+        except FileNotFoundError:
+            time.sleep(0.05)
+    raise AssertionError("the files kept vanishing while being read")
+
+
+def _ids_in(files: list[Path]) -> set[str]:
     ids: set[str] = set()
-    for f in list(out.glob("part-*.parquet")) + list(out.glob("_state/batches/*/*.parquet")):
+    for f in files:
         got = pq.read_table(f, columns=["id"]).column("id").to_pylist()
         if f.name.startswith("part-"):
             assert len(got) == len(set(got)), f"{f.name} holds a row twice"
