@@ -4,6 +4,11 @@ For C in {8, 32, 128}: the echo server (a subprocess, so its CPU is not the clie
 answers after L = 200 ms; N = per_c * C requests go through OpenAIBackend(concurrency=C).
 Ideal throughput is C/L; the target is achieved / ideal >= 0.9.
 
+Two sizes per C (``--per-c 10,40``): N = 10 C is ten round trips, of which the ramp (C
+first requests sent one after another) and the drain (the last round trip's stragglers)
+take a visible share; N = 40 C is closer to a long run's steady state, which is what the
+engine sees (it keeps two batches in flight, so the pipe does not drain between batches).
+
 Three workloads per C, side by side in one run:
 
 - ``text``: text-only requests;
@@ -18,7 +23,15 @@ threads, user + system) over the timed batch, divided by N; the server's CPU per
 (from /proc) is printed beside it, measured over the same batch. On a shared machine the
 throughput ratio depends on the load; the CPU figures much less.
 
-    python bench/p3_http.py [--latency 0.2] [--per-c 10] [--cs 8,32,128] [--no-text] [--no-images]
+Two placements, side by side in one run (``--placements``):
+
+- ``shared``: client and server on every core (on a 2-core machine they compete for both);
+- ``pinned``: the client on core 0, the server on core 1 (every thread of each, set by
+  ``sched_setaffinity``), as when the server is another machine (the GPU box) and the client
+  has its own core. Linux only; needs at least two cores.
+
+    python bench/p3_http.py [--latency 0.2] [--per-c 10,40] [--cs 8,32,128] [--no-text] [--no-images]
+                            [--placements shared,pinned]
 """
 
 from __future__ import annotations
@@ -47,6 +60,17 @@ def proc_cpu(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def place(pid: int, cpus: set[int]) -> None:
+    """Every thread of process ``pid`` (0: this one) on ``cpus``; threads made later inherit it."""
+    import os
+
+    for task in Path(f"/proc/{pid or os.getpid()}/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), cpus)
+        except OSError:  # a thread that ended meanwhile
+            pass
 
 
 def decoded_jpegs(n: int) -> list:
@@ -100,33 +124,48 @@ def run_one(srv: ServerProcess, c: int, n: int, latency: float, images: list | N
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--latency", type=float, default=0.2)
-    ap.add_argument("--per-c", type=int, default=10, help="N = per_c * C requests per run")
+    ap.add_argument("--per-c", default="10,40", help="N = per_c * C requests per run (a list: each size)")
     ap.add_argument("--cs", default="8,32,128")
     ap.add_argument("--no-text", action="store_true")
     ap.add_argument("--no-images", action="store_true")
+    ap.add_argument("--placements", default="shared,pinned", help="shared, pinned or both (see the docstring)")
     a = ap.parse_args()
     cs = [int(x) for x in a.cs.split(",")]
     L = a.latency
-    passthrough = [] if a.no_images else decoded_jpegs(a.per_c * max(cs) + max(cs))
+    sizes = [int(x) for x in a.per_c.split(",")]
+    # distinct images for the 10 C size; a longer run cycles through them (the backend's JPEG memo
+    # holds 16, so a cycle of 11 C never hits it)
+    passthrough = [] if a.no_images else decoded_jpegs(10 * max(cs) + max(cs))
     # the same pixels without the kept bytes (copy() does not carry them): the old path
     reencode = [im.copy() for im in passthrough]
     workloads = ([] if a.no_text else [("text", None)]) + (
         [] if a.no_images else [("jpeg re-encode", reencode), ("jpeg pass-through", passthrough)]
     )
-    print(f"P3 loopback OpenAI-compatible server (subprocess), latency L = {L * 1000:.0f} ms, N = {a.per_c} x C")
-    print(f"{'C':>5} {'workload':>18} {'N':>6} {'seconds':>8} {'achieved/(C/L)':>15} {'client CPU ms/req':>18} "
-          f"{'server CPU ms/req':>18} {'inflight max (client/server)':>29}")
-    with ServerProcess("--mode", "echo", "--latency", str(L)) as srv:
-        for c in cs:
-            n = a.per_c * c
-            for name, imgs in workloads:
-                r = run_one(srv, c, n, L, imgs)
-                print(
-                    f"{c:>5} {name:>18} {n:>6} {r['seconds']:>8.2f} {r['ratio']:>15.3f} {r['cpu_ms']:>18.2f} "
-                    f"{r['server_cpu_ms']:>18.2f} {r['inflight']:>29}" + (f"  ({r['failed']} failed: {r['error']})" if r["failed"] else ""),
-                    flush=True,
-                )
+    placements = a.placements.split(",")
+    import os
 
+    every = set(range(os.cpu_count() or 1))
+    if "pinned" in placements and len(every) < 2:
+        placements.remove("pinned")
+        print("pinned placement skipped: one core")
+    print(f"P3 loopback OpenAI-compatible server (subprocess), latency L = {L * 1000:.0f} ms, N = {a.per_c} x C")
+    print(f"{'C':>5} {'placement':>9} {'workload':>18} {'N':>6} {'seconds':>8} {'achieved/(C/L)':>15} "
+          f"{'client CPU ms/req':>18} {'server CPU ms/req':>18} {'inflight max (client/server)':>29}")
+    with ServerProcess("--mode", "echo", "--latency", str(L)) as srv:
+        for c, per in ((c, per) for c in cs for per in sizes):
+            n = per * c
+            for name, imgs in workloads:
+                for where in placements:
+                    place(0, {0} if where == "pinned" else every)
+                    place(srv.proc.pid, {1} if where == "pinned" else every)
+                    r = run_one(srv, c, n, L, imgs)
+                    print(
+                        f"{c:>5} {where:>9} {name:>18} {n:>6} {r['seconds']:>8.2f} {r['ratio']:>15.3f} "
+                        f"{r['cpu_ms']:>18.2f} {r['server_cpu_ms']:>18.2f} {r['inflight']:>29}"
+                        + (f"  ({r['failed']} failed: {r['error']})" if r["failed"] else ""),
+                        flush=True,
+                    )
+        place(0, every)
 
 if __name__ == "__main__":
     main()
