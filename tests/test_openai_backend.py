@@ -409,3 +409,30 @@ def test_an_image_sent_in_several_requests_is_encoded_once(echo):
     gc.collect()
     other = sample_photo("chelsea")  # may reuse the freed object's id: must not get its bytes
     assert memo(other) != first and memo.encodes == 2
+
+
+def test_bodies_are_built_as_slots_free_up_and_a_bad_one_is_its_rows_error(echo):
+    """A body is built once its request holds a slot (a batch of thousands starts sending at once
+    and holds only the bodies in flight); a body that cannot be built is that request's input
+    error, and its slot goes back (the rest of the batch does not wait for it)."""
+    b = backend(echo.url, concurrency=2)
+    built: list[tuple[str, int]] = []
+    body = b._body
+
+    def counting(req):
+        prompt = req.messages[-1]["content"][-1]["text"]
+        built.append((prompt, b.limiter.inflight))
+        if prompt == "bad":
+            raise ValueError("this body cannot be built")
+        return body(req)
+
+    b._body = counting
+    try:
+        res = b.generate(reqs(["a", "bad", "c", "d", "e", "f"]))
+    finally:
+        b.close()
+    assert [r.ok for r in res] == [True, False, True, True, True, True]
+    assert res[1].error == "input: ValueError: this body cannot be built"
+    assert sorted(p for p, _ in built) == ["a", "bad", "c", "d", "e", "f"]
+    assert all(1 <= inflight <= 2 for _, inflight in built), built  # under a held slot, never ahead
+    assert b.limiter.inflight == 0

@@ -1,8 +1,10 @@
 """An OpenAI-compatible chat-completions client pool (vLLM serve, SGLang, Ollama /v1,
 llama.cpp's server, cloud APIs).
 
-- One ``httpx.AsyncClient`` (keep-alive) on an asyncio loop that runs on a dedicated
-  background thread, so the engine's thread calls plain :meth:`Backend.generate`; callers
+- One ``aiohttp.ClientSession`` (keep-alive) on an asyncio loop that runs on a dedicated
+  background thread (aiohttp, not httpx, for its C HTTP parser: at 128 requests in flight
+  with a 512 px image each, httpx + httpcore cost ~1.5 ms of client CPU per request and
+  saturated the client's core; see bench/p3_http.py), so the engine's thread calls plain :meth:`Backend.generate`; callers
   that want several batches in flight use :meth:`OpenAIBackend.submit` (a
   ``concurrent.futures.Future``) or ``await`` :meth:`OpenAIBackend.agenerate`.
 - Images go as base64 JPEG data URLs: a JPEG that :func:`pixscribe.imaging.decode` marked
@@ -32,8 +34,8 @@ import asyncio
 import base64
 import concurrent.futures
 import email.utils
+import itertools
 import json
-import math
 import os
 import random
 import threading
@@ -50,7 +52,6 @@ from .http_pool import AdaptiveLimiter, AllEndpointsDisabled, Endpoint, Endpoint
 from .structured import REMOVED_MODES, STRUCTURED_MODES, agenerate_one_with_schema, request_fields
 
 RETRY_AFTER_CAP = 300.0  # never sleep longer than this on a server's say-so
-CONNS_PER_CLIENT = 8  # keep-alive connections per httpx.AsyncClient shard (see _ensure_loop)
 ENDPOINT_DOWN_TIMEOUT = 300.0  # default --endpoint-down-timeout (seconds)
 # Response size cap: RESPONSE_BASE_BYTES + RESPONSE_BYTES_PER_TOKEN * max_new_tokens. A token
 # is at most a few dozen bytes of JSON-escaped text; the margin leaves room for usage,
@@ -171,6 +172,10 @@ class _Reply:
         return self.content.decode("utf-8", "replace")
 
 
+def _input_error(exc: BaseException) -> GenerationResult:
+    return GenerationResult(error=f"input: {type(exc).__name__}: {exc}")
+
+
 class _TooLarge(Exception):
     def __init__(self, status: int, cap: int, declared: int | None):
         super().__init__(status, cap, declared)
@@ -287,8 +292,8 @@ class OpenAIBackend(Backend):
         self._rng = random.Random()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._clients: list[Any] = []
-        self._next_client = 0
+        self._session: Any = None
+        self._tag, self._bodies = uuid.uuid4().hex, itertools.count()  # image placeholders in _body
         self._start_lock = threading.Lock()
         self.jpegs = JpegMemo(lambda img: encode_image(img, self.max_pixels, self.max_side, self.jpeg_quality))
 
@@ -318,8 +323,6 @@ class OpenAIBackend(Backend):
         with self._start_lock:
             if self._loop is not None:
                 return self._loop
-            import httpx
-
             loop = asyncio.new_event_loop()
             ready = threading.Event()
 
@@ -335,34 +338,26 @@ class OpenAIBackend(Backend):
             if self._api_key:
                 headers["Authorization"] = f"Bearer {self._api_key}"
 
-            # httpcore's pool scans its connections for every request and event, which is
-            # superlinear: one client with 128 connections spends ~15 s of CPU per 1280
-            # requests. Shards of at most CONNS_PER_CLIENT connections keep that flat.
-            total = self.concurrency * len(self.pool.endpoints)
-            per = min(total, CONNS_PER_CLIENT)
-            n_clients = max(1, math.ceil(total / per))
-
-            tls = httpx.create_ssl_context()  # once: each client would load the CA bundle again (~6 ms)
-
-            async def make_clients() -> list[Any]:
-                return [
-                    httpx.AsyncClient(
-                        headers=headers,
-                        verify=tls,
-                        timeout=httpx.Timeout(self.request_timeout, connect=min(10.0, self.request_timeout)),
-                        limits=httpx.Limits(max_connections=per + 2, max_keepalive_connections=per + 2),
-                        follow_redirects=False,
-                    )
-                    for _ in range(n_clients)
-                ]
-
-            self._clients = asyncio.run_coroutine_threadsafe(make_clients(), loop).result()
+            self._session = asyncio.run_coroutine_threadsafe(self._make_session(headers), loop).result()
             self._loop = loop
             return loop
 
-    def _client(self) -> Any:
-        self._next_client = (self._next_client + 1) % len(self._clients)
-        return self._clients[self._next_client]
+    async def _make_session(self, headers: dict[str, str]) -> Any:
+        """The session: a connection per request in flight (plus spares), the system CA bundle
+        (certifi's, as httpx uses), proxies from the environment, no redirects followed."""
+        import ssl
+
+        import aiohttp
+        import certifi
+
+        conns = (self.concurrency + 2) * len(self.pool.endpoints)
+        tls = ssl.create_default_context(cafile=certifi.where())
+        return aiohttp.ClientSession(
+            headers=headers,
+            connector=aiohttp.TCPConnector(limit=conns, ssl=tls),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=min(10.0, self.request_timeout)),
+            trust_env=True,
+        )
 
     def close(self) -> None:
         if self._thread is not None and threading.current_thread() is self._thread:
@@ -371,13 +366,9 @@ class OpenAIBackend(Backend):
             loop, self._loop = self._loop, None
         if loop is None:
             return
-        clients, self._clients = self._clients, []
-
-        async def close_all() -> None:
-            for c in clients:
-                await c.aclose()
-
-        asyncio.run_coroutine_threadsafe(close_all(), loop).result(10)
+        session, self._session = self._session, None
+        if session is not None:
+            asyncio.run_coroutine_threadsafe(session.close(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(10)
@@ -533,11 +524,11 @@ class OpenAIBackend(Backend):
         """The request body. Images go in after ``json.dumps`` (base64 needs no escaping,
         and scanning ~100 KB of it per image was most of a pass-through body's cost)."""
         urls: dict[str, bytes] = {}
-        tag = uuid.uuid4().hex
+        tag = f"{self._tag}-{next(self._bodies)}"  # unguessable, so no prompt text can hold it
 
         def image_url(img: Any) -> str:
             key = f"pixscribe-image-{tag}-{len(urls)}"
-            urls[key] = data_url(self.jpegs(img)).encode("ascii")
+            urls[key] = b"data:image/jpeg;base64," + base64.b64encode(self.jpegs(img))
             return key
 
         s = req.sampling
@@ -581,15 +572,16 @@ class OpenAIBackend(Backend):
         """One request through slots, endpoints and retries, within its deadline."""
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + self.request_deadline
+        body: bytes | None = None
         try:
             # image resizing/encoding runs in worker threads, overlapping the network; a
-            # text-only body or one of pass-through JPEGs is cheaper to build here than a thread hop
+            # text-only body or one of pass-through JPEGs is cheaper to build here than a thread
+            # hop, and is built once a slot is free: built up front, a batch of 1280 held back
+            # its first send by 0.26 s (and held every body in memory at once)
             if req.images and not self._cheap_images(req):
                 body = await loop.run_in_executor(None, self._body, req)
-            else:
-                body = self._body(req)
         except Exception as exc:  # noqa: BLE001
-            return GenerationResult(error=f"input: {type(exc).__name__}: {exc}")
+            return _input_error(exc)
         cap = self.max_response_bytes or response_cap(req.sampling.max_new_tokens)
         attempt = 0  # failures that count against --max-retries
         sends = 0
@@ -603,6 +595,12 @@ class OpenAIBackend(Backend):
             if got is None:
                 return self._expired(last, where, sends)
             ep, epoch = got
+            if body is None:
+                try:
+                    body = self._body(req)
+                except Exception as exc:  # noqa: BLE001
+                    self.limiter.release()
+                    return _input_error(exc)
             where = ep.base
             sends += 1
             outcome, retry_after = await self._attempt(ep, epoch, body, cap, deadline)
@@ -632,8 +630,9 @@ class OpenAIBackend(Backend):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            try:
-                epoch = await asyncio.wait_for(self.limiter.acquire(), remaining)
+            try:  # asyncio.timeout, not wait_for: wait_for makes a task per call, a loop pass more per request
+                async with asyncio.timeout(remaining):
+                    epoch = await self.limiter.acquire()
             except (TimeoutError, asyncio.TimeoutError):
                 return None
             now = time.monotonic()
@@ -691,20 +690,20 @@ class OpenAIBackend(Backend):
     async def _post(self, ep: Endpoint, body: bytes, cap: int, timeout: float) -> _Reply:
         """POST the body and read the reply streaming, refusing more than ``cap`` bytes."""
         async with asyncio.timeout(timeout):
-            async with self._client().stream(
-                "POST", ep.chat_url, content=body, headers={"Content-Type": "application/json"}
+            async with self._session.post(
+                ep.chat_url, data=body, headers={"Content-Type": "application/json"}, allow_redirects=False
             ) as resp:
                 declared = resp.headers.get("content-length")
                 if declared and declared.strip().isdigit() and int(declared) > cap:
-                    raise _TooLarge(resp.status_code, cap, int(declared))
+                    raise _TooLarge(resp.status, cap, int(declared))
                 chunks: list[bytes] = []
                 total = 0
-                async for chunk in resp.aiter_bytes():
+                async for chunk in resp.content.iter_any():
                     total += len(chunk)
                     if total > cap:
-                        raise _TooLarge(resp.status_code, cap, None)
+                        raise _TooLarge(resp.status, cap, None)
                     chunks.append(chunk)
-                return _Reply(resp.status_code, resp.reason_phrase, resp.headers, b"".join(chunks))
+                return _Reply(resp.status, resp.reason or "", resp.headers, b"".join(chunks))
 
     def _too_large(self, exc: _TooLarge, ep: Endpoint) -> _Failure:
         size = f"declares {exc.declared} bytes" if exc.declared is not None else f"grew past {exc.cap} bytes"
@@ -758,16 +757,17 @@ class OpenAIBackend(Backend):
         )
 
     def _transport_failure(self, exc: BaseException, ep: Endpoint, timeout: float) -> _Failure:
-        import httpx
+        import aiohttp
 
-        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
-            why = "connection refused" if isinstance(exc, httpx.ConnectError) else "connect timed out"
+        if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)):
+            why = "connect timed out" if isinstance(exc, aiohttp.ConnectionTimeoutError) else "connection refused"
             ep.on_unreachable(time.monotonic(), why)
             return _Failure("unreachable", f"cannot connect to {ep.base} ({why}: {exc or type(exc).__name__})")
-        if isinstance(exc, (TimeoutError, asyncio.TimeoutError, httpx.TimeoutException)):
+        if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
             ep.on_failure()
             return _Failure("timeout", f"no answer from {ep.base} within {timeout:g} s (--request-timeout)")
-        if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.NetworkError)):
+        if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError,
+                            aiohttp.ClientResponseError, ConnectionError)):
             ep.on_failure()
             return _Failure("connection", f"{ep.base} dropped the connection ({type(exc).__name__}: {exc})")
         ep.on_failure()
