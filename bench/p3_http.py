@@ -30,8 +30,15 @@ Two placements, side by side in one run (``--placements``):
   ``sched_setaffinity``), as when the server is another machine (the GPU box) and the client
   has its own core. Linux only; needs at least two cores.
 
+And two servers (``--servers``), both answering after L:
+
+- ``threaded``: pixscribe's test server (``pixscribe.testing.openai_server``, a thread per
+  connection): at C = 128 its 128 threads take turns at one GIL, which adds latency of its own;
+- ``async``: bench/_echo_async.py, one asyncio loop for every connection, as a model
+  server's front end is (vLLM's is asyncio); it parses each body and reads each image's header.
+
     python bench/p3_http.py [--latency 0.2] [--per-c 10,40] [--cs 8,32,128] [--no-text] [--no-images]
-                            [--placements shared,pinned]
+                            [--placements shared,pinned] [--servers threaded,async]
 """
 
 from __future__ import annotations
@@ -71,6 +78,37 @@ def place(pid: int, cpus: set[int]) -> None:
             os.sched_setaffinity(int(task.name), cpus)
         except OSError:  # a thread that ended meanwhile
             pass
+
+
+class AsyncServer:
+    """bench/_echo_async.py in a subprocess, with ServerProcess's url / proc / reset / stats."""
+
+    def __enter__(self) -> "AsyncServer":
+        import subprocess
+
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("_echo_async.py")), "--latency",
+                                      str(self.latency)], stdout=subprocess.PIPE, text=True)
+        port = int(self.proc.stdout.readline())  # type: ignore[union-attr]
+        self.base = f"http://127.0.0.1:{port}"
+        self.url = self.base + "/v1"
+        return self
+
+    def __init__(self, latency: float):
+        self.latency = latency
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def reset(self) -> None:
+        import httpx
+
+        httpx.post(self.base + "/stats/reset", timeout=10)
+
+    def stats(self) -> dict:
+        import httpx
+
+        return httpx.get(self.base + "/stats", timeout=10).json()
 
 
 def decoded_jpegs(n: int) -> list:
@@ -129,6 +167,7 @@ def main() -> None:
     ap.add_argument("--no-text", action="store_true")
     ap.add_argument("--no-images", action="store_true")
     ap.add_argument("--placements", default="shared,pinned", help="shared, pinned or both (see the docstring)")
+    ap.add_argument("--servers", default="threaded,async", help="threaded, async or both (see the docstring)")
     a = ap.parse_args()
     cs = [int(x) for x in a.cs.split(",")]
     L = a.latency
@@ -148,24 +187,27 @@ def main() -> None:
     if "pinned" in placements and len(every) < 2:
         placements.remove("pinned")
         print("pinned placement skipped: one core")
-    print(f"P3 loopback OpenAI-compatible server (subprocess), latency L = {L * 1000:.0f} ms, N = {a.per_c} x C")
-    print(f"{'C':>5} {'placement':>9} {'workload':>18} {'N':>6} {'seconds':>8} {'achieved/(C/L)':>15} "
+    print(f"P3 loopback OpenAI-compatible servers (subprocesses), latency L = {L * 1000:.0f} ms, N = {a.per_c} x C")
+    print(f"{'C':>5} {'server':>8} {'placement':>9} {'workload':>18} {'N':>6} {'seconds':>8} {'achieved/(C/L)':>15} "
           f"{'client CPU ms/req':>18} {'server CPU ms/req':>18} {'inflight max (client/server)':>29}")
-    with ServerProcess("--mode", "echo", "--latency", str(L)) as srv:
-        for c, per in ((c, per) for c in cs for per in sizes):
-            n = per * c
-            for name, imgs in workloads:
-                for where in placements:
-                    place(0, {0} if where == "pinned" else every)
-                    place(srv.proc.pid, {1} if where == "pinned" else every)
-                    r = run_one(srv, c, n, L, imgs)
-                    print(
-                        f"{c:>5} {where:>9} {name:>18} {n:>6} {r['seconds']:>8.2f} {r['ratio']:>15.3f} "
-                        f"{r['cpu_ms']:>18.2f} {r['server_cpu_ms']:>18.2f} {r['inflight']:>29}"
-                        + (f"  ({r['failed']} failed: {r['error']})" if r["failed"] else ""),
-                        flush=True,
-                    )
+    servers = {"threaded": lambda: ServerProcess("--mode", "echo", "--latency", str(L)), "async": lambda: AsyncServer(L)}
+    for kind in a.servers.split(","):
+        with servers[kind]() as srv:
+            for c, per in ((c, per) for c in cs for per in sizes):
+                n = per * c
+                for name, imgs in workloads:
+                    for where in placements:
+                        place(0, {0} if where == "pinned" else every)
+                        place(srv.proc.pid, {1} if where == "pinned" else every)
+                        r = run_one(srv, c, n, L, imgs)
+                        print(
+                            f"{c:>5} {kind:>8} {where:>9} {name:>18} {n:>6} {r['seconds']:>8.2f} {r['ratio']:>15.3f} "
+                            f"{r['cpu_ms']:>18.2f} {r['server_cpu_ms']:>18.2f} {r['inflight']:>29}"
+                            + (f"  ({r['failed']} failed: {r['error']})" if r["failed"] else ""),
+                            flush=True,
+                        )
         place(0, every)
+
 
 if __name__ == "__main__":
     main()
