@@ -83,6 +83,9 @@ def place(pid: int, cpus: set[int]) -> None:
 class AsyncServer:
     """bench/_echo_async.py in a subprocess, with ServerProcess's url / proc / reset / stats."""
 
+    def __init__(self, latency: float):
+        self.latency = latency
+
     def __enter__(self) -> "AsyncServer":
         import subprocess
 
@@ -92,9 +95,6 @@ class AsyncServer:
         self.base = f"http://127.0.0.1:{port}"
         self.url = self.base + "/v1"
         return self
-
-    def __init__(self, latency: float):
-        self.latency = latency
 
     def __exit__(self, *exc: object) -> None:
         self.proc.kill()

@@ -2,9 +2,9 @@
 llama.cpp's server, cloud APIs).
 
 - One ``aiohttp.ClientSession`` (keep-alive) on an asyncio loop that runs on a dedicated
-  background thread (aiohttp, not httpx, for its C HTTP parser: at 128 requests in flight
-  with a 512 px image each, httpx + httpcore cost ~1.5 ms of client CPU per request and
-  saturated the client's core; see bench/p3_http.py), so the engine's thread calls plain :meth:`Backend.generate`; callers
+  background thread, so the engine's thread calls plain :meth:`Backend.generate` (aiohttp,
+  not httpx, for its C HTTP parser: at 128 requests in flight with a 512 px image each,
+  httpx + httpcore cost ~1.5 ms of client CPU per request; see bench/p3_http.py); callers
   that want several batches in flight use :meth:`OpenAIBackend.submit` (a
   ``concurrent.futures.Future``) or ``await`` :meth:`OpenAIBackend.agenerate`.
 - Images go as base64 JPEG data URLs: a JPEG that :func:`pixscribe.imaging.decode` marked
@@ -129,8 +129,12 @@ class JpegMemo:
             busy.set()
 
 
+def data_url_bytes(jpeg: bytes) -> bytes:
+    return b"data:image/jpeg;base64," + base64.b64encode(jpeg)
+
+
 def data_url(jpeg: bytes) -> str:
-    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+    return data_url_bytes(jpeg).decode("ascii")
 
 
 def to_openai_messages(
@@ -343,8 +347,8 @@ class OpenAIBackend(Backend):
             return loop
 
     async def _make_session(self, headers: dict[str, str]) -> Any:
-        """The session: a connection per request in flight (plus spares), the system CA bundle
-        (certifi's, as httpx uses), proxies from the environment, no redirects followed."""
+        """The session: a connection per request in flight (plus two per endpoint), certifi's
+        CA bundle (as httpx used), proxies from the environment, no redirects followed."""
         import ssl
 
         import aiohttp
@@ -528,7 +532,7 @@ class OpenAIBackend(Backend):
 
         def image_url(img: Any) -> str:
             key = f"pixscribe-image-{tag}-{len(urls)}"
-            urls[key] = b"data:image/jpeg;base64," + base64.b64encode(self.jpegs(img))
+            urls[key] = data_url_bytes(self.jpegs(img))
             return key
 
         s = req.sampling
