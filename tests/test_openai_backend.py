@@ -436,3 +436,88 @@ def test_bodies_are_built_as_slots_free_up_and_a_bad_one_is_its_rows_error(echo)
     assert sorted(p for p, _ in built) == ["a", "bad", "c", "d", "e", "f"]
     assert all(1 <= inflight <= 2 for _, inflight in built), built  # under a held slot, never ahead
     assert b.limiter.inflight == 0
+
+
+class _ForwardProxy:
+    """A plain-HTTP forward proxy on 127.0.0.1 (absolute-form request lines, as clients send
+    to a proxy), forwarding with httpx and recording each request line and Proxy-Authorization."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        import httpx
+
+        seen = self.seen = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):  # noqa: N802
+                seen.append((self.path, self.headers.get("Proxy-Authorization")))
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                r = httpx.post(self.path, content=body, headers={"Content-Type": "application/json"}, timeout=10,
+                               trust_env=False)
+                self.send_response(r.status_code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(r.content)))
+                self.end_headers()
+                self.wfile.write(r.content)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_proxies_come_from_the_environment_with_credentials_and_no_proxy(echo, monkeypatch):
+    """HTTP_PROXY (credentials in its URL sent as Proxy-Authorization) carries every request;
+    NO_PROXY naming the host sends them straight. Read once, when the backend is made."""
+    import base64
+
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+        monkeypatch.delenv(var.lower(), raising=False)
+    proxy = _ForwardProxy()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url.replace("http://", "http://user:p%40ss@"))
+        b = backend(echo.url)
+        try:
+            res = b.generate(reqs(["a", "b", "c"]))
+        finally:
+            b.close()
+        assert all(r.ok for r in res), [r.error for r in res]
+        login = "Basic " + base64.b64encode(b"user:p@ss").decode()
+        assert proxy.seen == [(echo.url + "/chat/completions", login)] * 3
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        b = backend(echo.url)
+        try:
+            assert all(r.ok for r in b.generate(reqs(["d", "e"])))
+        finally:
+            b.close()
+        assert len(proxy.seen) == 3
+    finally:
+        proxy.close()
+
+
+def test_env_proxy_picks_by_scheme_falls_back_to_all_proxy_and_ignores_socks(monkeypatch):
+    from pixscribe.backends.http_pool import env_proxy
+
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+        monkeypatch.delenv(var.lower(), raising=False)
+    assert env_proxy("https://api.example.com/v1") == (None, None)
+    monkeypatch.setenv("HTTPS_PROXY", "proxy.corp:3128")  # no scheme: http://
+    monkeypatch.setenv("ALL_PROXY", "http://all.corp:8080")
+    assert env_proxy("https://api.example.com/v1") == ("http://proxy.corp:3128", None)
+    assert env_proxy("http://gpu-box:8000/v1") == ("http://all.corp:8080", None)
+    monkeypatch.setenv("ALL_PROXY", "socks5://s.corp:1080")
+    assert env_proxy("http://gpu-box:8000/v1") == (None, None)
+    monkeypatch.setenv("NO_PROXY", "example.com")
+    assert env_proxy("https://api.example.com/v1") == (None, None)

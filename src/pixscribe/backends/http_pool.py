@@ -18,6 +18,7 @@ how long *every* endpoint has been down, which the backend compares with
 from __future__ import annotations
 
 import asyncio
+import base64
 import math
 import time
 from collections import deque
@@ -123,6 +124,39 @@ def normalize_base_url(url: str) -> str:
     return u
 
 
+def env_proxy(url: str) -> tuple[str | None, dict[str, str] | None]:
+    """The proxy the environment names for ``url`` (``HTTPS_PROXY`` / ``HTTP_PROXY`` /
+    ``ALL_PROXY``, lower case too, unless ``NO_PROXY`` covers the host) without its
+    credentials, and those credentials as a ``Proxy-Authorization`` header.
+
+    Read once per endpoint rather than per request: aiohttp's ``trust_env`` looks the proxy and
+    ~/.netrc up in a worker thread for every request, two thread hops that were a third of the
+    client's event-loop time at 128 requests in flight (``python bench/p3_http.py``). Only
+    http(s) proxies are supported, as by aiohttp; another scheme (socks) is ignored."""
+    import urllib.request
+    from urllib.parse import unquote, urlunsplit
+
+    parts = urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
+        return None, None
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy:
+        return None, None
+    if "://" not in proxy:
+        proxy = "http://" + proxy
+    p = urlsplit(proxy)
+    if p.scheme not in ("http", "https"):
+        return None, None
+    headers = None
+    if p.username is not None:
+        login = f"{unquote(p.username)}:{unquote(p.password or '')}".encode()
+        headers = {"Proxy-Authorization": "Basic " + base64.b64encode(login).decode("ascii")}
+    host = p.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{p.port}" if p.port else "")
+    return urlunsplit((p.scheme, netloc, p.path, "", "")), headers
+
+
 @dataclass
 class Endpoint:
     base: str
@@ -137,6 +171,8 @@ class Endpoint:
     current: float = 0.0  # smooth weighted round-robin state
     sent: int = 0
     succeeded: int = 0
+    proxy: str | None = None  # from the environment, read once (see env_proxy)
+    proxy_headers: dict[str, str] | None = None  # Proxy-Authorization from the proxy URL's credentials
 
     @property
     def chat_url(self) -> str:
@@ -190,7 +226,9 @@ class EndpointPool:
         seen: dict[str, Endpoint] = {}
         for u in urls:
             b = normalize_base_url(u)
-            seen.setdefault(b, Endpoint(b, cooldown=cooldown))
+            if b not in seen:
+                proxy, headers = env_proxy(b)
+                seen[b] = Endpoint(b, cooldown=cooldown, proxy=proxy, proxy_headers=headers)
         self.endpoints = list(seen.values())
         self._changed: asyncio.Event | None = None
 

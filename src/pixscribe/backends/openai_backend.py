@@ -58,6 +58,7 @@ ENDPOINT_DOWN_TIMEOUT = 300.0  # default --endpoint-down-timeout (seconds)
 # logprobs and error pages, and still refuses a 20 MB "caption" at any sane token limit.
 RESPONSE_BASE_BYTES = 256 * 1024
 RESPONSE_BYTES_PER_TOKEN = 256
+_JSON = {"Content-Type": "application/json"}
 
 
 def response_cap(max_new_tokens: int) -> int:
@@ -348,7 +349,9 @@ class OpenAIBackend(Backend):
 
     async def _make_session(self, headers: dict[str, str]) -> Any:
         """The session: a connection per request in flight (plus two per endpoint), certifi's
-        CA bundle (as httpx used), proxies from the environment, no redirects followed."""
+        CA bundle (as httpx used), no redirects followed. Proxies come from the environment
+        once per endpoint (``Endpoint.proxy``), not through ``trust_env``, which looked them up
+        in a worker thread on every request."""
         import ssl
 
         import aiohttp
@@ -360,7 +363,6 @@ class OpenAIBackend(Backend):
             headers=headers,
             connector=aiohttp.TCPConnector(limit=conns, ssl=tls),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=min(10.0, self.request_timeout)),
-            trust_env=True,
         )
 
     def close(self) -> None:
@@ -695,7 +697,7 @@ class OpenAIBackend(Backend):
         """POST the body and read the reply streaming, refusing more than ``cap`` bytes."""
         async with asyncio.timeout(timeout):
             async with self._session.post(
-                ep.chat_url, data=body, headers={"Content-Type": "application/json"}, allow_redirects=False
+                ep.chat_url, data=body, allow_redirects=False, **self._via(ep)
             ) as resp:
                 declared = resp.headers.get("content-length")
                 if declared and declared.strip().isdigit() and int(declared) > cap:
@@ -708,6 +710,17 @@ class OpenAIBackend(Backend):
                         raise _TooLarge(resp.status, cap, None)
                     chunks.append(chunk)
                 return _Reply(resp.status, resp.reason or "", resp.headers, b"".join(chunks))
+
+    @staticmethod
+    def _via(ep: Endpoint) -> dict[str, Any]:
+        """Headers and proxy of a POST to ``ep``. The proxy's credentials go on the CONNECT to an
+        https:// server, and on the request itself to an http:// one (aiohttp copies them from
+        ``proxy_headers`` only in the first case)."""
+        if ep.proxy is None:
+            return {"headers": _JSON}
+        if ep.base.startswith("https://"):
+            return {"headers": _JSON, "proxy": ep.proxy, "proxy_headers": ep.proxy_headers}
+        return {"headers": {**_JSON, **(ep.proxy_headers or {})}, "proxy": ep.proxy}
 
     def _too_large(self, exc: _TooLarge, ep: Endpoint) -> _Failure:
         size = f"declares {exc.declared} bytes" if exc.declared is not None else f"grew past {exc.cap} bytes"
