@@ -128,7 +128,7 @@ def test_the_white_rocket_lit_warm_at_dusk_is_white_and_only_a_dark_scene_is_rel
     assert named_colours(rows["rocket"]["description"])[:2] == ["dark blue", "white"], rows["rocket"]["description"]
     import json
 
-    lit = [c for c in json.loads(rows["rocket"]["expert_stats"])["dominant_colors"] if c.get("lit")]
+    lit = [c for c in json.loads(rows["rocket"]["expert_stats"])["dominant_colors"] if "cast" in c]
     assert [(c["name"], c.get("cast")) for c in lit] == [("white", "tan")], lit
     for name in PERSON_NAMES_FIRST:
         if name != "rocket":

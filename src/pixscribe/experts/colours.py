@@ -16,10 +16,10 @@ The words for a picture are:
   large salient colour beats a speck of highlight;
 - ``multicoloured``: at least four hue families each on ``HUE_SHARE`` of the picture.
 
-A dark scene (night, dusk, a dim room) is seen as the eye adapted to it: its brightest solid
-region is seen first whatever its area, and is an accent; if that region is a pale warm tint
-(tan or beige of low chroma), it is a white surface under warm light and is named white (a
-white rocket under floodlights at dusk, whose pixels are tan). See :func:`_mark_lit_surface`.
+A dark scene (night, dusk, a dim room) is seen as the eye adapted to it: when its brightest
+solid region is a pale warm tint (tan or beige of low chroma), it is a white surface under warm
+light, named white and an accent whatever its area, as the eye goes to it first (a white rocket
+under floodlights at dusk, whose pixels are tan). See :func:`_relight_dark_scene`.
 
 The thresholds were set on the photos of scikit-image and matplotlib (see
 tests/test_lite_truth.py) and checked on generated flat and blurred images.
@@ -59,7 +59,7 @@ CHROMA_WEIGHT = 0.5  # salience = cohesion x (ΔE from the mean colour + CHROMA_
 HUE_SHARE = 0.03  # a hue family counts for "multicoloured" from this share
 THUMB = 256  # naming is done on a thumbnail of at most this side (thin objects survive it)
 # shades counted with their base word when choosing the words (dark red + red = red)
-# the lit surface of a dark scene (see _mark_lit_surface)
+# the white surface of a dark scene (see _relight_dark_scene)
 DARK_SCENE_L = 35.0  # a scene whose mean CIE lightness is under this is dark
 LIT_MIN_SHARE = 0.01  # the surface covers at least this share...
 LIT_COHESION = 0.6  # ...in a solid region (not specks of glare or stars)...
@@ -184,15 +184,15 @@ def named_colours(img: Image.Image, min_fraction: float = 0.005) -> list[dict[st
         top = int(np.argmax(shades[g]))
         name = COLOUR_NAMES[top] if shades[g, top] >= 2 / 3 * count[g] else COLOUR_NAMES[g]
         out.append(_entry(name, count[g] / b.size, lab_sum[g] / count[g], rgb_sum[g] / count[g], mean_lab, cohesion[g]))
-    _mark_lit_surface(out, float(mean_lab[0]))
+    _relight_dark_scene(out, float(mean_lab[0]))
     return sorted(out, key=lambda e: -e["fraction"])
 
 
-def _mark_lit_surface(colours: list[dict[str, Any]], scene_lightness: float) -> None:
-    """In a dark scene, mark the brightest solid region ``lit`` (an accent whatever its area) and
-    name a pale warm tint there white, keeping the word of its pixels as ``cast``: the eye adapts
-    to the light on the brightest surface (white-patch colour constancy), and taking that surface
-    as a solid region, not the brightest pixels, leaves out lamps, glare and stars."""
+def _relight_dark_scene(colours: list[dict[str, Any]], scene_lightness: float) -> None:
+    """In a dark scene whose brightest solid region is a pale warm tint, name that region white
+    and keep the word of its pixels as ``cast`` (which makes it an accent): the eye adapts to the
+    light on the brightest surface (white-patch colour constancy), and taking that surface as a
+    solid region, not the brightest pixels, leaves out lamps, glare and stars."""
     if scene_lightness >= DARK_SCENE_L:
         return
     solid = [c for c in colours if c["fraction"] >= LIT_MIN_SHARE and c["cohesion"] >= LIT_COHESION]
@@ -201,7 +201,6 @@ def _mark_lit_surface(colours: list[dict[str, Any]], scene_lightness: float) -> 
     top = max(solid, key=lambda c: c["lightness"])
     if top["lightness"] < scene_lightness + LIT_LIFT:
         return
-    top["lit"] = True
     if top["name"] in PALE_TINTS and top["chroma"] <= LIT_MAX_CHROMA:
         top["cast"], top["name"] = top["name"], "white"
 
@@ -226,7 +225,7 @@ def colour_words(colours: list[dict[str, Any]]) -> dict[str, Any]:
         return {"main": main, "accents": accents[:5], "multicoloured": True}
     scored = sorted(((c["salience"] * c["fraction"] ** 0.5, c["name"]) for c in rest), reverse=True)
     accents = list(dict.fromkeys(n for score, n in scored[:2] if score >= ACCENT_SCORE))
-    lit = next((c["name"] for c in rest if c.get("lit")), None)
-    if lit is not None and lit not in accents:  # a dark scene's lit surface is seen first
+    lit = next((c["name"] for c in rest if c.get("cast")), None)
+    if lit is not None and lit not in accents:  # a dark scene's white surface is seen first
         accents = [lit, *accents[:1]]
     return {"main": main, "accents": accents, "multicoloured": False}
