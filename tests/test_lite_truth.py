@@ -7,6 +7,7 @@ BEFORE the colour, face and OCR code was changed; the code was then made to meet
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -126,8 +127,6 @@ def test_the_white_rocket_lit_warm_at_dusk_is_white_and_only_a_dark_scene_is_rel
 
     rows = _describe(lite_stage, list(PERSON_NAMES_FIRST))
     assert named_colours(rows["rocket"]["description"])[:2] == ["dark blue", "white"], rows["rocket"]["description"]
-    import json
-
     lit = [c for c in json.loads(rows["rocket"]["expert_stats"])["dominant_colors"] if "cast" in c]
     assert [(c["name"], c.get("cast")) for c in lit] == [("white", "tan")], lit
     for name in PERSON_NAMES_FIRST:
