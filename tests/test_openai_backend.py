@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from fixtures_openai import MODEL, SCHEMA, backend, reqs
 from pixscribe.backends.base import BackendUnavailable, GenerationRequest, Sampling
 from pixscribe.backends.openai_backend import (
     AdaptiveLimiter,
@@ -21,27 +22,6 @@ from pixscribe.backends.openai_backend import (
 from pixscribe.config import RunConfig
 from pixscribe.testing import sample_photo
 from pixscribe.testing.openai_server import ServerProcess, free_port
-
-MODEL = "pixscribe-test"
-SCHEMA = {
-    "title": "Caption",
-    "type": "object",
-    "properties": {"caption": {"type": "string"}, "objects": {"type": "array", "items": {"type": "string"}}},
-    "required": ["caption", "objects"],
-    "additionalProperties": False,
-}
-
-
-def backend(urls, **kw) -> OpenAIBackend:
-    kw.setdefault("concurrency", 8)
-    kw.setdefault("backoff_base", 0.005)
-    kw.setdefault("backoff_max", 0.05)
-    kw.setdefault("request_timeout", 5.0)
-    return OpenAIBackend(MODEL, urls if isinstance(urls, list) else [urls], **kw)
-
-
-def reqs(prompts, **kw):
-    return [GenerationRequest.simple(p, id=str(i), **kw) for i, p in enumerate(prompts)]
 
 
 @pytest.fixture
