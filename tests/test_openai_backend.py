@@ -456,18 +456,24 @@ class _ForwardProxy:
         self.server.server_close()
 
 
-def test_proxies_come_from_the_environment_with_credentials_and_no_proxy(echo, monkeypatch):
+@pytest.fixture
+def no_env_proxy(monkeypatch):
+    """No proxy variable of this machine's environment reaches the test."""
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+        monkeypatch.delenv(var.lower(), raising=False)
+
+
+def test_proxies_come_from_the_environment_with_credentials_and_no_proxy(echo, monkeypatch, no_env_proxy):
     """HTTP_PROXY (credentials in its URL sent as Proxy-Authorization) carries every request;
     NO_PROXY naming the host sends them straight. Read once, when the backend is made."""
     import base64
 
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-        monkeypatch.delenv(var.lower(), raising=False)
     proxy = _ForwardProxy()
     try:
         monkeypatch.setenv("HTTP_PROXY", proxy.url.replace("http://", "http://user:p%40ss@"))
         b = backend(echo.url)
+        monkeypatch.delenv("HTTP_PROXY")  # read when the backend was made, not per request
         try:
             res = b.generate(reqs(["a", "b", "c"]))
         finally:
@@ -486,12 +492,9 @@ def test_proxies_come_from_the_environment_with_credentials_and_no_proxy(echo, m
         proxy.close()
 
 
-def test_env_proxy_picks_by_scheme_falls_back_to_all_proxy_and_ignores_socks(monkeypatch):
+def test_env_proxy_picks_by_scheme_falls_back_to_all_proxy_and_ignores_socks(monkeypatch, no_env_proxy):
     from pixscribe.backends.http_pool import env_proxy
 
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-        monkeypatch.delenv(var.lower(), raising=False)
     assert env_proxy("https://api.example.com/v1") == (None, None)
     monkeypatch.setenv("HTTPS_PROXY", "proxy.corp:3128")  # no scheme: http://
     monkeypatch.setenv("ALL_PROXY", "http://all.corp:8080")

@@ -298,6 +298,7 @@ class OpenAIBackend(Backend):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._session: Any = None
+        self._post_options = {ep.base: self._via(ep) for ep in self.pool.endpoints}  # headers and proxy, once
         self._tag, self._bodies = uuid.uuid4().hex, itertools.count()  # image placeholders in _body
         self._start_lock = threading.Lock()
         self.jpegs = JpegMemo(lambda img: encode_image(img, self.max_pixels, self.max_side, self.jpeg_quality))
@@ -697,7 +698,7 @@ class OpenAIBackend(Backend):
         """POST the body and read the reply streaming, refusing more than ``cap`` bytes."""
         async with asyncio.timeout(timeout):
             async with self._session.post(
-                ep.chat_url, data=body, allow_redirects=False, **self._via(ep)
+                ep.chat_url, data=body, allow_redirects=False, **self._post_options[ep.base]
             ) as resp:
                 declared = resp.headers.get("content-length")
                 if declared and declared.strip().isdigit() and int(declared) > cap:

@@ -58,7 +58,6 @@ ACCENT_SCORE = 8.0  # ...and salience x sqrt(share) of at least this
 CHROMA_WEIGHT = 0.5  # salience = cohesion x (ΔE from the mean colour + CHROMA_WEIGHT x chroma)
 HUE_SHARE = 0.03  # a hue family counts for "multicoloured" from this share
 THUMB = 256  # naming is done on a thumbnail of at most this side (thin objects survive it)
-# shades counted with their base word when choosing the words (dark red + red = red)
 # the white surface of a dark scene (see _relight_dark_scene)
 DARK_SCENE_L = 35.0  # a scene whose mean CIE lightness is under this is dark
 LIT_MIN_SHARE = 0.01  # the surface covers at least this share...
@@ -66,6 +65,7 @@ LIT_COHESION = 0.6  # ...in a solid region (not specks of glare or stars)...
 LIT_LIFT = 25.0  # ...and is at least this much lighter than the scene's mean
 PALE_TINTS = frozenset({"tan", "beige"})  # a white surface under warm light has these pixels
 LIT_MAX_CHROMA = 22.0  # a tan dog (chroma ~27 and up) keeps its colour
+# shades counted with their base word when choosing the words (dark red + red = red)
 BASE = {"dark red": "red", "dark brown": "brown", "dark green": "green", "light green": "green",
         "dark blue": "blue", "light blue": "blue"}
 
@@ -156,8 +156,8 @@ def _entry(name: str, share: float, m_lab: np.ndarray, m_rgb: np.ndarray, mean_l
     chroma = float(np.hypot(m_lab[1], m_lab[2]))
     salience = float(cohesion) * (float(np.linalg.norm(m_lab - mean_lab)) + CHROMA_WEIGHT * chroma)
     return {"name": name, "fraction": round(float(share), 4), "rgb": [int(round(float(v))) for v in m_rgb],
-            "hex": _hex(m_rgb), "lightness": round(float(m_lab[0]), 1), "chroma": round(chroma, 1), "cohesion": round(float(cohesion), 3),
-            "salience": round(salience, 2)}
+            "hex": _hex(m_rgb), "lightness": round(float(m_lab[0]), 1), "chroma": round(chroma, 1),
+            "cohesion": round(float(cohesion), 3), "salience": round(salience, 2)}
 
 
 def named_colours(img: Image.Image, min_fraction: float = 0.005) -> list[dict[str, Any]]:
@@ -207,7 +207,9 @@ def _relight_dark_scene(colours: list[dict[str, Any]], scene_lightness: float) -
 
 def colour_words(colours: list[dict[str, Any]]) -> dict[str, Any]:
     """``{"main": [...], "accents": [...], "multicoloured": bool}`` from :func:`named_colours`."""
-    main = [c["name"] for c in colours if c["fraction"] >= MAIN_SHARE][:2] or [c["name"] for c in colours[:1]]
+    # (dict.fromkeys: a re-lit white may stand beside a white group of its own)
+    main = list(dict.fromkeys(c["name"] for c in colours if c["fraction"] >= MAIN_SHARE))[:2]
+    main = main or [c["name"] for c in colours[:1]]
     families: dict[str, float] = {}
     for c in colours:
         if c["name"] in FAMILY:
