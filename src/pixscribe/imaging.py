@@ -367,6 +367,74 @@ def _scrub(msg: str, limit: int = 160) -> str:
     return _QUOTED.sub("<bytes>", " ".join(str(msg).split()))[:limit]
 
 
+def _open_checked(fp: io.BytesIO, data: bytes, src: str) -> Image.Image:
+    """Open the image lazily (header only), naming a truncated header or a non-image."""
+    try:
+        return _open(fp)
+    except UnidentifiedImageError as e:
+        fmt = next((name for magic, name in _MAGIC if data.startswith(magic)), None)
+        if fmt is not None:
+            why = _scrub(getattr(e, "problems", {}).get(fmt, str(e)))
+            raise DecodeError(
+                f"{src}: truncated image ({fmt} header is incomplete or corrupt, "
+                f"{len(data)} bytes: {why}); re-download or re-export the file"
+            ) from None
+        raise DecodeError(f"{src}: not an image ({_sniff(data)})") from None
+    except Image.DecompressionBombError as e:  # pragma: no cover - only via Image.open fallback
+        m = _PIL_BOMB.search(str(e))
+        n = m.group(1) if m else "?"
+        raise DecodeError(f"{src}: decompression bomb guard: {n} pixels exceeds the limit") from None
+
+
+def _draft(
+    im: Image.Image, fmt: str | None, target: tuple[int, int]
+) -> tuple[Image.Resampling, tuple[float, float, float, float] | None]:
+    """For a JPEG larger than ``target``: let libjpeg scale while decoding. Returns the filter
+    for the rest of the reduction and the crop box of the scaled image (None: no crop)."""
+    w0, h0 = im.size
+    tw, th = target
+    resample, box = Image.Resampling.BICUBIC, None
+    if (tw, th) == (w0, h0) or fmt not in ("JPEG", "MPO"):
+        return resample, box
+    # libjpeg scales by 1/2, 1/4 or 1/8 while decoding (its DCT scaling is itself a good
+    # low-pass), never below (tw, th); target_size is symmetric, so this holds whatever the
+    # EXIF orientation.
+    drafted = im.draft("RGB", (tw, th))
+    if drafted is not None and im.size != (w0, h0):
+        box = drafted[1]  # the scaled image may carry a partial last pixel (e.g. 4001/2 -> 2001)
+    if im.width < 2 * tw and im.height < 2 * th:
+        # what is left is a reduction by less than 2x. A Hamming (windowed sinc) filter costs
+        # half of bicubic there; on 12 MP photos both stay within 0.7/255 (mean abs) of a
+        # full-resolution Lanczos reference (bicubic 0.44, Hamming 0.65). bench/p1_decode.py
+        # prints the speed figures.
+        resample = Image.Resampling.HAMMING
+    return resample, box
+
+
+def _load(im: Image.Image, fmt: str | None, src: str, size: int) -> None:
+    """Decode the pixels, naming a truncated or corrupt file."""
+    try:
+        im.load()
+    except (OSError, EOFError, SyntaxError, ValueError) as e:
+        msg = _scrub(str(e) or type(e).__name__)
+        if isinstance(e, EOFError) or "truncat" in msg.lower() or "end of file" in msg.lower():
+            raise DecodeError(
+                f"{src}: truncated image ({fmt} data ends early: {msg}; {size} bytes); "
+                "re-download or re-export the file"
+            ) from None
+        raise DecodeError(f"{src}: corrupt image ({fmt}: {msg})") from None
+
+
+def _orientation_and_exif(im: Image.Image) -> tuple[int, dict[str, str] | None]:
+    """The EXIF orientation (1 when absent) and the EXIF summary; a broken EXIF block is not a
+    broken image."""
+    try:
+        ex = im.getexif()
+        return int(ex.get(_ORIENTATION_TAG, 1) or 1), exif_summary(ex) or None
+    except Exception:  # noqa: BLE001
+        return 1, None
+
+
 def decode(
     data: bytes,
     *,
@@ -395,83 +463,25 @@ def decode(
     fp = io.BytesIO(data)
     im: Image.Image | None = None
     try:
-        try:
-            im = _open(fp)
-        except UnidentifiedImageError as e:
-            fmt = next((name for magic, name in _MAGIC if data.startswith(magic)), None)
-            if fmt is not None:
-                why = _scrub(getattr(e, "problems", {}).get(fmt, str(e)))
-                raise DecodeError(
-                    f"{src}: truncated image ({fmt} header is incomplete or corrupt, "
-                    f"{len(data)} bytes: {why}); re-download or re-export the file"
-                ) from None
-            raise DecodeError(f"{src}: not an image ({_sniff(data)})") from None
-        except Image.DecompressionBombError as e:  # pragma: no cover - only via Image.open fallback
-            m = _PIL_BOMB.search(str(e))
-            n = m.group(1) if m else "?"
-            raise DecodeError(f"{src}: decompression bomb guard: {n} pixels exceeds the limit") from None
-
+        im = _open_checked(fp, data, src)
         fmt = im.format
         w0, h0 = im.size
         if max_image_pixels and w0 * h0 > max_image_pixels:
             raise DecodeError(_bomb_message(src, w0, h0, max_image_pixels))
         if w0 < 1 or h0 < 1:
             raise DecodeError(f"{src}: corrupt image (declares size {w0}x{h0})")
-
         frames = _frame_count(im)
-        tw, th = target_size(w0, h0, max_pixels, max_side)
-        resample = Image.Resampling.BICUBIC
-        box = None
-        if (tw, th) != (w0, h0) and fmt in ("JPEG", "MPO"):
-            # libjpeg scales by 1/2, 1/4 or 1/8 while decoding (its DCT scaling is
-            # itself a good low-pass), never below (tw, th); target_size is symmetric,
-            # so this holds whatever the EXIF orientation.
-            drafted = im.draft("RGB", (tw, th))
-            if drafted is not None and im.size != (w0, h0):
-                # the scaled image may carry a partial last pixel (e.g. 4001/2 -> 2001)
-                box = drafted[1]
-            if im.width < 2 * tw and im.height < 2 * th:
-                # what is left is a reduction by less than 2x. A Hamming (windowed sinc)
-                # filter costs half of bicubic there; on 12 MP photos both stay within
-                # 0.7/255 (mean abs) of a full-resolution Lanczos reference (bicubic
-                # 0.44, Hamming 0.65). bench/p1_decode.py prints the speed figures.
-                resample = Image.Resampling.HAMMING
-        try:
-            im.load()
-        except (OSError, EOFError, SyntaxError, ValueError) as e:
-            msg = _scrub(str(e) or type(e).__name__)
-            if isinstance(e, EOFError) or "truncat" in msg.lower() or "end of file" in msg.lower():
-                raise DecodeError(
-                    f"{src}: truncated image ({fmt} data ends early: {msg}; {len(data)} bytes); "
-                    "re-download or re-export the file"
-                ) from None
-            raise DecodeError(f"{src}: corrupt image ({fmt}: {msg})") from None
-
-        orientation = 1
-        exif: dict[str, str] | None = None
-        try:
-            ex = im.getexif()
-            orientation = int(ex.get(_ORIENTATION_TAG, 1) or 1)
-            exif = exif_summary(ex) or None
-        except Exception:  # noqa: BLE001 - a broken EXIF block is not a broken image
-            orientation = 1
-
-        own = _passthrough_bytes(data, im, fmt, frames, orientation, (tw, th))
-        out = _finish(im, orientation, (tw, th), resample, box)
+        target = target_size(w0, h0, max_pixels, max_side)
+        resample, box = _draft(im, fmt, target)
+        _load(im, fmt, src, len(data))
+        orientation, exif = _orientation_and_exif(im)
+        own = _passthrough_bytes(data, im, fmt, frames, orientation, target)
+        out = _finish(im, orientation, target, resample, box)
         if own is not None:
             setattr(out, PASSTHROUGH_ATTR, (out.size, own))
         ow, oh = (h0, w0) if orientation in (5, 6, 7, 8) else (w0, h0)
-        return Decoded(
-            image=out,
-            width=out.width,
-            height=out.height,
-            orig_width=ow,
-            orig_height=oh,
-            format=fmt,
-            frames=frames,
-            exif=exif,
-            passthrough=own is not None,
-        )
+        return Decoded(image=out, width=out.width, height=out.height, orig_width=ow, orig_height=oh, format=fmt,
+                       frames=frames, exif=exif, passthrough=own is not None)
     except DecodeError:
         raise
     except Image.DecompressionBombError as e:
