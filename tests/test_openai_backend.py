@@ -433,11 +433,14 @@ class _ForwardProxy:
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def do_GET(self):  # noqa: N802
+                self.do_POST()
+
             def do_POST(self):  # noqa: N802
                 seen.append((self.path, self.headers.get("Proxy-Authorization")))
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                r = httpx.post(self.path, content=body, headers={"Content-Type": "application/json"}, timeout=10,
-                               trust_env=False)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                r = httpx.request(self.command, self.path, content=body or None, timeout=10, trust_env=False,
+                                  headers={"Content-Type": "application/json"} if body else {})
                 self.send_response(r.status_code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(r.content)))
@@ -475,21 +478,37 @@ def test_proxies_come_from_the_environment_with_credentials_and_no_proxy(echo, m
         b = backend(echo.url)
         monkeypatch.delenv("HTTP_PROXY")  # read when the backend was made, not per request
         try:
+            assert b.check() == [echo.url]  # the check before a run goes the same way
             res = b.generate(reqs(["a", "b", "c"]))
         finally:
             b.close()
         assert all(r.ok for r in res), [r.error for r in res]
         login = "Basic " + base64.b64encode(b"user:p@ss").decode()
-        assert proxy.seen == [(echo.url + "/chat/completions", login)] * 3
+        assert proxy.seen == [(echo.url + "/models", login)] + [(echo.url + "/chat/completions", login)] * 3
         monkeypatch.setenv("NO_PROXY", "127.0.0.1")
         b = backend(echo.url)
         try:
             assert all(r.ok for r in b.generate(reqs(["d", "e"])))
         finally:
             b.close()
-        assert len(proxy.seen) == 3
+        assert len(proxy.seen) == 4  # nothing more went through the proxy
     finally:
         proxy.close()
+
+
+def test_a_dead_proxy_is_named_as_the_way_to_the_server_without_its_credentials(echo, monkeypatch, no_env_proxy):
+    """A refused connect through a proxy says so (the server itself may be fine), and how to go direct."""
+    monkeypatch.setenv("HTTP_PROXY", f"http://user:secret@127.0.0.1:{free_port()}")
+    b = backend(echo.url, request_timeout=2.0, max_retries=0)
+    try:
+        with pytest.raises(BackendUnavailable) as info:
+            b.check()
+        (res,) = b.generate(reqs(["a"]))
+    finally:
+        b.close()
+    for msg in (str(info.value), res.error):
+        assert f"{echo.url} via proxy http://127.0.0.1:" in msg and "NO_PROXY=127.0.0.1 goes direct" in msg, msg
+        assert "secret" not in msg and "user" not in msg, msg
 
 
 def test_env_proxy_picks_by_scheme_falls_back_to_all_proxy_and_ignores_socks(monkeypatch, no_env_proxy):

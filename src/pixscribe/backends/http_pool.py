@@ -175,6 +175,15 @@ class Endpoint:
     proxy_headers: dict[str, str] | None = None  # Proxy-Authorization from the proxy URL's credentials
 
     @property
+    def route(self) -> str:
+        """The endpoint for messages, with the proxy it is reached through (a refused connect
+        may be the proxy's)."""
+        if self.proxy is None:
+            return self.base
+        host = urlsplit(self.base).hostname
+        return f"{self.base} via proxy {self.proxy} (from the environment; NO_PROXY={host} goes direct)"
+
+    @property
     def chat_url(self) -> str:
         return self.base + "/chat/completions"
 

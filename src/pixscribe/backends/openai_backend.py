@@ -427,10 +427,12 @@ class OpenAIBackend(Backend):
         answered: dict[str, list[str]] = {}
         problems: list[str] = []
         for ep in self.pool.endpoints:
+            proxy = httpx.Proxy(ep.proxy, headers=ep.proxy_headers) if ep.proxy else None  # as the run's requests
             try:
-                r = httpx.get(ep.models_url, headers=headers, timeout=min(10.0, self.request_timeout))
+                r = httpx.get(ep.models_url, headers=headers, timeout=min(10.0, self.request_timeout), proxy=proxy,
+                              trust_env=False)
             except httpx.HTTPError as exc:
-                problems.append(f"{ep.base}: {type(exc).__name__}: {exc}")
+                problems.append(f"{ep.route}: {type(exc).__name__}: {exc}")
                 continue
             if r.status_code in (401, 403):
                 ep.disabled = self._auth_message(ep, r.status_code, _error_message(r))
@@ -780,7 +782,7 @@ class OpenAIBackend(Backend):
         if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)):
             why = "connect timed out" if isinstance(exc, aiohttp.ConnectionTimeoutError) else "connection refused"
             ep.on_unreachable(time.monotonic(), why)
-            return _Failure("unreachable", f"cannot connect to {ep.base} ({why}: {exc or type(exc).__name__})")
+            return _Failure("unreachable", f"cannot connect to {ep.route} ({why}: {exc or type(exc).__name__})")
         if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
             ep.on_failure()
             return _Failure("timeout", f"no answer from {ep.base} within {timeout:g} s (--request-timeout)")
