@@ -5,6 +5,7 @@ scripted`` through the ``pixscribe.methods`` entry-point group."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,14 @@ def pixscribe(env: dict[str, str], *args: str, timeout: float = 300, **extra_env
                           timeout=timeout, env=e)
 
 
+def ctrl_c_reaches_it() -> None:
+    """preexec_fn of a child the test sends SIGINT: a shell that starts the suite in the
+    background (``(pytest &)``) ignores SIGINT, children inherit that, and Python then never
+    raises KeyboardInterrupt, as Unix asks of a background job."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def pixscribe_popen(env: dict[str, str], *args: str, **extra_env: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "pixscribe.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**env, **extra_env})
+                            stderr=subprocess.PIPE, text=True, env={**env, **extra_env},
+                            preexec_fn=ctrl_c_reaches_it)

@@ -17,6 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from fixtures_plugin import ctrl_c_reaches_it
+
 N_IMAGES = 80
 
 SCRIPT = textwrap.dedent(
@@ -94,7 +96,8 @@ def test_kill_9_at_random_moments_then_rerun(tmp_path, many_images):
 def test_ctrl_c_stops_cleanly_and_resumes(tmp_path, many_images):
     out = tmp_path / "out"
     script = _script(tmp_path, many_images, out)
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ctrl_c_reaches_it)
     deadline = time.monotonic() + 60
     while not list(out.glob("_state/batches/*/*.parquet")) and time.monotonic() < deadline:
         time.sleep(0.05)  # interrupt once some rows are on disk, however slow the machine
