@@ -50,7 +50,7 @@ import functools
 import json
 import re
 from dataclasses import replace
-from typing import Any, Awaitable, Callable, Literal, get_args
+from typing import Any, Awaitable, Callable, Literal, Sequence, get_args
 
 from ..record import PixscribeError
 from .base import GenerationRequest, GenerationResult
@@ -358,6 +358,25 @@ def merge_results(first: GenerationResult, second: GenerationResult) -> Generati
     return second
 
 
+def _raised(req: GenerationRequest, limit: int) -> GenerationRequest:
+    return replace(req, sampling=replace(req.sampling, max_new_tokens=int(limit)))
+
+
+def redo_cut(generate: Callable[[list[GenerationRequest]], list[GenerationResult]],
+             requests: Sequence[GenerationRequest], results: list[GenerationResult],
+             limit: Callable[[int], int | None]) -> list[int]:
+    """Ask once more the requests whose replies were cut (``result.truncated``), the i-th with
+    ``max_new_tokens=limit(i)`` (None: not asked again); the new results replace the old in
+    ``results``, counters merged. Returns the indices asked again."""
+    redo = [(i, n) for i, res in enumerate(results) if res.truncated and (n := limit(i)) is not None]
+    if not redo:
+        return []
+    again = generate([_raised(requests[i], n) for i, n in redo])
+    for (i, _), res in zip(redo, again):
+        results[i] = merge_results(results[i], res)
+    return [i for i, _ in redo]
+
+
 def generate_with_schema(
     requests: list[GenerationRequest],
     run: Callable[[list[GenerationRequest]], list[GenerationResult]],
@@ -437,6 +456,7 @@ __all__ = [
     "SchemaError",
     "StructuredMode",
     "opens_json",
+    "redo_cut",
     "reply_error",
     "strict_json",
     "agenerate_one_with_schema",

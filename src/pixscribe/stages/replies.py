@@ -21,11 +21,9 @@ The retry: a stage that reads values asks once more, for the cut replies only, w
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from ..backends.base import GenerationRequest, GenerationResult
-from ..backends.structured import REPLY_KINDS, merge_results
+from ..backends.structured import REPLY_KINDS, redo_cut
 from ..backends.structured import reply_error as row_error
 
 RETRY_OPTION = "retry_max_new_tokens"
@@ -36,25 +34,6 @@ def retry_limit(opts: dict[str, Any], base: int) -> int | None:
     given = opts.get(RETRY_OPTION)
     limit = 2 * int(base) if given is None else int(given)
     return limit if limit > int(base) else None
-
-
-def raised(req: GenerationRequest, limit: int) -> GenerationRequest:
-    return replace(req, sampling=replace(req.sampling, max_new_tokens=int(limit)))
-
-
-def redo_cut(generate: Callable[[list[GenerationRequest]], list[GenerationResult]],
-             requests: Sequence[GenerationRequest], results: list[GenerationResult],
-             limit: Callable[[int], int | None]) -> list[int]:
-    """Ask once more the requests whose replies were cut (``result.truncated``), the i-th with
-    ``max_new_tokens=limit(i)`` (None: not asked again); the new results replace the old in
-    ``results``, counters merged. Returns the indices asked again."""
-    redo = [(i, n) for i, res in enumerate(results) if res.truncated and (n := limit(i)) is not None]
-    if not redo:
-        return []
-    again = generate([raised(requests[i], n) for i, n in redo])
-    for (i, _), res in zip(redo, again):
-        results[i] = merge_results(results[i], res)
-    return [i for i, _ in redo]
 
 
 def cut_message(stage: str, first: int, retry: int | None) -> str:
