@@ -45,7 +45,8 @@ def test_a_server_root_says_qwen2_5_vl_under_another_name(tmp_path):
     caption = row["regions"][0]["caption"]  # the echo of what the model was asked
     assert row["error"] is None and PIXELS in caption and NORM1000 not in caption
     st = _stage(out)
-    assert st["box_convention"] == "pixels" and "/v1/models root 'Qwen/Qwen2.5-VL-7B-Instruct'" in st["box_convention_from"]
+    assert st["box_convention"] == "pixels"
+    assert "/v1/models root 'Qwen/Qwen2.5-VL-7B-Instruct'" in st["box_convention_from"]
     frame = json.loads(row["provenance"])["regions"]["box_frame"]
     assert frame == {"convention": "pixels", "from": st["box_convention_from"]}
 
@@ -81,7 +82,8 @@ def test_a_server_that_does_not_say_stops_the_run_before_it_starts(tmp_path, roo
     # what it says to pass works, and the run records that it was given
     _served(out, *(["--root", root] if root else []), tmp=tmp_path, extra=("-S", "region.box_convention=norm1000"))
     (row,) = pq.read_table(out).to_pylist()
-    assert NORM1000 in row["regions"][0]["caption"] and _stage(out)["box_convention_from"] == "given: region.box_convention"
+    assert NORM1000 in row["regions"][0]["caption"]
+    assert _stage(out)["box_convention_from"] == "given: region.box_convention"
 
 
 def test_a_local_qwen2_5_vl_in_any_folder_gets_pixels_from_its_config(tiny_qwen_vlms, tiny_vlms, tmp_path):

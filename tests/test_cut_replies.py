@@ -72,7 +72,7 @@ def test_textualize_cut_and_unreadable_extractions_from_the_cli(tiny_experts, tm
         {"when": [EXTRACT, size["coffee"]], "max_tokens_below": 32, "content": CUT_OBJECTS,
          "finish_reason": "length"},  # 1: cut at 16 ...
         {"when": [EXTRACT, size["coffee"]], "content": '{"objects": ["cat"]}'},  # 2: ... whole at the retry's 32
-        {"when": [EXTRACT, size["chelsea"]], "system": STRICT, "content": '{"objects": ["dog"]}'},  # 3: the stricter retry
+        {"when": [EXTRACT, size["chelsea"]], "system": STRICT, "content": '{"objects": ["dog"]}'},  # 3: stricter retry
         {"when": [EXTRACT, size["chelsea"]], "content": DEEP},  # 4: json-repair raises once
         {"when": [EXTRACT, size["rocket"]], "content": DEEP},  # 5: ... every time
         {"when": [REWRITE, size["astronaut"]], "content": "must never be asked"},  # 6
@@ -151,7 +151,8 @@ def test_panoptic_cut_lists_and_json_from_the_cli(tmp_path):
 
 def test_panoptic_localize_cut_twice_fails_the_row_before_tag(tmp_path):
     photos(tmp_path / "photos", ("astronaut",))
-    rules = [{"when": LOCALIZE, "content": "<box>[[100, 200, 600, 800]]</box>, <box>[[50, 6", "finish_reason": "length"}]
+    cut = "<box>[[100, 200, 600, 800]]</box>, <box>[[50, 6"
+    rules = [{"when": LOCALIZE, "content": cut, "finish_reason": "length"}]
     with serve(tmp_path, rules) as srv:
         out = tmp_path / "out"
         _panoptic(tmp_path, srv, out, "-S", "localize.max_new_tokens=64")
@@ -204,4 +205,5 @@ def test_region_errors_share_the_vocabulary_of_every_method(tmp_path, mode):
         cli("caption", str(src), "-o", str(tmp_path / "out"), "--method", "region", "--region-prompt", mode,
             "--backend", "openai", "--base-url", srv.url, "--vlm", "m", "--no-progress", "--max-retries", "0")
     (row,) = pq.read_table(tmp_path / "out").to_pylist()
-    assert row["error"].startswith("generate: http: 400") and row["regions"][0]["error"].startswith("generate: http: 400")
+    assert row["error"].startswith("generate: http: 400")
+    assert row["regions"][0]["error"].startswith("generate: http: 400")

@@ -240,7 +240,8 @@ def test_options_are_fingerprinted_and_unchanged_outputs_reused(tmp_path):
     assert be.usage.requests == 0 and s.stages["region"]["reused"] == 1
     assert {x["caption"] for x in rows[0]["regions"]} == {"red", "blue"}
     be2 = ColourBackend()
-    s2, _, _ = run([src], tmp_path / "o", be2, overwrite=True, stages={"prompt_mode": "box", "box_convention": "norm1000"})
+    s2, _, _ = run([src], tmp_path / "o", be2, overwrite=True,
+                   stages={"prompt_mode": "box", "box_convention": "norm1000"})
     assert be2.usage.requests == 2 and s2.stages["region"]["computed"] == 1
 
 

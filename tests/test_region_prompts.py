@@ -118,7 +118,8 @@ def test_regions_on_a_resized_image_reach_the_model_scaled(red_blue, colour_back
 def test_global_task_is_one_request_for_the_image(red_blue, colour_backend):
     image, _ = red_blue
     for mode in ("focal", "overlay", "som", "box"):
-        prompts = build_prompts(mode, image, _regions(red_blue), PromptOptions(task="global", box_convention="norm1000"))
+        opts = PromptOptions(task="global", box_convention="norm1000")
+        prompts = build_prompts(mode, image, _regions(red_blue), opts)
         assert len(prompts) == 1 and prompts[0].keys == ["R", "B"] and prompts[0].json_schema is None
         assert "2 marked regions" in prompts[0].text
     with pytest.raises(ValueError, match="crop"):

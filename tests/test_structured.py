@@ -91,7 +91,8 @@ def test_cut_replies_are_truncated_errors_never_repaired():
             r.truncated = len(run.calls) == 1 and i in cut or len(run.calls) == 2 and i == 0
         return out
 
-    reqs = [GenerationRequest.simple(f"q{i}", json_schema=schema, sampling=Sampling(max_new_tokens=8)) for i in range(4)]
+    reqs = [GenerationRequest.simple(f"q{i}", json_schema=schema, sampling=Sampling(max_new_tokens=8))
+            for i in range(4)]
     res = generate_with_schema(reqs, call)
     assert res[0].error.startswith("truncated: the reply was cut at max_new_tokens=8 (finish_reason=length) before "
                                    "its JSON was complete") and res[0].parsed is None and res[0].retries == 0

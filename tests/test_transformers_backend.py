@@ -196,11 +196,13 @@ def test_json_schema_requests(backends, photos, monkeypatch):
     res = be.generate([req])[0]
     assert res.error.startswith("truncated: ") and "not JSON" in res.error and res.retries == 1 and res.parsed is None
     # a cut reply is never repaired into values, even one json-repair could complete
-    monkeypatch.setattr(be.tokenizer, "batch_decode", lambda ids, **kw: ['{"objects": ["astronaut", "flag"]'] * len(ids))
+    almost = '{"objects": ["astronaut", "flag"]'
+    monkeypatch.setattr(be.tokenizer, "batch_decode", lambda ids, **kw: [almost] * len(ids))
     res = be.generate([req])[0]
     assert res.truncated and res.error.startswith("truncated: ") and res.parsed is None
     # replies that end within the limit (EOS forced as the last token, as a trained model stops)
-    monkeypatch.setattr(be.hf_model.generation_config, "forced_eos_token_id", be.hf_model.generation_config.eos_token_id)
+    gc = be.hf_model.generation_config
+    monkeypatch.setattr(gc, "forced_eos_token_id", gc.eos_token_id)
 
     # the real prompt carries the schema; a (scripted) almost-JSON reply is repaired and parsed
     prompts = []

@@ -14,7 +14,9 @@ convention          meaning                                                     
 ==================  ==========================================================  =================
 
 There is no default: which one a model gets is decided from what the model is
-(:mod:`.frame`), or given with ``box_convention``. Sources are in docs/region.md. The issue asked for "absolute pixels for Qwen2.5-VL and
+(:mod:`.frame`), or given with ``box_convention``.
+
+Sources are in docs/region.md. The issue asked for "absolute pixels for Qwen2.5-VL and
 later"; Qwen3-VL went back to 0-1000 (its 2d_grounding cookbook: "changed from the absolute
 coordinates used in Qwen2.5-VL to relative coordinates ranging from 0 to 1000"), so only
 Qwen2.5-VL uses ``pixels``.

@@ -101,7 +101,8 @@ class RegionStage(Stage):
         return out
 
     def describe(self) -> dict[str, Any]:
-        frame = {"box_convention_from": self.opts["box_convention_from"]} if self.opts.get("box_convention_from") else {}
+        source = self.opts.get("box_convention_from")
+        frame = {"box_convention_from": source} if source else {}
         return {"stage": self.name, **self.backend.describe(), **self.options(), **frame, "prompt_sha": self.prompt_sha}
 
     def summary(self) -> dict[str, Any]:

@@ -199,7 +199,8 @@ class Handler(BaseHTTPRequestHandler):
             now = int(time.time())
             roots = list(st.opts.root or [])  # like vLLM's: the path or hub id the served name stands for
             data = [{"id": m, "object": "model", "created": now, "owned_by": "pixscribe",
-                     **({"root": roots[i]} if i < len(roots) and roots[i] else {})} for i, m in enumerate(st.opts.model)]
+                     **({"root": roots[i]} if i < len(roots) and roots[i] else {})}
+                    for i, m in enumerate(st.opts.model)]
             self._send(200, {"object": "list", "data": data})
         elif self.path.rstrip("/") == "/stats":
             with st.lock:
