@@ -40,12 +40,14 @@ def test_finish_reason_recorded_and_a_reply_cut_at_the_limit_is_flagged(echo):
     b.close()
 
 
-def test_schema_error_on_a_truncated_reply_says_so_and_is_not_resent(echo):
+def test_a_truncated_json_reply_is_a_truncated_error_and_is_not_resent(echo):
     b = backend(echo.url)
     (r,) = b.generate(reqs(["json please"], json_schema=SCHEMA, sampling=Sampling(max_new_tokens=2)))
-    assert not r.ok and r.truncated and r.finish_reason == "length"
-    assert r.error.startswith("schema: the reply was cut at max_new_tokens=2 (finish_reason=length)")
-    assert "raise --max-new-tokens" in r.error and "stricter retry" not in r.error
+    assert not r.ok and r.truncated and r.finish_reason == "length" and r.parsed is None
+    assert r.text == '{"caption": "x",'  # json-repair would make {"caption": "x"} of it: never read as data
+    assert r.error.startswith("truncated: the reply was cut at max_new_tokens=2 (finish_reason=length) before its "
+                              "JSON was complete")
+    assert "raise the token limit" in r.error and "stricter retry" not in r.error
     assert echo.stats()["chat_requests"] == 1  # a stricter prompt cannot fix a token budget
     (ok,) = b.generate(reqs(["json please"], json_schema=SCHEMA, sampling=Sampling(max_new_tokens=20)))
     assert ok.ok and ok.parsed == {"caption": "x", "objects": []} and not ok.truncated

@@ -238,6 +238,43 @@ def test_f1_edges_and_options():
     assert skipped["pancap_relation"] == 50 and skipped["pancapscore"] == pytest.approx(50 + 50 + 50 + 50 + 5)
 
 
+class CutJudge(ScriptedJudge):
+    """Cuts the extraction of ``cut`` after its first two lines at any limit below ``whole_at``
+    (``finish_reason: length``), as a real server does at its token limit."""
+
+    def __init__(self, cut, whole_at, *a, **kw):
+        super().__init__(*a, **kw)
+        self.cut, self.whole_at, self.limits = cut, whole_at, []
+
+    def _generate(self, requests):
+        out = super()._generate(requests)
+        for r, res in zip(requests, out):
+            self.limits.append(r.sampling.max_new_tokens)
+            text = r.messages[-1]["content"][0]["text"]
+            if self.cut in text and "Statements:" not in text and r.sampling.max_new_tokens < self.whole_at:
+                res.text, res.finish_reason, res.truncated = "\n".join(res.text.splitlines()[:2]), "length", True
+        return out
+
+
+def test_a_cut_judge_answer_is_asked_again_then_never_scored(matcher, tmp_path):
+    cand = caption(dog_attr="black")
+    preds, refs = {"a": REF, "b": cand}, {"a": REF, "b": REF}
+    cache = JudgeCache(tmp_path / "c.sqlite3")
+    saved = CutJudge(cand, 4096, scripted().extractions)  # whole at twice the 2048-token extraction limit
+    res = pancapscore(preds, refs, CachedJudge(saved, cache), matcher=matcher)
+    assert res.errors == {} and 4096 in saved.limits
+    assert res.per_image["b"]["attribute"] == 50  # its whole extraction: the dog is black, not brown
+    cut = CutJudge(cand, 10**9, scripted().extractions)  # cut at 2048 and at 4096
+    judge = CachedJudge(cut, JudgeCache(tmp_path / "c2.sqlite3"))
+    res = pancapscore(preds, refs, judge, matcher=matcher)
+    assert list(res.per_image) == ["a"] and res.errors["b"].startswith(
+        "truncated: the judge's answer was cut at max_new_tokens=2048, and again at 4096 on the retry")
+    assert judge.failures == 1 and judge.cache is not None and len(judge.cache) == judge.misses - 1  # not cached
+    never = CutJudge(cand, 10**9, scripted().extractions)
+    res = pancapscore(preds, refs, CachedJudge(never, None, cut_retry=1), matcher=matcher)
+    assert "b" in res.errors and 4096 not in never.limits  # cut_retry 1: no second ask
+
+
 def test_cache_key_covers_judge_prompt_and_sampling():
     a = P.extraction_request("x", PancapConfig().extract_sampling())
     b = P.extraction_request("x", PancapConfig(extract_max_new_tokens=99).extract_sampling())

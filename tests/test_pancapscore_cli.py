@@ -80,7 +80,9 @@ def test_loopback_server_judge_is_asked_once(app, files, tmp_path):
     refs, out = files
     cache = tmp_path / "judge.sqlite3"
     with ServerProcess("--mode", "echo", "--model", "judge-m") as srv:
-        args = ["--judge", "judge-m", "--judge-base-url", srv.url, "--judge-cache", str(cache)]
+        # limits the echo's answers fit in (an answer cut at its limit is asked again at twice it)
+        args = ["--judge", "judge-m", "--judge-base-url", srv.url, "--judge-cache", str(cache),
+                "--pancap-option", "extract_max_new_tokens=200", "--pancap-option", "qa_max_new_tokens=200"]
         rep, _ = _eval(app, refs, out, tmp_path / "r1.json", *args)
         first = srv.stats()
         assert first["chat_requests"] == rep["info"]["pancapscore"]["judge"]["generated"] >= 3

@@ -46,8 +46,8 @@ def _check_chain_row(r):
 
 
 @pytest.mark.slow  # two CLI runs that each load torch and the model (about 40 s on 2 shared cores)
-def test_cli_tiny_vlm_batches_and_resume(tiny_vlms, photo_dir, tmp_path):
-    out, vlm = tmp_path / "out", str(tiny_vlms["llava"])
+def test_cli_tiny_vlm_batches_and_resume(stopping_vlms, photo_dir, tmp_path):
+    out, vlm = tmp_path / "out", str(stopping_vlms["llava"])  # replies end within the limit (fixtures_stopping)
     args = ["caption", str(photo_dir), "-o", str(out), "--method", "panoptic", "--vlm", vlm, "--device", "cpu",
             "--batch-size", "4", "--no-progress", *SHORT]
     cli(*args, "--limit", "3")
@@ -63,8 +63,8 @@ def test_cli_tiny_vlm_batches_and_resume(tiny_vlms, photo_dir, tmp_path):
     assert all(rows[i]["caption"] == first[i]["caption"] for i in first)  # done rows untouched
 
 
-def test_http_tiny_server(tiny_vlms, photo_dir, tmp_path):
-    with ServerProcess("--mode", "tiny", "--model-dir", str(tiny_vlms["llava"]), "--model", "tiny-llava") as srv:
+def test_http_tiny_server(stopping_vlms, photo_dir, tmp_path):
+    with ServerProcess("--mode", "tiny", "--model-dir", str(stopping_vlms["llava"]), "--model", "tiny-llava") as srv:
         out = tmp_path / "out"
         cli("caption", str(photo_dir), "-o", str(out), "--method", "panoptic", "--backend", "openai", "--base-url",
             srv.url, "--vlm", "tiny-llava", "--concurrency", "4", "--no-progress", *SHORT)
@@ -153,14 +153,14 @@ def _spy_detectors(monkeypatch):
     return seen
 
 
-def test_entity_aware_on_tiny_detectors(tiny_vlms, tiny_experts, photo_dir, tmp_path, monkeypatch):
+def test_entity_aware_on_tiny_detectors(stopping_vlms, tiny_experts, photo_dir, tmp_path, monkeypatch):
     tasks = _scripted_florence(monkeypatch)
     seen = _spy_detectors(monkeypatch)
     redetect = {"detectors": ["grounding_dino", "owlv2"], "box_threshold": 0.0, "text_threshold": 0.0,
                 "add_threshold": 0.05}
     cfg = RunConfig(
         inputs=[str(photo_dir)], output=str(tmp_path / "out"), method="panoptic", progress=False, batch_size=3,
-        vlm=str(tiny_vlms["llava"]), device="cpu",
+        vlm=str(stopping_vlms["llava"]), device="cpu",
         expert_models={"dense": str(tiny_experts["florence2"]), "grounding_dino": str(tiny_experts["grounding_dino"]),
                        "owlv2": str(tiny_experts["owlv2"])},
         expert_options={"dense": {"max_new_tokens": 16, "num_beams": 1}},

@@ -154,8 +154,8 @@ def test_structured_modes_constrain_decoding(vllm, mode):
 def test_truncated_json_reply_says_raise_max_new_tokens(vllm):
     b = backend(vllm, extra_body={"logit_bias": vllm.bias})
     (r,) = b.generate([GenerationRequest.simple("Describe.", json_schema=SCHEMA, sampling=Sampling(max_new_tokens=3))])
-    assert not r.ok and r.truncated
-    assert r.error.startswith("schema: the reply was cut at max_new_tokens=3") and "--max-new-tokens" in r.error
+    assert not r.ok and r.truncated and r.parsed is None  # cut: never repaired into values
+    assert r.error.startswith("truncated: the reply was cut at max_new_tokens=3") and "raise the token limit" in r.error
     b.close()
 
 

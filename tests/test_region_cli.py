@@ -111,7 +111,8 @@ def test_region_rows_end_to_end_with_points_through_a_tiny_sam(tiny_vlms, sam_di
     conf = tmp_path / "run.yaml"  # SAM's weights and a threshold that keeps random-weight masks non-empty
     conf.write_text(f"expert_models: {{sam: '{sam_dir}'}}\nexpert_options: {{sam: {{mask_threshold: -1.0e+9}}}}\n")
     out = tmp_path / "out"
-    args = ("--config", str(conf), "--region-prompt", "box", "--task", "attribute", "--attribute", "material")
+    args = ("--config", str(conf), "--region-prompt", "box", "--task", "attribute", "--attribute", "material",
+            "-S", "region.box_convention=norm1_square")  # a LLaVA's config does not say which LLaVA it is
     _caption(per, out, tiny_vlms["llava"], *args, "--limit", "2")
     assert _written(out) == 2
     _caption(per, out, tiny_vlms["llava"], *args)

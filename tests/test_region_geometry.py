@@ -120,7 +120,8 @@ def test_qwen25_smart_resize_and_box_conventions():
         ("gemini-2.5-flash", "norm1000_yx"),
         ("llava-hf/llava-1.5-7b-hf", "norm1_square"),
         ("mucai/vip-llava-7b", "norm1_square"),
-        ("HuggingFaceTB/SmolVLM2-2.2B-Instruct", "norm1000"),
+        ("HuggingFaceTB/SmolVLM2-2.2B-Instruct", None),  # no known family: no default, the run asks for it
+        ("my-served-vlm", None),
     ],
 )
 def test_convention_for_model_families(model, conv):
@@ -130,3 +131,4 @@ def test_convention_for_model_families(model, conv):
 def test_convention_from_config_model_type_wins():
     assert convention_for("models/tiny", "qwen2_5_vl") == "pixels"
     assert convention_for("models/tiny", "qwen3_vl") == "norm1000"
+    assert convention_for(None, "Qwen2_5_VLForConditionalGeneration") == "pixels"  # an architecture name reads too

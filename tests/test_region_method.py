@@ -61,7 +61,7 @@ def run(inputs, out, backend, **kw):
 
 
 MODES = [("focal", {}), ("focal", {"outline": False}), ("overlay", {}), ("overlay", {"overlay": "contour"}),
-         ("som", {}), ("box", {}), ("crop", {})]  # fmt: skip
+         ("som", {}), ("box", {"box_convention": "norm1000"}), ("crop", {})]  # fmt: skip
 
 
 @pytest.mark.parametrize("mode, extra", MODES)
@@ -221,7 +221,8 @@ def test_a_failed_request_fails_the_row_for_retry_and_keeps_the_other_captions(t
     s, rows, _ = run([src], tmp_path / "o", FailBlue())
     assert s.error_rows == 1 and "1 of 2 regions got no answer" in rows[0]["error"]
     by = {x["region_id"]: x for x in rows[0]["regions"]}
-    assert by["R"]["caption"] == "red" and by["B"]["error"] == "http: 503 busy"
+    assert by["R"]["caption"] == "red" and by["B"]["error"] == "generate: http: 503 busy"  # as in every method
+    assert rows[0]["error"].startswith("generate: 1 of 2 regions got no answer, the first: generate: http: 503")
     s2, rows2, _ = run([src], tmp_path / "o", ColourBackend(), retry_errors=True)
     assert s2.error_rows == 0 and {x["caption"] for x in rows2[0]["regions"]} == {"red", "blue"}
 
@@ -239,7 +240,8 @@ def test_options_are_fingerprinted_and_unchanged_outputs_reused(tmp_path):
     assert be.usage.requests == 0 and s.stages["region"]["reused"] == 1
     assert {x["caption"] for x in rows[0]["regions"]} == {"red", "blue"}
     be2 = ColourBackend()
-    s2, _, _ = run([src], tmp_path / "o", be2, overwrite=True, stages={"prompt_mode": "box"})
+    s2, _, _ = run([src], tmp_path / "o", be2, overwrite=True,
+                   stages={"prompt_mode": "box", "box_convention": "norm1000"})
     assert be2.usage.requests == 2 and s2.stages["region"]["computed"] == 1
 
 
@@ -283,7 +285,8 @@ def test_outputs_read_with_pyarrow_duckdb_and_eval_regions(tmp_path):
 
     R, B = write_scene(tmp_path)
     run([image_rows(tmp_path, [R, B])], tmp_path / "img", ColourBackend(), stages={"prompt_mode": "som"})
-    run([region_rows(tmp_path, [R, B])], tmp_path / "rows", ColourBackend(), stages={"prompt_mode": "box"})
+    run([region_rows(tmp_path, [R, B])], tmp_path / "rows", ColourBackend(),
+        stages={"prompt_mode": "box", "box_convention": "norm1000"})
     assert pq.read_schema(next((tmp_path / "img").glob("part-*.parquet"))).field("regions").type == REGIONS_ARROW
     duckdb = pytest.importorskip("duckdb")
     got = duckdb.connect().execute(f"""

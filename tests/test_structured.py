@@ -62,6 +62,50 @@ def test_parse_json_repairs_common_breakage():
         parse_json("Sure, here is the caption you wanted.")
 
 
+@pytest.mark.parametrize("depth", [600, 5000])
+def test_replies_json_repair_cannot_read_are_schema_errors(depth):
+    """json-repair raises on deep nesting ("Input nesting exceeds the supported parser recursion
+    depth" near 600 levels; json itself past ~1000): a schema error, never an exception."""
+    with pytest.raises(SchemaError, match="not JSON|not valid JSON"):
+        parse_json("[" * depth)
+
+
+def test_a_repair_never_turns_an_object_into_a_list():
+    """vLLM 0.32's cut extraction reply: json-repair reads it as the list ["objects"]."""
+    with pytest.raises(SchemaError, match="json-repair read list from a reply that opens '{'"):
+        parse_json('{"objects"' + "\n" * 10)
+
+
+def test_cut_replies_are_truncated_errors_never_repaired():
+    schema = {"type": "object", "properties": {"objects": {"type": "array", "items": {"type": "string"}}},
+              "required": ["objects"]}
+    cut_json, cut_prose = '{"objects": ["cat", "do', "Sure! The objects are a cat and a"
+    complete = '{"objects": ["cat"]}'
+    run = ScriptedRun([cut_json, cut_prose, complete, "[" * 600], [cut_prose, '{"objects": ["x"]}'])
+    cut = {0, 1, 2}  # the first three replies come back cut at the limit (finish_reason=length)
+    real = run.__call__
+
+    def call(requests):
+        out = real(requests)
+        for i, r in enumerate(out):
+            r.truncated = len(run.calls) == 1 and i in cut or len(run.calls) == 2 and i == 0
+        return out
+
+    reqs = [GenerationRequest.simple(f"q{i}", json_schema=schema, sampling=Sampling(max_new_tokens=8))
+            for i in range(4)]
+    res = generate_with_schema(reqs, call)
+    assert res[0].error.startswith("truncated: the reply was cut at max_new_tokens=8 (finish_reason=length) before "
+                                   "its JSON was complete") and res[0].parsed is None and res[0].retries == 0
+    # prose cut at the limit gets the stricter retry first; cut again, it is a truncated error
+    assert res[1].error.startswith("truncated: ") and "not JSON" in res[1].error and res[1].retries == 1
+    assert res[2].ok and res[2].parsed == {"objects": ["cat"]}  # complete JSON as it stands counts
+    assert res[3].ok and res[3].parsed == {"objects": ["x"]} and res[3].retries == 1  # json-repair raised: stricter
+    assert len(run.calls[1]) == 2 and all(STRICT in r.messages[0]["content"][0]["text"] for r in run.calls[1])
+
+
+STRICT = "Reply with one JSON value only"
+
+
 def test_validate_with_schema_and_pydantic_model():
     good = {"regions": [{"label": "cat", "box": [0, 0, 1, 1]}], "count": 1}
     assert validate(good, SCHEMA) == good

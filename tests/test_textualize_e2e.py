@@ -3,7 +3,10 @@ real architectures: the transformers path (the same tiny VLM as VLM and LLM) and
 (a VLM server and an LLM server on loopback), with the experts local in both (Florence-2 with
 fixed regions, SAM, Depth Anything, Grounding DINO, OWLv2). Batches of 2, a resumed run and
 --retry-errors. Outputs are gibberish (random weights); what is checked is that every stage
-ran on the real code path and wrote what it should.
+ran on the real code path and wrote what it should. The models that extract objects are copies
+that end their replies within the limit (fixtures_stopping): a reply of random weights is
+otherwise always cut, and the objects stage rightly fails a cut reply (a cut description is
+prose, and is kept).
 """
 
 from __future__ import annotations
@@ -80,14 +83,14 @@ def flaky_image_server():
 
 
 @pytest.mark.slow
-def test_textualize_on_tiny_transformers_models_from_the_cli(tiny_vlms, tiny_experts, tmp_path, flaky_image_server):
+def test_textualize_on_tiny_transformers_models_from_the_cli(stopping_vlms, tiny_experts, tmp_path, flaky_image_server):
     url, server = flaky_image_server
     photos = tmp_path / "photos"
     write_sample_photos(photos, ("astronaut", "coffee"))
     (tmp_path / "urls.txt").write_text(f"{url}/flaky-rocket.jpg\n")
     out = tmp_path / "out"
     args = ["caption", str(photos), str(tmp_path / "urls.txt"), "-o", str(out), "--method", "textualize",
-            "--config", str(_config(tmp_path, tiny_experts)), "--vlm", str(tiny_vlms["llava"]), "--batch-size", "2",
+            "--config", str(_config(tmp_path, tiny_experts)), "--vlm", str(stopping_vlms["llava"]), "--batch-size", "2",
             "--max-new-tokens", "6", "--verify-mode", "consensus", "--box-threshold", "0.25", "--max-objects", "5",
             "--allow-private-urls", "--no-progress"]
     cli(*args, "--limit", "2")
@@ -101,7 +104,7 @@ def test_textualize_on_tiny_transformers_models_from_the_cli(tiny_vlms, tiny_exp
     cli(*args, "--retry-errors")
     rows = pq.read_table(out).to_pylist()
     assert len(rows) == 3 and len({r["id"] for r in rows}) == 3 and _summary(out)["rows_written"] == 1
-    _check_rows(rows, str(tiny_vlms["llava"]))
+    _check_rows(rows, str(stopping_vlms["llava"]))
     run = json.loads((out / "_run.json").read_text())
     opts = {s["stage"]: s for s in run["method"]["stages"]}
     assert opts["verify"]["mode"] == "consensus" and opts["verify"]["box_threshold"] == 0.25
@@ -110,9 +113,10 @@ def test_textualize_on_tiny_transformers_models_from_the_cli(tiny_vlms, tiny_exp
 
 
 @pytest.mark.slow
-def test_textualize_against_vlm_and_llm_servers(tiny_vlms, tiny_llm, tiny_experts, tmp_path, photo_dir):
+def test_textualize_against_vlm_and_llm_servers(tiny_vlms, stopping_llm, tiny_experts, tmp_path, photo_dir):
+    # the VLM's descriptions are cut at the limit (prose: kept, flagged); the LLM that extracts ends its replies
     with ServerProcess("--mode", "tiny", "--model-dir", str(tiny_vlms["llava"]), "--model", "tiny-llava") as vlm, \
-         ServerProcess("--mode", "tiny", "--model-dir", str(tiny_llm), "--model", "tiny-qwen",
+         ServerProcess("--mode", "tiny", "--model-dir", str(stopping_llm), "--model", "tiny-qwen",
                        "--permanent", "500", "--permanent-share", "0.3") as llm:
         out = tmp_path / "out"
         args = ["caption", str(photo_dir), "-o", str(out), "--method", "textualize",
@@ -126,6 +130,7 @@ def test_textualize_against_vlm_and_llm_servers(tiny_vlms, tiny_llm, tiny_expert
         assert vlm.stats()["chat_requests"] == 6 and llm.stats()["structured_requests"] > 0  # JSON schema sent
         llm.admin(permanent="")
         vlm.reset()
+        assert all(json.loads(r["provenance"])["description"]["truncated"] for r in rows)  # cut prose, kept
         cli(*args, "--retry-errors")
         rows = pq.read_table(out).to_pylist()
         assert len(rows) == 6 and _summary(out)["rows_written"] == len(bad)

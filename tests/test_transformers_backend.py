@@ -191,9 +191,18 @@ def test_json_schema_requests(backends, photos, monkeypatch):
     be = backends["llava"]
     schema = {"type": "object", "properties": {"objects": {"type": "array", "items": {"type": "string"}}}, "required": ["objects"]}
     req = GenerationRequest.simple("List the objects.", [photos["astronaut"]], sampling=SAMPLING, json_schema=schema)
-    # random weights cannot write JSON: a schema error after one stricter retry, never an exception
+    # random weights cannot write JSON and never stop: prose cut at the limit, so after one stricter
+    # retry a truncated error (cut, not JSON), never an exception
     res = be.generate([req])[0]
-    assert res.error.startswith("schema: ") and res.retries == 1 and res.parsed is None
+    assert res.error.startswith("truncated: ") and "not JSON" in res.error and res.retries == 1 and res.parsed is None
+    # a cut reply is never repaired into values, even one json-repair could complete
+    almost = '{"objects": ["astronaut", "flag"]'
+    monkeypatch.setattr(be.tokenizer, "batch_decode", lambda ids, **kw: [almost] * len(ids))
+    res = be.generate([req])[0]
+    assert res.truncated and res.error.startswith("truncated: ") and res.parsed is None
+    # replies that end within the limit (EOS forced as the last token, as a trained model stops)
+    gc = be.hf_model.generation_config
+    monkeypatch.setattr(gc, "forced_eos_token_id", gc.eos_token_id)
 
     # the real prompt carries the schema; a (scripted) almost-JSON reply is repaired and parsed
     prompts = []

@@ -265,6 +265,7 @@ class OpenAIBackend(Backend):
                     f"export {api_key_env}=... before the run"
                 )
         self._api_key = api_key
+        self.model_entry: dict[str, Any] | None = None  # the model's /v1/models entry, once check() ran
         self.concurrency = int(concurrency)
         # Start at the configured cap: --concurrency is the user's statement of what the
         # servers can take, vLLM/SGLang queue rather than reject, and a 429 storm halves
@@ -442,11 +443,14 @@ class OpenAIBackend(Backend):
                 problems.append(f"{ep.base}: GET /models answered {r.status_code}: {_error_message(r)}")
                 continue
             try:
-                ids = [str(m.get("id")) for m in r.json().get("data", [])]
+                entries = [m for m in r.json().get("data", []) if isinstance(m, dict)]
+                ids = [str(m.get("id")) for m in entries]
             except Exception:  # noqa: BLE001
                 problems.append(f"{ep.base}: GET /models did not return a model list")
                 continue
             answered[ep.base] = ids
+            if self.model_entry is None and self.model in ids:  # vLLM's names the loaded path or id as "root"
+                self.model_entry = {**entries[ids.index(self.model)], "from": ep.base}
         if not answered:
             raise BackendUnavailable(
                 "no OpenAI-compatible server answered at "

@@ -9,10 +9,17 @@ or build one from a pydantic model with :func:`schema_of`). A backend then:
    parameter;
 2. checks the reply with :func:`check_reply`: strip code fences, parse, repair malformed
    JSON with json-repair, validate against the schema (jsonschema when installed, else a
-   small built-in subset) and, when given, the pydantic model;
+   small built-in subset) and, when given, the pydantic model. Any failure, json-repair's
+   own included (it raises on deeply nested input), is a :class:`SchemaError`;
 3. if that fails, retries once with :func:`stricter_request` (the schema spelled out in a
    system message, temperature 0);
 4. only then fails the row with ``"schema: ..."``.
+
+A reply cut at the token limit (``result.truncated``) is never repaired into values: it
+counts only if it is complete, valid JSON as it stands; otherwise the result is the error
+``"truncated: ..."`` (a reply cut while writing JSON is not resent, since a stricter prompt
+cannot fix a token budget; a cut reply of prose gets the stricter retry first). Stages that
+allow it then ask once more with a higher limit (:mod:`pixscribe.stages.replies`).
 
 Which server fields do what (checked against the vLLM and SGLang docs, 2026):
 
@@ -43,7 +50,7 @@ import functools
 import json
 import re
 from dataclasses import replace
-from typing import Any, Awaitable, Callable, Literal, get_args
+from typing import Any, Awaitable, Callable, Literal, Sequence, get_args
 
 from ..record import PixscribeError
 from .base import GenerationRequest, GenerationResult
@@ -109,20 +116,44 @@ def _strip_fences(text: str) -> str:
     return m.group(1) if m else text
 
 
+def strict_json(text: str) -> Any:
+    """The reply as JSON exactly as it stands (code fences stripped), never repaired; raises
+    :class:`SchemaError` (deep nesting included)."""
+    try:
+        return json.loads(_strip_fences(text.strip()))
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise SchemaError(f"reply is not valid JSON ({type(exc).__name__}: {str(exc)[:120]})") from None
+
+
+_OPENER = {"{": dict, "[": list}
+
+
 def parse_json(text: str) -> tuple[Any, bool]:
-    """Parse a reply as JSON; repair it with json-repair if needed. Returns (value, repaired)."""
+    """Parse a reply as JSON; repair it with json-repair if needed. Returns (value, repaired).
+
+    Raises :class:`SchemaError` when the reply cannot be read: json-repair finds nothing,
+    raises (any exception of it, such as its recursion limit on deeply nested input), or
+    turns an object into a list or the other way round (``{"objects"`` became ``["objects"]``)."""
     body = _strip_fences(text.strip())
     try:
-        return json.loads(body), False
-    except (json.JSONDecodeError, ValueError):
+        return strict_json(body), False
+    except SchemaError:
         pass
     try:
         import json_repair
     except ImportError as exc:  # pragma: no cover - json-repair is a core dependency
         raise SchemaError("reply is not valid JSON and json-repair is not installed (pip install json-repair)") from exc
-    value = json_repair.repair_json(body, return_objects=True)
+    try:
+        value = json_repair.repair_json(body, return_objects=True)
+    except Exception as exc:  # noqa: BLE001 - the repair library's failure is the reply's, never the backend's
+        raise SchemaError(f"reply is not JSON and json-repair could not read it ({type(exc).__name__}: "
+                          f"{str(exc)[:120]})") from None
     if value in ("", None) or (isinstance(value, (list, dict)) and not value and body.strip() not in ("[]", "{}")):
         raise SchemaError(f"reply is not JSON and could not be repaired: {text[:120]!r}")
+    want = _OPENER.get(body.lstrip()[:1])
+    if want is not None and not isinstance(value, want):
+        raise SchemaError(f"reply is not JSON: json-repair read {type(value).__name__} from a reply that opens "
+                          f"{body.lstrip()[:1]!r}: {text[:120]!r}")
     return value, True
 
 
@@ -234,31 +265,52 @@ def check_reply(text: str | None, schema: dict[str, Any], model: Any = None) -> 
     return validate(value, schema, model), repaired
 
 
+REPLY_KINDS = ("schema", "truncated", "generate")
+
+
+def reply_error(error: str | None) -> str:
+    """The error of a row (or region) whose request failed, in the one vocabulary of every
+    method: ``schema: ...`` and ``truncated: ...`` as they are, any other failure of the model
+    (``http: 503 ...``, a timeout, a backend error) as ``generate: ...``."""
+    e = error or "generate: no text"
+    return e if e.split(":", 1)[0].strip() in REPLY_KINDS else f"generate: {e}"
+
+
 def truncation_note(req: GenerationRequest, res: GenerationResult) -> str:
-    return (
-        f"the reply was cut at max_new_tokens={req.sampling.max_new_tokens} (finish_reason=length); "
-        "raise --max-new-tokens"
-    )
+    return f"the reply was cut at max_new_tokens={req.sampling.max_new_tokens} (finish_reason=length)"
+
+
+def opens_json(text: str | None) -> bool:
+    """The reply starts like JSON (``{`` or ``[``, maybe after an opening code fence)."""
+    body = re.sub(r"^```[A-Za-z0-9_-]*\s*", "", (text or "").strip())  # an opening fence, maybe unclosed
+    return body[:1] in ("{", "[")
 
 
 def cut_json(res: GenerationResult) -> bool:
     """A reply truncated while writing JSON: a stricter prompt cannot fix a token budget,
     so it is not resent (a truncated reply of prose still gets the stricter retry)."""
-    body = re.sub(r"^```[A-Za-z0-9_-]*\s*", "", (res.text or "").strip())  # an opening fence, maybe unclosed
-    return res.truncated and body[:1] in ("{", "[")
+    return res.truncated and opens_json(res.text)
 
 
 def apply_schema(req: GenerationRequest, res: GenerationResult, model: Any = None) -> str | None:
     """Check a successful result against ``req.json_schema``; set ``res.parsed``.
 
-    Returns None when the reply is good (possibly repaired), else the reason (which says so
-    when the reply was truncated at the token limit)."""
+    Returns None when the reply is good, else the error it earns: ``"schema: ..."``, or
+    ``"truncated: ..."`` for a reply cut at the token limit, which is never repaired: it is
+    good only when it is complete, valid JSON as it stands."""
     if req.json_schema is None or not res.ok:
+        return None
+    if res.truncated:
+        try:
+            res.parsed = validate(strict_json(res.text or ""), req.json_schema, model)
+        except SchemaError as exc:
+            what = "before its JSON was complete" if opens_json(res.text) else f"and it is not JSON ({exc})"
+            return f"truncated: {truncation_note(req, res)} {what}; raise the token limit (max_new_tokens)"
         return None
     try:
         res.parsed, repaired = check_reply(res.text, req.json_schema, model)
     except SchemaError as exc:
-        return f"{truncation_note(req, res)} ({exc})" if res.truncated else str(exc)
+        return f"schema: {exc}"
     if repaired:
         res.text = json.dumps(res.parsed, ensure_ascii=False)
     return None
@@ -275,6 +327,7 @@ def stricter_request(req: GenerationRequest, reason: str | None = None) -> Gener
     assert req.json_schema is not None
     text = STRICT_INSTRUCTION.format(schema=json.dumps(req.json_schema, sort_keys=True))
     if reason:
+        reason = re.sub(r"^(schema|truncated): ", "", reason)
         text += f"\nYour previous reply was rejected ({reason[:200]})."
     messages = copy.deepcopy(req.messages)
     if messages and messages[0].get("role") == "system":
@@ -290,17 +343,38 @@ def stricter_request(req: GenerationRequest, reason: str | None = None) -> Gener
 
 
 def schema_failure(res: GenerationResult, reason: str, retried: bool = True) -> GenerationResult:
-    res.error = f"schema: {reason}" + (" (after one stricter retry)" if retried else "")
+    """Fail ``res`` with ``reason`` (``"schema: ..."`` or ``"truncated: ..."``)."""
+    res.error = reason + (" (after one stricter retry)" if retried else "")
     res.parsed = None
     return res
 
 
-def _merge(first: GenerationResult, second: GenerationResult) -> GenerationResult:
+def merge_results(first: GenerationResult, second: GenerationResult) -> GenerationResult:
+    """``second`` (a retry of ``first``) with the counters of both."""
     second.retries += first.retries + 1
     second.tokens_in += first.tokens_in
     second.tokens_out += first.tokens_out
     second.seconds += first.seconds
     return second
+
+
+def _raised(req: GenerationRequest, limit: int) -> GenerationRequest:
+    return replace(req, sampling=replace(req.sampling, max_new_tokens=int(limit)))
+
+
+def redo_cut(generate: Callable[[list[GenerationRequest]], list[GenerationResult]],
+             requests: Sequence[GenerationRequest], results: list[GenerationResult],
+             limit: Callable[[int], int | None]) -> list[int]:
+    """Ask once more the requests whose replies were cut (``result.truncated``), the i-th with
+    ``max_new_tokens=limit(i)`` (None: not asked again); the new results replace the old in
+    ``results``, counters merged. Returns the indices asked again."""
+    redo = [(i, n) for i, res in enumerate(results) if res.truncated and (n := limit(i)) is not None]
+    if not redo:
+        return []
+    again = generate([_raised(requests[i], n) for i, n in redo])
+    for (i, _), res in zip(redo, again):
+        results[i] = merge_results(results[i], res)
+    return [i for i, _ in redo]
 
 
 def generate_with_schema(
@@ -321,7 +395,7 @@ def generate_with_schema(
         return results
     again = run([stricter_request(requests[i], reason) for i, reason in redo])
     for (i, reason), res2 in zip(redo, again):
-        merged = _merge(results[i], res2)
+        merged = merge_results(results[i], res2)
         if merged.ok:
             reason2 = apply_schema(requests[i], merged, model)
             if reason2 is not None:
@@ -342,7 +416,7 @@ async def agenerate_one_with_schema(
         return res
     if cut_json(res):
         return schema_failure(res, reason, retried=False)
-    res2 = _merge(res, await run(stricter_request(req, reason)))
+    res2 = merge_results(res, await run(stricter_request(req, reason)))
     if res2.ok:
         reason2 = apply_schema(req, res2, model)
         if reason2 is not None:
@@ -381,11 +455,16 @@ __all__ = [
     "STRUCTURED_MODES",
     "SchemaError",
     "StructuredMode",
+    "opens_json",
+    "redo_cut",
+    "reply_error",
+    "strict_json",
     "agenerate_one_with_schema",
     "apply_schema",
     "check_reply",
     "example_for",
     "generate_with_schema",
+    "merge_results",
     "parse_json",
     "request_fields",
     "response_format",

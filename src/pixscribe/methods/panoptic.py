@@ -36,8 +36,9 @@ TAGGERS = ("label", "vlm")
 FLORENCE_TASKS = ("<OD>", "<DENSE_REGION_CAPTION>", "<REGION_PROPOSAL>")
 DETECTORS = ("grounding_dino", "owlv2")
 # the official inference settings (temperature 0, 1024 new tokens) and the request layout
+# (a reply cut at max_new_tokens is asked again with retry_max_new_tokens, None: twice max_new_tokens)
 COMMON: dict[str, Any] = {"preamble": P.PREAMBLE, "max_new_tokens": 1024, "temperature": 0.0, "pad": True,
-                          "pad_color": list(PAD_COLOR)}
+                          "pad_color": list(PAD_COLOR), "retry_max_new_tokens": None}
 
 
 def _peek(ctx: MethodContext, stage: str, key: str, default: Any, allowed: tuple[Any, ...] | None = None) -> Any:

@@ -18,10 +18,14 @@ option              meaning
 ``regions``         the input column of region lists (``regions``), or ``auto`` (``--regions``)
 ``propose``         auto: ``dense`` (Florence-2), ``grounding_dino`` or ``owlv2`` (with ``--queries``)
 ``max_regions``     auto: regions kept per image (50)
+``box_convention``  box prompts: ``pixels``, ``norm1000``, ``norm1000_yx``, ``norm1_square``;
+                    unset, it comes from what the model is (:mod:`pixscribe.region.frame`), and
+                    a model that does not say stops the run before it starts
 others              ``overlay``, ``dim``, ``min_size``, ``context``, ``crop_min_side``,
-                    ``som_max_marks``, ``box_convention``, ``input_size``, ``box_format``,
-                    ``max_new_tokens`` (per region, 256), ``temperature``, ``top_p``;
-                    ``requests_per_call`` (64) only bounds memory and is not fingerprinted
+                    ``som_max_marks``, ``input_size``, ``box_format``,
+                    ``max_new_tokens`` (per region, 256), ``retry_max_new_tokens`` (per region,
+                    for a cut set-of-mark reply; default twice ``max_new_tokens``), ``temperature``,
+                    ``top_p``; ``requests_per_call`` (64) only bounds memory and is not fingerprinted
 ==================  ==========================================================================
 
 Columns: ``region`` (one row per region input: the region's output dict) or ``regions`` (one
@@ -31,15 +35,14 @@ region's, or for task ``global`` the image's). See docs/region.md.
 
 from __future__ import annotations
 
-import json
 from dataclasses import fields
-from pathlib import Path
 from typing import Any
 
 from ..engine.context import MethodContext
 from ..engine.stage import Method, MethodError, register_method
 from ..experts import build_expert
 from ..region.boxtext import CONVENTIONS
+from ..region.frame import resolve as resolve_frame
 from ..region.output import REGION_ARROW, REGIONS_ARROW
 from ..region.parse import BOX_FORMATS
 from ..region.prompts import MODES, OVERLAYS, PromptOptions
@@ -57,6 +60,7 @@ DEFAULTS: dict[str, Any] = {
     "propose": "dense",
     "max_regions": 50,
     "max_new_tokens": 256,
+    "retry_max_new_tokens": None,  # a cut set-of-mark reply is asked again with this (None: twice max_new_tokens)
     "temperature": 0.0,
     "top_p": 1.0,
     "requests_per_call": 64,
@@ -95,13 +99,13 @@ def resolve_options(opts: dict[str, Any], given: dict[str, Any]) -> dict[str, An
     return o
 
 
-def _model_type(model: str) -> str | None:
-    """A local model directory's ``model_type`` (which box convention it was trained on)."""
-    cfg = Path(model).expanduser() / "config.json"
-    try:
-        return str(json.loads(cfg.read_text()).get("model_type") or "") or None
-    except (OSError, ValueError, AttributeError):
-        return None
+def _box_frame(opts: dict[str, Any], backend: Any, revision: str | None) -> None:
+    """Box prompts: the box convention from what the model is, or as given, and where it came
+    from (recorded); a model that does not say stops the run here, before it starts."""
+    if opts["prompt_mode"] != "box":
+        return
+    frame = resolve_frame(opts.get("box_convention"), backend, revision)
+    opts["box_convention"], opts["box_convention_from"] = frame.convention, frame.source
 
 
 @register_method("region")
@@ -116,10 +120,11 @@ def region(ctx: MethodContext) -> Method:
         raise MethodError(f"--regions auto with {opts['propose']} needs --queries 'cat,dog' (or propose with dense)")
     sam = build_expert("sam", cfg)  # loaded only when a run needs it (points, box_to_mask sam, auto)
     proposer = build_expert(opts["propose"], cfg) if opts["regions"] == "auto" else None
-    spec = ctx.spec("vlm")
-    stage = RegionStage(ctx.model("vlm"), opts, identity=spec.identity(), sam=sam, proposer=proposer,
+    spec, vlm = ctx.spec("vlm"), ctx.model("vlm")
+    _box_frame(opts, vlm, spec.revision)
+    stage = RegionStage(vlm, opts, identity=spec.identity(), sam=sam, proposer=proposer,
                         files=MaskFiles(cfg.inputs, cfg.allow_any_path), queries=cfg.queries,
-                        model_type=_model_type(spec.model), sam_identity=_expert_identity(sam),
+                        sam_identity=_expert_identity(sam),
                         proposer_identity=_expert_identity(proposer) if proposer else None)  # fmt: skip
     return Method("region", [stage], list(COLUMNS), "caption", {"caption": "org_caption", **RENAMED},
                   column_types={"region": REGION_ARROW, "regions": REGIONS_ARROW}, id_column="region_id")

@@ -8,6 +8,12 @@ Failed requests are never cached. On a rerun whose requests are all cached the m
 not even loaded.
 
 The judge reads text only: a request with images is refused.
+
+An answer cut at the token limit (``finish_reason: length``) is never read as the judge's
+answer: its lines stop mid-list, so entities or answers would be missing without a word. It is
+asked once more at ``cut_retry`` times its ``max_new_tokens`` (2; 1 or less: never), and if
+cut again it fails as ``truncated: ...`` (not cached; PancapScore leaves that image out of its
+means and names it among its errors).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..backends.base import Backend, GenerationRequest, GenerationResult
+from ..backends.structured import redo_cut
 
 DEFAULT_CACHE = Path("~/.cache/pixscribe/judge.sqlite3")
 
@@ -86,8 +93,10 @@ def _ensure_ready(backend: Backend) -> None:
 class CachedJudge:
     """A backend behind the cache: :meth:`ask` answers from the cache and generates the rest."""
 
-    def __init__(self, backend: Backend, cache: JudgeCache | None = None, chunk: int | None = None):
+    def __init__(self, backend: Backend, cache: JudgeCache | None = None, chunk: int | None = None,
+                 cut_retry: float = 2.0):
         self.backend = backend
+        self.cut_retry = float(cut_retry)  # a cut answer is asked again at this many times its limit
         self.cache = cache
         self.identity = judge_identity(backend)
         self.chunk = int(chunk or getattr(backend, "preferred_batch_size", 0) or 32)
@@ -119,9 +128,15 @@ class CachedJudge:
         if not self._ready:
             _ensure_ready(self.backend)
             self._ready = True
-        results = self.backend.generate([requests[todo[k][0]] for k in ks])
+        reqs = [requests[todo[k][0]] for k in ks]
+        results = self.backend.generate(reqs)
+        redo_cut(self.backend.generate, reqs, results, self._retry_limit(reqs))
         fresh: dict[str, str] = {}
-        for k, r in zip(ks, results):
+        for k, q, r in zip(ks, reqs, results):
+            if r.ok and r.truncated:  # cut again: never read as the whole answer
+                r.error = (f"truncated: the judge's answer was cut at max_new_tokens={q.sampling.max_new_tokens}"
+                           + (f", and again at {int(q.sampling.max_new_tokens * self.cut_retry)} on the retry"
+                              if self.cut_retry > 1 else "") + " (finish_reason=length); raise its token limit")
             self.misses += 1
             if r.ok:
                 fresh[k] = r.text  # type: ignore[assignment]
@@ -131,6 +146,11 @@ class CachedJudge:
                 out[i] = r
         if fresh and self.cache is not None:
             self.cache.put_many(fresh)
+
+    def _retry_limit(self, reqs: Sequence[GenerationRequest]) -> Any:
+        if self.cut_retry <= 1:
+            return lambda i: None
+        return lambda i: int(reqs[i].sampling.max_new_tokens * self.cut_retry)
 
     def describe(self) -> dict[str, Any]:
         return {**self.backend.describe(), "cache": str(self.cache.path) if self.cache else None,

@@ -8,6 +8,8 @@ evaluation. The ``--method region`` file composes these; each module is usable o
 - :mod:`.propose`: `--regions auto`: the experts propose regions
 - :mod:`.geometry`, :mod:`.draw`: focal crop box, outlines, dimming, numbered marks
 - :mod:`.boxtext`: box coordinates in each model family's convention
+- :mod:`.frame`: which convention a model gets, from what the model is (config, hub id, a
+  server's ``/v1/models`` root) or as given; never guessed from a served name
 - :mod:`.tasks`: attribute / dense / global prompt templates, CompositionCap attribute families
 - :mod:`.prompts`: the modes focal, overlay, som, box, crop -> requests; answers -> captions
 - :mod:`.output`: the region output dict and its Arrow type

@@ -7,11 +7,14 @@ convention          meaning                                                     
                     ``smart_resize``: sides rounded to multiples of 28)
 ``norm1000``        ``[x1, y1, x2, y2]`` relative to the image, scaled to       Qwen2-VL, Qwen3-VL,
                     0-1000                                                      InternVL, CogVLM,
-                                                                                GLM-V, default
+                                                                                GLM-V
 ``norm1000_yx``     ``[ymin, xmin, ymax, xmax]`` scaled to 0-1000               Gemini
 ``norm1_square``    ``[x1, y1, x2, y2]`` in [0, 1] with 2 decimals, relative   LLaVA-1.5, ViP-LLaVA
                     to the image padded to a centred square
 ==================  ==========================================================  =================
+
+There is no default: which one a model gets is decided from what the model is
+(:mod:`.frame`), or given with ``box_convention``.
 
 Sources are in docs/region.md. The issue asked for "absolute pixels for Qwen2.5-VL and
 later"; Qwen3-VL went back to 0-1000 (its 2d_grounding cookbook: "changed from the absolute
@@ -42,8 +45,9 @@ _FAMILIES: tuple[tuple[str, str], ...] = (
 )
 
 
-def convention_for(model: str | None, model_type: str | None = None) -> str:
-    """The box convention of a model id (or its config ``model_type``); ``norm1000`` if unknown."""
+def convention_for(model: str | None, model_type: str | None = None) -> str | None:
+    """The box convention of a model id (or its config ``model_type`` or an architecture
+    name), the first that names a known family; None when none does (there is no default)."""
     for text in (model_type, model):
         if not text:
             continue
@@ -51,7 +55,7 @@ def convention_for(model: str | None, model_type: str | None = None) -> str:
         for pattern, conv in _FAMILIES:
             if re.search(pattern, t):
                 return conv
-    return "norm1000"
+    return None
 
 
 def smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = 56 * 56,

@@ -29,7 +29,7 @@ from typing import Any
 from PIL import Image
 
 from ..backends.base import GenerationRequest, GenerationResult, Sampling
-from .boxtext import BoxText, convention_for, format_box
+from .boxtext import CONVENTIONS, BoxText, convention_for, format_box
 from .draw import (
     OUTLINE_NAME,
     badge_font_size,
@@ -61,7 +61,7 @@ class PromptOptions:
     context: float = 1.0  # focal: expanded by this many of its own widths/heights per side
     crop_min_side: int = 384  # focal/crop: smaller crops are upscaled to this longer side (0: never)
     som_max_marks: int = 50
-    box_convention: str | None = None  # box mode; None: from the model id
+    box_convention: str | None = None  # box mode; None: from ``model`` / ``model_type`` if they name a family
     model: str | None = None
     model_type: str | None = None
     input_size: tuple[int, int] | None = None  # box mode, pixels: the model's input (w, h)
@@ -90,9 +90,15 @@ Answer = tuple[str | None, str | None]  # (caption, error)
 
 
 def read_answer(prompt: RegionPrompt, result: GenerationResult) -> dict[str, Answer]:
-    """One (caption, error) per region key of ``prompt`` from the backend's ``result``."""
+    """One (caption, error) per region key of ``prompt`` from the backend's ``result``.
+
+    Errors are in the vocabulary of every method (``generate:``, ``schema:``, ``truncated:``).
+    A caption cut at the token limit is kept (prose); a set-of-mark answer cut at the limit is
+    ``truncated:`` unless it is complete JSON as it stands: it is never repaired into captions."""
+    from ..backends.structured import reply_error
+
     if not result.ok:
-        return {k: (None, result.error or "generate: no text") for k in prompt.keys}
+        return {k: (None, reply_error(result.error)) for k in prompt.keys}
     if prompt.json_schema is None:
         text = (result.text or "").strip()
         ans: Answer = (text, None) if text else (None, "generate: empty answer")
@@ -101,14 +107,19 @@ def read_answer(prompt: RegionPrompt, result: GenerationResult) -> dict[str, Ans
 
 
 def _read_marks(prompt: RegionPrompt, result: GenerationResult) -> dict[str, Answer]:
-    from ..backends.structured import SchemaError, check_reply
+    from ..backends.structured import SchemaError, check_reply, strict_json, validate
 
     obj = result.parsed
     if obj is None:
         try:
-            obj, _ = check_reply(result.text, prompt.json_schema or {})
+            if result.truncated:  # a cut reply counts only if it is complete as it stands
+                obj = validate(strict_json(result.text or ""), prompt.json_schema or {})
+            else:
+                obj, _ = check_reply(result.text, prompt.json_schema or {})
         except SchemaError as exc:
-            return {k: (None, f"schema: {exc}") for k in prompt.keys}
+            why = (f"truncated: the reply was cut at the token limit (finish_reason=length) ({exc})" if result.truncated
+                   else f"schema: {exc}")
+            return {k: (None, why) for k in prompt.keys}
     out: dict[str, Answer] = {}
     for i, k in enumerate(prompt.keys, 1):
         v = obj.get(str(i)) if isinstance(obj, dict) else None
@@ -185,9 +196,20 @@ def crop(image: Image.Image, regions: Sequence[Region], o: PromptOptions) -> lis
                     "the object or area shown in this image") for r in regions]  # fmt: skip
 
 
+def box_convention(o: PromptOptions) -> str:
+    """The convention box prompts are written in: ``o.box_convention``, else the family that
+    ``o.model_type`` or ``o.model`` names; never a guess (``--method region`` decides it from
+    the model before the run: :mod:`.frame`)."""
+    conv = o.box_convention or convention_for(o.model, o.model_type)
+    if conv is None:
+        raise ValueError(f"box prompts need the model's box convention and model {o.model!r} names no known family: "
+                         f"set box_convention ({', '.join(CONVENTIONS)})")  # fmt: skip
+    return conv
+
+
 def box(image: Image.Image, regions: Sequence[Region], o: PromptOptions) -> list[RegionPrompt]:
     """The unmodified image; the box in the text, in the model's coordinate convention."""
-    conv = o.box_convention or convention_for(o.model, o.model_type)
+    conv = box_convention(o)
     out = []
     for r in regions:
         bt = format_box(r.box, image.width, image.height, conv, o.input_size)  # type: ignore[arg-type]
@@ -243,7 +265,7 @@ def _global(mode: str, image: Image.Image, regions: Sequence[Region], o: PromptO
     if mode == "som":
         images, where = [draw_marks(image, regions)], f"numbered, {_MARKS_PHRASE}"
     elif mode == "box":
-        conv = o.box_convention or convention_for(o.model, o.model_type)
+        conv = box_convention(o)
         boxes = [format_box(r.box, image.width, image.height, conv, o.input_size) for r in regions]  # type: ignore[arg-type]
         images, where = [image], f"inside the bounding boxes {', '.join(b.text for b in boxes)}, each given as {boxes[0].explain}"
     else:  # focal and overlay: the regions outlined on the whole image
@@ -264,6 +286,7 @@ __all__ = [
     "PromptOptions",
     "RegionPrompt",
     "box",
+    "box_convention",
     "build_prompts",
     "crop",
     "draw_marks",

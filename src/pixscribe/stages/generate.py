@@ -7,6 +7,13 @@ and rewrite, each step of PancapChain. A method gives it a name, the model, its 
 stage sets nothing on it); ``parse`` turns a result into the fields to set (and, under
 ``"_report"``, what it dropped or fixed, kept in the fields' provenance as ``parse``).
 
+A stage that reads values out of the reply (``structured=True``: a JSON schema, a list of
+boxes, ``OBJECTS:`` items) never parses a reply cut at the token limit: it asks once more with
+``retry_max_new_tokens`` and, if the reply is cut again, fails the row with ``truncated: ...``.
+A stage of prose keeps a cut reply, flagged ``truncated`` in provenance. Failed replies become
+row errors in one vocabulary (``schema:``, ``truncated:``, ``generate:``); see
+:mod:`pixscribe.stages.replies`.
+
 Text read from images or from earlier descriptions goes into prompts through
 :func:`quote`, as data, never as instructions.
 """
@@ -19,6 +26,7 @@ from typing import Any, Callable
 from ..backends.base import Backend, GenerationRequest, GenerationResult, Sampling
 from ..engine.stage import Stage
 from ..record import Record, prompt_sha
+from . import replies
 
 Build = Callable[[Record, dict[str, Any]], GenerationRequest]
 Parse = Callable[[Record, GenerationResult], dict[str, Any]]
@@ -63,8 +71,12 @@ class GenerateStage(Stage):
         parse: Parse | None = None,
         identity: dict[str, Any] | None = None,
         batch_size: int | None = None,
+        structured: bool | None = None,
     ):
         self.name = name
+        # whether ``parse`` reads values out of the reply (a cut reply is then an error, never
+        # data); by default, when the stage asks for JSON
+        self.structured = bool(options.get("schema")) if structured is None else structured
         self.backend = backend
         self.opts = dict(options)
         self.provides = (provides,) if isinstance(provides, str) else tuple(provides)
@@ -99,21 +111,35 @@ class GenerateStage(Stage):
                 reqs.append(None)
         live = [(r, q) for r, q in zip(records, reqs) if q is not None]
         results = self.backend.generate([q for _, q in live])
+        limit = replies.retry_limit(self.opts, self.sampling.max_new_tokens) if self.structured else None
+        redone = set(replies.redo_cut(self.backend.generate, [q for _, q in live], results, lambda i: limit))
         info = self.backend.describe()
-        for (r, _), res in zip(live, results):
-            self._keep(r, res, info)
+        for i, ((r, _), res) in enumerate(zip(live, results)):
+            self._keep(r, res, info, retried_at=limit if i in redone else None)
         return records
 
-    def _keep(self, r: Record, res: GenerationResult, info: dict[str, Any]) -> None:
-        if not res.ok:
+    def _cut(self, res: GenerationResult) -> str | None:
+        """The row's ``truncated:`` error when this stage must not read ``res``, else None."""
+        if not (self.structured and res.truncated) or (res.ok and res.parsed is not None):  # complete JSON as it stands
+            return None
+        if not res.ok and not (res.error or "").startswith("truncated:"):
+            return None  # another failure (the model's, or the schema's on the stricter retry): its own error
+        first = self.sampling.max_new_tokens
+        return replies.cut_message(self.name, first, replies.retry_limit(self.opts, first))
+
+    def _keep(self, r: Record, res: GenerationResult, info: dict[str, Any], retried_at: int | None = None) -> None:
+        """Set the parsed fields of ``res`` on ``r``, or its error. ``retried_at``: the raised
+        limit the reply was asked again with after a cut one (kept in provenance)."""
+        cut = self._cut(res)
+        if not res.ok or cut:
             r.model = r.model or info.get("model")
-            r.fail(res.error or "generate: no text", "generate")
+            r.error = r.error or (cut or replies.row_error(res.error))
             return
         try:
             values = self.parse(r, res)
         except Exception as exc:  # noqa: BLE001 - an answer that cannot be used fails its row
             r.model = r.model or info.get("model")
-            r.fail(exc, "parse")
+            r.fail(exc, "schema" if getattr(exc, "kind", None) == "schema" else "parse")
             return
         report = values.pop(REPORT, None) or None
         first = True
@@ -121,7 +147,8 @@ class GenerateStage(Stage):
             r.set(f, v, stage=self.name, model=info.get("model"), revision=info.get("revision"),
                   prompt_sha=self.prompt_sha, seconds=res.seconds if first else None,
                   tokens_out=res.tokens_out if first else None,
-                  truncated=True if getattr(res, "truncated", False) else None, parse=report)
+                  truncated=True if getattr(res, "truncated", False) else None, parse=report,
+                  retried_max_new_tokens=retried_at if first else None)
             first = False
 
     def describe(self) -> dict[str, Any]:

@@ -4,9 +4,13 @@ Two extractors, one stage name (``objects``), one field (``phrases``, a list of 
 
 - ``llm`` (:class:`ExtractStage`): a text model reads the description (quoted as data) and
   lists the concrete objects it states with certainty. The answer is asked for as JSON
-  (``{"objects": [...]}``) through the backend's structured output; a reply that is not
-  valid JSON is read in the plain marker format instead (``OBJECTS: obj1. obj2. obj3.``,
-  split on ". " as Image Textualization does), markers, bullets and trailing periods stripped.
+  (``{"objects": [...]}``) through the backend's structured output; a reply that does not
+  even start like JSON is read in the plain marker format instead (``OBJECTS: obj1. obj2.
+  obj3.``, split on ". " as Image Textualization does), markers, bullets and trailing periods
+  stripped. A reply that starts like JSON but is not ``{"objects": [strings]}`` (nor a bare
+  list of strings) is a ``schema:`` error, and a reply cut at the token limit is a
+  ``truncated:`` error after one retry with ``retry_max_new_tokens``: neither is ever read as
+  phrases (json-repair once made the object list ``["objects"]`` of the cut ``{"objects"``).
 - ``nouns`` (:class:`NounsStage`): :func:`pixscribe.nounphrases.noun_phrases`, offline and
   deterministic, skipping hedged and negated objects.
 
@@ -94,21 +98,20 @@ def _marker_items(text: str) -> list[str]:
 
 
 def _json_items(text: str) -> list[str] | None:
-    """``{"objects": [...]}`` or a bare list; None when the text is not JSON of that shape."""
-    from ..backends.structured import SchemaError, parse_json
+    """``{"objects": [...]}`` or a bare list; None when the text does not start like JSON.
+    Raises :class:`~pixscribe.backends.structured.SchemaError` when it does but is not JSON of
+    that shape (json-repair's reading included: an object never becomes a list)."""
+    from ..backends.structured import SchemaError, opens_json, parse_json
 
     body = text.strip()
-    if not re.sub(r"^```[A-Za-z]*\s*", "", body).startswith(("{", "[")):
+    if not opens_json(body):
         return None
-    try:
-        value, _ = parse_json(body)
-    except SchemaError:
-        return None
+    value, _ = parse_json(body)
     if isinstance(value, dict):
         value = value.get("objects")
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return value
-    raise ValueError(f"the reply is JSON but not {{\"objects\": [strings]}}: {body[:120]!r}")
+    raise SchemaError("the reply is JSON but not {\"objects\": [strings]}")
 
 
 def dedupe(phrases: list[str], limit: int | None = None, max_words: int = 8) -> list[str]:
@@ -144,7 +147,7 @@ class ExtractStage(GenerateStage):
             opts["schema"] = OBJECTS_SCHEMA
         self.source = source
         super().__init__("objects", backend, opts, provides=PHRASES, needs=(source,), needs_image=False,
-                         build=self._build, parse=self._parse, identity=identity)
+                         build=self._build, parse=self._parse, identity=identity, structured=True)
 
     def _build(self, rec: Record, opts: dict[str, Any]) -> GenerationRequest:
         prompt = opts["prompt"] + "\n" + quote(rec.fields.get(self.source) or rec.columns.get(self.source),
@@ -164,10 +167,13 @@ class ExtractStage(GenerateStage):
         super().__call__(ask)
         return records
 
-    def _keep(self, r: Record, res: GenerationResult, info: dict[str, Any]) -> None:
-        if not res.ok and res.text and (res.error or "").startswith("schema:"):
-            res = dataclasses.replace(res, error=None)  # not JSON after the stricter retry: the marker format
-        super()._keep(r, res, info)
+    def _keep(self, r: Record, res: GenerationResult, info: dict[str, Any], retried_at: int | None = None) -> None:
+        from ..backends.structured import opens_json
+
+        if (not res.ok and res.text and (res.error or "").startswith("schema:") and not res.truncated
+                and not opens_json(res.text)):
+            res = dataclasses.replace(res, error=None)  # prose after the stricter retry: the marker format
+        super()._keep(r, res, info, retried_at)
 
 
 class NounsStage(Stage):
@@ -194,7 +200,8 @@ class NounsStage(Stage):
 
 EXTRACTORS = ("llm", "nouns")
 DEFAULTS: dict[str, Any] = {"extractor": "llm", "prompt": EXTRACT_PROMPT, "max_new_tokens": 256,
-                            "temperature": 0.0, "top_p": 1.0, "structured": True, "max_phrases": 32}
+                            "temperature": 0.0, "top_p": 1.0, "structured": True, "max_phrases": 32,
+                            "retry_max_new_tokens": None}  # None: twice max_new_tokens
 
 
 def objects_stage(options: dict[str, Any], backend: Backend | None, identity: dict[str, Any] | None = None,

@@ -166,10 +166,13 @@ def parse_consistency(rec: Record, res: GenerationResult) -> dict[str, Any]:
 
 class PanopticStage(GenerateStage):
     """A :class:`GenerateStage` whose prompt hash covers the preamble too (its parse reports
-    what the cleaning dropped under ``_report``, kept in provenance by GenerateStage)."""
+    what the cleaning dropped under ``_report``, kept in provenance by GenerateStage). Every
+    panoptic stage reads values out of its reply (boxes, tags, JSON; the caption's boxes too),
+    so a reply cut at the token limit is asked again with ``retry_max_new_tokens`` and, cut
+    again, fails the row with ``truncated:``: a cut list is never passed on as the list."""
 
     def __init__(self, name: str, backend: Backend, options: dict[str, Any], **kw: Any):
-        super().__init__(name, backend, options, **kw)
+        super().__init__(name, backend, options, structured=True, **kw)
         self.prompt_sha = prompt_sha(self.opts.get("preamble"), self.opts.get("prompt"), self.sampling.max_new_tokens,
                                      self.sampling.temperature, self.sampling.top_p, self.opts.get("structured"))
 

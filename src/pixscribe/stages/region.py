@@ -17,7 +17,11 @@ For a batch of records it
 A malformed region is an error on that region; the image's other regions go on. A row of
 one region fails with its region's error. A row of many fails only when none of its regions
 got a caption, or when the model failed on some of them (so ``--retry-errors`` redoes it);
-its ``regions`` column keeps every region's caption or error either way.
+its ``regions`` column keeps every region's caption or error either way. Errors from the model
+are in the vocabulary of every method (:mod:`pixscribe.stages.replies`): a set-of-mark reply
+cut at the token limit is asked again with ``retry_max_new_tokens`` (per region) and, cut
+again, is ``truncated:`` for its regions; a cut caption (prose) is kept, and the region ids of
+such captions are in the provenance (``truncated_regions``).
 """
 
 from __future__ import annotations
@@ -30,19 +34,21 @@ from typing import Any
 
 from ..backends.base import Backend, GenerationRequest, Sampling
 from ..engine.stage import Stage
-from ..record import PixscribeError, Record, prompt_sha
+from ..record import PixscribeError, Record, error_kind, prompt_sha
 from ..region.output import region_output
 from ..region.parse import region_ids, regions_from_columns
 from ..region.prompts import PromptOptions, RegionPrompt, build_prompts, read_answer
 from ..region.types import Region
+from . import replies
 
 FIELDS = ("caption", "region", "regions", "task", "attribute", "prompt_mode")
 # input columns renamed so they do not collide with the method's own (read back by this stage)
 RENAMED = {"regions": "input_regions", "region": "input_region", "attribute": "input_attribute"}
 PROMPT_KEYS = ("task", "attribute", "outline", "overlay", "dim", "min_size", "context", "crop_min_side",
                "som_max_marks", "box_convention", "input_size")  # fmt: skip
-NOT_FINGERPRINTED = ("requests_per_call",)  # memory and batching only: the outputs do not change
-Answer = tuple[str | None, str | None, float]  # caption, error, model seconds
+# memory and batching only, or a record of where a setting came from: the outputs do not change
+NOT_FINGERPRINTED = ("requests_per_call", "box_convention_from")
+Answer = tuple[str | None, str | None, float, bool]  # caption, error, model seconds, the caption was cut
 
 
 @dataclass
@@ -68,14 +74,14 @@ class RegionStage(Stage):
 
     def __init__(self, backend: Backend, options: dict[str, Any], *, identity: dict[str, Any] | None = None,
                  sam: Any = None, proposer: Any = None, files: Any = None, queries: list[str] | None = None,
-                 model_type: str | None = None, sam_identity: Any = None, proposer_identity: Any = None):  # fmt: skip
+                 sam_identity: Any = None, proposer_identity: Any = None):  # fmt: skip
         self.backend = backend
         self.opts = dict(options)
         self.identity = identity or {"backend": backend.name, "model": backend.model}
         self.sam, self.proposer, self.files, self.queries = sam, proposer, files, list(queries or [])
         self.sam_identity, self.proposer_identity = sam_identity, proposer_identity
         self.prompt = PromptOptions(**{k: self.opts[k] for k in PROMPT_KEYS if k in self.opts},
-                                    model=self.identity.get("model"), model_type=model_type)  # fmt: skip
+                                    model=self.identity.get("model"))  # fmt: skip
         if isinstance(self.prompt.input_size, list):
             self.prompt.input_size = tuple(self.prompt.input_size)  # type: ignore[assignment]
         self.max_inflight_batches = int(getattr(backend, "max_inflight_batches", 1))
@@ -83,7 +89,7 @@ class RegionStage(Stage):
         self._lock = threading.Lock()  # SAM and the proposer run one batch at a time; counters
         self._sam_error: str | None = None
         self.counts = {"regions": 0, "captioned": 0, "region_errors": 0, "requests": 0, "calls": 0,
-                       "sam_seconds": 0.0}  # fmt: skip
+                       "cut_retried": 0, "truncated_captions": 0, "sam_seconds": 0.0}  # fmt: skip
 
     # ---- what changes the output --------------------------------------------------------
     def options(self) -> dict[str, Any]:
@@ -95,7 +101,9 @@ class RegionStage(Stage):
         return out
 
     def describe(self) -> dict[str, Any]:
-        return {"stage": self.name, **self.backend.describe(), **self.options(), "prompt_sha": self.prompt_sha}
+        source = self.opts.get("box_convention_from")
+        frame = {"box_convention_from": source} if source else {}
+        return {"stage": self.name, **self.backend.describe(), **self.options(), **frame, "prompt_sha": self.prompt_sha}
 
     def summary(self) -> dict[str, Any]:
         with self._lock:
@@ -218,7 +226,7 @@ class RegionStage(Stage):
                 try:
                     prompts = build_prompts(self.opts["prompt_mode"], g.image, regions, self.prompt)
                 except Exception as exc:  # noqa: BLE001 - these regions cannot be prompted: they say why
-                    answers.update({m: (None, f"prompt: {exc}", 0.0) for m in keyed.values()})
+                    answers.update({m: (None, f"prompt: {exc}", 0.0, False) for m in keyed.values()})
                     continue
                 rid = records[part[0][0]].id
                 pending += [(p, keyed, rid) for p in prompts]
@@ -240,31 +248,48 @@ class RegionStage(Stage):
         step = max(1, int(self.opts.get("requests_per_call") or 64))
         return [ok[s : s + step] for s in range(0, len(ok), step)]
 
+    def _per_request(self, p: RegionPrompt) -> int:
+        return len(p.keys) if p.json_schema is not None else 1  # a set-of-mark answer holds every region's
+
     def _sampling(self, p: RegionPrompt) -> Sampling:
-        n = int(self.opts["max_new_tokens"]) * (len(p.keys) if p.json_schema is not None else 1)  # per region
+        n = int(self.opts["max_new_tokens"]) * self._per_request(p)  # per region
         return Sampling(max_new_tokens=n, temperature=float(self.opts["temperature"]), top_p=float(self.opts["top_p"]))
+
+    def _retry_limit(self, p: RegionPrompt) -> int | None:
+        """The retry limit of a cut set-of-mark reply (None for a caption: prose is kept)."""
+        per_region = replies.retry_limit(self.opts, int(self.opts["max_new_tokens"]))
+        return per_region * self._per_request(p) if per_region and p.json_schema is not None else None
 
     def _generate(self, pending: list[tuple[RegionPrompt, dict[str, tuple[int, int]], str | None]]
                   ) -> dict[tuple[int, int], Answer]:  # fmt: skip
         reqs: list[GenerationRequest] = [p.request(sampling=self._sampling(p), id=rid) for p, _, rid in pending]
         results = self.backend.generate(reqs)
-        self._count("calls", 1)
-        self._count("requests", len(reqs))
+        # set-of-mark JSON is read into captions: a cut one is asked again; a cut caption is prose, kept
+        redone = replies.redo_cut(self.backend.generate, reqs, results, lambda i: self._retry_limit(pending[i][0]))
+        self._count("calls", 1 + bool(redone))
+        self._count("requests", len(reqs) + len(redone))
+        self._count("cut_retried", len(redone))
         out: dict[tuple[int, int], Answer] = {}
         for (p, keyed, _), res in zip(pending, results):
             share = float(res.seconds or 0.0) / max(1, len(p.keys))
+            cut = bool(res.truncated) and p.json_schema is None  # a cut caption: kept, and said so
             for k, (text, err) in read_answer(p, res).items():
-                out[keyed[k]] = (text, err, share)
+                if err and err.startswith("truncated:"):
+                    first = int(self.opts["max_new_tokens"])
+                    err = replies.cut_message(self.name, first, replies.retry_limit(self.opts, first)) + " (per region)"
+                out[keyed[k]] = (text, err, share, cut and text is not None)
         return out
 
     # ---- writing a record -----------------------------------------------------------------
     def _write(self, r: Record, unit: Unit, answers: dict[int, Answer]) -> None:
         info = self.backend.describe()
         ids = region_ids(r.id or "", unit.regions, per_row=unit.per_row)
-        outs, secs = [], 0.0
+        outs, secs, cut = [], 0.0, []
         for j, (reg, rid) in enumerate(zip(unit.regions, ids)):
-            text, err, s = answers.get(j, (None, None if not reg.ok else "prompt: the region was not asked", 0.0))
+            text, err, s, was_cut = answers.get(j, (None, None if not reg.ok else "prompt: the region was not asked",
+                                                    0.0, False))  # fmt: skip
             secs += s
+            cut += [rid] if was_cut else []
             attr = (reg.attribute or self.opts.get("attribute")) if self.opts["task"] == "attribute" else reg.attribute
             outs.append(region_output(reg, region_id=rid, task=self.opts["task"], attribute=attr, caption=text,
                                       prompt_mode=self.opts["prompt_mode"], error=err))  # fmt: skip
@@ -274,14 +299,23 @@ class RegionStage(Stage):
         values = {"caption": caption, "region": first, "regions": None if unit.per_row else outs,
                   "task": self.opts["task"], "attribute": first["attribute"] if first else self.opts.get("attribute"),
                   "prompt_mode": self.opts["prompt_mode"]}  # fmt: skip
+        self._count("truncated_captions", len(cut))
+        frame = self._frame_provenance()
         for n, (f, v) in enumerate(values.items()):
             r.set(f, v, stage=self.name, model=info.get("model"), revision=info.get("revision"),
-                  prompt_sha=self.prompt_sha, seconds=secs if n == 0 else None)  # fmt: skip
+                  prompt_sha=self.prompt_sha, seconds=secs if n == 0 else None, truncated_regions=cut or None,
+                  box_frame=frame)  # fmt: skip
         why = _row_error(outs, unit.per_row)
         if why:
             r.model = r.model or info.get("model")
             kind, _, msg = why.partition(": ")
             r.fail(msg or why, kind if msg else "region")
+
+    def _frame_provenance(self) -> dict[str, Any] | None:
+        """Which box convention the text's boxes are in, and where it came from (box prompts)."""
+        if self.opts["prompt_mode"] != "box" or not self.opts.get("box_convention"):
+            return None
+        return {"convention": self.opts["box_convention"], "from": self.opts.get("box_convention_from")}
 
     def _tally(self, outs: list[dict[str, Any]]) -> None:
         with self._lock:
@@ -347,8 +381,8 @@ def _row_error(outs: list[dict[str, Any]], per_row: bool) -> str | None:
     if per_row or len(errs) == len(outs):
         return errs[0] if len(outs) == 1 else f"{errs[0]} (and every other region of the image failed)"
     model = [e for e in errs if not e.startswith("region:")]
-    if model:
-        return f"generate: {len(model)} of {len(outs)} regions got no answer, the first: {model[0]}"
+    if model:  # the row's kind is its first model error's (generate, schema, truncated...)
+        return f"{error_kind(model[0])}: {len(model)} of {len(outs)} regions got no answer, the first: {model[0]}"
     return None
 
 

@@ -5,7 +5,8 @@ Run it in a subprocess; it prints its bound port on the first stdout line::
     python -m pixscribe.testing.openai_server --port 0 --mode echo --latency 0.2
     python -m pixscribe.testing.openai_server --port 0 --mode tiny --model-dir DIR
 
-Endpoints: ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /stats`` (JSON
+Endpoints: ``POST /v1/chat/completions``, ``GET /v1/models`` (with ``--root``, each entry's
+``root`` as vLLM gives it), ``GET /stats`` (JSON
 counters, including the most requests seen in flight at once), ``POST /stats/reset`` and
 ``POST /admin`` (change options at run time, e.g. ``{"capacity": null}``).
 
@@ -42,6 +43,21 @@ Fault kinds: any HTTP status (``429``, ``500``, ``503``, ``401``, ``403``, ``400
 ``huge`` (a 200 whose content is ``--huge-bytes`` long, with a Content-Length) and
 ``huge_stream`` (the same without a Content-Length, streamed until the client hangs up).
 429 and 503 carry ``Retry-After: --retry-after`` (``--retry-after-date`` sends an HTTP date).
+
+Scripted replies (``--replies FILE``, a JSON list of rules; ``/admin`` ``{"replies": [...]}``
+changes them at run time) answer with exact text, as a real server once did: the first rule
+whose conditions all hold gives the reply's ``content`` and ``finish_reason`` ("stop" unless
+given; a "length" reply reports ``max_tokens`` completion tokens). Conditions: ``when`` (a
+substring of the request's non-system text, or a list of them, all present), ``system`` (a
+substring of its system text), ``attempt`` (the 1-based attempt of the request's key),
+``image`` (``"WxH"``, the size of one of its images), ``max_tokens_below`` and
+``max_tokens_at_least`` (on the request's ``max_tokens``). ``/stats`` counts the rules
+used (``by_reply``, by rule index) and keeps the ``max_tokens`` of the first 1000 requests.
+Faults come first; a scripted reply replaces the mode's answer. For example, vLLM's cut
+extraction reply, then the full one once the limit is raised::
+
+    [{"when": "objects", "max_tokens_below": 512, "content": "{\"objects\"\n\n  ", "finish_reason": "length"},
+     {"when": "objects", "content": "{\"objects\": [\"cat\"]}"}]
 """
 
 from __future__ import annotations
@@ -130,6 +146,8 @@ class State:
                 "ignored_fields": [],
                 "prompt_tokens": 0,
                 "completion_tokens": 0,
+                "by_reply": {},
+                "max_tokens": [],  # of the first 1000 chat requests
             }
             self.attempts.clear()
 
@@ -179,7 +197,10 @@ class Handler(BaseHTTPRequestHandler):
             if not self._authorized():
                 return
             now = int(time.time())
-            data = [{"id": m, "object": "model", "created": now, "owned_by": "pixscribe"} for m in st.opts.model]
+            roots = list(st.opts.root or [])  # like vLLM's: the path or hub id the served name stands for
+            data = [{"id": m, "object": "model", "created": now, "owned_by": "pixscribe",
+                     **({"root": roots[i]} if i < len(roots) and roots[i] else {})}
+                    for i, m in enumerate(st.opts.model)]
             self._send(200, {"object": "list", "data": data})
         elif self.path.rstrip("/") == "/stats":
             with st.lock:
@@ -275,6 +296,9 @@ class Handler(BaseHTTPRequestHandler):
             st.attempts[key] = attempt + 1
         fault = self._pick_fault(key, user_text, attempt)
         schema = self._note_structured(body)
+        with st.lock:
+            if len(st.stats["max_tokens"]) < 1000:
+                st.stats["max_tokens"].append(body.get("max_tokens"))
         if fault:
             st.bump("by_fault", fault)
             if fault.isdigit():
@@ -310,6 +334,11 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # a model failure is a 500, like a real server
             self._error(500, f"generation failed: {type(exc).__name__}: {exc}")
             return
+        scripted = scripted_reply(st.opts.replies, body, messages, attempt + 1, images)
+        if scripted is not None:
+            st.bump("by_reply", str(scripted[0]))
+            text, finish = scripted[1], scripted[2]
+            n_out = int(body.get("max_tokens") or 0) if finish == "length" else len(text.split())
         if fault == "malformed":
             obj = json.loads(text) if schema is not None else {"caption": text}
             text = "```json\n" + json.dumps(obj).replace('"', "'")[:-1] + ",}\n```"
@@ -446,6 +475,46 @@ class Handler(BaseHTTPRequestHandler):
         return text, n_in, n_out, finish
 
 
+# ---- scripted replies ------------------------------------------------------------------------
+
+
+def _holds(rule: dict[str, Any], body: dict[str, Any], messages: list[dict[str, Any]], attempt: int,
+           sizes: list[str]) -> bool:
+    user = "\n".join(_text_of(m.get("content")) for m in messages if m.get("role") != "system")
+    system = "\n".join(_text_of(m.get("content")) for m in messages if m.get("role") == "system")
+    limit = body.get("max_tokens")
+    limit = int(limit) if isinstance(limit, int) else None
+    checks = (
+        all(str(w) in user for w in ([rule["when"]] if isinstance(rule.get("when"), str) else rule.get("when", []))),
+        "system" not in rule or str(rule["system"]) in system,
+        "attempt" not in rule or int(rule["attempt"]) == attempt,
+        "image" not in rule or str(rule["image"]) in sizes,
+        "max_tokens_below" not in rule or (limit is not None and limit < int(rule["max_tokens_below"])),
+        "max_tokens_at_least" not in rule or (limit is not None and limit >= int(rule["max_tokens_at_least"])),
+    )
+    return all(checks)
+
+
+def scripted_reply(rules: Any, body: dict[str, Any], messages: list[dict[str, Any]], attempt: int,
+                   images: list[Any] = ()) -> tuple[int, str, str] | None:
+    """(rule index, content, finish_reason) of the first rule that holds, or None."""
+    sizes = [f"{im.width}x{im.height}" for im in images]
+    for i, rule in enumerate(rules or []):
+        if _holds(rule, body, messages, attempt, sizes):
+            return i, str(rule["content"]), str(rule.get("finish_reason") or "stop")
+    return None
+
+
+def _load_replies(path: str | None) -> list[dict[str, Any]]:
+    if not path:
+        return []
+    with open(path, encoding="utf-8") as f:
+        rules = json.load(f)
+    if not isinstance(rules, list) or not all(isinstance(r, dict) and "content" in r for r in rules):
+        raise SystemExit(f"--replies {path}: expected a JSON list of rules, each with a 'content'")
+    return rules
+
+
 # ---- the tiny-model generator ------------------------------------------------------------
 
 
@@ -507,6 +576,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--mode", choices=["echo", "tiny"], default="echo")
     ap.add_argument("--model", action="append", default=None, help="served model name (repeatable)")
     ap.add_argument("--model-dir", default=None, help="tiny mode: a local transformers model dir")
+    ap.add_argument("--root", action="append", default=None,
+                    help="the /v1/models 'root' of the i-th --model (vLLM reports the loaded path or hub id there)")
     ap.add_argument("--latency", type=float, default=0.0)
     ap.add_argument("--faults", default="")
     ap.add_argument("--fault-share", type=float, default=1.0)
@@ -518,7 +589,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--slow", type=float, default=30.0)
     ap.add_argument("--api-key", default=None)
     ap.add_argument("--huge-bytes", type=int, default=20_000_000, help="content size of the huge faults")
+    ap.add_argument("--replies", default=None, help="a JSON file of scripted reply rules (see the module doc)")
     o = ap.parse_args(argv)
+    o.replies = _load_replies(o.replies)
     if o.mode == "tiny" and not o.model_dir:
         ap.error("--mode tiny needs --model-dir")
     if not o.model:
