@@ -15,8 +15,16 @@ rows without an original always take the new caption. ``text_source`` says which
 
 Rows whose captioning failed (``error`` set) are left out unless ``--keep-errors``; a row
 whose image cannot be read again (gone, refused URL, changed since the run) is left out of
-the image formats and listed in ``DEST/_export_errors.jsonl``. Everything is written under a
-temporary name beside DEST and renamed at the end: a failed export leaves no half DEST.
+the image formats and listed in ``DEST/_export_errors.jsonl``. Sources are re-read through
+the run's own path guard (see :mod:`pixscribe.report.images`): a source the run refused or
+that lies outside its input folders is never opened, and only bytes of a known image type
+are written.
+
+DEST is never the output directory, inside it, or a folder holding it. Everything is
+written under a temporary name beside DEST and renamed at the end: a failed export leaves
+no half DEST. ``--overwrite`` replaces only an earlier export: a folder with ``_export.json``
+(written into every webdataset and hf export), a jsonl file whose first line is an exported
+row, or an empty folder or file (see :mod:`pixscribe.report.dest`).
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from typing import Any, Iterator
 from .. import __version__
 from ..deps import require
 from ..io.writers import member_key
+from .dest import check_apart, check_replaceable, swap_into_place
 from .images import SourceError, SourceReader
 from .parts import OutputDir
 
@@ -61,6 +70,7 @@ class ExportOptions:
     overwrite: bool = False
     fetch_urls: bool = True
     allow_private_urls: bool = False
+    allow_any_path: bool = False
     workers: int = 4
 
 
@@ -97,24 +107,22 @@ _MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8", "gi
 
 
 def image_extension(data: bytes, source: str | None) -> str:
-    """The webdataset extension of image bytes: from their magic number, else the source's."""
+    """The webdataset extension of image bytes, from their magic number (every input image
+    type has one). Bytes of no known image type are refused, whatever the source is named,
+    and the message never quotes them."""
     for magic, ext in _MAGIC:
         if data.startswith(magic):
             return ext
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "webp"
-    from ..io.plan import IMAGE_EXT_SET, ext_of
-
-    ext = ext_of((source or "").split("::")[-1].split("#")[0])
-    if ext in IMAGE_EXT_SET:
-        return ext
-    raise SourceError(f"{source}: not a known image format (first bytes {data[:8]!r})")
+    raise SourceError(f"{source}: not a known image format ({len(data)} bytes of no image type)")
 
 
 class _Exporter:
     def __init__(self, out: OutputDir, opts: ExportOptions, result: ExportResult):
         self.out, self.opts, self.res = out, opts, result
-        self.reader = SourceReader(fetch_urls=opts.fetch_urls, allow_private=opts.allow_private_urls)
+        self.reader = SourceReader(guard=out.source_guard(opts.allow_any_path), fetch_urls=opts.fetch_urls,
+                                   allow_private=opts.allow_private_urls)
         self.pool = cf.ThreadPoolExecutor(max_workers=max(1, opts.workers))
 
     def _text(self, row: dict[str, Any]) -> None:
@@ -143,7 +151,7 @@ class _Exporter:
 
     def _image(self, row: dict[str, Any]) -> tuple[str, bytes] | SourceError:
         try:
-            got = self.reader.load(row.get("source"), row.get("sha256"))
+            got = self.reader.load_row(row)
             if got.changed:
                 raise SourceError(f"{row.get('source')}: changed since the run (its sha256 differs from the row's)")
             return image_extension(got.data, row.get("source")), got.data
@@ -291,6 +299,16 @@ def _card(ex: _Exporter, columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+MARKER = "_export.json"
+_ROW_KEYS = ("id", "source", "text")  # every exported jsonl row has them: how an earlier export is known
+
+
+def _write_marker(ex: _Exporter, tmp: Path) -> None:
+    marker = {"pixscribe_version": __version__, "format": ex.opts.fmt, "out_dir": str(ex.out.path.resolve()),
+              "rows": ex.res.written}
+    (tmp / MARKER).write_text(json.dumps(marker, indent=1), encoding="utf-8")
+
+
 def export(out_dir: str | Path, dest: str | Path, opts: ExportOptions | None = None) -> ExportResult:
     """Write ``out_dir`` to ``dest`` as ``opts.fmt`` (see the module docstring)."""
     opts = opts or ExportOptions()
@@ -300,20 +318,22 @@ def export(out_dir: str | Path, dest: str | Path, opts: ExportOptions | None = N
         raise ExportError(f"--mix-original {opts.mix_original}: a probability, between 0 and 1")
     out = OutputDir(Path(out_dir))
     dest = Path(dest)
-    if dest.exists() and not opts.overwrite:
-        raise ExportError(f"{dest}: exists; pass --overwrite to replace it")
+    check_apart(out.path, dest, "DEST")
+    what = "a pixscribe jsonl export" if opts.fmt == "jsonl" else "a pixscribe export"
+    check_replaceable(dest, marker=MARKER, what=what, flag="DEST", overwrite=opts.overwrite,
+                      row_keys=_ROW_KEYS if opts.fmt == "jsonl" else ())
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     res = ExportResult(dest, opts.fmt)
     ex = _Exporter(out, opts, res)
     try:
         {"jsonl": _jsonl, "webdataset": _webdataset, "hf": _hf}[opts.fmt](ex, tmp)
-        if res.errors and tmp.is_dir():
-            with open(tmp / "_export_errors.jsonl", "w", encoding="utf-8") as f:
-                f.writelines(json.dumps(e, ensure_ascii=False) + "\n" for e in res.errors)
-        if dest.exists():
-            shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
-        os.replace(tmp, dest)
+        if tmp.is_dir():
+            if res.errors:
+                with open(tmp / "_export_errors.jsonl", "w", encoding="utf-8") as f:
+                    f.writelines(json.dumps(e, ensure_ascii=False) + "\n" for e in res.errors)
+            _write_marker(ex, tmp)
+        swap_into_place(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
         raise
