@@ -5,8 +5,14 @@
   ``--text-only``), ``{key}.json`` (the row, ``text`` included) and ``{key}.txt`` (``text``);
   keys are ids made safe as the engine's tar writer makes them (:func:`member_key`).
 - ``hf``: a local dataset written with ``datasets.save_to_disk`` (an ``image`` column unless
-  ``--text-only``), with a dataset card ``README.md``: method, models, prompts, counts.
+  ``--text-only``; ``width``, ``height`` and ``seconds`` typed, every other column a string,
+  structs and lists as JSON text), with a dataset card ``README.md``: method, models,
+  prompts, counts.
 - ``jsonl``: one JSON object per row (the output's columns as stored, plus ``text``).
+
+An output column named like one the export adds (``text``, LAION's alt text; ``text_source``;
+``image`` in hf) is kept under ``input_<name>``, as the engine keeps input columns named like
+its own; ``--original-column text`` then reads it there.
 
 ``text`` is the caption, or with ``--mix-original P --seed S`` the original caption with
 probability P (Recap-DataComp-1B's mix: CLIP took the original with P = 0.8): the choice is
@@ -43,6 +49,7 @@ from typing import Any, Iterator
 
 from .. import __version__
 from ..deps import require
+from ..engine.prepare import input_name
 from ..io.writers import member_key
 from .dest import check_apart, check_replaceable, swap_into_place
 from .images import SourceError, SourceReader
@@ -118,16 +125,30 @@ def image_extension(data: bytes, source: str | None) -> str:
     raise SourceError(f"{source}: not a known image format ({len(data)} bytes of no image type)")
 
 
+def added_columns(opts: ExportOptions) -> list[str]:
+    """The columns this export adds to every row: ``text``, ``text_source`` with a mix, and
+    the ``image`` feature of an hf export with images."""
+    return ["text"] + (["text_source"] if opts.mix_original is not None else []) + \
+        (["image"] if opts.fmt == "hf" and not opts.text_only else [])
+
+
 class _Exporter:
     def __init__(self, out: OutputDir, opts: ExportOptions, result: ExportResult):
         self.out, self.opts, self.res = out, opts, result
+        stored = out.columns()
+        # an output column named like one the export adds (LAION's alt ``text``) is kept, renamed
+        self.renamed = {c: input_name(c, stored) for c in added_columns(opts) if c in stored}
+        self.columns = [self.renamed.get(c, c) for c in stored]
+        self.original = self.renamed.get(opts.original_column, opts.original_column)
         self.reader = SourceReader(guard=out.source_guard(opts.allow_any_path), fetch_urls=opts.fetch_urls,
                                    allow_private=opts.allow_private_urls)
         self.pool = cf.ThreadPoolExecutor(max_workers=max(1, opts.workers))
 
     def _text(self, row: dict[str, Any]) -> None:
+        for old, new in self.renamed.items():
+            row[new] = row.pop(old, None)
         caption = row.get("caption")
-        org = row.get(self.opts.original_column)
+        org = row.get(self.original)
         row["text"] = caption
         if self.opts.mix_original is None:
             return
@@ -233,6 +254,17 @@ def _webdataset(ex: _Exporter, tmp: Path) -> None:
         shards.close()
 
 
+_HF_TYPED = ("width", "height", "seconds")
+
+
+def as_text(value: Any) -> str | None:
+    """A value of a string feature: text as it is, anything else (a region struct, a list, a
+    number, a bool) as JSON text, as the engine stores non-string input values."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
 def _hf_features(datasets: Any, columns: list[str], opts: ExportOptions) -> Any:
     typed = {"width": datasets.Value("int32"), "height": datasets.Value("int32"), "seconds": datasets.Value("float64")}
     feats = {c: typed.get(c, datasets.Value("string")) for c in columns}
@@ -246,12 +278,12 @@ def _hf_features(datasets: Any, columns: list[str], opts: ExportOptions) -> Any:
 
 def _hf(ex: _Exporter, tmp: Path) -> None:
     datasets = require("datasets", extra="hf", what="pixscribe export --to hf")
-    columns = ex.out.columns()
+    columns = ex.columns
     features = _hf_features(datasets, columns, ex.opts)
 
     def gen() -> Iterator[dict[str, Any]]:
         for row, img in ex.with_images():
-            rec = {c: row.get(c) for c in features}
+            rec = {c: row.get(c) if c in _HF_TYPED else as_text(row.get(c)) for c in features}
             if img is not None:
                 rec["image"] = {"bytes": img[1], "path": None}
             ex.res.written += 1
@@ -283,7 +315,7 @@ def _card(ex: _Exporter, columns: list[str]) -> str:
              f"rows whose image could not be read again: {ex.res.image_errors}",
              f"- images: {'none (--text-only)' if ex.opts.text_only else 'the original bytes, re-read from each source'}"]
     if ex.opts.mix_original is not None:
-        lines.append(f"- text: the original caption (`{ex.opts.original_column}`) with probability "
+        lines.append(f"- text: the original caption (`{ex.original}`) with probability "
                      f"{ex.opts.mix_original} (seed {ex.opts.seed}): {ex.res.took_original} of {ex.res.had_original} "
                      "rows with an original took it; the others the new caption")
     for m in run.get("models") or []:
@@ -295,7 +327,10 @@ def _card(ex: _Exporter, columns: list[str]) -> str:
                      + (f", experts {', '.join(str(e.get('expert')) for e in s.get('experts') or [])}" if s.get("experts") else ""))
         if s.get("prompt"):
             lines += ["", f"  prompt ({s.get('prompt_sha')}):", "", "  > " + str(s["prompt"]).replace("\n", "\n  > ")]
-    lines += ["", "Columns: " + ", ".join(f"`{c}`" for c in columns + ["text"]), ""]
+    for old, new in ex.renamed.items():
+        lines.append(f"- the output's own `{old}` column is `{new}` here (the export writes `{old}`)")
+    added = [c for c in added_columns(ex.opts) if c != "image"]
+    lines += ["", "Columns: " + ", ".join(f"`{c}`" for c in columns + added), ""]
     return "\n".join(lines)
 
 
@@ -305,7 +340,7 @@ _ROW_KEYS = ("id", "source", "text")  # every exported jsonl row has them: how a
 
 def _write_marker(ex: _Exporter, tmp: Path) -> None:
     marker = {"pixscribe_version": __version__, "format": ex.opts.fmt, "out_dir": str(ex.out.path.resolve()),
-              "rows": ex.res.written}
+              "rows": ex.res.written, "renamed_columns": ex.renamed}
     (tmp / MARKER).write_text(json.dumps(marker, indent=1), encoding="utf-8")
 
 
