@@ -35,7 +35,7 @@ from .images import SourceReader
 from .media import MaskFiles, Thumbnails
 from .parts import OutputDir
 from .query import Query
-from .rowview import RowView, build_view
+from .rowview import RowView, build_view, fmt_num
 from .stats import read_eval, run_stats
 from .svg import histogram
 
@@ -77,8 +77,10 @@ class ReportResult:
 
 def _env() -> Any:
     jinja2 = require("jinja2", extra="report", what="pixscribe report")
-    return jinja2.Environment(loader=jinja2.PackageLoader("pixscribe.report", "templates"),
-                              autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(loader=jinja2.PackageLoader("pixscribe.report", "templates"),
+                             autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    env.filters["num"] = fmt_num
+    return env
 
 
 def pager(pages: list[dict[str, Any]], current: int | None, around: int = 5) -> list[dict[str, Any]]:
@@ -159,7 +161,7 @@ class _Builder:
         for p in pages:
             start = (p["n"] - 1) * size
             views = self._views(refs[start:start + size], start, p["n"])
-            html = tpl.render(views=views, pager=pager(pages, p["n"]), current=p["n"], out_dir=str(self.out.path),
+            html = tpl.render(views=views, pages=pages, pager=pager(pages, p["n"]), current=p["n"], out_dir=str(self.out.path),
                               error_kinds=kinds, flags=flags, flag_names=FLAG_NAMES)
             (self.tmp / p["href"]).write_text(html, encoding="utf-8")
 
