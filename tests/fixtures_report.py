@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +28,20 @@ def rect_rle(h: int, w: int, box: tuple[int, int, int, int]) -> dict[str, Any]:
 
 
 def write_output(out: Path, rows: list[dict[str, Any]], run: dict[str, Any] | None = None, fmt: str = "parquet",
-                 part: int = 0) -> Path:
-    """``rows`` as ``out/part-0000N.<fmt>`` through :class:`pixscribe.io.writers.PartWriter`."""
+                 part: int = 0, roots: list[Path] | None = None) -> Path:
+    """``rows`` as ``out/part-0000N.<fmt>`` through :class:`pixscribe.io.writers.PartWriter`, and
+    ``_run.json``: ``run`` with the path guard a caption run over ``roots`` records (by default
+    the folders holding the rows' local sources, as if the run had been given those folders)."""
     table = writers.rows_to_table(rows)
     w = writers.PartWriter(out / f"part-{part:05d}{writers.EXTENSIONS[fmt]}", fmt, table.schema)
     w.write(table)
     w.commit()
-    if run is not None:
-        (out / "_run.json").write_text(json.dumps(run))
+    if roots is None:
+        roots = sorted({Path(r["source"]).parent for r in rows if str(r.get("source") or "").startswith("/")})
+    had = json.loads((out / "_run.json").read_text()) if (out / "_run.json").exists() else {}  # an earlier part's
+    known = (had.get("input_guard") or {}).get("roots", [])
+    guard = {"roots": sorted(set(known) | {os.path.realpath(r) for r in roots}), "allow_any_path": False}
+    (out / "_run.json").write_text(json.dumps({**had, **(run or {}), "input_guard": guard}))
     return out
 
 

@@ -268,3 +268,33 @@ def test_region_rows_as_arrow_structs_and_as_columns(tmp_path):
         assert [float(rect[k]) for k in ("x", "y", "width", "height")] == [20, 10, 100, 50]
         assert len(c.select('g.layer[data-layer="regions"] image.mask')) == 1
         assert "a red box" in c.select_one("ol.regions").get_text()
+
+
+def test_empty_fields_and_negative_zero_are_not_shown(tmp_path):
+    """An expert that found nothing says nothing (no "lines []", "text", "confidence null"), and a
+    value that rounds to zero is never "-0.00"."""
+    from pixscribe.testing import write_sample_photos
+
+    (photo,) = write_sample_photos(tmp_path / "photos", ("page",))
+    row = {"id": "p", "source": str(photo), "width": 384, "height": 191, "sha256": None, "method": "experts",
+           "caption": "a page", "error": None, "seconds": -0.0001,
+           "expert_ocr": json.dumps({"lines": [], "text": "", "confidence": None, "regions": 0}),
+           "expert_faces": json.dumps({"faces": [], "count": 0}),
+           "expert_stats": json.dumps({"brightness": -0.0, "tilt": -0.25, "notes": {}}),
+           "expert_dense": json.dumps([{"label": "a page", "box": [-0.0001, 0, 100, 100], "score": -0.001}]),
+           "regions": json.dumps([{"caption": "the page", "box": [0, 0, 10, 10], "nearness": -0.0004, "size_pct": -0.01}])}
+    build_report(write_output(tmp_path / "out", [row]), tmp_path / "rep")
+    c = soup(tmp_path / "rep" / "page-0001.html").select_one("article.row")
+    facts = {dt.get_text(): dd.get_text() for dt, dd in zip(c.select("dl.facts dt"), c.select("dl.facts dd"))}
+    assert facts == {"regions": "0", "count": "0", "brightness": "0.0", "tilt": "-0.25"}
+    text = c.get_text(" ", strip=True)
+    assert not re.search(r"-0\.0+\b", text) and "null" not in text and "[]" not in text, text
+    assert "nearness 0.00" in text and "0.000 s" in text
+
+
+def test_fmt_num_never_writes_a_negative_zero():
+    from pixscribe.report.rowview import fmt_num
+
+    assert [fmt_num(x, f) for x, f in ((-0.001, "%.2f"), (-0.004, "%.0f"), (-1e-9, "%.3f"), (-0.006, "%.2f"),
+                                       (-0.5, "%.2f"), (-10, "%.0f"), (0.0, "%.1f"))] == \
+        ["0.00", "0", "0.000", "-0.01", "-0.50", "-10", "0.0"]

@@ -126,3 +126,67 @@ def test_a_script_in_a_page_would_be_reported(browser, tmp_path):
         assert any(p.startswith("failed request") for p in problems), problems
     finally:
         page.close()
+
+
+def test_a_malformed_hash_leaves_the_page_script_working(browser, sample_out, tmp_path):
+    """A link with a broken %-escape in its #hash (decodeURIComponent throws URIError) must not
+    stop the script: the page is ready, the filters work, the good parts of the hash apply."""
+    rep = tmp_path / "rep"
+    build_report(sample_out, rep, ReportOptions(page_size=5))
+    page = browser.page()
+    try:
+        page.goto((rep / "page-0001.html").as_uri() + "#q=%E0%A4%A&flags=hallucinations&error=%")
+        assert page.problems() == []
+        assert page.eval("document.documentElement.dataset.ready") == "1"
+        assert page.eval("document.querySelector('input[data-flag=\"hallucinations\"]').checked")
+        assert page.eval(VISIBLE_ARTICLES) == 1  # the flag from the hash applied; the broken parts ignored
+        _set(page, "f-text", "tabby", "input")
+        page.eval("new Promise(r => setTimeout(r, 300))")
+        assert page.eval(VISIBLE_ARTICLES) == 0
+    finally:
+        page.close()
+
+
+def test_titles_say_how_many_pages(browser, sample_out, tmp_path):
+    rep = tmp_path / "rep"
+    build_report(sample_out, rep, ReportOptions(page_size=5))
+    page = browser.page()
+    try:
+        for n in (1, 2):
+            page.goto((rep / f"page-{n:04d}.html").as_uri())
+            assert page.eval("document.title") == f"pixscribe report · page {n} of 2"
+    finally:
+        page.close()
+
+
+def test_long_unbroken_strings_stay_inside_their_cards(browser, tmp_path):
+    """A 3,000-character caption without a space, and the same in every other text a card
+    shows, wraps inside the card: no card and no page is wider than the window."""
+    import json
+
+    from fixtures_report import rect_rle, write_output
+    from pixscribe.testing import write_sample_photos
+
+    photos = write_sample_photos(tmp_path / "photos", ("astronaut",))
+    long = "x" * 3000
+    row = {"id": "long-" + long, "source": str(photos[0]), "width": 512, "height": 512, "sha256": None,
+           "method": "textualize", "caption": long, "org_caption": long, "description": long, "error": "decode: " + long,
+           "objects": json.dumps([{"phrase": long, "verdict": "grounded", "score": 0.5, "box": [1, 1, 50, 50],
+                                   "detector": long}]),
+           "regions": json.dumps([{"caption": long, "box": [1, 1, 99, 99], "mask": rect_rle(512, 512, (1, 1, 99, 99))}]),
+           "expert_ocr": json.dumps({"lines": [{"text": long, "box": [1, 1, 40, 9]}]}),
+           "expert_stats": json.dumps({"note": long}), "notes": long,
+           "provenance": json.dumps({"caption": {"stage": long, "model": long, "prompt_sha": long, "seconds": 1.0}}),
+           "stages": json.dumps({long: {"status": "ok", "fp": long, "fields": [long]}})}
+    rep = tmp_path / "rep"
+    build_report(write_output(tmp_path / "out", [row]), rep)
+    page = browser.page()
+    try:
+        page.goto((rep / "page-0001.html").as_uri())
+        page.eval("document.querySelectorAll('details').forEach(d => d.open = true)")
+        assert page.eval("document.documentElement.scrollWidth <= window.innerWidth"), \
+            page.eval("document.documentElement.scrollWidth")
+        assert page.eval("[...document.querySelectorAll('article.row')].every(a => a.scrollWidth <= a.clientWidth)")
+        assert page.eval("document.querySelector('article.row').getBoundingClientRect().right <= window.innerWidth")
+    finally:
+        page.close()

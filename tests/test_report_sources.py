@@ -15,6 +15,7 @@ from bs4 import BeautifulSoup
 
 from fixtures_http import photo_server
 from fixtures_report import write_output
+from pixscribe.io.plan import PathGuard
 from pixscribe.report.build import ReportOptions, build_report
 from pixscribe.report.images import SourceError, SourceReader, split_source
 from pixscribe.testing import sample_photo
@@ -59,7 +60,7 @@ def test_every_kind_of_source(tmp_path):
 
     datasets.Dataset.from_dict({"image": [{"bytes": a, "path": None}, {"bytes": c, "path": None}]},
                                features=datasets.Features({"image": datasets.Image()})).save_to_disk(str(tmp_path / "hf"))
-    r = SourceReader(fetch_urls=False)
+    r = SourceReader(guard=PathGuard([str(tmp_path)]), fetch_urls=False)
     sha = lambda d: hashlib.sha256(d).hexdigest()  # noqa: E731
     assert r.load(f"{tmp_path}/s.tar::k1.jpg", sha(a)).data == a
     assert r.load(f"{tmp_path}/t.parquet#row=1", sha(b)).data == b

@@ -172,8 +172,11 @@ def _table_columns(w: ShardWork, ident: Identifier) -> list[str]:
 
     from ..io.readers import BYTES_COLUMNS
 
+    from ..io.files import open_regular
+
     try:
-        names = pq.read_schema(w.spec.path).names
+        with open_regular(w.spec.path) as f:  # a table swapped for a pipe since the plan: refused, not waited on
+            names = pq.read_schema(f).names
     except Exception:  # noqa: BLE001
         return []
     rec = Record(source="", columns={n: None for n in names if n not in BYTES_COLUMNS})

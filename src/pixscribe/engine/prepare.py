@@ -43,7 +43,7 @@ class Identifier:
                 if a in cols and b not in cols:
                     cols[b] = cols.pop(a)
             for c in [c for c in cols if c in self.reserved]:
-                cols[_free(INPUT_PREFIX + c, cols)] = cols.pop(c)
+                cols[input_name(c, cols)] = cols.pop(c)
         own = cols.get(self.id_column) if self.id_column and cols else None
         if own is not None and str(own) != "":
             base = str(own)  # the method names its rows (one row per region: the region's id)
@@ -62,8 +62,11 @@ class Identifier:
         return rec
 
 
-def _free(name: str, cols: dict[str, Any]) -> str:
-    while name in cols:
+def input_name(column: str, taken: Any) -> str:
+    """The name an input column that collides with one pixscribe writes is kept under:
+    ``input_<column>`` (``input_input_<column>`` if that is taken too...)."""
+    name = INPUT_PREFIX + column
+    while name in taken:
         name = INPUT_PREFIX + name
     return name
 

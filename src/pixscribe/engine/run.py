@@ -110,6 +110,7 @@ class Run:
             self._start_over()
         exp = expand_inputs(cfg.inputs, cfg.shard_size)
         self.guard = PathGuard(exp.roots, allow_any=cfg.allow_any_path)
+        exp.check_listed(self.guard)
         self.manifest = self._manifest(exp)
         self.mine = [s for s in self.manifest.shards if s.index % n == k]
         if cfg.overwrite and n > 1:  # only this task's shards: its siblings move their own
@@ -208,6 +209,7 @@ class Run:
             "models": self.method.pool.describe() if self.method.pool is not None else [],
             "method": self.method.describe(),
             "shards": len(self.manifest.shards) if self.manifest else 0,
+            "input_guard": self.guard.record(),  # report and export re-read sources through it
             "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
 

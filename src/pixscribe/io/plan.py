@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..record import InputError
+from .files import open_regular
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
 IMAGE_EXT_SET = frozenset(IMAGE_EXTENSIONS)
@@ -35,6 +36,7 @@ _BRACE = re.compile(r"\{[^{}]*(?:,|\.\.)[^{}]*\}")
 _COMPRESSED_TAR = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 _KNOWN_FILE_EXTS = IMAGE_EXT_SET | {"txt", "tar", "parquet", "jsonl", "ndjson", "tgz"}
 LOOSE_KINDS = ("file", "url")
+_CONTAINER_EXTS = frozenset({"tar", "parquet", "jsonl", "ndjson"})
 
 
 def is_url(s: str) -> bool:
@@ -100,6 +102,7 @@ class Expansion:
         self.shard_size = shard_size
         self.units: list[Unit] = []
         self.roots: list[str] = []
+        self.listed: list[tuple[str, str]] = []  # (container, the list or pattern that named it)
         self._seen: set[str] = set()
 
     def _root(self, path: str) -> None:
@@ -177,7 +180,18 @@ class Expansion:
                 continue  # dir/* may match sidecars (e.g. .json); keep only readable inputs
             self._add_path(m, origin or spec)
 
+    def check_listed(self, guard: "PathGuard") -> None:
+        """Containers (tars, tables, datasets) named by a list must stay inside the input
+        roots too: their rows are read whole, so one outside is refused before the run."""
+        for path, origin in self.listed:
+            why = guard.check(path)
+            if why:
+                raise PathRefused(f"{path} (from {origin}): {why}")
+
     def _add_path(self, path: str, origin: str | None) -> None:
+        if origin is not None and (os.path.isdir(path) and is_hf_dataset_dir(path) or ext_of(path) in _CONTAINER_EXTS
+                                   or path.lower().endswith(_COMPRESSED_TAR)):
+            self.listed.append((os.path.abspath(path), origin))
         if os.path.isdir(path):
             if is_hf_dataset_dir(path):
                 self._add_hf(path)
@@ -213,8 +227,8 @@ class Expansion:
     def _add_list(self, path: str) -> None:
         base = os.path.dirname(os.path.abspath(path))
         try:
-            with open(path, encoding="utf-8") as f:
-                lines = f.read().splitlines()
+            with open_regular(path) as f:
+                lines = f.read().decode("utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             raise InputError(f"{path}: cannot read the list: {reason or type(exc).__name__}") from None
@@ -241,7 +255,11 @@ class Expansion:
 
         path = os.path.abspath(path)
         try:
-            with pq.ParquetFile(path) as pf:
+            f = open_regular(path)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read: {exc.strerror or type(exc).__name__}") from None
+        try:
+            with f, pq.ParquetFile(f) as pf:
                 n = pf.metadata.num_rows
                 names = list(pf.schema_arrow.names)
         except Exception:  # noqa: BLE001 - any pyarrow failure means an unreadable table
@@ -254,7 +272,7 @@ class Expansion:
         offsets: list[int] = []  # one pass: count non-blank lines, remember where each shard starts
         n = pos = 0
         try:
-            with open(path, "rb") as f:
+            with open_regular(path) as f:
                 for line in f:
                     if line.strip():
                         if n % self.shard_size == 0:
@@ -333,23 +351,51 @@ def specs_from_units(units: list[Unit], shard_size: int, start: int = 0) -> list
 
 
 # ---- paths ----------------------------------------------------------------------------------
-class PathGuard:
-    """Paths read from lists, tables and symlinks must stay inside the input roots."""
+class PathRefused(InputError):
+    """A path the guard refused. Its kind, ``refused``, is recorded in the row's ``error``, so
+    ``pixscribe report`` and ``export`` know never to open that row's source again."""
 
-    def __init__(self, roots: list[str], allow_any: bool = False):
+    kind = "refused"
+
+
+class PathGuard:
+    """Paths read from lists, tables and symlinks must stay inside the input roots.
+
+    One guard for every command: ``caption`` builds it from its inputs and records it in
+    ``_run.json`` (:meth:`record`); ``report`` and ``export`` rebuild it from there
+    (:meth:`from_record`) before they re-read a row's source. ``unknown`` is the reason
+    given for every path when no roots were recorded (an output from an older pixscribe)."""
+
+    def __init__(self, roots: list[str], allow_any: bool = False, unknown: str | None = None):
         self.roots = [r.rstrip(os.sep) or os.sep for r in roots]
         self.allow_any = allow_any
+        self.unknown = unknown
 
     def check(self, path: str) -> str | None:
         """None if ``path`` may be read, else why not (never quoting the file)."""
-        if self.allow_any or not self.roots:
+        if self.allow_any:
             return None
+        if not self.roots:
+            return self.unknown
         real = os.path.realpath(path)
         for r in self.roots:
             if real == r or real.startswith(r + os.sep) or r == os.sep:
                 return None
         how = "is a symlink to a file" if real != os.path.abspath(path) else "is"
         return f"{how} outside the input folders ({', '.join(self.roots[:3])}); pass --allow-any-path to read it"
+
+    def record(self) -> dict[str, Any]:
+        return {"roots": list(self.roots), "allow_any_path": self.allow_any}
+
+    @classmethod
+    def from_record(cls, rec: Any, allow_any: bool = False, where: str = "the output") -> "PathGuard":
+        """The guard a run recorded (``_run.json``'s ``input_guard``); ``allow_any`` lifts it.
+        With no record, every path is refused with a reason that says so."""
+        if isinstance(rec, dict) and isinstance(rec.get("roots"), list):
+            return cls([str(r) for r in rec["roots"]], allow_any or bool(rec.get("allow_any_path")),
+                       unknown="is not read: the run had no input folders")
+        return cls([], allow_any, unknown=f"is not read: {where} does not record the run's input folders (written "
+                                          "by an older pixscribe); pass --allow-any-path to read its sources")
 
 
 # ---- helpers --------------------------------------------------------------------------------

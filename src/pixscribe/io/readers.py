@@ -25,11 +25,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ..record import InputError, Record
+from .files import open_regular, read_regular
 from .plan import (
     IMAGE_COLUMNS,
     IMAGE_EXT_SET,
     IMAGE_EXTENSIONS,
     PathGuard,
+    PathRefused,
     ShardSpec,
     expand_inputs,
     import_datasets,
@@ -103,10 +105,9 @@ class _FileLoader:
         where = f" (from {self.what})" if self.what else ""
         why = self.guard.check(self.path) if self.guard is not None else None
         if why:
-            raise InputError(f"{self.path}: {why}{where}")
+            raise PathRefused(f"{self.path}: {why}{where}")
         try:
-            with open(self.path, "rb") as f:
-                return f.read()
+            return read_regular(self.path)
         except FileNotFoundError:
             raise InputError(f"{self.path}: no such file{where}") from None
         except IsADirectoryError:
@@ -168,6 +169,7 @@ def plan_shards(
     exp = expand_inputs(inputs, shard_size)
     lf = _LazyFetcher(fetcher)
     guard = PathGuard(exp.roots, allow_any=allow_any_path)
+    exp.check_listed(guard)
     return [open_shard(s, lf, guard) for s in specs_from_units(exp.units, shard_size)]
 
 
@@ -288,8 +290,14 @@ def _iter_parquet(path: str, start: int, stop: int, fetcher: _LazyFetcher, guard
     base = os.path.dirname(path)
     disp = path  # sources use absolute paths: stable when a rerun starts elsewhere
     try:
-        pf = pq.ParquetFile(path)
+        f = open_regular(path)
+    except OSError as exc:
+        yield _failed(f"{disp}#rows={start}:{stop}", f"{path}: cannot read: {exc.strerror or type(exc).__name__}")
+        return
+    try:
+        pf = pq.ParquetFile(f)
     except Exception as exc:  # noqa: BLE001
+        f.close()
         yield _failed(f"{disp}#rows={start}:{stop}", f"{path}: cannot open parquet: {exc}")
         return
     try:
@@ -327,6 +335,7 @@ def _iter_parquet(path: str, start: int, stop: int, fetcher: _LazyFetcher, guard
             yield _failed(f"{disp}#rows={max(row, start)}:{stop}", f"{path}: cannot read rows {max(row, start)}..{stop - 1}: {exc}")
     finally:
         pf.close()
+        f.close()
 
 
 def _iter_jsonl(
@@ -335,7 +344,7 @@ def _iter_jsonl(
     base = os.path.dirname(path)
     disp = path  # sources use absolute paths: stable when a rerun starts elsewhere
     try:
-        f = open(path, "rb")
+        f = open_regular(path)
     except OSError as exc:
         yield _failed(f"{disp}#rows={start}:{stop}", f"{path}: cannot read: {exc.strerror or exc}")
         return
@@ -458,8 +467,14 @@ def _iter_tar(path: str) -> Iterator[Record]:
     dups: list[Record] = []
     n_members = 0
     try:
-        tf = tarfile.open(path, mode="r|*")
+        raw = open_regular(path)
+    except OSError as exc:
+        yield _failed(disp, f"{path}: cannot read the tar: {exc.strerror or type(exc).__name__}")
+        return
+    try:
+        tf = tarfile.open(mode="r|*", fileobj=raw)
     except (tarfile.TarError, OSError, EOFError) as exc:
+        raw.close()
         yield _failed(disp, f"{path}: cannot open the tar: {exc}; is it a (possibly compressed) tar file?")
         return
     try:
@@ -506,3 +521,4 @@ def _iter_tar(path: str) -> Iterator[Record]:
             yield from dups
     finally:
         tf.close()
+        raw.close()

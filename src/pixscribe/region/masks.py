@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..experts import rle
+from ..io.files import read_regular
 from .types import RegionError
 
 Guard = Callable[[str], str | None]  # path -> why it may not be read, or None
@@ -103,10 +104,13 @@ def _from_string(s: str, width: int, height: int, base_dir: str | None, guard: G
     why = guard(path) if guard is not None else None
     if why:
         raise RegionError(f"mask file {path!r} {why}")
-    if not os.path.isfile(path):
-        raise RegionError(f"mask file not found: {path!r} (nor is the text COCO RLE, base64 PNG or base64(gzip) data)")
-    with open(path, "rb") as f:
-        return _from_bytes(f.read(), width, height, path)
+    try:
+        data = read_regular(path)  # a pipe or device named as a mask is refused by type, never opened
+    except FileNotFoundError:
+        raise RegionError(f"mask file not found: {path!r} (nor is the text COCO RLE, base64 PNG or base64(gzip) data)") from None
+    except OSError as exc:
+        raise RegionError(f"mask file {path!r}: cannot read: {exc.strerror or type(exc).__name__}") from None
+    return _from_bytes(data, width, height, path)
 
 
 def _from_bytes(data: bytes, width: int, height: int, where: str) -> np.ndarray:

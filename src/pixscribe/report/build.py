@@ -19,7 +19,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import datetime as _dt
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -31,11 +30,12 @@ from .. import __version__
 from ..deps import require
 from ..imaging import DEFAULT_MAX_IMAGE_PIXELS
 from ..io.writers import atomic_write_bytes
+from .dest import check_apart, check_replaceable, swap_into_place
 from .images import SourceReader
 from .media import MaskFiles, Thumbnails
 from .parts import OutputDir
 from .query import Query
-from .rowview import RowView, build_view
+from .rowview import RowView, build_view, fmt_num
 from .stats import read_eval, run_stats
 from .svg import histogram
 
@@ -60,6 +60,7 @@ class ReportOptions:
     images: bool = True
     fetch_urls: bool = True
     allow_private_urls: bool = False
+    allow_any_path: bool = False
     workers: int = 4
 
 
@@ -76,24 +77,10 @@ class ReportResult:
 
 def _env() -> Any:
     jinja2 = require("jinja2", extra="report", what="pixscribe report")
-    return jinja2.Environment(loader=jinja2.PackageLoader("pixscribe.report", "templates"),
-                              autoescape=True, trim_blocks=True, lstrip_blocks=True)
-
-
-def _check_dest(dest: Path) -> None:
-    if dest.exists() and (not dest.is_dir() or (any(dest.iterdir()) and not (dest / MARKER).exists())):
-        raise ValueError(f"{dest}: exists and is not a pixscribe report; give an empty or new directory "
-                         "(an earlier report there is replaced whole)")
-
-
-def _swap_into_place(tmp: Path, dest: Path) -> None:
-    old = None
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    env = jinja2.Environment(loader=jinja2.PackageLoader("pixscribe.report", "templates"),
+                             autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    env.filters["num"] = fmt_num
+    return env
 
 
 def pager(pages: list[dict[str, Any]], current: int | None, around: int = 5) -> list[dict[str, Any]]:
@@ -123,7 +110,8 @@ class _Builder:
     def __init__(self, out: OutputDir, tmp: Path, opts: ReportOptions, q: Query):
         self.out, self.tmp, self.opts, self.q = out, tmp, opts, q
         self.env = _env()
-        self.reader = SourceReader(fetch_urls=opts.fetch_urls, allow_private=opts.allow_private_urls)
+        self.reader = SourceReader(guard=out.source_guard(opts.allow_any_path), fetch_urls=opts.fetch_urls,
+                                   allow_private=opts.allow_private_urls)
         cfg = (out.run_info().get("config") or {})
         self.thumbs = Thumbnails(tmp, self.reader, opts.thumb_size,
                                  cfg.get("max_image_pixels") or DEFAULT_MAX_IMAGE_PIXELS)
@@ -173,7 +161,7 @@ class _Builder:
         for p in pages:
             start = (p["n"] - 1) * size
             views = self._views(refs[start:start + size], start, p["n"])
-            html = tpl.render(views=views, pager=pager(pages, p["n"]), current=p["n"], out_dir=str(self.out.path),
+            html = tpl.render(views=views, pages=pages, pager=pager(pages, p["n"]), current=p["n"], out_dir=str(self.out.path),
                               error_kinds=kinds, flags=flags, flag_names=FLAG_NAMES)
             (self.tmp / p["href"]).write_text(html, encoding="utf-8")
 
@@ -248,7 +236,8 @@ def build_report(out_dir: str | Path, dest: str | Path, opts: ReportOptions | No
     read_eval(opts.eval_path)  # a bad --eval fails before any work
     out = OutputDir(Path(out_dir))
     dest = Path(dest)
-    _check_dest(dest)
+    check_apart(out.path, dest, "-o")
+    check_replaceable(dest, marker=MARKER, what="a pixscribe report", flag="-o", overwrite=True)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     try:
@@ -271,7 +260,7 @@ def build_report(out_dir: str | Path, dest: str | Path, opts: ReportOptions | No
                   "shown": result.shown, "pages": result.pages, "options": {k: str(v) if isinstance(v, Path) else v
                                                                             for k, v in vars(opts).items()}}
         atomic_write_bytes(tmp / MARKER, json.dumps(marker, indent=1).encode(), fsync_dir=False)
-        _swap_into_place(tmp, dest)
+        swap_into_place(tmp, dest)
         return result
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

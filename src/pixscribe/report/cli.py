@@ -12,6 +12,10 @@ import typer
 from ..deps import MissingDependency
 
 
+_ANY_PATH = ("Re-read sources outside the run's input folders (as caption's --allow-any-path; needed for an output "
+             "whose _run.json records none). A source the run itself refused is never read.")
+
+
 def _fail(msg: str) -> None:
     typer.echo(f"error: {msg}", err=True)
     raise typer.Exit(2)
@@ -33,6 +37,7 @@ def report_command(
     no_fetch: bool = typer.Option(False, "--no-fetch", help="Never fetch URL sources."),
     allow_private_urls: bool = typer.Option(False, "--allow-private-urls", help="Allow URLs on private, loopback "
                                             "and link-local addresses (as for caption)."),
+    allow_any_path: bool = typer.Option(False, "--allow-any-path", help=_ANY_PATH),
     workers: int = typer.Option(4, "--workers", help="Threads reading and resizing images."),
 ) -> None:
     """A static, self-contained HTML report of an output: what was said, and why."""
@@ -43,7 +48,7 @@ def report_command(
 
     opts = ReportOptions(sample=sample, seed=seed, where=where, sort=sort, page_size=page_size, thumb_size=thumb_size,
                          eval_path=eval_report, images=not no_images, fetch_urls=not no_fetch,
-                         allow_private_urls=allow_private_urls, workers=workers)
+                         allow_private_urls=allow_private_urls, allow_any_path=allow_any_path, workers=workers)
     if sample < 0 or page_size < 1 or thumb_size < 16:
         _fail("--sample must be >= 0, --page-size >= 1 and --thumb-size >= 16")
     try:
@@ -76,6 +81,7 @@ def export_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace DEST if it exists."),
     no_fetch: bool = typer.Option(False, "--no-fetch", help="Never fetch URL sources."),
     allow_private_urls: bool = typer.Option(False, "--allow-private-urls", help="Allow URLs on private addresses."),
+    allow_any_path: bool = typer.Option(False, "--allow-any-path", help=_ANY_PATH),
 ) -> None:
     """Hand an output on in a training format: webdataset shards, a local HF dataset, or jsonl."""
     from .export import ExportError, ExportOptions, export
@@ -83,7 +89,7 @@ def export_command(
 
     opts = ExportOptions(fmt=to.value, mix_original=mix_original, seed=seed, original_column=original_column,
                          text_only=text_only, keep_errors=keep_errors, shard_size=shard_size, overwrite=overwrite,
-                         fetch_urls=not no_fetch, allow_private_urls=allow_private_urls)
+                         fetch_urls=not no_fetch, allow_private_urls=allow_private_urls, allow_any_path=allow_any_path)
     try:
         res = export(out_dir, dest, opts)
     except (OutputError, ExportError, MissingDependency, ValueError) as exc:

@@ -5,8 +5,14 @@
   ``--text-only``), ``{key}.json`` (the row, ``text`` included) and ``{key}.txt`` (``text``);
   keys are ids made safe as the engine's tar writer makes them (:func:`member_key`).
 - ``hf``: a local dataset written with ``datasets.save_to_disk`` (an ``image`` column unless
-  ``--text-only``), with a dataset card ``README.md``: method, models, prompts, counts.
+  ``--text-only``; ``width``, ``height`` and ``seconds`` typed, every other column a string,
+  structs and lists as JSON text), with a dataset card ``README.md``: method, models,
+  prompts, counts.
 - ``jsonl``: one JSON object per row (the output's columns as stored, plus ``text``).
+
+An output column named like one the export adds (``text``, LAION's alt text; ``text_source``;
+``image`` in hf) is kept under ``input_<name>``, as the engine keeps input columns named like
+its own; ``--original-column text`` then reads it there.
 
 ``text`` is the caption, or with ``--mix-original P --seed S`` the original caption with
 probability P (Recap-DataComp-1B's mix: CLIP took the original with P = 0.8): the choice is
@@ -15,8 +21,16 @@ rows without an original always take the new caption. ``text_source`` says which
 
 Rows whose captioning failed (``error`` set) are left out unless ``--keep-errors``; a row
 whose image cannot be read again (gone, refused URL, changed since the run) is left out of
-the image formats and listed in ``DEST/_export_errors.jsonl``. Everything is written under a
-temporary name beside DEST and renamed at the end: a failed export leaves no half DEST.
+the image formats and listed in ``DEST/_export_errors.jsonl``. Sources are re-read through
+the run's own path guard (see :mod:`pixscribe.report.images`): a source the run refused or
+that lies outside its input folders is never opened, and only bytes of a known image type
+are written.
+
+DEST is never the output directory, inside it, or a folder holding it. Everything is
+written under a temporary name beside DEST and renamed at the end: a failed export leaves
+no half DEST. ``--overwrite`` replaces only an earlier export: a folder with ``_export.json``
+(written into every webdataset and hf export), a jsonl file whose first line is an exported
+row, or an empty folder or file (see :mod:`pixscribe.report.dest`).
 """
 
 from __future__ import annotations
@@ -35,7 +49,9 @@ from typing import Any, Iterator
 
 from .. import __version__
 from ..deps import require
+from ..engine.prepare import input_name
 from ..io.writers import member_key
+from .dest import check_apart, check_replaceable, swap_into_place
 from .images import SourceError, SourceReader
 from .parts import OutputDir
 
@@ -61,6 +77,7 @@ class ExportOptions:
     overwrite: bool = False
     fetch_urls: bool = True
     allow_private_urls: bool = False
+    allow_any_path: bool = False
     workers: int = 4
 
 
@@ -97,29 +114,41 @@ _MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8", "gi
 
 
 def image_extension(data: bytes, source: str | None) -> str:
-    """The webdataset extension of image bytes: from their magic number, else the source's."""
+    """The webdataset extension of image bytes, from their magic number (every input image
+    type has one). Bytes of no known image type are refused, whatever the source is named,
+    and the message never quotes them."""
     for magic, ext in _MAGIC:
         if data.startswith(magic):
             return ext
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "webp"
-    from ..io.plan import IMAGE_EXT_SET, ext_of
+    raise SourceError(f"{source}: not a known image format ({len(data)} bytes of no image type)")
 
-    ext = ext_of((source or "").split("::")[-1].split("#")[0])
-    if ext in IMAGE_EXT_SET:
-        return ext
-    raise SourceError(f"{source}: not a known image format (first bytes {data[:8]!r})")
+
+def added_columns(opts: ExportOptions) -> list[str]:
+    """The columns this export adds to every row: ``text``, ``text_source`` with a mix, and
+    the ``image`` feature of an hf export with images."""
+    return ["text"] + (["text_source"] if opts.mix_original is not None else []) + \
+        (["image"] if opts.fmt == "hf" and not opts.text_only else [])
 
 
 class _Exporter:
     def __init__(self, out: OutputDir, opts: ExportOptions, result: ExportResult):
         self.out, self.opts, self.res = out, opts, result
-        self.reader = SourceReader(fetch_urls=opts.fetch_urls, allow_private=opts.allow_private_urls)
+        stored = out.columns()
+        # an output column named like one the export adds (LAION's alt ``text``) is kept, renamed
+        self.renamed = {c: input_name(c, stored) for c in added_columns(opts) if c in stored}
+        self.columns = [self.renamed.get(c, c) for c in stored]
+        self.original = self.renamed.get(opts.original_column, opts.original_column)
+        self.reader = SourceReader(guard=out.source_guard(opts.allow_any_path), fetch_urls=opts.fetch_urls,
+                                   allow_private=opts.allow_private_urls)
         self.pool = cf.ThreadPoolExecutor(max_workers=max(1, opts.workers))
 
     def _text(self, row: dict[str, Any]) -> None:
+        for old, new in self.renamed.items():
+            row[new] = row.pop(old, None)
         caption = row.get("caption")
-        org = row.get(self.opts.original_column)
+        org = row.get(self.original)
         row["text"] = caption
         if self.opts.mix_original is None:
             return
@@ -143,7 +172,7 @@ class _Exporter:
 
     def _image(self, row: dict[str, Any]) -> tuple[str, bytes] | SourceError:
         try:
-            got = self.reader.load(row.get("source"), row.get("sha256"))
+            got = self.reader.load_row(row)
             if got.changed:
                 raise SourceError(f"{row.get('source')}: changed since the run (its sha256 differs from the row's)")
             return image_extension(got.data, row.get("source")), got.data
@@ -225,6 +254,17 @@ def _webdataset(ex: _Exporter, tmp: Path) -> None:
         shards.close()
 
 
+_HF_TYPED = ("width", "height", "seconds")
+
+
+def as_text(value: Any) -> str | None:
+    """A value of a string feature: text as it is, anything else (a region struct, a list, a
+    number, a bool) as JSON text, as the engine stores non-string input values."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
 def _hf_features(datasets: Any, columns: list[str], opts: ExportOptions) -> Any:
     typed = {"width": datasets.Value("int32"), "height": datasets.Value("int32"), "seconds": datasets.Value("float64")}
     feats = {c: typed.get(c, datasets.Value("string")) for c in columns}
@@ -238,12 +278,12 @@ def _hf_features(datasets: Any, columns: list[str], opts: ExportOptions) -> Any:
 
 def _hf(ex: _Exporter, tmp: Path) -> None:
     datasets = require("datasets", extra="hf", what="pixscribe export --to hf")
-    columns = ex.out.columns()
+    columns = ex.columns
     features = _hf_features(datasets, columns, ex.opts)
 
     def gen() -> Iterator[dict[str, Any]]:
         for row, img in ex.with_images():
-            rec = {c: row.get(c) for c in features}
+            rec = {c: row.get(c) if c in _HF_TYPED else as_text(row.get(c)) for c in features}
             if img is not None:
                 rec["image"] = {"bytes": img[1], "path": None}
             ex.res.written += 1
@@ -275,7 +315,7 @@ def _card(ex: _Exporter, columns: list[str]) -> str:
              f"rows whose image could not be read again: {ex.res.image_errors}",
              f"- images: {'none (--text-only)' if ex.opts.text_only else 'the original bytes, re-read from each source'}"]
     if ex.opts.mix_original is not None:
-        lines.append(f"- text: the original caption (`{ex.opts.original_column}`) with probability "
+        lines.append(f"- text: the original caption (`{ex.original}`) with probability "
                      f"{ex.opts.mix_original} (seed {ex.opts.seed}): {ex.res.took_original} of {ex.res.had_original} "
                      "rows with an original took it; the others the new caption")
     for m in run.get("models") or []:
@@ -287,8 +327,21 @@ def _card(ex: _Exporter, columns: list[str]) -> str:
                      + (f", experts {', '.join(str(e.get('expert')) for e in s.get('experts') or [])}" if s.get("experts") else ""))
         if s.get("prompt"):
             lines += ["", f"  prompt ({s.get('prompt_sha')}):", "", "  > " + str(s["prompt"]).replace("\n", "\n  > ")]
-    lines += ["", "Columns: " + ", ".join(f"`{c}`" for c in columns + ["text"]), ""]
+    for old, new in ex.renamed.items():
+        lines.append(f"- the output's own `{old}` column is `{new}` here (the export writes `{old}`)")
+    added = [c for c in added_columns(ex.opts) if c != "image"]
+    lines += ["", "Columns: " + ", ".join(f"`{c}`" for c in columns + added), ""]
     return "\n".join(lines)
+
+
+MARKER = "_export.json"
+_ROW_KEYS = ("id", "source", "text")  # every exported jsonl row has them: how an earlier export is known
+
+
+def _write_marker(ex: _Exporter, tmp: Path) -> None:
+    marker = {"pixscribe_version": __version__, "format": ex.opts.fmt, "out_dir": str(ex.out.path.resolve()),
+              "rows": ex.res.written, "renamed_columns": ex.renamed}
+    (tmp / MARKER).write_text(json.dumps(marker, indent=1), encoding="utf-8")
 
 
 def export(out_dir: str | Path, dest: str | Path, opts: ExportOptions | None = None) -> ExportResult:
@@ -300,20 +353,22 @@ def export(out_dir: str | Path, dest: str | Path, opts: ExportOptions | None = N
         raise ExportError(f"--mix-original {opts.mix_original}: a probability, between 0 and 1")
     out = OutputDir(Path(out_dir))
     dest = Path(dest)
-    if dest.exists() and not opts.overwrite:
-        raise ExportError(f"{dest}: exists; pass --overwrite to replace it")
+    check_apart(out.path, dest, "DEST")
+    what = "a pixscribe jsonl export" if opts.fmt == "jsonl" else "a pixscribe export"
+    check_replaceable(dest, marker=MARKER, what=what, flag="DEST", overwrite=opts.overwrite,
+                      row_keys=_ROW_KEYS if opts.fmt == "jsonl" else ())
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     res = ExportResult(dest, opts.fmt)
     ex = _Exporter(out, opts, res)
     try:
         {"jsonl": _jsonl, "webdataset": _webdataset, "hf": _hf}[opts.fmt](ex, tmp)
-        if res.errors and tmp.is_dir():
-            with open(tmp / "_export_errors.jsonl", "w", encoding="utf-8") as f:
-                f.writelines(json.dumps(e, ensure_ascii=False) + "\n" for e in res.errors)
-        if dest.exists():
-            shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
-        os.replace(tmp, dest)
+        if tmp.is_dir():
+            if res.errors:
+                with open(tmp / "_export_errors.jsonl", "w", encoding="utf-8") as f:
+                    f.writelines(json.dumps(e, ensure_ascii=False) + "\n" for e in res.errors)
+            _write_marker(ex, tmp)
+        swap_into_place(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
         raise

@@ -7,9 +7,15 @@ engine saw. URLs are fetched only through :class:`~pixscribe.io.fetch.UrlFetcher
 engine's address guard (private, loopback and link-local addresses refused unless allowed),
 and only when fetching is allowed at all.
 
+Local sources (files, tars, tables) go through the run's own path guard, rebuilt from
+``_run.json`` (:meth:`~pixscribe.io.plan.PathGuard.from_record`): a path outside the run's
+input folders is not opened, and a row whose source the run refused (error kind
+``refused``) is never opened again, whatever the guard says now. Files are opened by
+:func:`~pixscribe.io.files.open_regular`: a pipe, socket or device is refused by type.
+
 The bytes are checked against the row's ``sha256``: a source that changed since the run is
 reported (the report marks it, the export refuses it), so a caption is never shown or
-shipped beside a different image.
+shipped beside a different image. No error quotes a byte of a file.
 """
 
 from __future__ import annotations
@@ -20,9 +26,10 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from ..io.plan import ShardSpec, is_url
+from ..io.files import open_regular, read_regular
+from ..io.plan import PathGuard, PathRefused, ShardSpec, is_url
 from ..io.readers import open_shard
-from ..record import PixscribeError, sha256_hex
+from ..record import PixscribeError, error_kind, sha256_hex
 
 __all__ = ["SourceReader", "SourceError", "Loaded", "split_source"]
 
@@ -64,53 +71,70 @@ class _JsonlIndex:
     def __init__(self, path: str):
         self.offsets: list[int] = []
         pos = 0
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             for line in f:
                 if line.strip():
                     self.offsets.append(pos)
                 pos += len(line)
 
 
-class SourceReader:
-    """Thread-safe reader of row images. ``fetch_urls=False`` never touches the network;
-    ``allow_private`` lifts the address guard as ``--allow-private-urls`` does for the engine."""
+_NO_GUARD = PathGuard([], unknown="is not read: no input folders were given to the reader")
+_LOCAL = ("file", "tar", "table")
 
-    def __init__(self, *, fetch_urls: bool = True, allow_private: bool = False, url_timeout: float = 30.0,
-                 url_max_bytes: int = 50 * 1024 * 1024):
+
+class SourceReader:
+    """Thread-safe reader of row images. ``guard`` says which local paths may be read (none
+    without one); ``fetch_urls=False`` never touches the network; ``allow_private`` lifts
+    the address guard as ``--allow-private-urls`` does for the engine."""
+
+    def __init__(self, *, guard: PathGuard | None = None, fetch_urls: bool = True, allow_private: bool = False,
+                 url_timeout: float = 30.0, url_max_bytes: int = 50 * 1024 * 1024):
+        self.guard = guard or _NO_GUARD
         self.fetch_urls = fetch_urls
         self.allow_private = allow_private
         self.url_timeout = url_timeout
         self.url_max_bytes = url_max_bytes
         self._fetcher: Any = None
         self._lock = threading.Lock()
-        self._tars: dict[str, tuple[tarfile.TarFile, threading.Lock]] = {}
+        self._tars: dict[str, tuple[tarfile.TarFile, threading.Lock, Any]] = {}
         self._jsonl: dict[str, _JsonlIndex] = {}
+
+    def load_row(self, row: dict[str, Any]) -> Loaded:
+        """The image of an output row; a source the run refused is not opened."""
+        if error_kind(row.get("error")) == PathRefused.kind:
+            raise SourceError(f"{row.get('source')}: not read: the run refused this source", kind=PathRefused.kind)
+        return self.load(row.get("source"), row.get("sha256"))
 
     def load(self, source: str | None, sha256: str | None = None) -> Loaded:
         if not source:
             raise SourceError("the row has no source")
         kind, path, extra = split_source(source)
+        why = self.guard.check(path) if kind in _LOCAL else None
+        if why:
+            raise SourceError(f"{path}: {why}", kind=PathRefused.kind)
         try:
             data = getattr(self, f"_{kind}")(path, extra)
         except PixscribeError as exc:  # a fetch or input error: keep its kind ("fetch", "input", ...)
             raise SourceError(str(exc), kind=exc.kind) from None
+        except FileNotFoundError:
+            raise SourceError(f"{path}: no such file") from None
+        except OSError as exc:  # a pipe or device refused by type, a permission...: the reason, never the bytes
+            raise SourceError(f"{path}: cannot read: {exc.strerror or type(exc).__name__}") from None
         except Exception as exc:  # noqa: BLE001 - one unreadable source never stops a report or an export
             raise SourceError(f"{source}: cannot read ({type(exc).__name__}: {exc})") from None
         return Loaded(data, bool(sha256) and sha256_hex(data) != sha256)
 
     def close(self) -> None:
-        for tf, _ in self._tars.values():
+        for tf, _, raw in self._tars.values():
             tf.close()
+            raw.close()
         self._tars.clear()
         if self._fetcher is not None:
             self._fetcher.close()
 
     # ---- one reader per kind of source -------------------------------------------------
     def _file(self, path: str, extra: dict[str, str]) -> bytes:
-        if not os.path.isfile(path):
-            raise SourceError(f"{path}: no such file")
-        with open(path, "rb") as f:
-            return f.read()
+        return read_regular(path)
 
     def _url(self, url: str, extra: dict[str, str]) -> bytes:
         if not self.fetch_urls:
@@ -126,10 +150,13 @@ class SourceReader:
     def _tar(self, path: str, extra: dict[str, str]) -> bytes:
         with self._lock:
             if path not in self._tars:
-                if not os.path.isfile(path):
-                    raise SourceError(f"{path}: no such tar file")
-                self._tars[path] = (tarfile.open(path, "r:*"), threading.Lock())
-            tf, lock = self._tars[path]
+                raw = open_regular(path)
+                try:
+                    self._tars[path] = (tarfile.open(fileobj=raw, mode="r:*"), threading.Lock(), raw)
+                except BaseException:
+                    raw.close()
+                    raise
+            tf, lock, _ = self._tars[path]
         with lock:
             f = tf.extractfile(tf.getmember(extra["member"]))
             if f is None:
@@ -139,7 +166,7 @@ class SourceReader:
     def _table(self, path: str, extra: dict[str, str]) -> bytes:
         row = int(extra["row"])
         spec = self._table_spec(path, row, extra.get("split"))
-        for rec in open_shard(spec).records():
+        for rec in open_shard(spec, guard=self.guard).records():
             if rec.error:
                 raise SourceError(rec.error.split(": ", 1)[-1])
             if rec.data is not None:

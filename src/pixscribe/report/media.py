@@ -52,7 +52,7 @@ class Thumbnails:
         """The row's thumbnail, or why there is none (the error is also counted)."""
         src = row.get("source")
         try:
-            got = self.reader.load(src, row.get("sha256"))
+            got = self.reader.load_row(row)
             dec = decode(got.data, max_pixels=None, max_side=self.size, max_image_pixels=self.max_image_pixels,
                          source=str(src))
         except PixscribeError as exc:

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..engine.state import read_part_file
+from ..io.plan import PathGuard
 
 __all__ = ["OutputDir", "OutputError", "part_files", "iter_batches", "parse_json"]
 
@@ -82,6 +83,11 @@ class OutputDir:
     def run_info(self) -> dict[str, Any]:
         """``_run.json`` (the config, the method's stages and fingerprints, the models), or {}."""
         return _read_json(self.path / "_run.json") or {}
+
+    def source_guard(self, allow_any: bool = False) -> PathGuard:
+        """The run's path guard (``_run.json``'s ``input_guard``): which local sources report
+        and export may re-read. ``allow_any`` is their ``--allow-any-path``."""
+        return PathGuard.from_record(self.run_info().get("input_guard"), allow_any, where=str(self.path / "_run.json"))
 
     def summaries(self) -> list[dict[str, Any]]:
         """Every ``_state/summaries/*.json`` (one per run or shard task), oldest first."""

@@ -8,11 +8,18 @@ groups that hold the selected rows, one part at a time, with pyarrow.
 
 Parts written as jsonl or tar are converted to parquet (one at a time) in a scratch
 directory first, so every query sees one kind of file.
+
+DuckDB expands ``*``, ``?`` and ``[...]`` in every path it is given, even in an explicit list:
+an output folder named ``run[1]`` would read ``run1``'s parts instead. Paths are handed over
+by :func:`literal_path`, each glob character as a one-character class (``[[]``), so each
+names exactly its own file.
 """
 
 from __future__ import annotations
 
 import bisect
+import os
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -50,6 +57,19 @@ def _parquet_parts(out: OutputDir, scratch: Path) -> list[Path]:
     return files
 
 
+_GLOB_CHARS = re.compile(r"([\[*?])")
+
+
+def literal_path(path: str | Path) -> str:
+    """``path`` (made absolute: DuckDB expands a leading ``~``) as a DuckDB file pattern that
+    matches only itself: ``[``, ``*`` and ``?`` each written as a one-character class."""
+    return _GLOB_CHARS.sub(r"[\1]", os.path.abspath(path))
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 def _check_clause(flag: str, text: str | None) -> str | None:
     if text is None or not text.strip():
         return None
@@ -73,7 +93,7 @@ class Query:
         if clash:
             raise OutputError(f"{out.path}: a column named {clash[0]!r} hides DuckDB's virtual column of that name, "
                               "which the report needs to find rows; rename that input column")
-        listing = ", ".join("'" + str(f).replace("'", "''") + "'" for f in self.files)
+        listing = ", ".join(_sql_string(literal_path(f)) for f in self.files)
         self.con.execute(f"CREATE VIEW rows AS SELECT file_index AS {_FI}, file_row_number AS {_RN}, * "
                          f"FROM read_parquet([{listing}], union_by_name = true)")
         self.types = {name: typ for name, typ, *_ in self.con.execute("DESCRIBE rows").fetchall()

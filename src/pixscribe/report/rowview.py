@@ -117,8 +117,15 @@ def _label(*bits: Any) -> str:
     return " · ".join(str(b) for b in bits if b not in (None, ""))
 
 
+def fmt_num(x: Any, fmt: str = "%.2f") -> str:
+    """``fmt % x``, with no minus sign on a value that rounds to zero (never ``-0.00``); the
+    templates' ``num`` filter."""
+    text = fmt % x
+    return text[1:] if text.startswith("-") and not text.strip("-0.") else text
+
+
 def _score(v: float | None, name: str = "score") -> str | None:
-    return f"{name} {v:.2f}" if v is not None else None
+    return f"{name} {fmt_num(v)}" if v is not None else None
 
 
 # ---- sections, one per kind of evidence ---------------------------------------------------
@@ -156,8 +163,8 @@ def _regions(v: RowView, masks: MaskWriter | None) -> None:
         return
     listed = []
     for i, r in enumerate(regs, 1):
-        size = f"size {r['size_pct']:.1f}%" if r["size_pct"] is not None else None
-        near = f"nearness {r['nearness']:.2f}" if r["nearness"] is not None else None
+        size = f"size {fmt_num(r['size_pct'], '%.1f')}%" if r["size_pct"] is not None else None
+        near = _score(r["nearness"], "nearness")
         ent = v.add("regions", _label(f"region {r['region_id'] or i}", r["caption"], near, size), r["box"],
                     r["mask"], masks)
         listed.append(dict(r, ent=ent, color=v.color_of(ent), n=i))
@@ -217,8 +224,10 @@ def _facts(d: dict[str, Any] | None) -> list[tuple[str, str]]:
         return []
     out = []
     for k, val in d.items():
-        if k in ("dominant_colors",):
-            continue
+        if k in ("dominant_colors",) or val is None or val == "" or val == [] or val == {}:
+            continue  # an empty field says nothing: no "lines []", no "confidence null"
+        if isinstance(val, float) and val == 0.0:
+            val = 0.0  # never "-0.0"
         text = val if isinstance(val, str) else json.dumps(val, ensure_ascii=False)
         out.append((str(k), text[:300]))
     return out

@@ -83,7 +83,8 @@
     var h = {};
     location.hash.replace(/^#/, "").split("&").forEach(function (kv) {
       var i = kv.indexOf("=");
-      if (i > 0) h[kv.slice(0, i)] = decodeURIComponent(kv.slice(i + 1));
+      if (i <= 0) return;
+      try { h[kv.slice(0, i)] = decodeURIComponent(kv.slice(i + 1)); } catch (e) { /* a malformed %-escape: ignored */ }
     });
     if (errSel && h.error !== undefined) {
       var ok = $$("option", errSel).some(function (o) { return o.value === h.error; });
