@@ -16,6 +16,9 @@ writer hold a fixed number of batches; a shard's state (its ids, its duplicate c
 batch files) is dropped when it ends; per-request latencies are a log-bucket histogram,
 not a list (a list grew by 32 bytes a request).
 
+The largest run also samples RSS as its rows pass each size, the curve inside one process:
+it tells a warm-up that levels off from a growth that goes on.
+
     python bench/p4_memory.py [--sizes 2000,20000,200000] [--repeat 3]
 """
 
@@ -42,21 +45,26 @@ def rss_mb():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096 / 2**20
 
-samples, stop = [], threading.Event()
+samples, stop, at, seen = [], threading.Event(), {{}}, [0]
 def sample():
     while not stop.wait(0.1):
         samples.append(rss_mb())
+def on_batch(recs):  # RSS as the rows go by: the curve inside one run
+    before, seen[0] = seen[0], seen[0] + len(recs)
+    for c in {checkpoints!r}:
+        if before < c <= seen[0]:
+            at[c] = rss_mb()
 shutil.rmtree({out!r}, ignore_errors=True)
 cfg = RunConfig(inputs=[{inp!r}], output={out!r}, progress=False, batch_size=16, vlm="sim")
 threading.Thread(target=sample, daemon=True).start()
 t = time.perf_counter()
-s = Runner(cfg, recap_method(SleepBackend(delay=0.001))).run()
+s = Runner(cfg, recap_method(SleepBackend(delay=0.001)), on_batch=on_batch).run()
 seconds = time.perf_counter() - t
 stop.set()
 half = samples[len(samples) // 2:] or [rss_mb()]
 print(json.dumps({{"rows": s.rows_written, "errors": s.error_rows, "seconds": seconds,
                   "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "steady_mb": statistics.median(half)}}))
+                  "steady_mb": statistics.median(half), "at": at}}))
 shutil.rmtree({out!r}, ignore_errors=True)
 """
 
@@ -72,10 +80,11 @@ def table(path: Path, files: list[Path], n: int) -> Path:
     return path
 
 
-def measure(n: int, files: list[Path], data: Path, repeat: int) -> dict:
+def measure(n: int, files: list[Path], data: Path, repeat: int, checkpoints: list[int] = ()) -> dict:
     here = Path(__file__).resolve().parent
     inp = table(data / f"rows-{n}.jsonl", files, n)
-    code = CHILD.format(bench=str(here), tests=str(here.parent / "tests"), inp=str(inp), out=str(data / "out"))
+    code = CHILD.format(bench=str(here), tests=str(here.parent / "tests"), inp=str(inp), out=str(data / "out"),
+                       checkpoints=list(checkpoints))
     runs = []
     for _ in range(repeat):  # separate processes; the median damps allocator noise
         p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -98,12 +107,15 @@ def main() -> None:
     a = ap.parse_args()
     sizes = [int(x) for x in a.sizes.split(",")]
     files = generate_jpegs(a.data / "jpegs", min(sizes[0], 2000), (512, 384))
-    res = {n: measure(n, files, a.data, a.repeat if n <= 20000 else 1) for n in sizes}
+    res = {n: measure(n, files, a.data, a.repeat if n <= 20000 else 1, sizes if n == sizes[-1] else ()) for n in sizes}
     base = res[sizes[0]]
     for n in sizes[1:]:
         r = res[n]
         print(f"P4 memory {n} / {sizes[0]}: peak {r['maxrss_mb'] / base['maxrss_mb']:.3f}, "
               f"steady {r['steady_mb'] / base['steady_mb']:.3f}   (target <= 1.10)")
+    curve = res[sizes[-1]]["at"]
+    print(f"RSS inside the {sizes[-1]}-row run, after N rows: " + ", ".join(
+        f"{int(k)}: {v:.0f} MB" for k, v in sorted(curve.items(), key=lambda kv: int(kv[0]))))
     if len(sizes) > 2:
         a2, b2 = res[sizes[-2]], res[sizes[-1]]
         rate = (sizes[-1] / b2["seconds"]) / (sizes[-2] / a2["seconds"])
