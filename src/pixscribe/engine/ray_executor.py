@@ -217,7 +217,7 @@ def _merge_usage(into: dict[str, BackendUsage], items: list[dict[str, Any]]) -> 
         agg = into.setdefault(u["name"], BackendUsage())
         for k in ("requests", "failures", "retries", "tokens_in", "tokens_out"):
             setattr(agg, k, getattr(agg, k) + int(u.get(k, 0)))
-        agg.latencies.extend(u.get("latencies", []))
+        agg.latency.merge(u.get("latency_buckets", {}))
 
 
 def _merge_stages(into: dict[str, dict[str, Any]], stages: dict[str, dict[str, Any]]) -> None:

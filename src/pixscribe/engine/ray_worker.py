@@ -344,7 +344,7 @@ class StageActor:
             if u.requests:
                 usage.append({"name": f"{pool._specs[k].role}:{b.model}", "requests": u.requests,
                               "failures": u.failures, "retries": u.retries, "tokens_in": u.tokens_in,
-                              "tokens_out": u.tokens_out, "latencies": list(u.latencies)})
+                              "tokens_out": u.tokens_out, "latency_buckets": dict(u.latency.buckets)})
         return {"stages": {k: v for k, v in stages.items() if v}, "usage": usage, "busy": self.busy}
 
     def close(self) -> None:
