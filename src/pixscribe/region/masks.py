@@ -6,7 +6,8 @@ Formats (:func:`decode_mask` tells them apart by shape and magic bytes):
   writes) or with ``counts`` a list of ints (uncompressed, as COCO's ``iscrowd`` masks);
   decoded by :mod:`pixscribe.experts.rle`.
 - COCO polygons: ``[[x1, y1, x2, y2, ...], ...]`` (one or more rings, unioned) or one flat
-  ring; rasterised by pycocotools (``frPyObjects`` + ``merge``), so the pixels are COCO's.
+  ring; rasterised by pycocotools (``frPyObjects`` + ``merge``), so the pixels are COCO's,
+  after bounds checks and in an isolated child process (:mod:`.polygons`).
 - A mask image (PNG or any format PIL reads): a path (relative paths resolve against
   ``base_dir``), raw bytes, ``data:image/png;base64,...``, plain base64 of a PNG, or
   pixscribe's ``"base64:..."`` form of a bytes column. Any non-zero value in any band is in.
@@ -198,16 +199,16 @@ def is_polygon(spec: Any) -> bool:
 
 
 def decode_polygons(spec: Any, width: int, height: int) -> np.ndarray:
-    """COCO polygons (one ring or a list of rings, unioned) -> bool mask, rasterised by pycocotools."""
-    from ..deps import require
+    """COCO polygons (one ring or a list of rings, unioned) -> bool mask, rasterised by pycocotools.
 
-    mask_api = require("pycocotools.mask", extra="region", package="pycocotools", what="COCO polygon masks")
+    The rings are checked and bounded first, and pycocotools runs in an isolated child
+    process (see :mod:`.polygons`)."""
+    from ..deps import require
+    from .polygons import check_rings, rasterise
+
+    require("pycocotools.mask", extra="region", package="pycocotools", what="COCO polygon masks")
     rings = [spec] if spec and isinstance(spec[0], (int, float)) else list(spec)
-    rings = [[float(v) for v in r] for r in rings]
-    if not all(np.isfinite(r).all() for r in rings):
-        raise RegionError("polygon has a non-finite coordinate")
-    rles = mask_api.frPyObjects(rings, height, width)
-    return mask_api.decode(mask_api.merge(rles)) != 0
+    return rasterise(check_rings(rings, width, height), width, height)
 
 
 def encode_b64gzip(mask: np.ndarray) -> str:
