@@ -38,6 +38,21 @@ def test_read_texts_txt_jsonl_parquet_and_bad_rows(tmp_path):
         read_texts([tmp_path / "d.csv"])
 
 
+def test_the_caption_length_limit_applies_to_every_corpus_type(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    long = "a very long caption " * 3
+    (tmp_path / "a.txt").write_text(f"a cat\n{long}\n")
+    (tmp_path / "b.jsonl").write_text(json.dumps({"caption": ["a dog", long]}) + "\n")
+    pq.write_table(pa.table({"text": ["a boat", long]}), tmp_path / "c.parquet")
+    files = [tmp_path / "a.txt", tmp_path / "b.jsonl", tmp_path / "c.parquet"]
+    problems = Problems()
+    assert read_texts(files, problems=problems, max_chars=40) == ["a cat", "a dog", "a boat"]
+    assert problems.count == 3 and all("over --max-text-chars 40" in m for m in problems.messages)
+    assert len(read_texts(files, max_chars=80)) == 6  # a higher limit lets them in
+
+
 def test_embedding_cache_is_resumable_and_keyed(tmp_path):
     calls = []
 
