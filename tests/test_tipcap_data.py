@@ -95,3 +95,15 @@ def test_extract_nouns(caption, nouns):
 def test_extract_nouns_is_deterministic_and_deduplicated():
     cap = "a dog chasing another dog and two dogs near a dog house"
     assert extract_nouns(cap) == extract_nouns(cap) == ["dog", "dog house"]
+
+
+def test_a_jsonl_line_over_the_bound_is_skipped_unread(tmp_path, monkeypatch):
+    import pixscribe.tipcap.data as D
+
+    monkeypatch.setattr(D, "MAX_JSONL_LINE", 64)
+    big = json.dumps({"caption": "x" * 200})
+    (tmp_path / "b.jsonl").write_text(json.dumps({"caption": "a dog"}) + "\n" + big + "\n" + json.dumps({"caption": "a cat"}))
+    problems = Problems()
+    assert read_texts([tmp_path / "b.jsonl"], problems=problems) == ["a dog", "a cat"]
+    assert problems.messages == [f"{tmp_path / 'b.jsonl'}:2: a line of {len(big) + 1} bytes is over the limit of 64 "
+                                 "bytes (a jsonl row of a text corpus)"]
