@@ -19,6 +19,10 @@ from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
 _PIECE = 1 << 20
+# One row of a .jsonl input table: room for an inline base64 image of 48 MB (above the 50 MB
+# --url-max-bytes of a fetched one, base64 being 4/3 of it); larger images belong in files
+# named by a path column. A longer line is an error row, read past in 1 MiB pieces.
+MAX_TABLE_ROW_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -60,4 +64,4 @@ def too_long(where: str, line: Line, limit: int, hint: str) -> str:
     return f"{where}:{line.number}: a line of {line.size:,} bytes is over the limit of {limit:,} bytes ({hint})"
 
 
-__all__ = ["Line", "iter_lines", "too_long"]
+__all__ = ["MAX_TABLE_ROW_BYTES", "Line", "iter_lines", "too_long"]

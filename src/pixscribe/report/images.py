@@ -20,6 +20,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from ..io.lines import MAX_TABLE_ROW_BYTES, iter_lines
 from ..io.plan import ShardSpec, is_url
 from ..io.readers import open_shard
 from ..record import PixscribeError, sha256_hex
@@ -62,13 +63,8 @@ class _JsonlIndex:
     them), built once per file so any row is one seek away."""
 
     def __init__(self, path: str):
-        self.offsets: list[int] = []
-        pos = 0
-        with open(path, "rb") as f:
-            for line in f:
-                if line.strip():
-                    self.offsets.append(pos)
-                pos += len(line)
+        with open(path, "rb") as f:  # as the engine's planner counts them: a huge line is skipped in pieces
+            self.offsets = [ln.offset for ln in iter_lines(f, MAX_TABLE_ROW_BYTES) if not ln.blank]
 
 
 class SourceReader:
