@@ -73,13 +73,16 @@ def counts_to_string(counts: Sequence[int]) -> str:
     return "".join(out)
 
 
-def string_to_counts(s: str | bytes) -> list[int]:
-    """pycocotools' ``rleFrString``."""
+def string_to_counts(s: str | bytes, max_counts: int | None = None) -> list[int]:
+    """pycocotools' ``rleFrString``; more than ``max_counts`` counts is a ValueError (raised
+    as soon as the next one starts, so a long string of a small mask is not read through)."""
     if isinstance(s, bytes):
         s = s.decode("ascii")
     cnts: list[int] = []
     p, n = 0, len(s)
     while p < n:
+        if max_counts is not None and len(cnts) >= max_counts:
+            raise ValueError(f"COCO RLE string holds more than {max_counts} counts, more than its size allows")
         x, k, more = 0, 0, True
         while more:
             if p >= n:
@@ -116,7 +119,13 @@ def _counts(rle: dict[str, Any]) -> tuple[list[int], int, int]:
         raise ValueError(f"not a COCO RLE dict with 'size' [h, w] and 'counts': {rle!r:.80}") from exc
     if not (0 <= h <= MAX_SIDE and 0 <= w <= MAX_SIDE):
         raise ValueError(f"COCO RLE size [{h}, {w}]: each side must be 0..{MAX_SIDE}")
-    counts = string_to_counts(c) if isinstance(c, (str, bytes)) else [int(v) for v in c]
+    most = h * w + 1  # runs alternate, and only the first may be empty
+    if isinstance(c, (str, bytes)):
+        counts = string_to_counts(c, most)
+    elif len(c) > most:
+        raise ValueError(f"COCO RLE has {len(c)} counts, more than its size allows ({most})")
+    else:
+        counts = [int(v) for v in c]
     if any(v < 0 for v in counts) or sum(counts) != h * w:
         raise ValueError(f"COCO RLE counts sum to {sum(counts)} but size {h}x{w} needs {h * w}")
     return counts, h, w

@@ -41,6 +41,7 @@ Guard = Callable[[str], str | None]  # path -> why it may not be read, or None
 _PNG = b"\x89PNG\r\n\x1a\n"
 _GZIP = b"\x1f\x8b"
 _MAX_MASK_PIXELS = 200_000_000  # refuse mask images whose header claims more (a pixel bomb)
+_MAX_MASK_FILE_BYTES = 64 << 20  # a mask file larger than this is not read (a 1-bit PNG of 200 MP is far smaller)
 
 
 def decode_mask(spec: Any, width: int, height: int, base_dir: str | None = None, guard: Guard | None = None) -> np.ndarray:
@@ -107,13 +108,16 @@ def _from_string(s: str, width: int, height: int, base_dir: str | None, guard: G
     if not os.path.isfile(path):
         raise RegionError(f"mask file not found: {path!r} (nor is the text COCO RLE, base64 PNG or base64(gzip) data)")
     with open(path, "rb") as f:
-        return _from_bytes(f.read(), width, height, path)
+        data = f.read(_MAX_MASK_FILE_BYTES + 1)
+    if len(data) > _MAX_MASK_FILE_BYTES:
+        raise RegionError(f"mask file {path!r} is over {_MAX_MASK_FILE_BYTES >> 20} MiB: not read")
+    return _from_bytes(data, width, height, path)
 
 
 def _from_bytes(data: bytes, width: int, height: int, where: str) -> np.ndarray:
     if data.startswith(_GZIP):
         return _from_gzip(data, width, height)
-    return decode_image_mask(data, where)
+    return decode_image_mask(data, where, (width, height))
 
 
 def _from_array(a: np.ndarray) -> np.ndarray:
@@ -145,17 +149,22 @@ def decode_rle(d: dict[str, Any], width: int, height: int) -> np.ndarray:
         raise RegionError(f"bad COCO RLE: {exc}") from exc
 
 
-def decode_image_mask(data: bytes, where: str = "mask image") -> np.ndarray:
-    """PNG (or other PIL-readable) mask bytes -> bool array; any non-zero value in any band is in."""
+def decode_image_mask(data: bytes, where: str = "mask image", size: tuple[int, int] | None = None) -> np.ndarray:
+    """PNG (or other PIL-readable) mask bytes -> bool array; any non-zero value in any band is in.
+
+    With ``size`` (the image's width, height), a mask whose header says otherwise is refused
+    before its pixels are decoded."""
     try:
         with Image.open(io.BytesIO(data)) as im:
             if im.width * im.height > _MAX_MASK_PIXELS:
                 raise RegionError(f"{where}: mask image of {im.width}x{im.height} is over {_MAX_MASK_PIXELS} pixels")
+            if size is not None and im.size != tuple(size):
+                raise RegionError(f"mask is {im.width}x{im.height} but the image is {size[0]}x{size[1]}")
             im.load()
             if im.mode == "P":  # palette index 0 is out, any other index is in
                 return np.asarray(im) != 0
             return _from_array(np.asarray(im))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise RegionError(f"{where}: not a readable mask image ({type(exc).__name__}: {exc})") from exc
 
 
