@@ -169,3 +169,15 @@ def test_meteor_says_why_its_java_stopped():
             m.compute_score({"a": ["a cat"]}, {"a": ["a cat"]})
     finally:
         m.close()
+
+
+@pytest.mark.parametrize("content, says", [
+    (b'{"images": [], "annotations": [1], "categories": []}', ": not COCO instances (TypeError"),
+    (b'{"image": "caf\xe9.jpg", "objects": ["cat"]}\n', "INSTANCES {}: not UTF-8 text (byte 15)"),
+])
+def test_pope_build_names_its_file(app, tmp_path, content, says):
+    src = tmp_path / "instances.json"
+    src.write_bytes(content)
+    r = CliRunner().invoke(app, ["pope", "build", str(src), "-o", str(tmp_path / "pope")])
+    assert r.exit_code == 2 and isinstance(r.exception, SystemExit), r.exception
+    assert says.format(src) in r.output and str(src) in r.output
