@@ -173,7 +173,7 @@ def test_meteor_says_why_its_java_stopped():
 
 @pytest.mark.parametrize("content, says", [
     (b'{"images": [], "annotations": [1], "categories": []}', ": not COCO instances (TypeError"),
-    (b'{"image": "caf\xe9.jpg", "objects": ["cat"]}\n', "INSTANCES {}: not UTF-8 text (byte 15)"),
+    (b'{"image": "caf\xe9.jpg", "objects": ["cat"]}\n', "INSTANCES {}: not UTF-8 text (byte 14)"),
 ])
 def test_pope_build_names_its_file(app, tmp_path, content, says):
     src = tmp_path / "instances.json"
