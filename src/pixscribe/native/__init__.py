@@ -35,6 +35,10 @@ class NativeCrash(RuntimeError):
     """The child died or hung while serving a request."""
 
 
+class _StartFailed(NativeCrash):
+    pass
+
+
 def _signal_name(code: int | None) -> str:
     if code is None:
         return "still running"
@@ -64,12 +68,16 @@ class Isolated:
         self._pid = os.getpid()  # a forked copy of this object starts its own child
         self._p = None
         env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-               "PIXSCRIBE_NATIVE_MAX_MEMORY": str(self.max_memory)}
+               "PIXSCRIBE_NATIVE_MAX_MEMORY": str(self.max_memory),
+               "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # the modules this process imports
         self._p = subprocess.Popen([sys.executable, "-P", "-m", "pixscribe.native", self.target],
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                    env=env, start_new_session=True)  # Ctrl-C reaches the run, which closes it
         self.started += 1
-        self._read(self._p, self.start_timeout)  # its imports done: from here on, ``timeout`` per request
+        try:
+            self._read(self._p, self.start_timeout)  # its imports done: from here on, ``timeout`` per request
+        except (OSError, NativeCrash):
+            raise _StartFailed(f"{self.what} could not start ({_signal_name(self._reap(self._p))})") from None
         return self._p
 
     def __call__(self, payload: dict[str, Any]) -> Any:
@@ -81,6 +89,8 @@ class Isolated:
                 p.stdin.write(_HEADER.pack(len(body)) + body)
                 p.stdin.flush()
                 answer = json.loads(self._read(p, self.timeout))
+            except _StartFailed:
+                raise
             except (OSError, ValueError, NativeCrash) as exc:
                 raise self._died(self._p, exc) from None
         if "error" in answer:
@@ -98,9 +108,15 @@ class Isolated:
         return _read_exactly(p.stdout.fileno(), n, deadline)
 
     def _died(self, p: subprocess.Popen[bytes] | None, exc: BaseException) -> NativeCrash:
-        hung = isinstance(exc, TimeoutError)
-        if p is None:  # it could not be started at all
+        if p is None:  # Popen itself failed
             return NativeCrash(f"{self.what} could not start: {exc}")
+        code = self._reap(p)
+        if isinstance(exc, TimeoutError):
+            return NativeCrash(f"{self.what} did not answer within {self.timeout:g} s (killed)")
+        return NativeCrash(f"{self.what} crashed ({_signal_name(code)})")
+
+    def _reap(self, p: subprocess.Popen[bytes]) -> int | None:
+        """Kill the child if it still runs, wait for it, close its pipes; its exit status."""
         if p.poll() is None:
             p.kill()
         try:
@@ -109,8 +125,7 @@ class Isolated:
             code = None
         self._close_pipes(p)
         self._p = None
-        how = f"did not answer within {self.timeout:g} s (killed)" if hung else f"crashed ({_signal_name(code)})"
-        return NativeCrash(f"{self.what} {how}")
+        return code
 
     @staticmethod
     def _close_pipes(p: subprocess.Popen[bytes]) -> None:
