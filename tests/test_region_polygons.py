@@ -82,9 +82,10 @@ def test_the_cli_run_goes_on_past_a_1e9_polygon(tiny_vlms, tmp_path):
     src = tmp_path / "regions.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
-    p = _caption(src, out, tiny_vlms["llava"], "--method", "region", "--region-prompt", "box")
+    box = ("--method", "region", "--region-prompt", "box", "-S", "region.box_convention=norm1000")
+    p = _caption(src, out, tiny_vlms["llava"], *box)
     assert p.returncode == 0 and _written(out) == 3, p.stderr
-    _caption(src, out, tiny_vlms["llava"], "--method", "region", "--region-prompt", "box")
+    _caption(src, out, tiny_vlms["llava"], *box)
     assert _written(out) == 0
     got = {r["id"]: r for r in pq.read_table(out).to_pylist()}
     assert sorted(got) == ["blue", "huge", "red"]
