@@ -96,7 +96,8 @@ def test_the_cli_run_goes_on_past_a_1e9_polygon(tiny_vlms, tmp_path):
 def test_one_row_of_many_regions_keeps_the_others(tmp_path):
     R, B = write_scene(tmp_path)
     src = image_rows(tmp_path, [R, {"id": "huge", "mask": HUGE}, B])
-    s, (row,), _ = run([src], tmp_path / "out", ColourBackend(), stages={"prompt_mode": "box"})
+    s, (row,), _ = run([src], tmp_path / "out", ColourBackend(),
+                       stages={"prompt_mode": "box", "box_convention": "norm1000"})
     assert s.error_rows == 0 and [r["caption"] for r in row["regions"]] == ["red", None, "blue"]
     assert "lies more than the image's own size outside" in row["regions"][1]["error"]
 
