@@ -5,15 +5,17 @@ Java died).
 One persistent METEOR 1.5 process (pixscribe.metrics.meteor, the jar pycocoevalcap ships),
 started and warmed before timing; each length is one hypothesis of that many characters
 drawn from 15 words (repeated words are METEOR's worst case: many alignments) against two
-60-character references. Printed: seconds per caption and the ratio to the shortest.
+60-character references, ``--repeats`` different captions per length. Printed: the median
+seconds per caption and its ratio to the shortest length's.
 
-    python bench/p_meteor_length.py [--lengths 2000,5000,10000,20000]
+    python bench/p_meteor_length.py [--lengths 2000,5000,10000,20000] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import statistics
 import time
 
 from pixscribe.metrics.meteor import Meteor
@@ -32,6 +34,7 @@ def caption(n: int, rng: random.Random) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lengths", default="2000,5000,10000,20000")
+    ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
     rng = random.Random(0)
     m = Meteor()
@@ -39,11 +42,14 @@ def main() -> None:
         m.compute_score({"w": ["a cat"]}, {"w": ["a cat"]})  # start-up (the paraphrase table) not timed
         first = None
         for n in (int(x) for x in a.lengths.split(",")):
-            refs = ptb_tokenize({"a": [caption(60, rng), caption(60, rng)]})
-            hyp = ptb_tokenize({"a": [caption(n, rng)]})
-            t = time.perf_counter()
-            m.compute_score(refs, hyp)
-            s = time.perf_counter() - t
+            times = []
+            for _ in range(a.repeats):
+                refs = ptb_tokenize({"a": [caption(60, rng), caption(60, rng)]})
+                hyp = ptb_tokenize({"a": [caption(n, rng)]})
+                t = time.perf_counter()
+                m.compute_score(refs, hyp)
+                times.append(time.perf_counter() - t)
+            s = statistics.median(times)
             first = first or s
             print(f"{n:>7,} characters: {s:6.2f} s  ({s / first:5.1f}x the first)")
     finally:

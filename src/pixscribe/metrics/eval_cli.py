@@ -73,8 +73,8 @@ def eval_command(
     pancap_option: Optional[list[str]] = typer.Option(None, "--pancap-option",
                                                       help="PancapScore setting KEY=VALUE, e.g. iou_threshold=0.5 (repeatable)"),
     max_caption_chars: int = typer.Option(10_000, "--max-caption-chars",
-                                          help="longest caption or reference read, in characters (METEOR's time grows "
-                                               "with its square); a longer one is an error naming it"),
+                                          help="longest caption or reference read, in characters (METEOR's time climbs "
+                                               "steeply past it); a longer one is an error naming it"),
 ) -> None:
     """Caption metrics: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D (= pycocoevalcap), SPICE, CHAIR, BERTScore, CLIPScore,
     LIN-Bench, PancapScore; POPE."""

@@ -20,7 +20,7 @@ A PRED ``.json`` may also be an object ``{id: caption}``.
 Ids are compared as strings. Each id has at most one prediction (a second one is an error
 naming both rows, as pycocoevalcap refuses two hypotheses for one image); captions and
 references are text of at most ``max_chars`` characters (``--max-caption-chars``, 10,000:
-METEOR's time grows with the square of a caption's length). Files are read through
+METEOR's time climbs steeply past it, ``bench/p_meteor_length.py``). Files are read through
 :mod:`.files` (regular files only, bounded sizes, UTF-8, every error naming the file).
 
 POPE (``--metrics pope``): LABELS is a POPE question file (:func:`read_pope_labels`), PRED
