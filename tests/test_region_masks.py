@@ -139,3 +139,40 @@ def test_gzip_bomb_is_not_inflated():
     bomb = base64.b64encode(gzip.compress(b"\x01" * 50_000_000)).decode()  # 50 MB of ones, 49 KB of text
     with pytest.raises(RegionError, match="more than 48 bytes"):
         decode_mask(bomb, W, H)
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A real PNG whose header (IHDR, CRC fixed) claims ``width`` x ``height``: its data is 8x6."""
+    import struct
+    import zlib
+
+    png = bytearray(_png(np.ones((H, W), bool), "L"))
+    ihdr = 8 + 8  # signature, then length + type of the first chunk
+    png[ihdr:ihdr + 8] = struct.pack(">II", width, height)
+    png[ihdr + 13:ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(png[ihdr - 4:ihdr + 13])))
+    return bytes(png)
+
+
+def test_a_mask_image_of_another_size_is_refused_from_its_header():
+    """Its pixels are never decoded: a 12000x12000 header on a 8x6 image is named, not inflated;
+    one past PIL's own bomb limit is a region error too (it escaped as DecompressionBombError)."""
+    with pytest.raises(RegionError, match=r"^mask is 12000x12000 but the image is 8x6$"):
+        decode_mask(_png_claiming(12000, 12000), W, H)
+    with pytest.raises(RegionError, match=r"not a readable mask image \(DecompressionBombError"):
+        decode_mask(_png_claiming(15000, 13000), W, H)
+
+
+def test_a_mask_file_over_the_bound_is_not_read(tmp_path, monkeypatch):
+    import pixscribe.region.masks as M
+
+    monkeypatch.setattr(M, "_MAX_MASK_FILE_BYTES", 100)
+    (tmp_path / "m.png").write_bytes(_png(np.ones((H, W), bool), "L") + b"\0" * 200)
+    with pytest.raises(RegionError, match=r"m.png' is over 0 MiB: not read"):
+        decode_mask("m.png", W, H, base_dir=str(tmp_path))
+
+
+def test_an_rle_string_longer_than_its_size_allows_stops_early():
+    with pytest.raises(RegionError, match="holds more than 49 counts, more than its size allows"):
+        decode_mask({"size": [H, W], "counts": "1" * 1_000_000}, W, H)
+    with pytest.raises(RegionError, match="has 50 counts, more than its size allows"):
+        decode_mask({"size": [H, W], "counts": [1] * 50}, W, H)

@@ -136,3 +136,15 @@ def test_scaling_to_the_model_image_keeps_tiny_regions():
     assert b.box == (10.0, 5.0, 30.0, 20.0) and b.mask is None
     big = parse_region({"mask": _mask(0, 0, 100, 50)}, W, H).scaled(400, 200)
     assert big.box == (0.0, 0.0, 200.0, 100.0) and big.area == 200 * 100
+
+
+@pytest.mark.parametrize("value, why", [
+    ({"regions": "[" * 100_000 + "]" * 100_000}, "not valid JSON (nested too deeply)"),
+    ({"region": '{"box": [' + "1" * 5000 + ', 0, 1, 1]}'}, "not valid JSON (Exceeds the limit (4300 digits)"),
+    ({"regions": [{"points": [[10 ** 400, 1]]}]}, "a point is [x, y]"),
+    ({"regions": [{"box": [10 ** 400, 0, 1, 1]}]}, "a box is 4 numbers"),
+])
+def test_json_and_numbers_python_cannot_take_are_region_errors(value, why):
+    """They escaped as RecursionError / ValueError / OverflowError, failing the row, not the region."""
+    (r,) = regions_from_columns(value, W, H)
+    assert r.error and why in r.error, r.error

@@ -78,3 +78,18 @@ def test_matches_pycocotools_when_installed():
         assert rle.area(ours) == int(mask_api.area(ref))
         assert np.allclose(rle.to_bbox(ours), mask_api.toBbox(ref))
         assert (mask_api.decode({"size": ours["size"], "counts": ours["counts"].encode()}) == m).all()
+
+
+def test_decode_sampled_is_the_decoded_mask_subsampled():
+    rng = np.random.default_rng(7)
+    for _ in range(30):
+        h, w, step = (int(v) for v in (*rng.integers(1, 70, 2), rng.integers(1, 9)))
+        m = rng.random((h, w)) < rng.random()
+        r = rle.encode(m)
+        assert (rle.decode_sampled(r, step) == m[::step, ::step]).all()
+
+
+def test_sizes_no_image_has_are_refused_before_anything_is_allocated():
+    for size in ([-3, -4], [1 << 25, 2]):
+        with pytest.raises(ValueError, match="each side must be"):
+            rle.decode_sampled({"size": size, "counts": [12]}, 1)

@@ -38,6 +38,21 @@ def test_read_texts_txt_jsonl_parquet_and_bad_rows(tmp_path):
         read_texts([tmp_path / "d.csv"])
 
 
+def test_the_caption_length_limit_applies_to_every_corpus_type(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    long = "a very long caption " * 3
+    (tmp_path / "a.txt").write_text(f"a cat\n{long}\n")
+    (tmp_path / "b.jsonl").write_text(json.dumps({"caption": ["a dog", long]}) + "\n")
+    pq.write_table(pa.table({"text": ["a boat", long]}), tmp_path / "c.parquet")
+    files = [tmp_path / "a.txt", tmp_path / "b.jsonl", tmp_path / "c.parquet"]
+    problems = Problems()
+    assert read_texts(files, problems=problems, max_chars=40) == ["a cat", "a dog", "a boat"]
+    assert problems.count == 3 and all("over --max-text-chars 40" in m for m in problems.messages)
+    assert len(read_texts(files, max_chars=80)) == 6  # a higher limit lets them in
+
+
 def test_embedding_cache_is_resumable_and_keyed(tmp_path):
     calls = []
 
@@ -80,3 +95,15 @@ def test_extract_nouns(caption, nouns):
 def test_extract_nouns_is_deterministic_and_deduplicated():
     cap = "a dog chasing another dog and two dogs near a dog house"
     assert extract_nouns(cap) == extract_nouns(cap) == ["dog", "dog house"]
+
+
+def test_a_jsonl_line_over_the_bound_is_skipped_unread(tmp_path, monkeypatch):
+    import pixscribe.tipcap.data as D
+
+    monkeypatch.setattr(D, "MAX_JSONL_LINE", 64)
+    big = json.dumps({"caption": "x" * 200})
+    (tmp_path / "b.jsonl").write_text(json.dumps({"caption": "a dog"}) + "\n" + big + "\n" + json.dumps({"caption": "a cat"}))
+    problems = Problems()
+    assert read_texts([tmp_path / "b.jsonl"], problems=problems) == ["a dog", "a cat"]
+    assert problems.messages == [f"{tmp_path / 'b.jsonl'}:2: a line of {len(big) + 1} bytes is over the limit of 64 "
+                                 "bytes (a jsonl row of a text corpus)"]

@@ -26,6 +26,7 @@ from typing import Any
 
 from ..record import InputError
 from .files import open_regular
+from .lines import MAX_TABLE_ROW_BYTES, iter_lines
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
 IMAGE_EXT_SET = frozenset(IMAGE_EXTENSIONS)
@@ -270,15 +271,14 @@ class Expansion:
     def _add_jsonl(self, path: str) -> None:
         path = os.path.abspath(path)
         offsets: list[int] = []  # one pass: count non-blank lines, remember where each shard starts
-        n = pos = 0
+        n = 0
         try:
             with open_regular(path) as f:
-                for line in f:
-                    if line.strip():
+                for line in iter_lines(f, MAX_TABLE_ROW_BYTES):  # a huge line is skipped in pieces, never held
+                    if not line.blank:
                         if n % self.shard_size == 0:
-                            offsets.append(pos)
+                            offsets.append(line.offset)
                         n += 1
-                    pos += len(line)
         except OSError as exc:
             raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
         self.add_unit(Unit("jsonl", path, *_stamp(path), rows=n, offsets=offsets))

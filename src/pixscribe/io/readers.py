@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ..record import InputError, Record
 from .files import open_regular, read_regular
+from .lines import MAX_TABLE_ROW_BYTES, iter_lines
 from .plan import (
     IMAGE_COLUMNS,
     IMAGE_EXT_SET,
@@ -351,16 +352,21 @@ def _iter_jsonl(
     with f:
         f.seek(offset)
         rn = start
-        for line in f:
+        for line in iter_lines(f, MAX_TABLE_ROW_BYTES, offset):
             if rn >= stop:
                 break
-            if not line.strip():
+            if line.blank:
                 continue
             source = f"{disp}#row={rn}"
             rn += 1
+            if line.data is None:
+                yield _failed(source, f"{source}: a row of {line.size:,} bytes (line {line.number}) is over the limit of "
+                                      f"{MAX_TABLE_ROW_BYTES:,} bytes a jsonl row may hold; put large images in files "
+                                      "named by a path column")  # fmt: skip
+                continue
             try:
-                obj = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                obj = json.loads(line.data)
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
                 yield _failed(source, f"{source}: not valid JSON: {exc}")
                 continue
             if not isinstance(obj, dict):

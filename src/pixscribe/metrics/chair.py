@@ -30,10 +30,10 @@ three-word ``stove top oven`` of the reference's two-word list is one mention.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 from .singular import singularize
@@ -213,10 +213,10 @@ def chair(captions: Mapping[str, str], truth: Mapping[str, Iterable[str]], varia
 
 def read_coco_instances(path: str) -> dict[str, list[str]]:
     """Per image id (as a string): its annotations' category names, in annotation order, once each."""
-    from .io import MetricsInputError
+    from .files import MetricsInputError, read_json
 
+    data = read_json(Path(path), "--instances")
     try:
-        data = json.loads(open(path, encoding="utf-8").read())
         cats = {c["id"]: c["name"] for c in data["categories"]}
         out: dict[str, list[str]] = {str(i["id"]): [] for i in data.get("images", [])}
         for a in data["annotations"]:
@@ -224,8 +224,6 @@ def read_coco_instances(path: str) -> dict[str, list[str]]:
             name = cats.get(a["category_id"], str(a["category_id"]))
             if name not in names:
                 names.append(name)
-    except json.JSONDecodeError as exc:
-        raise MetricsInputError(f"--instances {path}: not valid JSON ({exc.msg})") from exc
-    except (KeyError, TypeError) as exc:
-        raise MetricsInputError(f"--instances {path}: not a COCO instances file (missing {exc})") from exc
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise MetricsInputError(f"--instances {path}: not a COCO instances file ({type(exc).__name__}: {exc})") from None
     return out

@@ -72,6 +72,9 @@ def eval_command(
                                      help="SQLite file of the judge's cached answers"),
     pancap_option: Optional[list[str]] = typer.Option(None, "--pancap-option",
                                                       help="PancapScore setting KEY=VALUE, e.g. iou_threshold=0.5 (repeatable)"),
+    max_caption_chars: int = typer.Option(10_000, "--max-caption-chars",
+                                          help="longest caption or reference read, in characters (METEOR's time climbs "
+                                               "steeply past it); a longer one is an error naming it"),
 ) -> None:
     """Caption metrics: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D (= pycocoevalcap), SPICE, CHAIR, BERTScore, CLIPScore,
     LIN-Bench, PancapScore; POPE."""
@@ -86,8 +89,9 @@ def eval_command(
         else:
             if refs is None:
                 raise MetricsInputError("--refs is needed for caption metrics (POPE needs --pope-labels instead)")
-            preds, empty = read_predictions(pred, column)
-            gt = read_references(refs)
+            preds, empty = read_predictions(pred, column, max_caption_chars)
+            gt = read_references(refs, max_caption_chars)
+            _check_overlap(preds, empty, gt, pred, refs)
             objs = None
             if instances is not None:
                 from .chair import read_coco_instances
@@ -99,7 +103,7 @@ def eval_command(
                               images=str(images) if images else None, bootstrap=bootstrap, seed=seed,
                               missing_preds=empty, judge=judge_obj, pancap_config=pancap_cfg)
             report["info"]["refs"] = str(refs)
-    except (MetricsInputError, ValueError, FileNotFoundError, RuntimeError, MissingDependency) as exc:
+    except (MetricsInputError, ValueError, OSError, RuntimeError, MissingDependency) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
     finally:
@@ -113,6 +117,17 @@ def eval_command(
 
         atomic_write_bytes(output, json.dumps(report, indent=1).encode())
         typer.echo(f"wrote {output}")
+
+
+def _check_overlap(preds: dict[str, str], empty: list[str], gt: dict[str, list[str]], pred: Path, refs: Path) -> None:
+    """One line naming both files when no prediction's id is a reference's id."""
+    from .io import MetricsInputError
+
+    ids = list(preds) + empty
+    if ids and not any(k in gt for k in ids):
+        raise MetricsInputError(f"no id of --pred {pred} (e.g. {', '.join(repr(k) for k in ids[:3])}) is an id of "
+                                f"--refs {refs} (e.g. {', '.join(repr(k) for k in list(gt)[:3])}); ids are compared "
+                                "as strings")  # fmt: skip
 
 
 def _pope_eval(ms: list[str], pred: Path, labels_path: Optional[Path], column: str, bootstrap: int,

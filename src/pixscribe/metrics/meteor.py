@@ -14,6 +14,7 @@ must sit beside it).
 from __future__ import annotations
 
 import atexit
+import collections
 import os
 import shutil
 import subprocess
@@ -68,18 +69,39 @@ class Meteor:
         cmd = [self.java, "-jar", f"-Xmx{mem}", str(self.jar), "-", "-", "-stdio", "-l", "en", "-norm"]
         try:
             self._p = subprocess.Popen(cmd, cwd=str(self.jar.parent), stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except OSError as exc:
             raise MeteorUnavailable(f"could not start METEOR ({' '.join(cmd)}): {exc}") from exc
+        self.mem = mem
+        self._stderr: collections.deque[str] = collections.deque(maxlen=20)  # its last lines, for a failure
+        threading.Thread(target=self._drain, daemon=True, name="meteor-stderr").start()
         self._lock = threading.Lock()
         atexit.register(self.close)
+
+    def _drain(self) -> None:
+        assert self._p.stderr is not None
+        for raw in self._p.stderr:
+            self._stderr.append(raw.decode("utf-8", "replace").strip()[:300])
 
     def _readline(self) -> str:
         assert self._p.stdout is not None
         line = self._p.stdout.readline()
         if not line:
-            raise MeteorUnavailable(f"METEOR process ({self.jar}) exited (code {self._p.poll()}); check Java and memory")
+            raise MeteorUnavailable(self._why_it_stopped())
         return line.decode().strip()
+
+    def _why_it_stopped(self) -> str:
+        try:
+            code = self._p.wait(timeout=10)  # EOF comes before the exit status: wait for it
+        except subprocess.TimeoutExpired:
+            code = None
+        how = ("closed its output" if code is None else f"was killed by signal {-code}" if code < 0
+               else f"exited with code {code}")
+        errors = [ln for ln in self._stderr if "Error" in ln or "Exception" in ln]
+        said = f": {errors[-1]}" if errors else (f": {self._stderr[-1]}" if self._stderr else "")
+        hint = (f" (its heap is -Xmx{self.mem}: a very long caption can exhaust it; pixscribe eval bounds captions "
+                "with --max-caption-chars)") if "OutOfMemory" in said else ""
+        return f"METEOR (java -jar {self.jar.name}) {how}{said}{hint}"
 
     def compute_score(self, gts: Mapping[object, Sequence[str]], res: Mapping[object, Sequence[str]]):
         if set(gts) != set(res):

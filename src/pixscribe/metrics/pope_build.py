@@ -24,7 +24,6 @@ reference's ``template.replace("a", "an")`` gives "Is there an apple in the iman
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -170,34 +169,26 @@ def segments_from_coco(data: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def read_segments(path: str) -> list[dict[str, Any]]:
-    """A POPE segmentation file (one ``{"image", "objects"}`` per line) or a COCO instances json."""
-    from .io import MetricsInputError
+    """A POPE segmentation file (one ``{"image", "objects"}`` per line) or a COCO instances json,
+    read through :mod:`.files` (a regular file, bounded, UTF-8; errors name the file)."""
+    from pathlib import Path
 
-    text = open(path, encoding="utf-8").read()
+    from .files import MetricsInputError, jsonl_values, read_json
+
+    p, flag = Path(path), "INSTANCES"
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        data = None
+        data = read_json(p, flag)
+    except MetricsInputError as exc:
+        if "not valid JSON" not in str(exc):
+            raise
+        data = None  # JSON lines
     if isinstance(data, dict) and "annotations" in data:
         try:
             return segments_from_coco(data)
-        except KeyError as exc:
-            raise MetricsInputError(f"{path}: COCO instances without {exc}") from exc
-    rows = data if isinstance(data, list) else _json_lines(path, text)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise MetricsInputError(f"{path}: not COCO instances ({type(exc).__name__}: {exc})") from None
+    rows = data if isinstance(data, list) else [v for _, v in jsonl_values(p, flag)]
     for n, r in enumerate(rows, 1):
         if not isinstance(r, dict) or "image" not in r or not isinstance(r.get("objects"), list):
             raise MetricsInputError(f"{path}: record {n} needs 'image' and a list 'objects'")
-    return rows
-
-
-def _json_lines(path: str, text: str) -> list[Any]:
-    from .io import MetricsInputError
-
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise MetricsInputError(f"{path}:{n}: not valid JSON ({exc.msg})") from exc
     return rows

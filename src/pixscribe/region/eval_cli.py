@@ -43,16 +43,20 @@ def eval_regions_command(
     bertscore_model: str | None = typer.Option(None, "--bertscore-model", help="local dir or hub id"),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="bootstrap resamples for ci95 (0 = none)"),
     seed: int = typer.Option(0, "--seed"),
+    max_caption_chars: int = typer.Option(10_000, "--max-caption-chars",
+                                          help="longest caption or reference read, in characters; a longer one is an "
+                                               "error naming it"),
 ) -> None:
     """Region captions: BLEU-4, METEOR, ROUGE-L, CIDEr-D, BERTScore per prompting mode and attribute."""
+    from ..deps import MissingDependency
     from ..metrics.io import MetricsInputError
     from .evaluate import evaluate_regions, read_region_predictions, read_region_references
 
     try:
-        rows = [r for p in pred for r in read_region_predictions(p)]
-        gt, attrs = read_region_references(refs)
+        rows = [r for p in pred for r in read_region_predictions(p, max_caption_chars)]
+        gt, attrs = read_region_references(refs, max_caption_chars)
         report = evaluate_regions(rows, gt, attrs, metrics, bertscore_model=bertscore_model, bootstrap=bootstrap, seed=seed)
-    except (MetricsInputError, ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (MetricsInputError, ValueError, OSError, RuntimeError, MissingDependency) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
     report["info"] = {"pred": [str(p) for p in pred], "refs": str(refs), "metrics": metrics}

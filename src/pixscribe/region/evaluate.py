@@ -32,7 +32,8 @@ NO_ATTRIBUTE = "none"
 
 
 def _group(rows: Iterable[Mapping[str, Any]], attributes: Mapping[str, str]) -> dict[str, dict[str, dict[str, Any]]]:
-    """mode -> region id -> {caption, attribute}; the last row of a (mode, id) wins."""
+    """mode -> region id -> {caption, attribute}; a (mode, id) given twice is a ValueError naming
+    both rows (their ``_where``, set by the readers)."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for r in rows:
         rid = r.get("region_id") if r.get("region_id") is not None else r.get("id")
@@ -41,7 +42,11 @@ def _group(rows: Iterable[Mapping[str, Any]], attributes: Mapping[str, str]) -> 
         rid = str(rid)
         mode = str(r.get("prompt_mode") or NO_MODE)
         attr = attributes.get(rid) or r.get("attribute") or NO_ATTRIBUTE
-        out.setdefault(mode, {})[rid] = {"caption": r.get("caption"), "attribute": attribute_key(str(attr))}
+        if rid in out.get(mode, {}):
+            raise ValueError(f"region {rid!r} has two predictions in prompt mode {mode!r} ({out[mode][rid]['where']} "
+                             f"and {r.get('_where', 'another row')}); give one caption per region and mode")
+        out.setdefault(mode, {})[rid] = {"caption": r.get("caption"), "attribute": attribute_key(str(attr)),
+                                         "where": r.get("_where", "a row")}
     return out
 
 
@@ -143,60 +148,35 @@ def evaluate_regions(
 def explode_regions(rows: Iterable[Mapping[str, Any]], column: str = "regions") -> list[dict[str, Any]]:
     """Rows with a ``regions`` list column -> one row per region; a row with a ``region`` dict
     (the region method's one row per region) -> that region's keys over the row's; other rows
-    pass through."""
-    import json
-
+    pass through. A ``region``/``regions`` value that is not (JSON text of) an object / a list
+    of objects is a ValueError saying so."""
     out: list[dict[str, Any]] = []
     for r in rows:
-        one = r.get("region")
-        one = json.loads(one) if isinstance(one, str) else one
+        one = _json_value(r.get("region"), "region")
         if isinstance(one, dict):
             out.append({**r, **one})
             continue
         if column not in r:
             out.append(dict(r))
             continue
-        items = r.get(column)
-        if isinstance(items, str):
-            items = json.loads(items)
-        out.extend(dict(x) for x in items or [])
+        items = _json_value(r.get(column), column) or []
+        if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
+            raise ValueError(f"the {column!r} column is not a list of region objects")
+        out.extend(dict(x) for x in items)
     return out
 
 
-def read_region_predictions(path: str | Path) -> list[dict[str, Any]]:
-    """Region rows from a pixscribe output directory or a ``.jsonl``/``.parquet`` file."""
-    from ..metrics.io import MetricsInputError, _rows
+def _json_value(v: Any, column: str) -> Any:
+    if not isinstance(v, str):
+        return v
+    import json
 
-    p = Path(path)
-    if not p.exists():
-        raise MetricsInputError(f"--pred {p}: no such file or directory")
-    files = sorted(p.rglob("part-*.parquet")) + sorted(p.rglob("part-*.jsonl")) if p.is_dir() else [p]
-    if not files:
-        raise MetricsInputError(f"--pred {p}: no part-*.parquet or part-*.jsonl files in this directory")
-    return explode_regions(r for f in files for r in _rows(f))
+    try:
+        return json.loads(v)
+    except (ValueError, RecursionError):
+        raise ValueError(f"the {column!r} column is not valid JSON") from None
 
 
-def read_region_references(path: str | Path) -> tuple[dict[str, list[str]], dict[str, str]]:
-    """``({region_id: [refs]}, {region_id: attribute})`` from ``.jsonl``/``.parquet`` rows with
-    ``region_id`` (or ``id``), ``refs`` (a list or one string, or ``caption``) and optionally ``attribute``."""
-    from ..metrics.io import MetricsInputError, _rows
-
-    p = Path(path)
-    if not p.exists():
-        raise MetricsInputError(f"--refs {p}: no such file")
-    refs: dict[str, list[str]] = {}
-    attrs: dict[str, str] = {}
-    for r in _rows(p):
-        rid = r.get("region_id") if r.get("region_id") is not None else r.get("id")
-        text = r.get("refs") if r.get("refs") is not None else r.get("caption")
-        if rid is None or text is None:
-            raise MetricsInputError(f"--refs {p}: rows need 'region_id' (or 'id') and 'refs' (or 'caption'); got {', '.join(sorted(r))}")
-        refs.setdefault(str(rid), []).extend([str(text)] if isinstance(text, str) else [str(x) for x in text])
-        if r.get("attribute"):
-            attrs[str(rid)] = str(r["attribute"])
-    if not any(refs.values()):
-        raise MetricsInputError(f"--refs {p}: no reference captions found")
-    return refs, attrs
-
+from .eval_io import read_region_predictions, read_region_references  # noqa: E402 - re-exported
 
 __all__ = ["evaluate_regions", "explode_regions", "read_region_predictions", "read_region_references"]

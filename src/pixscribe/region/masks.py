@@ -6,7 +6,8 @@ Formats (:func:`decode_mask` tells them apart by shape and magic bytes):
   writes) or with ``counts`` a list of ints (uncompressed, as COCO's ``iscrowd`` masks);
   decoded by :mod:`pixscribe.experts.rle`.
 - COCO polygons: ``[[x1, y1, x2, y2, ...], ...]`` (one or more rings, unioned) or one flat
-  ring; rasterised by pycocotools (``frPyObjects`` + ``merge``), so the pixels are COCO's.
+  ring; rasterised by pycocotools (``frPyObjects`` + ``merge``), so the pixels are COCO's,
+  after bounds checks and in an isolated child process (:mod:`.polygons`).
 - A mask image (PNG or any format PIL reads): a path (relative paths resolve against
   ``base_dir``), raw bytes, ``data:image/png;base64,...``, plain base64 of a PNG, or
   pixscribe's ``"base64:..."`` form of a bytes column. Any non-zero value in any band is in.
@@ -34,13 +35,14 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..experts import rle
-from ..io.files import read_regular
+from ..io.files import open_regular
 from .types import RegionError
 
 Guard = Callable[[str], str | None]  # path -> why it may not be read, or None
 _PNG = b"\x89PNG\r\n\x1a\n"
 _GZIP = b"\x1f\x8b"
 _MAX_MASK_PIXELS = 200_000_000  # refuse mask images whose header claims more (a pixel bomb)
+_MAX_MASK_FILE_BYTES = 64 << 20  # a mask file larger than this is not read (a 1-bit PNG of 200 MP is far smaller)
 
 
 def decode_mask(spec: Any, width: int, height: int, base_dir: str | None = None, guard: Guard | None = None) -> np.ndarray:
@@ -105,18 +107,21 @@ def _from_string(s: str, width: int, height: int, base_dir: str | None, guard: G
     if why:
         raise RegionError(f"mask file {path!r} {why}")
     try:
-        data = read_regular(path)  # a pipe or device named as a mask is refused by type, never opened
+        with open_regular(path) as f:  # a pipe or device named as a mask is refused by type, never opened
+            data = f.read(_MAX_MASK_FILE_BYTES + 1)
     except FileNotFoundError:
         raise RegionError(f"mask file not found: {path!r} (nor is the text COCO RLE, base64 PNG or base64(gzip) data)") from None
     except OSError as exc:
         raise RegionError(f"mask file {path!r}: cannot read: {exc.strerror or type(exc).__name__}") from None
+    if len(data) > _MAX_MASK_FILE_BYTES:
+        raise RegionError(f"mask file {path!r} is over {_MAX_MASK_FILE_BYTES >> 20} MiB: not read")
     return _from_bytes(data, width, height, path)
 
 
 def _from_bytes(data: bytes, width: int, height: int, where: str) -> np.ndarray:
     if data.startswith(_GZIP):
         return _from_gzip(data, width, height)
-    return decode_image_mask(data, where)
+    return decode_image_mask(data, where, (width, height))
 
 
 def _from_array(a: np.ndarray) -> np.ndarray:
@@ -148,17 +153,22 @@ def decode_rle(d: dict[str, Any], width: int, height: int) -> np.ndarray:
         raise RegionError(f"bad COCO RLE: {exc}") from exc
 
 
-def decode_image_mask(data: bytes, where: str = "mask image") -> np.ndarray:
-    """PNG (or other PIL-readable) mask bytes -> bool array; any non-zero value in any band is in."""
+def decode_image_mask(data: bytes, where: str = "mask image", size: tuple[int, int] | None = None) -> np.ndarray:
+    """PNG (or other PIL-readable) mask bytes -> bool array; any non-zero value in any band is in.
+
+    With ``size`` (the image's width, height), a mask whose header says otherwise is refused
+    before its pixels are decoded."""
     try:
         with Image.open(io.BytesIO(data)) as im:
             if im.width * im.height > _MAX_MASK_PIXELS:
                 raise RegionError(f"{where}: mask image of {im.width}x{im.height} is over {_MAX_MASK_PIXELS} pixels")
+            if size is not None and im.size != tuple(size):
+                raise RegionError(f"mask is {im.width}x{im.height} but the image is {size[0]}x{size[1]}")
             im.load()
             if im.mode == "P":  # palette index 0 is out, any other index is in
                 return np.asarray(im) != 0
             return _from_array(np.asarray(im))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise RegionError(f"{where}: not a readable mask image ({type(exc).__name__}: {exc})") from exc
 
 
@@ -202,16 +212,16 @@ def is_polygon(spec: Any) -> bool:
 
 
 def decode_polygons(spec: Any, width: int, height: int) -> np.ndarray:
-    """COCO polygons (one ring or a list of rings, unioned) -> bool mask, rasterised by pycocotools."""
-    from ..deps import require
+    """COCO polygons (one ring or a list of rings, unioned) -> bool mask, rasterised by pycocotools.
 
-    mask_api = require("pycocotools.mask", extra="region", package="pycocotools", what="COCO polygon masks")
+    The rings are checked and bounded first, and pycocotools runs in an isolated child
+    process (see :mod:`.polygons`)."""
+    from ..deps import require
+    from .polygons import check_rings, rasterise
+
+    require("pycocotools.mask", extra="region", package="pycocotools", what="COCO polygon masks")
     rings = [spec] if spec and isinstance(spec[0], (int, float)) else list(spec)
-    rings = [[float(v) for v in r] for r in rings]
-    if not all(np.isfinite(r).all() for r in rings):
-        raise RegionError("polygon has a non-finite coordinate")
-    rles = mask_api.frPyObjects(rings, height, width)
-    return mask_api.decode(mask_api.merge(rles)) != 0
+    return rasterise(check_rings(rings, width, height), width, height)
 
 
 def encode_b64gzip(mask: np.ndarray) -> str:

@@ -51,6 +51,9 @@ def _maybe_json(v: Any) -> Any:
             return json.loads(v)
         except json.JSONDecodeError as exc:
             raise RegionError(f"not valid JSON ({exc.msg} at character {exc.pos}): {v[:60]!r}") from exc
+        except (RecursionError, ValueError) as exc:  # nested too deeply; an integer of over 4300 digits
+            why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(":")[0]
+            raise RegionError(f"not valid JSON ({why}): {v[:60]!r}") from None
     return v
 
 
@@ -63,7 +66,7 @@ def parse_box(values: Any, fmt: str, width: int, height: int) -> Box:
         raise RegionError(f"a box is 4 numbers ({fmt}), got {values!r:.80}")
     try:
         a, b, c, d = (float(v) for v in values)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise RegionError(f"a box is 4 numbers ({fmt}), got {values!r:.80}") from exc
     if not all(math.isfinite(v) for v in (a, b, c, d)):
         raise RegionError(f"box {values!r} has a non-finite number")
@@ -99,7 +102,7 @@ def parse_points(points: Any, labels: Any, width: int, height: int) -> tuple[lis
     for p in points:
         try:
             x, y = (float(v) for v in p)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise RegionError(f"a point is [x, y], got {p!r:.40}") from exc
         if not (0 <= x <= width and 0 <= y <= height):
             raise RegionError(f"point {list(p)!r} is outside the {width}x{height} image")

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..io.files import open_regular, read_regular
+from ..io.lines import MAX_TABLE_ROW_BYTES, iter_lines
 from ..io.plan import PathGuard, PathRefused, ShardSpec, is_url
 from ..io.readers import open_shard
 from ..record import PixscribeError, error_kind, sha256_hex
@@ -69,13 +70,8 @@ class _JsonlIndex:
     them), built once per file so any row is one seek away."""
 
     def __init__(self, path: str):
-        self.offsets: list[int] = []
-        pos = 0
-        with open_regular(path) as f:
-            for line in f:
-                if line.strip():
-                    self.offsets.append(pos)
-                pos += len(line)
+        with open_regular(path) as f:  # as the engine's planner counts them: a huge line is skipped in pieces
+            self.offsets = [ln.offset for ln in iter_lines(f, MAX_TABLE_ROW_BYTES) if not ln.blank]
 
 
 _NO_GUARD = PathGuard([], unknown="is not read: no input folders were given to the reader")

@@ -85,15 +85,15 @@ class MaskFiles:
 
     def __call__(self, mask: dict[str, Any], ent: str, color: str) -> str | None:
         try:
-            m = rle.decode(mask)
+            h, w = (int(v) for v in mask["size"])
+            step = max(1, -(-max(h, w) // self.size))  # nearest-neighbour subsampling: cheap, and enough for a thumbnail
+            m = rle.decode_sampled(mask, step)  # never the full mask: its size comes from the input
         except (ValueError, TypeError, KeyError):
             self.bad += 1
             return None
-        h, w = m.shape
-        if not h or not w:
+        if not m.size:
             return None
-        step = max(1, -(-max(h, w) // self.size))  # nearest-neighbour subsampling: cheap, and enough for a thumbnail
-        im = Image.fromarray(np.ascontiguousarray(m[::step, ::step]), "P")
+        im = Image.fromarray(np.ascontiguousarray(m), "P")
         im.putpalette([0, 0, 0, *_rgb(color)])
         name = f"{ent}.png"
         im.save(self.dir / name, "PNG", transparency=0)

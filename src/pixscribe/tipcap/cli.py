@@ -22,6 +22,8 @@ def train_command(
                                    "(repeatable)."),
     text_column: Optional[str] = typer.Option(None, "--text-column", help="Column of jsonl/parquet corpora "
                                               "(default: caption, text, sentence or raw)."),
+    max_text_chars: int = typer.Option(2000, "--max-text-chars", help="Longest caption of the corpus, in characters: a "
+                                       "longer line is skipped and reported (the decoder learns 40 tokens)."),
     pairs: Optional[list[str]] = typer.Option(None, "--pairs", help="Image-caption pairs: any pixscribe input with "
                                               "a caption column (settings 1-2; repeatable)."),
     caption_column: str = typer.Option("caption", "--caption-column", help="Caption column of --pairs."),
@@ -64,7 +66,8 @@ def train_command(
         cfg = TrainConfig(
             output=output, texts=list(text), pairs=list(pairs or []), images=list(images or []), setting=setting,
             noise=noise, clip=clip, clip_revision=clip_revision, lm=lm, lm_revision=lm_revision,
-            text_column=text_column, caption_column=caption_column, prefix_length=prefix_length, steps=steps,
+            text_column=text_column, max_text_chars=max_text_chars, caption_column=caption_column,
+            prefix_length=prefix_length, steps=steps,
             batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, kl_weight=kl_weight,
             noise_variance=noise_variance, shrinkage=shrinkage, prompt_dropout=prompt_dropout,
             noun_dropout=noun_dropout, freeze_lm=freeze_lm, save_every=save_every, seed=seed, device=device,

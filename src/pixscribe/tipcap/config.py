@@ -20,7 +20,10 @@ DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 DEFAULT_LM = "openai-community/gpt2"
 
 # Settings that do not change what is learned (so a resumed run may change them).
-_RUNTIME_ONLY = {"steps", "save_every", "progress", "overwrite", "device", "embed_batch_size", "cache_dir"}
+# max_text_chars only decides which malformed corpus lines are skipped (the corpus's content is
+# not fingerprinted either), so raising it to let a long line in does not refuse a resume
+_RUNTIME_ONLY = {"steps", "save_every", "progress", "overwrite", "device", "embed_batch_size", "cache_dir",
+                 "max_text_chars"}
 
 
 def canonical_setting(value: str) -> str:
@@ -63,6 +66,7 @@ class TrainConfig:
     noun_dropout: float = 0.3
     max_caption_tokens: int = 40
     max_prompt_tokens: int = 32
+    max_text_chars: int = 2000  # a corpus caption longer than this is skipped (tipcap.data.MAX_TEXT_CHARS)
     freeze_lm: bool = False
     save_every: int = 1000
     seed: int = 0
@@ -86,7 +90,7 @@ class TrainConfig:
             raise ValueError("setting unpaired needs unpaired images: pass --images INPUT")
         if self.setting != "unpaired" and self.images:
             raise ValueError(f"--images is used by setting 3 (unpaired) only, not {self.setting}")
-        for name in ("steps", "batch_size", "prefix_length", "save_every", "max_caption_tokens"):
+        for name in ("steps", "batch_size", "prefix_length", "save_every", "max_caption_tokens", "max_text_chars"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
         for name in ("prompt_dropout", "noun_dropout"):

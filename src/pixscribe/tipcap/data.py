@@ -1,7 +1,12 @@
 """Training inputs: a text corpus, optional image-caption pairs, optional unpaired images.
 
 - Text corpus: ``.txt`` (one caption per line), ``.jsonl`` (a column, a string or a list of
-  strings per row), ``.parquet`` (a column). Bad rows are reported by file and line and skipped.
+  strings per row), ``.parquet`` (a column). Bad rows are reported by file and line and skipped:
+  a caption over ``max_chars`` characters (``--max-text-chars``, 2,000: the decoder learns 40
+  tokens of it) is never tokenized, a line that is not UTF-8 text (or holds control characters)
+  is not trained on, and a jsonl line over 16 MiB is skipped without being held in memory. A
+  file that is not text at all (a NUL byte in its first 8 KiB, or most of its lines rejected)
+  is refused whole, naming it.
 - Pairs and unpaired images: any pixscribe input (folders, lists, globs, tars, tables, HF
   datasets, URLs) through :func:`pixscribe.io.readers.plan_shards`; for pairs, the caption
   comes from a column (``caption`` by default; a webdataset ``.txt`` member is that column).
@@ -14,16 +19,22 @@ rerun skips finished images without reading their bytes.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from ..io.lines import iter_lines, too_long
 from ..record import PixscribeError, Record
 from .embed import ClipEncoder, EmbeddingCache, image_key
 
 TEXT_COLUMNS = ("caption", "text", "sentence", "raw")
+MAX_TEXT_CHARS = 2000  # --max-text-chars: longer captions are skipped, never tokenized
+MAX_JSONL_LINE = 16 << 20  # bytes of one jsonl row of a text corpus
+_SNIFF = 8192  # a NUL byte in the first 8 KiB: not a text file
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 class TrainingInputError(PixscribeError, ValueError):
@@ -34,18 +45,23 @@ class TrainingInputError(PixscribeError, ValueError):
 
 @dataclass
 class Problems:
-    """Bad rows and images met while reading: reported, counted, never fatal."""
+    """Bad rows and images met while reading: reported, counted, never fatal (the first
+    :data:`KEPT` messages are kept, so a corpus of a million bad lines costs a counter)."""
 
     messages: list[str] = field(default_factory=list)
     console: Any = None
+    count: int = 0
+    KEPT = 100
 
     def add(self, message: str) -> None:
-        self.messages.append(message)
-        if self.console is not None and len(self.messages) <= 20:
+        self.count += 1
+        if len(self.messages) < self.KEPT:
+            self.messages.append(message)
+        if self.console is not None and self.count <= 20:
             self.console.print(f"[yellow]skipped:[/] {message}", highlight=False, soft_wrap=True)
 
     def summary(self) -> dict[str, Any]:
-        return {"count": len(self.messages), "first": self.messages[:20]}
+        return {"count": self.count, "first": self.messages[:20]}
 
 
 def _texts_of(value: Any) -> list[str]:
@@ -67,16 +83,66 @@ def _pick_column(names: Sequence[str], column: str | None, path: Path) -> str:
     raise TrainingInputError(f"{path}: no text column found (tried {', '.join(TEXT_COLUMNS)}); pass --text-column")
 
 
-def _read_jsonl(path: Path, column: str | None, problems: Problems) -> list[str]:
+def _too_many_chars(where: str, text: str, max_chars: int) -> str | None:
+    if len(text) > max_chars:
+        return f"{where}: a text of {len(text):,} characters is over --max-text-chars {max_chars:,}"
+    return None
+
+
+def _read_txt(path: Path, max_chars: int, problems: Problems) -> list[str]:
+    """One caption per line: UTF-8 text, each at most ``max_chars`` characters."""
+    out: list[str] = []
+    bad = lines = 0
+    with path.open("rb") as f:
+        head = f.read(_SNIFF)
+        nul = head.find(b"\0")
+        if nul >= 0:
+            raise TrainingInputError(f"{path}: not a text file (a NUL byte at offset {nul}); "
+                                     "--text takes UTF-8 text, one caption per line")  # fmt: skip
+        f.seek(0)
+        for line in iter_lines(f, 4 * max_chars):  # UTF-8: at most 4 bytes a character
+            if line.blank:
+                continue
+            lines += 1
+            why = _bad_line(path, line, max_chars)
+            if why:
+                bad += 1
+                problems.add(why)
+                continue
+            out.append(line.data.decode("utf-8").strip())  # type: ignore[union-attr]
+    if bad and bad * 2 > lines:
+        raise TrainingInputError(f"{path}: {bad:,} of its {lines:,} lines are not usable text (see the skipped "
+                                 "lines above); --text takes UTF-8 text, one caption per line")  # fmt: skip
+    return out
+
+
+def _bad_line(path: Path, line: Any, max_chars: int) -> str | None:
+    where = f"{path}:{line.number}"
+    if line.data is None:
+        return f"{where}: a line of {line.size:,} bytes is over --max-text-chars {max_chars:,}"
+    try:
+        text = line.data.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        return f"{where}: not UTF-8 text (byte {exc.start})"
+    if _CONTROL.search(text):
+        return f"{where}: holds control characters (is it a text file?)"
+    return _too_many_chars(where, text, max_chars)
+
+
+def _read_jsonl(path: Path, column: str | None, problems: Problems, max_chars: int = MAX_TEXT_CHARS) -> list[str]:
     out: list[str] = []
     col = column
     with path.open("rb") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
+        for line in iter_lines(f, MAX_JSONL_LINE):
+            n = line.number
+            if line.blank:
+                continue
+            if line.data is None:
+                problems.add(too_long(str(path), line, MAX_JSONL_LINE, "a jsonl row of a text corpus"))
                 continue
             try:
-                obj = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                obj = json.loads(line.data)
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
                 problems.add(f"{path}:{n}: not valid JSON: {exc}")
                 continue
             if not isinstance(obj, dict):
@@ -86,11 +152,22 @@ def _read_jsonl(path: Path, column: str | None, problems: Problems) -> list[str]
             texts = _texts_of(obj.get(col))
             if not texts:
                 problems.add(f"{path}:{n}: no text in column {col!r}")
-            out.extend(texts)
+            out.extend(_within(texts, f"{path}:{n}", max_chars, problems))
     return out
 
 
-def _read_parquet(path: Path, column: str | None, problems: Problems) -> list[str]:
+def _within(texts: list[str], where: str, max_chars: int, problems: Problems) -> list[str]:
+    keep = []
+    for t in texts:
+        why = _too_many_chars(where, t, max_chars)
+        if why:
+            problems.add(why)
+        else:
+            keep.append(t)
+    return keep
+
+
+def _read_parquet(path: Path, column: str | None, problems: Problems, max_chars: int = MAX_TEXT_CHARS) -> list[str]:
     import pyarrow.parquet as pq
 
     names = pq.read_schema(path).names
@@ -100,11 +177,12 @@ def _read_parquet(path: Path, column: str | None, problems: Problems) -> list[st
         texts = _texts_of(v)
         if not texts:
             problems.add(f"{path}#row={n}: no text in column {col!r}")
-        out.extend(texts)
+        out.extend(_within(texts, f"{path}#row={n}", max_chars, problems))
     return out
 
 
-def read_texts(paths: Sequence[str | Path], column: str | None = None, problems: Problems | None = None) -> list[str]:
+def read_texts(paths: Sequence[str | Path], column: str | None = None, problems: Problems | None = None,
+               max_chars: int = MAX_TEXT_CHARS) -> list[str]:
     """All captions of the corpus files, in order (duplicates kept: they are the distribution)."""
     problems = problems if problems is not None else Problems()
     out: list[str] = []
@@ -113,12 +191,11 @@ def read_texts(paths: Sequence[str | Path], column: str | None = None, problems:
             raise TrainingInputError(f"{p}: text corpus file not found")
         suffix = p.suffix.lower()
         if suffix == ".txt":
-            lines = p.read_text(encoding="utf-8", errors="replace").splitlines()
-            out.extend(s.strip() for s in lines if s.strip())
+            out.extend(_read_txt(p, max_chars, problems))
         elif suffix == ".jsonl":
-            out.extend(_read_jsonl(p, column, problems))
+            out.extend(_read_jsonl(p, column, problems, max_chars))
         elif suffix == ".parquet":
-            out.extend(_read_parquet(p, column, problems))
+            out.extend(_read_parquet(p, column, problems, max_chars))
         else:
             raise TrainingInputError(f"{p}: unknown corpus type {suffix!r} (txt, jsonl or parquet)")
     return out

@@ -66,7 +66,7 @@ def estimate_gap(cfg: TrainConfig, enc: ClipEncoder, caches: dict[str, Embedding
 def prepare(cfg: TrainConfig, console: Any = None) -> Prepared:
     """Read the inputs, embed them with CLIP (cached), estimate the gap; CLIP is freed afterwards."""
     problems = Problems(console=console)
-    corpus = read_texts(cfg.texts, cfg.text_column, problems)
+    corpus = read_texts(cfg.texts, cfg.text_column, problems, max_chars=cfg.max_text_chars)
     if not corpus:
         raise ValueError(f"the text corpus ({', '.join(cfg.texts)}) holds no text")
     enc = ClipEncoder(cfg.clip, revision=cfg.clip_revision, device=cfg.device, batch_size=cfg.embed_batch_size)
@@ -79,7 +79,7 @@ def prepare(cfg: TrainConfig, console: Any = None) -> Prepared:
     texts = corpus + pair_caps
     emb = np.concatenate([corpus_emb, _embed_texts(pair_caps, enc, caches["text"], cfg.embed_batch_size)])
     sizes.update({"corpus_texts": len(corpus), "train_texts": len(texts),
-                  "clip_truncated_texts_this_run": enc.truncated, "skipped_inputs": len(problems.messages)})
+                  "clip_truncated_texts_this_run": enc.truncated, "skipped_inputs": problems.count})
     clip = enc.describe()
     del enc
     return Prepared(texts, emb.astype(np.float32), gap, clip, sizes, problems)
