@@ -55,7 +55,8 @@ def eval_command(
     refs: Optional[Path] = typer.Option(None, "--refs", help="COCO captions json, or json/jsonl/parquet rows {id, refs: [...]} or {id, caption}"),
     metrics: str = typer.Option("bleu,meteor,rouge_l,cider_d", "--metrics",
                                 help="comma list: bleu,meteor,rouge_l,cider_d,spice,chair,chair_fixed,bertscore,"
-                                     "clipscore,lin,lin_fixed,all; pancapscore (with --judge); or pope / pope_fixed with --pope-labels"),
+                                     "clipscore,lin,lin_fixed,all; pancapscore (with --judge); or pope / pope_fixed with --pope-labels; "
+                                     "or, on their own, amber, capture, dlc_bench, caparena, comprecap (docs/metrics.md)"),
     column: str = typer.Option("caption", "--column", help="caption (or answer) column of PRED"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="write the JSON report here"),
     instances: Optional[Path] = typer.Option(None, "--instances", help="COCO instances json (CHAIR ground truth)"),
@@ -196,8 +197,9 @@ def register(app: typer.Typer) -> None:
     from ..region.eval_cli import eval_regions_command
     from . import pope_cli
     from .d2i import with_d2i
+    from .detailed_cli import with_detailed
 
-    app.command("eval")(with_d2i(eval_command))
+    app.command("eval")(with_detailed(with_d2i(eval_command)))
     app.command("eval-regions")(eval_regions_command)
     pope_cli.register(app)
 

@@ -1,0 +1,65 @@
+"""One runner per detailed metric for ``pixscribe eval`` (metrics/detailed_cli.py): read the inputs,
+build the metric's pluggable parts from ``--detail-option``, score, return a part of the report
+(``corpus``, ``per_image``, ``info``, ``n``, ``missing``, ``extra``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+OPTIONS: dict[str, set[str]] = {
+    "amber": {"similarity", "tagger", "threshold", "evaluation_type"},
+    "capture": {"alpha", "beta", "gamma", "synonym_matching", "soft_matching", "stop_words", "encoder"},
+    "dlc_bench": {"max_new_tokens"},
+    "caparena": {"seed", "with_ref"},
+    "comprecap": set(),
+}
+
+
+def _need(value: Any, flag: str, metric: str) -> Any:
+    if value is None:
+        raise ValueError(f"{metric} needs {flag}")
+    return value
+
+
+def _flag(value: str, name: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"--detail-option {name}={value}: expected true or false")
+
+
+def _amber_responses(pred: Path, column: str) -> list[dict[str, Any]]:
+    from .amber import read_responses
+    from .io import read_predictions
+
+    if pred.suffix == ".json" and pred.is_file() and pred.read_text(encoding="utf-8").lstrip().startswith("["):
+        return read_responses(pred)
+    preds, _ = read_predictions(pred, column)
+    try:
+        return [{"id": int(k), "response": v} for k, v in preds.items()]
+    except ValueError as exc:
+        raise ValueError(f"--pred {pred}: AMBER ids are numbers ({exc})") from None
+
+
+def run_amber(kw: dict[str, Any], extra: dict[str, Any], opts: dict[str, str], judge: Any) -> dict[str, Any]:
+    from .amber import AmberData, amber
+    from .amber_text import NounExtractor, make_similarity, nltk_tagger, punkt_model
+
+    data = AmberData.load(_need(extra["amber_data"], "--amber-data DIR (AMBER's data/ folder)", "amber"))
+    responses = _amber_responses(Path(kw["pred"]), kw["column"])
+    tagger_spec = opts.get("tagger", "nltk")
+    extractor = NounExtractor(nltk_tagger(None if tagger_spec == "nltk" else tagger_spec))
+    sim_spec = opts.get("similarity", "spacy:en_core_web_lg")
+    sim = make_similarity(sim_spec)
+    res = amber(responses, data, extractor, sim, threshold=float(opts.get("threshold", 0.8)),
+                evaluation_type=opts.get("evaluation_type", "a"))
+    info = {**res.info, "similarity": sim_spec, "tagger": tagger_spec, "punkt": punkt_model(),
+            "data": str(extra["amber_data"])}
+    return {"corpus": res.corpus, "per_image": res.per_item, "info": info, "n": len(responses)}
+
+
+RUNS: dict[str, Callable[[dict[str, Any], dict[str, Any], dict[str, str], Any], dict[str, Any]]] = {
+    "amber": run_amber,
+}
