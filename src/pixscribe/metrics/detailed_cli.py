@@ -1,8 +1,8 @@
 """``pixscribe eval --metrics amber|capture|dlc_bench|caparena|comprecap``: metrics for detailed, region and
-panoptic captions, each scored against its own benchmark files (not ``--refs``, except CAPTURE).
+panoptic captions, each scored against its own benchmark files (not ``--refs``).
 
     pixscribe eval --metrics amber --pred responses.json --amber-data AMBER/data
-    pixscribe eval --metrics capture --pred out/ --refs refs.jsonl --capture-parses parses.json
+    pixscribe eval --metrics capture --pred parses.json        # frozen parses of candidates and references
     pixscribe eval --metrics dlc_bench --pred dam_3b_v1.json --dlc-data DLC-bench --judge M --judge-base-url URL
     pixscribe eval --metrics caparena --pred captions.json --caparena-data caparena_auto_600.json --caparena-images D ...
 
@@ -26,8 +26,6 @@ from ..deps import MissingDependency
 DETAILED_OPTIONS: list[tuple[str, Any, Any]] = [
     ("amber_data", Optional[Path], typer.Option(None, "--amber-data", help="AMBER: its data/ folder "
                                                 "(annotations.json, relation.json, safe_words.txt)")),
-    ("capture_parses", Optional[Path], typer.Option(None, "--capture-parses", help="CAPTURE: frozen scene-graph "
-                                                    "parses of the candidates and references (docs/metrics.md)")),
     ("dlc_data", Optional[Path], typer.Option(None, "--dlc-data", help="DLC-Bench: folder with qa.json and "
                                               "class_names.json")),
     ("dlc_responses", Optional[Path], typer.Option(None, "--dlc-responses", help="DLC-Bench: the judge's saved "

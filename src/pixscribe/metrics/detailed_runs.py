@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 OPTIONS: dict[str, set[str]] = {
     "amber": {"similarity", "tagger", "threshold", "evaluation_type"},
-    "capture": {"alpha", "beta", "gamma", "synonym_matching", "soft_matching", "stop_words", "encoder"},
+    "capture": {"alpha", "beta", "gamma", "synonym_matching", "soft_matching", "encoder"},
     "dlc_bench": {"max_new_tokens"},
     "caparena": {"seed", "with_ref"},
     "comprecap": set(),
@@ -60,6 +60,23 @@ def run_amber(kw: dict[str, Any], extra: dict[str, Any], opts: dict[str, str], j
     return {"corpus": res.corpus, "per_image": res.per_item, "info": info, "n": len(responses)}
 
 
+def run_capture(kw: dict[str, Any], extra: dict[str, Any], opts: dict[str, str], judge: Any) -> dict[str, Any]:
+    from .capture import CaptureConfig, capture, read_parses, sentence_encoder
+
+    cands, refs = read_parses(kw["pred"])
+    cfg = CaptureConfig(alpha=float(opts.get("alpha", 0.5)), beta=float(opts.get("beta", 0.5)),
+                        gamma=float(opts.get("gamma", 0.2)),
+                        synonym_matching=_flag(opts.get("synonym_matching", "true"), "capture.synonym_matching"),
+                        soft_matching=_flag(opts.get("soft_matching", "true"), "capture.soft_matching"))
+    enc_spec = opts.get("encoder", "st:sentence-transformers/all-mpnet-base-v2")
+    res = capture(cands, refs, config=cfg, encode=sentence_encoder(enc_spec) if cfg.soft_matching else None)
+    info = {"config": cfg.__dict__, "encoder": enc_spec if cfg.soft_matching else None, "parses": str(kw["pred"]),
+            "wordnet": "WordNet 3.0 (Debian wordnet-base)"}
+    return {"corpus": res.corpus, "per_image": res.per_image, "info": info, "n": len(res.per_image),
+            "missing": [k for k in refs if k not in cands], "extra": [k for k in cands if k not in refs]}
+
+
 RUNS: dict[str, Callable[[dict[str, Any], dict[str, Any], dict[str, str], Any], dict[str, Any]]] = {
     "amber": run_amber,
+    "capture": run_capture,
 }
