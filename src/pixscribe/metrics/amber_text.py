@@ -32,7 +32,7 @@ Tagger = Callable[[list[str]], list[tuple[str, str]]]
 
 @lru_cache(maxsize=1)
 def _punkt() -> tuple[Any, str]:
-    punkt = require("nltk.tokenize.punkt", extra="amber", package="nltk", what="AMBER")
+    punkt = require("nltk.tokenize.punkt", extra="detailed", package="nltk", what="AMBER")
     try:
         return punkt.PunktTokenizer("english"), "english model"
     except (LookupError, OSError, ValueError):
@@ -41,7 +41,7 @@ def _punkt() -> tuple[Any, str]:
 
 @lru_cache(maxsize=1)
 def _words() -> Any:
-    return require("nltk.tokenize.destructive", extra="amber", package="nltk", what="AMBER").NLTKWordTokenizer()
+    return require("nltk.tokenize.destructive", extra="detailed", package="nltk", what="AMBER").NLTKWordTokenizer()
 
 
 def word_tokenize(text: str) -> list[str]:
@@ -57,7 +57,7 @@ def punkt_model() -> str:
 def nltk_tagger(path: str | None = None) -> Tagger:
     """nltk's averaged perceptron tagger (what ``nltk.pos_tag`` uses), loaded once.
     ``path``: a directory with its three JSON files instead of nltk's data folders."""
-    perceptron = require("nltk.tag.perceptron", extra="amber", package="nltk", what="AMBER's noun extraction")
+    perceptron = require("nltk.tag.perceptron", extra="detailed", package="nltk", what="AMBER's noun extraction")
     try:
         tagger = perceptron.PerceptronTagger(load=path is None)
         if path is not None:
@@ -94,7 +94,7 @@ class SpacySimilarity:
     """``nlp(a).similarity(nlp(b))`` with a spaCy pipeline (a package name or a directory)."""
 
     def __init__(self, model: str = "en_core_web_lg"):
-        spacy = require("spacy", extra="amber", what="AMBER's synonym test with spaCy vectors")
+        spacy = require("spacy", extra="amber-spacy", what="AMBER's synonym test with spaCy vectors")
         try:
             self.nlp = spacy.load(model)
         except OSError as exc:
@@ -164,7 +164,7 @@ def minilm_vectors() -> Callable[[str], np.ndarray]:
     """``token -> the mean of its word pieces' input embeddings`` in all-MiniLM-L6-v2 (float32)."""
     from .pancap_tags import minilm_path
 
-    tr = require("transformers", extra="amber", what="AMBER's MiniLM word vectors")
+    tr = require("transformers", extra="detailed", what="AMBER's MiniLM word vectors")
     from safetensors.numpy import load_file
     import glob
     import os

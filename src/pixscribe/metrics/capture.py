@@ -228,7 +228,7 @@ def sentence_encoder(spec: str, device: str = "cpu") -> Encode:
     the reference's is ``st:sentence-transformers/all-mpnet-base-v2``)."""
     from ..deps import require
 
-    st = require("sentence_transformers", extra="capture", package="sentence-transformers",
+    st = require("sentence_transformers", extra="detailed", package="sentence-transformers",
                  what="CAPTURE's soft matching")
     if spec == "minilm":
         from .pancap_tags import minilm_path
