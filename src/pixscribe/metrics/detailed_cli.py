@@ -63,8 +63,10 @@ def run_detailed(ms: list[str], kw: dict[str, Any], extra: dict[str, Any]) -> di
     from .eval_cli import _judge_setup, record_judge
 
     opts = split_options(extra["detail_option"] or [], R.OPTIONS)
-    judge = _judge_setup(ms, kw["judge"], kw["judge_base_url"] or [], kw["judge_backend"], kw["judge_api_key_env"],
-                         kw["judge_cache"], kw["judge_replay"])
+    judge = None  # made only when asked for: saved answers or verdicts need none (each run says when it must)
+    if kw["judge"] or kw["judge_replay"]:
+        judge = _judge_setup(ms, kw["judge"], kw["judge_base_url"] or [], kw["judge_backend"],
+                             kw["judge_api_key_env"], kw["judge_cache"], kw["judge_replay"])
     report: dict[str, Any] = {"corpus": {}, "ci95": {}, "per_image": {}, "n_images": 0,
                               "missing": {"count": 0, "ids": []}, "extra": {"count": 0, "ids": []},
                               "info": {"metrics": ms, "pred": str(kw["pred"]), "column": kw["column"]}}

@@ -4,13 +4,14 @@ build the metric's pluggable parts from ``--detail-option``, score, return a par
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable
 
 OPTIONS: dict[str, set[str]] = {
     "amber": {"similarity", "tagger", "threshold", "evaluation_type"},
     "capture": {"alpha", "beta", "gamma", "synonym_matching", "soft_matching", "encoder"},
-    "dlc_bench": {"max_new_tokens"},
+    "dlc_bench": {"default_prediction"},
     "caparena": {"seed", "with_ref"},
     "comprecap": set(),
 }
@@ -20,6 +21,13 @@ def _need(value: Any, flag: str, metric: str) -> Any:
     if value is None:
         raise ValueError(f"{metric} needs {flag}")
     return value
+
+
+def need_judge(judge: Any, metric: str, instead: str) -> Any:
+    if judge is None:
+        raise ValueError(f"{metric} needs an LLM judge: --judge MODEL (a local model, or a served one with "
+                         f"--judge-base-url URL), or --judge-replay TRANSCRIPT, or {instead}")
+    return judge
 
 
 def _flag(value: str, name: str) -> bool:
@@ -76,7 +84,31 @@ def run_capture(kw: dict[str, Any], extra: dict[str, Any], opts: dict[str, str],
             "missing": [k for k in refs if k not in cands], "extra": [k for k in cands if k not in refs]}
 
 
+def run_dlc_bench(kw: dict[str, Any], extra: dict[str, Any], opts: dict[str, str], judge: Any) -> dict[str, Any]:
+    from .dlc_bench import dlc_bench, prompts, read_bench, read_saved_answers
+    from .io import read_predictions
+
+    qa, names = read_bench(_need(extra["dlc_data"], "--dlc-data DIR (qa.json and class_names.json)", "dlc_bench"))
+    captions, _ = read_predictions(kw["pred"], kw["column"])
+    saved = read_saved_answers(extra["dlc_responses"]) if extra["dlc_responses"] else {}
+    if not saved:
+        need_judge(judge, "dlc_bench", "--dlc-responses SAVED_EVAL_JSON")
+    res = dlc_bench(captions, qa, names, saved=saved, judge=judge, default_prediction=opts.get("default_prediction"))
+    info = {"errors": res.errors, "scored": len(res.per_region), "saved_answers": str(extra["dlc_responses"] or ""),
+            "prompt_sha256": _sha(json.dumps(prompts(), sort_keys=True)), "sampling": {"max_new_tokens": 300,
+                                                                                      "temperature": 0.0}}
+    return {"corpus": res.corpus, "per_image": res.per_region, "info": info, "n": len(res.per_region),
+            "missing": res.missing, "extra": [k for k in captions if k not in qa]}
+
+
+def _sha(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 RUNS: dict[str, Callable[[dict[str, Any], dict[str, Any], dict[str, str], Any], dict[str, Any]]] = {
     "amber": run_amber,
     "capture": run_capture,
+    "dlc_bench": run_dlc_bench,
 }
