@@ -101,6 +101,39 @@ def run_dlc_bench(kw: dict[str, Any], extra: dict[str, Any], opts: dict[str, str
             "missing": res.missing, "extra": [k for k in captions if k not in qa]}
 
 
+def run_caparena(kw: dict[str, Any], extra: dict[str, Any], opts: dict[str, str], judge: Any) -> dict[str, Any]:
+    from . import caparena as C
+    from .io import read_predictions
+
+    model = extra["caparena_model"]
+    info: dict[str, Any] = {"model": model}
+    if extra["caparena_verdicts"]:
+        items = C.read_items(extra["caparena_verdicts"], "--caparena-verdicts")
+        info["verdicts"] = str(extra["caparena_verdicts"])
+    else:
+        bench = json.loads(Path(_need(extra["caparena_data"], "--caparena-data caparena_auto_600.json (or "
+                                      "--caparena-verdicts)", "caparena")).read_text(encoding="utf-8"))
+        captions, _ = read_predictions(kw["pred"], kw["column"])
+        seed = int(opts.get("seed", 0))
+        items = C.battles(bench, captions, model, seed=seed)
+        images = Path(_need(extra["caparena_images"], "--caparena-images DIR (the 600 images) to judge", "caparena"))
+        need_judge(judge, "caparena", "--caparena-verdicts SAVED_BATTLES")
+        info.update(seed=seed, prompts_sha256=_sha(json.dumps(C.prompts(), sort_keys=True)),
+                    sampling={"max_new_tokens": 1500, "temperature": 0.1, "top_p": 0.9},
+                    judge_errors=C.judge_battles(items, images, judge, _flag(opts.get("with_ref", "true"), "with_ref")))
+    s = C.scores(items, model)
+    corpus = {"caparena_score": s.score_avg, **{f"caparena_vs_{b}": v for b, v in s.per_baseline.items()},
+              "caparena_length": s.length_avg}
+    info.update(counted=s.counted, skipped=s.skipped)
+    if any("winner" in it and "cluster" in it for it in items):
+        agree = C.caption_agreement(items, include_tie=True)
+        corpus["caparena_agreement"] = agree["overall"]
+        info["agreement"] = agree
+    per = {str(it.get("img", n)): {k: it.get(k) for k in ("source1", "source2", "ref_model", "judge")}
+           for n, it in enumerate(items)}
+    return {"corpus": corpus, "per_image": per, "info": info, "n": len(items)}
+
+
 def _sha(text: str) -> str:
     import hashlib
 
@@ -111,4 +144,5 @@ RUNS: dict[str, Callable[[dict[str, Any], dict[str, Any], dict[str, str], Any], 
     "amber": run_amber,
     "capture": run_capture,
     "dlc_bench": run_dlc_bench,
+    "caparena": run_caparena,
 }
