@@ -5,6 +5,7 @@ panoptic captions, each scored against its own benchmark files (not ``--refs``).
     pixscribe eval --metrics capture --pred parses.json        # frozen parses of candidates and references
     pixscribe eval --metrics dlc_bench --pred dam_3b_v1.json --dlc-data DLC-bench --judge M --judge-base-url URL
     pixscribe eval --metrics caparena --pred captions.json --caparena-data caparena_auto_600.json --caparena-images D ...
+    pixscribe eval --metrics comprecap --pred longcaps.json --comprecap-data CompreCap_dataset --judge M ...
 
 :func:`with_detailed` adds these options to the ``eval`` command; the metrics run on their
 own (not beside caption metrics), and judged ones use the judge options of ``eval``
@@ -38,6 +39,8 @@ DETAILED_OPTIONS: list[tuple[str, Any, Any]] = [
                                                      "images, for judging")),
     ("caparena_model", str, typer.Option("pixscribe", "--caparena-model", help="CapArena-Auto: the name of the "
                                          "model being scored")),
+    ("comprecap_data", Optional[Path], typer.Option(None, "--comprecap-data", help="CompreCap: the benchmark folder "
+                                                    "(anno.json, images/)")),
     ("detail_option", Optional[list[str]], typer.Option(None, "--detail-option", help="METRIC.KEY=VALUE for these "
                                                         "metrics, e.g. amber.similarity=minilm (repeatable)")),
 ]

@@ -13,7 +13,7 @@ OPTIONS: dict[str, set[str]] = {
     "capture": {"alpha", "beta", "gamma", "synonym_matching", "soft_matching", "encoder"},
     "dlc_bench": {"default_prediction"},
     "caparena": {"seed", "with_ref"},
-    "comprecap": set(),
+    "comprecap": {"nouns", "tagger", "soft_coverage", "extended"},
 }
 
 
@@ -134,6 +134,38 @@ def run_caparena(kw: dict[str, Any], extra: dict[str, Any], opts: dict[str, str]
     return {"corpus": corpus, "per_image": per, "info": info, "n": len(items)}
 
 
+def run_comprecap(kw: dict[str, Any], extra: dict[str, Any], opts: dict[str, str], judge: Any) -> dict[str, Any]:
+    from . import comprecap as C
+    from .io import read_predictions
+
+    root = Path(_need(extra["comprecap_data"], "--comprecap-data DIR (anno.json and images/)", "comprecap"))
+    try:
+        anno = json.loads((root / "anno.json").read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--comprecap-data {root}: cannot read anno.json ({exc})") from None
+    captions, _ = read_predictions(kw["pred"], kw["column"])
+    need_judge(judge, "comprecap", "a transcript of its answers (--judge-replay)")
+    spec = opts.get("nouns", "spacy:en_core_web_lg")
+    nouns = C.nltk_nouns(opts.get("tagger")) if spec == "nltk" else C.spacy_nouns(spec.removeprefix("spacy:"))
+    soft = _flag(opts.get("soft_coverage", "true"), "comprecap.soft_coverage")
+    images = root / "images"
+
+    def size(name: str) -> tuple[int, int]:
+        from PIL import Image
+
+        with Image.open(images / name) as im:
+            return im.size
+
+    res = C.comprecap(captions, anno, judge, nouns, C.minilm_similarity(), soft=soft,
+                      image_size=size if images.is_dir() else None,
+                      extended=_flag(opts.get("extended", "false"), "comprecap.extended"))
+    info = {"nouns": spec, "soft_coverage": soft, "errors": res.errors, "skipped": res.skipped,
+            "prompts_sha256": _sha(json.dumps(C.prompts(), sort_keys=True)),
+            "sampling": {"max_new_tokens": 256, "temperature": 0.6, "top_p": 0.9}}
+    return {"corpus": res.corpus, "per_image": res.per_image, "info": info, "n": len(res.per_image),
+            "extra": [k for k in captions if k not in {a["image"] for a in anno}]}
+
+
 def _sha(text: str) -> str:
     import hashlib
 
@@ -145,4 +177,5 @@ RUNS: dict[str, Callable[[dict[str, Any], dict[str, Any], dict[str, str], Any], 
     "capture": run_capture,
     "dlc_bench": run_dlc_bench,
     "caparena": run_caparena,
+    "comprecap": run_comprecap,
 }
