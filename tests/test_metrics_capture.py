@@ -85,3 +85,37 @@ def test_cli(tmp_path):
     assert rep["corpus"]["capture"] == REF["soft_matching=False"]["score"]
     assert rep["missing"] == {"count": 1, "ids": ["no_cand"]} and rep["extra"]["ids"] == ["extra_cand"]
     assert rep["info"]["capture"]["encoder"] is None and rep["n_images"] == 5
+
+
+def test_parse_stage_after_the_parser_equals_the_reference(monkeypatch):
+    """sentence_graphs.json: 3 captions and a graph per sentence, given to both sides as the parser's output;
+    parse_reference_output.json: the reference's sample_to_parse_results (sets, sorted to compare), run with the
+    test tagger of tests/data/amber and untrained Punkt (docs/metrics.md)."""
+    import hashlib
+
+    import nltk
+
+    from pixscribe.metrics.capture_parse import CaptionParser, stop_words
+
+    monkeypatch.setattr(nltk.data, "path", [str(DATA.parent / "amber" / "nltk_data"), *nltk.data.path])
+    data = json.loads((DATA / "sentence_graphs.json").read_text())
+    want = json.loads((DATA / "parse_reference_output.json").read_text())
+    sentences_seen = []
+
+    def parser(sentences):
+        sentences_seen.extend(sentences)
+        return [data["graphs"][s] for s in sentences]
+
+    cp = CaptionParser(parser)
+    for k, text in data["captions"].items():
+        p = cp(text)
+        assert {"objects": sorted(p.objects), "attributes": {a: sorted(v) for a, v in sorted(p.attributes.items())},
+                "relations": sorted(list(r) for r in p.relations)} == want[k], k
+    assert sorted(sentences_seen) == sorted(data["graphs"])  # the same sentence split
+    # the stop-word list is the reference's, verbatim (317 words; "background" is one, so it never is an object)
+    raw = (Path(__file__).parents[1] / "src/pixscribe/metrics/data/capture_stop_words.txt").read_bytes()
+    assert len(stop_words()) == 317 and "background" in stop_words()
+    assert hashlib.sha256(raw).hexdigest() == STOP_WORDS_SHA256
+
+
+STOP_WORDS_SHA256 = "830731551238f2bbf20560f2084ebdfa9a0b028a5cafe2587cce3754cfadcc9a"
