@@ -21,7 +21,7 @@ calls two words synonyms when ``nlp(w1).similarity(nlp(w2)) > 0.8`` with spaCy's
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -197,10 +197,6 @@ def make_similarity(spec: str) -> Callable[[str, str], float]:
     raise ValueError(f"AMBER similarity {spec!r}: expected spacy:NAME (e.g. spacy:en_core_web_lg) or minilm")
 
 
-def vocabulary_tokens(words: Iterable[str]) -> list[str]:
-    return sorted({t for w in words for t in w.split()})
-
-
 __all__ = ["NounExtractor", "SpacySimilarity", "Tagger", "VectorSimilarity", "make_similarity", "minilm_vectors",
-           "nltk_tagger", "punkt_model", "vocabulary_tokens", "word_tokenize"]
+           "nltk_tagger", "punkt_model", "word_tokenize"]
 
