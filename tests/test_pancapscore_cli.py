@@ -68,12 +68,20 @@ def test_tiny_transformers_judge_then_rerun_from_cache(app, files, tiny_llm, tmp
     assert pc["tags"]["wordnet"]["version"] == "3.0"
     for k in ("pancap_tag", "pancap_location", "pancap_attribute", "pancap_relation", "pancap_global", "pancapscore"):
         assert k in rep["corpus"]
-    assert "PancapScore judge" in text and cache.is_file()
+    assert f"judge {tiny_llm} (transformers)" in text and cache.is_file()
+    t1 = rep["info"]["judge"]["transcript"]
+    assert t1["path"] == str(tmp_path / "r1.judge.jsonl") and t1["exchanges"] == pc["judge"]["generated"]
     again, _ = _eval(app, refs, out, tmp_path / "r2.json", *args)
     j2 = again["info"]["pancapscore"]["judge"]
     assert j2["generated"] == 0 and j2["cache_hits"] == j2["asked"] == pc["judge"]["asked"]
     assert json.dumps(again["corpus"]) == json.dumps(rep["corpus"])  # NaN-safe equality
     assert again["info"]["pancapscore"]["per_image"] == pc["per_image"]
+    # the transcript alone (no model, no cache) gives the same numbers and the same transcript hash
+    replayed, _ = _eval(app, refs, out, tmp_path / "r3.json", "--judge-replay", t1["path"])
+    j3 = replayed["info"]["judge"]
+    assert j3["replay_only"] and j3["replayed"] == j3["asked"] == pc["judge"]["asked"] and j3["generated"] == 0
+    assert json.dumps(replayed["corpus"]) == json.dumps(rep["corpus"])
+    assert j3["transcript"]["sha256"] == t1["sha256"]
 
 
 def test_loopback_server_judge_is_asked_once(app, files, tmp_path):

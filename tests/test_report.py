@@ -117,8 +117,10 @@ def test_untrusted_text_is_escaped(sample_out, tmp_path):
 def test_run_page(sample_out, tmp_path):
     rep = tmp_path / "rep"
     report_json = tmp_path / "eval.json"
+    judge = {"model": "judge-m", "backend": "openai",
+             "transcript": {"path": "eval.judge.jsonl", "exchanges": 12, "sha256": "ab" * 32}}
     report_json.write_text(json.dumps({"corpus": {"cider_d": 0.8123, "bleu_4": 0.3}, "ci95": {"cider_d": [0.7, 0.9]},
-                                       "n_images": 6, "missing": {"count": 1, "ids": ["x"]}}))
+                                       "n_images": 6, "missing": {"count": 1, "ids": ["x"]}, "info": {"judge": judge}}))
     build_report(sample_out, rep, ReportOptions(eval_path=report_json))
     run = soup(rep / "index.html")
     text = run.get_text(" ", strip=True)
@@ -131,6 +133,8 @@ def test_run_page(sample_out, tmp_path):
                for tr in run.select("table.metrics tbody tr")}
     assert metrics["cider_d"] == ["0.8123", "[0.7000, 0.9000]"] and metrics["bleu_4"] == ["0.3000", ""]
     assert "tiny/model" in text and "stage textualize" in text and "ok 2" in text
+    judge_line = run.select_one("p.judge").get_text()
+    assert judge_line == f"Judge judge-m (openai): transcript eval.judge.jsonl, 12 exchanges, sha256 {'ab' * 32}."
 
 
 def test_where_sort_sample_and_pages(sample_out, tmp_path):

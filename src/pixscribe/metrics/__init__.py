@@ -13,6 +13,10 @@
   (``eval``; ``pope build`` from :mod:`.pope_cli`)
 - :mod:`.pancapscore`: PancapScore (panoptic captioning) with an LLM judge (:mod:`.judge`), tags
   matched with WordNet and MiniLM (:mod:`.pancap_tags`), judge prompts in :mod:`.pancap_prompts`
+- :mod:`.judge`: the judged-metric engine (any backend, cache, transcripts, replay)
+- detailed captions, each equal to its reference (docs/metrics.md): :mod:`.amber` (with
+  :mod:`.amber_text`), :mod:`.capture`, :mod:`.dlc_bench`, :mod:`.caparena`, :mod:`.comprecap`;
+  ``pixscribe eval`` wiring in :mod:`.detailed_cli` and :mod:`.detailed_runs`
 """
 
 from .coco import coco_scores

@@ -40,10 +40,13 @@ def _print_table(report: dict[str, Any]) -> None:
         c.print(f"{report['extra']['count']} predictions have no references (ignored)")
     pc = report["info"].get("pancapscore")
     if pc:
-        j = pc["judge"] or {}
-        c.print(f"PancapScore judge {j.get('model')} ({j.get('backend')}): {j.get('cache_hits')} answers from the cache, "
-                f"{j.get('generated')} generated, {j.get('failed')} failed; {pc['scored']} images scored, "
-                f"{len(pc['errors'])} not scored (judge errors)")
+        c.print(f"PancapScore: {pc['scored']} images scored, {len(pc['errors'])} not scored (judge errors)")
+    j = report["info"].get("judge")
+    if j:
+        t = j.get("transcript")
+        c.print(f"judge {j.get('model')} ({j.get('backend')}): {j.get('replayed')} answers replayed, "
+                f"{j.get('cache_hits')} from the cache, {j.get('generated')} generated, {j.get('failed')} failed"
+                + (f"; transcript {t['path']} (sha256 {t['sha256'][:16]})" if t else ""))
 
 
 def eval_command(
@@ -52,7 +55,8 @@ def eval_command(
     refs: Optional[Path] = typer.Option(None, "--refs", help="COCO captions json, or json/jsonl/parquet rows {id, refs: [...]} or {id, caption}"),
     metrics: str = typer.Option("bleu,meteor,rouge_l,cider_d", "--metrics",
                                 help="comma list: bleu,meteor,rouge_l,cider_d,spice,chair,chair_fixed,bertscore,"
-                                     "clipscore,lin,lin_fixed,all; pancapscore (with --judge); or pope / pope_fixed with --pope-labels"),
+                                     "clipscore,lin,lin_fixed,all; pancapscore (with --judge); or pope / pope_fixed with --pope-labels; "
+                                     "or, on their own, amber, capture, dlc_bench, caparena, comprecap (docs/metrics.md)"),
     column: str = typer.Option("caption", "--column", help="caption (or answer) column of PRED"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="write the JSON report here"),
     instances: Optional[Path] = typer.Option(None, "--instances", help="COCO instances json (CHAIR ground truth)"),
@@ -70,6 +74,12 @@ def eval_command(
     judge_api_key_env: Optional[str] = typer.Option(None, "--judge-api-key-env", help="env variable holding the API key"),
     judge_cache: Path = typer.Option(Path("~/.cache/pixscribe/judge.sqlite3"), "--judge-cache",
                                      help="SQLite file of the judge's cached answers"),
+    judge_replay: Optional[Path] = typer.Option(None, "--judge-replay",
+                                                help="a judge transcript of an earlier run: its answers come first "
+                                                     "(without --judge, they are the only judge)"),
+    judge_transcript: Optional[Path] = typer.Option(None, "--judge-transcript",
+                                                    help="write every judge exchange here (default with -o: "
+                                                         "REPORT.judge.jsonl); its sha256 goes into the report"),
     pancap_option: Optional[list[str]] = typer.Option(None, "--pancap-option",
                                                       help="PancapScore setting KEY=VALUE, e.g. iou_threshold=0.5 (repeatable)"),
     max_caption_chars: int = typer.Option(10_000, "--max-caption-chars",
@@ -97,12 +107,14 @@ def eval_command(
                 from .chair import read_coco_instances
 
                 objs = read_coco_instances(str(instances))
-            pancap_cfg, judge_obj = _pancap_setup(metrics, judge, judge_base_url or [], judge_backend,
-                                                  judge_api_key_env, judge_cache, pancap_option or [])
+            pancap_cfg = _pancap_config(ms, pancap_option or [])
+            judge_obj = _judge_setup(ms, judge, judge_base_url or [], judge_backend, judge_api_key_env, judge_cache,
+                                     judge_replay)
             report = evaluate(preds, gt, ms, objects=objs, bertscore_model=bertscore_model, clip_model=clip_model,
                               images=str(images) if images else None, bootstrap=bootstrap, seed=seed,
                               missing_preds=empty, judge=judge_obj, pancap_config=pancap_cfg)
             report["info"]["refs"] = str(refs)
+            record_judge(report, judge_obj, judge_transcript, output)
     except (MetricsInputError, ValueError, OSError, RuntimeError, MissingDependency) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
@@ -157,21 +169,41 @@ def _pope_eval(ms: list[str], pred: Path, labels_path: Optional[Path], column: s
     return report
 
 
-def _pancap_setup(metrics: str, judge: str | None, base_urls: list[str], backend: str | None,
-                  api_key_env: str | None, cache: Path, options: list[str]) -> tuple[Any, Any]:
-    """PancapScore's settings and cached judge when it is asked for, else (None, None)."""
-    from .evaluate import parse_metrics
-
-    if "pancapscore" not in parse_metrics(metrics):
-        return None, None
-    from .judge import make_judge
+def _pancap_config(ms: list[str], options: list[str]) -> Any:
+    """PancapScore's settings when it is asked for, else None."""
+    if "pancapscore" not in ms:
+        return None
     from .pancapscore import PancapConfig
 
-    cfg = PancapConfig.from_options(options)
-    if not judge:
-        raise ValueError("pancapscore needs an LLM judge: --judge MODEL (a local model, or a served one with "
-                         "--judge-base-url URL)")
-    return cfg, make_judge(judge, backend=backend, base_urls=base_urls, api_key_env=api_key_env, cache=cache)
+    return PancapConfig.from_options(options)
+
+
+def _judge_setup(ms: list[str], judge: str | None, base_urls: list[str], backend: str | None,
+                 api_key_env: str | None, cache: Path, replay: Path | None) -> Any:
+    """The cached judge (with the transcript to replay) when a judged metric is asked for, else None."""
+    from .evaluate import JUDGED_METRICS
+    from .judge import make_judge
+
+    needing = [m for m in ms if m in JUDGED_METRICS]
+    if not needing:
+        return None
+    if not judge and replay is None:
+        raise ValueError(f"{', '.join(needing)} needs an LLM judge: --judge MODEL (a local model, or a served one "
+                         "with --judge-base-url URL), or --judge-replay TRANSCRIPT")
+    return make_judge(judge, backend=backend, base_urls=base_urls, api_key_env=api_key_env, cache=cache,
+                      replay=replay)
+
+
+def record_judge(report: dict[str, Any], judge: Any, transcript: Path | None, output: Path | None) -> None:
+    """Write the judge's transcript (``--judge-transcript``, else beside ``-o``) and put the judge,
+    the transcript's path and sha256 into ``report["info"]["judge"]``."""
+    if judge is None:
+        return
+    info = judge.describe()
+    path = transcript or (output.with_name(output.stem + ".judge.jsonl") if output is not None else None)
+    if path is not None:
+        info["transcript"] = judge.write_transcript(path)
+    report["info"]["judge"] = info
 
 
 def register(app: typer.Typer) -> None:
@@ -180,8 +212,9 @@ def register(app: typer.Typer) -> None:
     from ..region.eval_cli import eval_regions_command
     from . import pope_cli
     from .d2i import with_d2i
+    from .detailed_cli import with_detailed
 
-    app.command("eval")(with_d2i(eval_command))
+    app.command("eval")(with_detailed(with_d2i(eval_command)))
     app.command("eval-regions")(eval_regions_command)
     pope_cli.register(app)
 

@@ -31,12 +31,14 @@ ALL_METRICS = ("bleu", "meteor", "rouge_l", "cider_d", "spice", "chair", "bertsc
 FIXED_METRICS = ("chair_fixed", "lin_fixed")
 # scored from answers and question labels, not captions and references (see pope.pope_report)
 POPE_METRICS = ("pope", "pope_fixed")
-JUDGED_METRICS = ("pancapscore",)  # need an LLM judge: asked for by name, never by "all"
+# scored against their own benchmark files, on their own (metrics/detailed_cli.py); asked for by name only
+DETAILED_METRICS = ("amber", "capture", "dlc_bench", "caparena", "comprecap")
+JUDGED_METRICS = ("pancapscore", "dlc_bench", "caparena", "comprecap")  # need a judge: by name, never by "all"
 DEFAULT_METRICS = ("bleu", "meteor", "rouge_l", "cider_d")
 _ALIASES = {"rouge": "rouge_l", "cider": "cider_d", "ciderd": "cider_d", "bleu4": "bleu", "linbench": "lin",
             "refclipscore": "clipscore", "bert": "bertscore", "clip": "clipscore", "pancap": "pancapscore",
-            "pancap_score": "pancapscore"}
-_KNOWN = ALL_METRICS + FIXED_METRICS + POPE_METRICS + JUDGED_METRICS
+            "pancap_score": "pancapscore", "dlc": "dlc_bench", "dlcbench": "dlc_bench", "caparena_auto": "caparena"}
+_KNOWN = ALL_METRICS + FIXED_METRICS + POPE_METRICS + tuple(dict.fromkeys(JUDGED_METRICS + DETAILED_METRICS))
 
 
 def parse_metrics(spec: str | Sequence[str] | None) -> list[str]:
