@@ -156,7 +156,7 @@ def test_a_named_pipe_is_refused_without_opening_it(app, tmp_path):
     os.mkfifo(fifo)
     (tmp_path / "refs.jsonl").write_text(GOOD_REFS)
     r = CliRunner().invoke(app, ["eval", "--pred", str(fifo), "--refs", str(tmp_path / "refs.jsonl")])
-    assert r.exit_code == 2 and "not a regular file (a pipe, socket or device)" in r.output
+    assert r.exit_code == 2 and "a named pipe, not a regular file" in r.output
 
 
 @pytest.mark.skipif(shutil.which("java") is None, reason="METEOR needs Java")

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from pathlib import Path
 from typing import Any
 
+from ..io.files import open_regular, special_kind
 from ..io.lines import iter_lines, too_long
 
 MAX_JSON_BYTES = 1 << 30
@@ -40,15 +40,17 @@ def regular_file(p: Path, flag: str) -> os.stat_result:
         raise MetricsInputError(f"{flag} {p}: no such file") from None
     except OSError as exc:
         raise MetricsInputError(f"{flag} {p}: cannot read: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(st.st_mode):
-        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file (a pipe, socket or device)"
-        raise MetricsInputError(f"{flag} {p}: {kind}")
+    kind = special_kind(st.st_mode)
+    if kind:
+        raise MetricsInputError(f"{flag} {p}: {kind}" + ("" if kind == "a directory" else ", not a regular file"))
     return st
 
 
 def _open(p: Path, flag: str):
+    """The input layer's :func:`~pixscribe.io.files.open_regular` (a pipe swapped in after the
+    stat cannot block the open either), its refusals as MetricsInputError."""
     try:
-        return open(p, "rb")
+        return open_regular(p)
     except OSError as exc:
         raise MetricsInputError(f"{flag} {p}: cannot read: {exc.strerror or exc}") from None
 
