@@ -95,7 +95,55 @@ def _app():
     return app
 
 
+# Stand-in prompts in the shape of CapArena's vlm_as_a_judge.py: pixscribe does not carry the
+# reference's text (no licence), it reads it from the user's checkout (see caparena_prompts).
+JUDGE_PY = '''
+import os
+system_prompt_without_ref = """Judge two captions of the image. Answer: Reason: ... Judgment: ..."""
+system_prompt_with_ref = """Judge two captions of the image against a reference. Answer: Reason: ... Judgment: ..."""
+
+def run(item, with_ref):
+    caption_1, caption_2, caption_ref = item["caption1"], item["caption2"], item["ref"]
+    if with_ref:
+        compare_prompt = f"Caption 1:\\n{caption_1}\\nCaption 2:\\n{caption_2}\\nCaption Reference:\\n{caption_ref}\\nWhich {{one}}?"
+    else:
+        compare_prompt = f"Caption 1:\\n{caption_1}\\nCaption 2:\\n{caption_2}\\nWhich?"
+    return compare_prompt
+'''
+
+
+def judge_py(tmp_path):
+    p = tmp_path / "vlm_as_a_judge.py"
+    p.write_text(JUDGE_PY)
+    return p
+
+
+def test_prompts_are_read_from_the_users_checkout_without_running_it(tmp_path):
+    from pixscribe.metrics import caparena_prompts as P
+
+    p = judge_py(tmp_path)
+    with pytest.raises(P.PromptFileError, match="not those of CapArena @ c251cdd.*allow_other_prompts"):
+        P.load(p)
+    got = P.load(p, allow_other=True)
+    assert got["system_with_ref"].startswith("Judge two captions of the image against")
+    assert got["compare_with_ref"] == ("Caption 1:\n{caption_1}\nCaption 2:\n{caption_2}\n"
+                                       "Caption Reference:\n{caption_ref}\nWhich {{one}}?")
+    item = {"caption1": "a {x}", "caption2": "b", "ref": "r", "img": "i.jpg"}
+    req = C.judge_request(item, Image.new("RGB", (4, 4)), got, with_ref=True)
+    assert req.messages[0]["content"][0]["text"] == got["system_with_ref"]
+    assert req.messages[-1]["content"][-1]["text"] == "Caption 1:\na {x}\nCaption 2:\nb\nCaption Reference:\nr\nWhich {one}?"
+    (tmp_path / "bad.py").write_text(JUDGE_PY.replace("{caption_ref}", "{os.environ}"))
+    with pytest.raises(P.PromptFileError, match="a field other than"):
+        P.load(tmp_path / "bad.py", allow_other=True)
+    (tmp_path / "other.py").write_text("x = 1\n")
+    with pytest.raises(P.PromptFileError, match="no module-level string `system_prompt_with_ref`"):
+        P.load(tmp_path / "other.py")
+
+
 def test_judged_battles_then_replayed(tmp_path):
+    from pixscribe.metrics import caparena_prompts as P
+
+    prompts = P.load(judge_py(tmp_path), allow_other=True)
     bench = json.loads((DATA / "bench.json").read_text())
     caps = json.loads((DATA / "captions.json").read_text())
     imgs = tmp_path / "imgs"
@@ -105,7 +153,7 @@ def test_judged_battles_then_replayed(tmp_path):
     backend = Prefers()
     judge = CachedJudge(backend)
     items = C.battles(bench, caps, "m")
-    assert C.judge_battles(items, imgs, judge) == [] and backend.asked == 12
+    assert C.judge_battles(items, imgs, judge, prompts) == [] and backend.asked == 12
     want = C.scores(items, "m")
     longer = sum((1 if len(caps[it["img"]]) > len(bench[it["img"]]["captions"][it["ref_model"]]) else -1)
                  for it in items if len(caps[it["img"]]) != len(bench[it["img"]]["captions"][it["ref_model"]]))
@@ -116,7 +164,8 @@ def test_judged_battles_then_replayed(tmp_path):
     r = CliRunner().invoke(_app(), ["eval", "--metrics", "caparena", "--pred", str(tmp_path / "caps.json"),
                                     "--caparena-data", str(DATA / "bench.json"), "--caparena-images", str(imgs),
                                     "--caparena-model", "m", "--judge-replay", str(tmp_path / "t.jsonl"),
-                                    "-o", str(out)])
+                                    "--caparena-prompts", str(judge_py(tmp_path)),
+                                    "--detail-option", "caparena.allow_other_prompts=true", "-o", str(out)])
     assert r.exit_code == 0, r.output
     rep = json.loads(out.read_text())
     assert rep["corpus"]["caparena_score"] == want.score_avg and rep["info"]["judge"]["replayed"] == 12
@@ -124,7 +173,10 @@ def test_judged_battles_then_replayed(tmp_path):
     Image.new("RGB", (16, 12), "white").save(imgs / "test_00000.jpg")
     again = make_judge(None, replay=tmp_path / "t.jsonl")
     items2 = C.battles(bench, caps, "m")
-    assert len(C.judge_battles(items2, imgs, again)) == 1 and again.replayed == 11
+    assert len(C.judge_battles(items2, imgs, again, prompts)) == 1 and again.replayed == 11
+    info = rep["info"]["caparena"]
+    assert info["prompts_sha256"] == P.digest(prompts) and info["prompts_are_c251cdd"] is False
+    assert info["prompts_file"] == str(tmp_path / "vlm_as_a_judge.py")
 
 
 def test_cli_scores_saved_verdicts(tmp_path):

@@ -11,8 +11,9 @@ Reference: GitHub njucckevin/CapArena @ c251cdd: ``caparena_auto_eval.py`` (the 
 order drawn with ``random.randint(0, 1)`` (the reference draws unseeded; pixscribe seeds
 ``random.Random(seed)`` and records the seed), with the human caption as reference.
 
-**Judging** (:func:`judge_requests`, :func:`read_judgment`): the image and the reference's
-system and user prompts (packaged verbatim, ``data/caparena_prompts.json``), top_p 0.9 and
+**Judging** (:func:`judge_request`, :func:`read_judgment`): the image and the reference's
+system and user prompts (read from the user's copy of ``vlm_as_a_judge.py``: the repository
+states no licence, so pixscribe does not carry them; :mod:`.caparena_prompts`), top_p 0.9 and
 temperature 0.1 (the reference's request overrides its own 0.5 with 0.1), 1,500 tokens; the
 verdict is the text after ``Judgment:`` when the answer also has ``Reason: ... Judgment:``.
 
@@ -28,8 +29,6 @@ import json
 import random
 import re
 from dataclasses import dataclass
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -38,11 +37,6 @@ from ..backends.base import GenerationRequest, Sampling
 BASELINES = ("GPT-4o-0806", "CogVLM2-llama3-chat-19B", "MiniCPM-V2.6-8B")
 VALID = ("Caption 1 is better.", "Caption 1 is better", "Caption 2 is better.", "Caption 2 is better", "Tie", "Tie.")
 SAMPLING = Sampling(max_new_tokens=1500, temperature=0.1, top_p=0.9)
-
-
-@lru_cache(maxsize=1)
-def prompts() -> dict[str, str]:
-    return json.loads(resources.files(__package__).joinpath("data/caparena_prompts.json").read_text(encoding="utf-8"))
 
 
 def battles(bench: Mapping[str, Mapping[str, Any]], captions: Mapping[str, str], model: str,
@@ -63,8 +57,8 @@ def battles(bench: Mapping[str, Mapping[str, Any]], captions: Mapping[str, str],
     return out
 
 
-def judge_request(item: Mapping[str, Any], image: Any, with_ref: bool = True) -> GenerationRequest:
-    p = prompts()
+def judge_request(item: Mapping[str, Any], image: Any, p: Mapping[str, str], with_ref: bool = True) -> GenerationRequest:
+    """The reference's request for one battle, ``p`` the prompts of :func:`.caparena_prompts.load`."""
     text = (p["compare_with_ref"] if with_ref else p["compare_without_ref"]).format(
         caption_1=item["caption1"], caption_2=item["caption2"], caption_ref=item.get("ref", ""))
     system = p["system_with_ref"] if with_ref else p["system_without_ref"]
@@ -132,7 +126,8 @@ def read_items(path: str | Path, flag: str) -> list[dict[str, Any]]:
     return data
 
 
-def judge_battles(items: list[dict[str, Any]], images: Path, judge: Any, with_ref: bool = True) -> list[str]:
+def judge_battles(items: list[dict[str, Any]], images: Path, judge: Any, prompts: Mapping[str, str],
+                  with_ref: bool = True) -> list[str]:
     """Ask the judge about every battle without a verdict; sets ``judge`` and ``judge_reason``. Returns errors."""
     from PIL import Image
 
@@ -143,7 +138,7 @@ def judge_battles(items: list[dict[str, Any]], images: Path, judge: Any, with_re
         if not path.is_file():
             raise ValueError(f"--caparena-images {images}: no image {it['img']}")
         with Image.open(path) as im:
-            reqs.append(judge_request(it, im.convert("RGB"), with_ref))
+            reqs.append(judge_request(it, im.convert("RGB"), prompts, with_ref))
     for it, res in zip(todo, judge.ask(reqs)):
         verdict = read_judgment(res.text) if res.ok else None
         if verdict is None:

@@ -35,6 +35,9 @@ DETAILED_OPTIONS: list[tuple[str, Any, Any]] = [
                                                    "caparena_auto_600.json (references and baseline captions)")),
     ("caparena_verdicts", Optional[Path], typer.Option(None, "--caparena-verdicts", help="CapArena-Auto: saved "
                                                        "pairwise verdicts (the reference's <model>.json) to score")),
+    ("caparena_prompts", Optional[Path], typer.Option(None, "--caparena-prompts", help="CapArena-Auto: the "
+                                                      "reference's vlm_as_a_judge.py, whose judge prompts are read "
+                                                      "(not run); needed to judge")),
     ("caparena_images", Optional[Path], typer.Option(None, "--caparena-images", help="CapArena-Auto: the 600 "
                                                      "images, for judging")),
     ("caparena_model", str, typer.Option("pixscribe", "--caparena-model", help="CapArena-Auto: the name of the "

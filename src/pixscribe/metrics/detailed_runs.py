@@ -12,7 +12,7 @@ OPTIONS: dict[str, set[str]] = {
     "amber": {"similarity", "tagger", "threshold", "evaluation_type"},
     "capture": {"alpha", "beta", "gamma", "synonym_matching", "soft_matching", "encoder"},
     "dlc_bench": {"default_prediction"},
-    "caparena": {"seed", "with_ref"},
+    "caparena": {"seed", "with_ref", "allow_other_prompts"},
     "comprecap": {"nouns", "tagger", "soft_coverage", "extended"},
 }
 
@@ -101,8 +101,17 @@ def run_dlc_bench(kw: dict[str, Any], extra: dict[str, Any], opts: dict[str, str
             "missing": res.missing, "extra": [k for k in captions if k not in qa]}
 
 
+def _caparena_prompts(extra: dict[str, Any], opts: dict[str, str]) -> dict[str, str]:
+    from . import caparena_prompts as P
+
+    path = _need(extra["caparena_prompts"], "--caparena-prompts CapArena/vlm_as_a_judge.py (the judge's prompts, "
+                 "from a checkout of github.com/njucckevin/CapArena; pixscribe does not carry them)", "caparena")
+    return P.load(path, _flag(opts.get("allow_other_prompts", "false"), "allow_other_prompts"))
+
+
 def run_caparena(kw: dict[str, Any], extra: dict[str, Any], opts: dict[str, str], judge: Any) -> dict[str, Any]:
     from . import caparena as C
+    from . import caparena_prompts as P
     from .io import read_predictions
 
     model = extra["caparena_model"]
@@ -118,9 +127,12 @@ def run_caparena(kw: dict[str, Any], extra: dict[str, Any], opts: dict[str, str]
         items = C.battles(bench, captions, model, seed=seed)
         images = Path(_need(extra["caparena_images"], "--caparena-images DIR (the 600 images) to judge", "caparena"))
         need_judge(judge, "caparena", "--caparena-verdicts SAVED_BATTLES")
-        info.update(seed=seed, prompts_sha256=_sha(json.dumps(C.prompts(), sort_keys=True)),
+        prompts = _caparena_prompts(extra, opts)
+        info.update(seed=seed, prompts_file=str(extra["caparena_prompts"]), prompts_sha256=P.digest(prompts),
+                    prompts_are_c251cdd=P.digest(prompts) == P.KNOWN,
                     sampling={"max_new_tokens": 1500, "temperature": 0.1, "top_p": 0.9},
-                    judge_errors=C.judge_battles(items, images, judge, _flag(opts.get("with_ref", "true"), "with_ref")))
+                    judge_errors=C.judge_battles(items, images, judge, prompts,
+                                                 _flag(opts.get("with_ref", "true"), "with_ref")))
     s = C.scores(items, model)
     corpus = {"caparena_score": s.score_avg, **{f"caparena_vs_{b}": v for b, v in s.per_baseline.items()},
               "caparena_length": s.length_avg}
