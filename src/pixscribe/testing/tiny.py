@@ -49,7 +49,7 @@ from . import train_tokenizer
 
 SEED = 0
 _MARKER = "pixscribe_tiny.json"  # written last: a directory without it is rebuilt
-_VERSION = 3  # bump whenever a builder changes, so reused directories are rebuilt
+_VERSION = 4  # bump whenever a builder changes, so reused directories are rebuilt
 
 # Text towers: 2 heads of 64 over a hidden size of 128. vLLM's CPU attention takes head sizes of
 # 32 and up (it starts with 8 or 16 and dies on the first request), and its Qwen2 text model
@@ -189,7 +189,7 @@ def _tiny_llama(vocab_size: int, *, bos: int | None, eos: int, pad: int):
         vocab_size=vocab_size,
         **TEXT,
         num_hidden_layers=2,
-        max_position_embeddings=512,
+        max_position_embeddings=2048,
         bos_token_id=bos,
         eos_token_id=eos,
         pad_token_id=pad,
@@ -409,7 +409,7 @@ def build_tiny_text_llm(root: str | Path, *, force: bool = False) -> Path:
         vocab_size=len(tok),
         **TEXT,
         num_hidden_layers=2,
-        max_position_embeddings=512,
+        max_position_embeddings=2048,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
         bos_token_id=None,
