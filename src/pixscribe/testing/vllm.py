@@ -195,10 +195,26 @@ class RecordingProxy:
         self.close()
 
 
-def prefix_bound(prompts: list[list[int]], block: int = BLOCK_CPU) -> int:
+def image_keys(tokens: list[int], body: dict[str, Any], pad: int) -> list[Any]:
+    """``tokens`` with each image placeholder token made ``(pad, hash of that image's data URL)``:
+    two images of the same size give the same token ids, but vLLM's cache tells them apart."""
+    import hashlib
+
+    urls = [p["image_url"]["url"] for m in body["messages"] if isinstance(m["content"], list)
+            for p in m["content"] if p.get("type") == "image_url"]
+    keys, k, prev = [], -1, None
+    for t in tokens:
+        if t == pad and prev != pad:
+            k += 1
+        keys.append((pad, hashlib.sha256(urls[k].encode()).hexdigest()) if t == pad else t)
+        prev = t
+    return keys
+
+
+def prefix_bound(prompts: list[list[Any]], block: int = BLOCK_CPU) -> int:
     """The most prefix-cache hits (tokens) these prompts can get, sent one after another: each
     prompt's longest common prefix with an earlier one, less its last token (always computed),
-    rounded down to whole blocks."""
+    rounded down to whole blocks. Give image tokens as :func:`image_keys` makes them."""
     total = 0
     for i, p in enumerate(prompts):
         best = 0
@@ -213,4 +229,5 @@ def prefix_bound(prompts: list[list[int]], block: int = BLOCK_CPU) -> int:
     return total
 
 
-__all__ = ["BLOCK_CPU", "CPU_ENGINE", "RecordingProxy", "VLLMServer", "VLLM_ENV", "prefix_bound", "vllm_env"]
+__all__ = ["BLOCK_CPU", "CPU_ENGINE", "RecordingProxy", "VLLMServer", "VLLM_ENV", "image_keys", "prefix_bound",
+           "vllm_env"]
