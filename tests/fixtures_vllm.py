@@ -83,3 +83,22 @@ def vllm_run(args: list[str], *, timeout: int = 900, cwd: Path | None = None) ->
     if p.returncode != 0:
         raise AssertionError(f"exit {p.returncode}\nstdout:\n{p.stdout[-6000:]}\nstderr:\n{p.stderr[-8000:]}")
     return p
+
+
+def check_textualize_rows(rows: list[dict], llm_model: str) -> None:
+    """Each row went through every stage, or failed as random weights may make it fail: an empty
+    description, or a JSON reply cut at the token limit (an error of its row, never data)."""
+    for r in rows:
+        stages = json.loads(r["stages"])
+        if stages["describe"]["status"] != "ok":
+            assert r["error"] == "parse: the VLM's description is empty: nothing to textualize", r["error"]
+            continue
+        assert isinstance(r["description"], str) and r["width"] * r["height"] <= 100_000
+        if r["error"] is None:
+            assert [stages[s]["status"] for s in ("objects", "verify", "rewrite")] == ["ok"] * 3
+            if r["textualize_skipped"] is None:
+                prov = json.loads(r["provenance"])["caption"]
+                assert prov["model"] == llm_model and prov["stage"] == "rewrite"
+        else:
+            assert "max_new_tokens" in r["error"], r["error"]
+    assert any(r["error"] is None for r in rows), [r["error"] for r in rows]

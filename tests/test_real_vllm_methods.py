@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from fixtures_experts import textualize_experts
-from fixtures_vllm import SERVED, needs_vllm
+from fixtures_vllm import SERVED, check_textualize_rows, needs_vllm
 from test_e2e_cli import cli
 
 from pixscribe.testing import write_sample_photos
@@ -99,20 +99,7 @@ def test_textualize_vlm_and_llm_on_two_servers(vllm_servers, tiny_experts, tmp_p
     assert len(vp.bodies) == 3 and all(_n_images(b) == 1 for b in vp.bodies)
     assert lp.bodies and all(_n_images(b) == 0 for b in lp.bodies)
     assert any("response_format" in b for b in lp.bodies)  # the extraction asked for JSON
-    for r in rows:
-        stages = json.loads(r["stages"])
-        if stages["describe"]["status"] != "ok":  # random weights said nothing: an error of its row
-            assert r["error"] == "parse: the VLM's description is empty: nothing to textualize", r["error"]
-            continue
-        assert isinstance(r["description"], str)
-        if r["error"] is None:
-            assert [stages[s]["status"] for s in ("objects", "verify", "rewrite")] == ["ok"] * 3
-            prov = json.loads(r["provenance"])
-            if r["textualize_skipped"] is None:
-                assert prov["caption"]["model"] == SERVED["text"] and prov["caption"]["stage"] == "rewrite"
-        else:  # a cut JSON reply is an error of its row, never data
-            assert "max_new_tokens" in r["error"], r["error"]
-    assert any(r["error"] is None for r in rows), [r["error"] for r in rows]
+    check_textualize_rows(rows, SERVED["text"])
     usage = _summary(out)["usage"]
     assert usage[f"llm:{SERVED['text']}"]["requests"] == len(lp.bodies)
 
