@@ -63,6 +63,7 @@ class VLLMServers:
     def close(self) -> None:
         for s in self.servers.values():
             s.kill()
+            s.log_path.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")
