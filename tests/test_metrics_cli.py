@@ -78,7 +78,7 @@ def test_cli_via_register(data, tmp_path):
 
     rep = tmp_path / "report.json"
     result = CliRunner().invoke(app, ["eval", "--pred", str(out), "--refs", str(refs), "--metrics",
-                                      "bleu,rouge,cider,chair,lin", "-o", str(rep), "--bootstrap", "100"])
+                                      "bleu,rouge,cider_d,chair,lin", "-o", str(rep), "--bootstrap", "100"])
     assert result.exit_code == 0, result.output
     assert "cider_d" in result.output and "2 reference ids have no prediction" in result.output
     j = json.loads(rep.read_text())

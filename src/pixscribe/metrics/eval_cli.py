@@ -16,6 +16,11 @@ import typer
 from ..deps import MissingDependency
 
 
+CIDER_NOTE = ("note: cider is the original CIDEr (no clipping, no length penalty); the CIDEr of COCO's server, "
+              "pycocoevalcap and most papers (IT's DID-Bench included) is cider_d. Until this release 'cider' "
+              "was another name of cider_d.")
+
+
 def _print_table(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -54,9 +59,12 @@ def eval_command(
                               "with pope: POPE answers ({question, answer} lines, or rows with question_id/id)"),
     refs: Optional[Path] = typer.Option(None, "--refs", help="COCO captions json, or json/jsonl/parquet rows {id, refs: [...]} or {id, caption}"),
     metrics: str = typer.Option("bleu,meteor,rouge_l,cider_d", "--metrics",
-                                help="comma list: bleu,meteor,rouge_l,cider_d,spice,chair,chair_fixed,bertscore,"
+                                help="comma list: bleu,meteor,rouge_l,cider_d,cider,spice,chair,chair_fixed,bertscore,"
                                      "clipscore,lin,lin_fixed,all; pancapscore (with --judge); or pope / pope_fixed with --pope-labels; "
                                      "or, on their own, amber, capture, dlc_bench, caparena, comprecap (docs/metrics.md)"),
+    tokenize: str = typer.Option("ptb", "--tokenize", help="what BLEU/METEOR/ROUGE-L/CIDEr read: ptb "
+                                 "(pycocoevalcap's PTB tokenizer, COCO's numbers) or none (the strings as given, "
+                                 "line breaks deleted: IT's DID-Bench scorer)"),
     column: str = typer.Option("caption", "--column", help="caption (or answer) column of PRED"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="write the JSON report here"),
     instances: Optional[Path] = typer.Option(None, "--instances", help="COCO instances json (CHAIR ground truth)"),
@@ -88,12 +96,16 @@ def eval_command(
 ) -> None:
     """Caption metrics: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D (= pycocoevalcap), SPICE, CHAIR, BERTScore, CLIPScore,
     LIN-Bench, PancapScore; POPE."""
-    from .evaluate import POPE_METRICS, evaluate, parse_metrics
+    from .evaluate import POPE_METRICS, TOKENIZERS, evaluate, parse_metrics
     from .io import MetricsInputError, read_predictions, read_references
 
     judge_obj = None
     try:
         ms = parse_metrics(metrics)
+        if tokenize not in TOKENIZERS:
+            raise ValueError(f"--tokenize {tokenize}: choose from {', '.join(TOKENIZERS)}")
+        if "cider" in ms:
+            typer.echo(CIDER_NOTE, err=True)
         if any(m in POPE_METRICS for m in ms):
             report = _pope_eval(ms, pred, pope_labels, column, bootstrap, seed)
         else:
@@ -112,7 +124,7 @@ def eval_command(
                                      judge_replay)
             report = evaluate(preds, gt, ms, objects=objs, bertscore_model=bertscore_model, clip_model=clip_model,
                               images=str(images) if images else None, bootstrap=bootstrap, seed=seed,
-                              missing_preds=empty, judge=judge_obj, pancap_config=pancap_cfg)
+                              missing_preds=empty, judge=judge_obj, pancap_config=pancap_cfg, tokenize=tokenize)
             report["info"]["refs"] = str(refs)
             record_judge(report, judge_obj, judge_transcript, output)
     except (MetricsInputError, ValueError, OSError, RuntimeError, MissingDependency) as exc:

@@ -1,6 +1,6 @@
 """One call for the standard caption numbers: :func:`evaluate` -> a JSON-able report.
 
-Report keys: ``corpus`` (``bleu_1..4``, ``meteor``, ``rouge_l``, ``cider_d``, ``spice``,
+Report keys: ``corpus`` (``bleu_1..4``, ``meteor``, ``rouge_l``, ``cider_d`` (``cider``), ``spice``,
 ``chair_s``, ``chair_i`` (``chair_fixed_s``, ``chair_fixed_i``), ``bertscore_f1``,
 ``clipscore``, ``refclipscore``, ``lin_*`` (``lin_fixed_*``)),
 ``per_image`` (``{id: {metric: value}}``), ``ci95`` (seeded bootstrap over images of
@@ -27,15 +27,15 @@ from .coco import coco_scores
 from .tokenize import ptb_tokenize
 
 ALL_METRICS = ("bleu", "meteor", "rouge_l", "cider_d", "spice", "chair", "bertscore", "clipscore", "lin")
-# corrected variants of reference metrics (docs/metrics.md); not part of "all"
-FIXED_METRICS = ("chair_fixed", "lin_fixed")
+# corrected variants of reference metrics (docs/metrics.md), and the original CIDEr; not part of "all"
+FIXED_METRICS = ("chair_fixed", "lin_fixed", "cider")
 # scored from answers and question labels, not captions and references (see pope.pope_report)
 POPE_METRICS = ("pope", "pope_fixed")
 # scored against their own benchmark files, on their own (metrics/detailed_cli.py); asked for by name only
 DETAILED_METRICS = ("amber", "capture", "dlc_bench", "caparena", "comprecap")
 JUDGED_METRICS = ("pancapscore", "dlc_bench", "caparena", "comprecap")  # need a judge: by name, never by "all"
 DEFAULT_METRICS = ("bleu", "meteor", "rouge_l", "cider_d")
-_ALIASES = {"rouge": "rouge_l", "cider": "cider_d", "ciderd": "cider_d", "bleu4": "bleu", "linbench": "lin",
+_ALIASES = {"rouge": "rouge_l", "ciderd": "cider_d", "bleu4": "bleu", "linbench": "lin",
             "refclipscore": "clipscore", "bert": "bertscore", "clip": "clipscore", "pancap": "pancapscore",
             "pancap_score": "pancapscore", "dlc": "dlc_bench", "dlcbench": "dlc_bench", "caparena_auto": "caparena"}
 _KNOWN = ALL_METRICS + FIXED_METRICS + POPE_METRICS + tuple(dict.fromkeys(JUDGED_METRICS + DETAILED_METRICS))
@@ -61,6 +61,21 @@ def parse_metrics(spec: str | Sequence[str] | None) -> list[str]:
     return out
 
 
+TOKENIZERS = ("ptb", "none")
+
+
+def prepare_text(caps: Mapping[str, Sequence[str]], tokenize: str = "ptb") -> dict[str, list[str]]:
+    """What the n-gram metrics read. ``ptb``: pycocoevalcap's PTBTokenizer (lower case, punctuation
+    removed; every COCO number). ``none``: the strings as given, as Image Textualization's DID-Bench
+    scorer reads them, line breaks deleted as IT's converter (``script/trans_to_DenseCap_format.py``)
+    deletes them before scoring (METEOR's line protocol cannot carry one)."""
+    if tokenize == "ptb":
+        return ptb_tokenize(caps)
+    if tokenize == "none":
+        return {k: [str(c).replace("\n", "") for c in v] for k, v in caps.items()}
+    raise ValueError(f"unknown tokenize {tokenize!r}; choose from {', '.join(TOKENIZERS)}")
+
+
 def evaluate(
     preds: Mapping[str, str],
     refs: Mapping[str, Sequence[str]],
@@ -76,9 +91,11 @@ def evaluate(
     judge: Any = None,
     pancap_config: Any = None,
     tag_matcher: Any = None,
+    tokenize: str = "ptb",
 ) -> dict[str, Any]:
     """Score predictions against references. ``images``: a directory or a callable id -> PIL image;
-    ``judge``: a :class:`~pixscribe.metrics.judge.CachedJudge` for PancapScore."""
+    ``judge``: a :class:`~pixscribe.metrics.judge.CachedJudge` for PancapScore; ``tokenize``: what
+    BLEU, METEOR, ROUGE-L, CIDEr(-D) and SPICE read (:func:`prepare_text`)."""
     ms = parse_metrics(metrics)
     if any(m in POPE_METRICS for m in ms):
         raise ValueError("POPE is scored from answers and question labels: pixscribe eval --metrics pope "
@@ -94,13 +111,13 @@ def evaluate(
 
     gts_raw = {k: list(refs[k]) for k in ids}
     res_raw = {k: [preds[k]] for k in ids}
-    need_tok = any(m in ms for m in ("bleu", "rouge_l", "cider_d", "meteor", "spice"))
+    need_tok = any(m in ms for m in ("bleu", "rouge_l", "cider_d", "cider", "meteor", "spice"))
     if need_tok:
         t = time.perf_counter()
-        gts = ptb_tokenize(gts_raw)
-        res = ptb_tokenize(res_raw)
+        gts, res = prepare_text(gts_raw, tokenize), prepare_text(res_raw, tokenize)
         info["seconds"]["tokenize"] = round(time.perf_counter() - t, 4)
-    coco_ms = [m for m in ("bleu", "rouge_l", "cider_d") if m in ms]
+        info["tokenize"] = tokenize
+    coco_ms = [m for m in ("bleu", "rouge_l", "cider_d", "cider") if m in ms]
     if coco_ms:
         t = time.perf_counter()
         c, p, _ = coco_scores(gts, res, coco_ms)
