@@ -63,7 +63,7 @@ def test_readers_and_report(data, tmp_path):
     again = evaluate(preds, r, "bleu,rouge_l,cider_d", bootstrap=200, seed=1, missing_preds=empty)
     assert again["ci95"] == rep["ci95"] and again["per_image"] == rep["per_image"]  # seeded
     assert set(rep["per_image"][keep[0]]) >= {"bleu_1", "bleu_4", "rouge_l", "cider_d"}
-    with pytest.raises(ValueError, match="pancapscore needs an LLM judge"):
+    with pytest.raises(ValueError, match="pancapscore_unofficial needs an LLM judge"):
         evaluate(preds, r, "pancapscore")
 
 

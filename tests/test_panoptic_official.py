@@ -46,7 +46,8 @@ class OfficialScript(Backend):
             stage = next(s for s, p in OFFICIAL.items() if text.startswith(p))
             self.log[(r.id, stage)] = r
             if stage == "discover":
-                answer = REPLIES["discover"][self.variant.setdefault(r.id, len(self.variant) % len(REPLIES["discover"]))]
+                n = self.variant.setdefault(r.id, len(self.variant) % len(REPLIES["discover"]))
+                answer = REPLIES["discover"][n]
             else:
                 answer = REPLIES[stage]
             out.append(GenerationResult(text=answer, tokens_out=len(answer.split())))

@@ -238,7 +238,7 @@ def caption(
     consistency_vlm: Optional[str] = typer.Option(None, "--consistency-vlm", help="--method panoptic: a second VLM "
                                                   "flags the entities the image contradicts."),
     prompt_set: Optional[str] = typer.Option(None, "--prompt-set", help="--method panoptic: pixscribe (default) or "
-                                             "official (PancapChain's own four prompts and lists, for PancapChain-13B)."),
+                                             "official (PancapChain's four official prompts and lists)."),
     decode_workers: Optional[int] = typer.Option(None, "--decode-workers", help="Decode threads (default 2)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
     flush_rows: Optional[int] = typer.Option(None, "--flush-rows", help="Rows buffered per atomic batch file (1024)."),

@@ -164,8 +164,9 @@ def official_discover(rec: Record, res: GenerationResult) -> dict[str, Any]:
     base, merged = O.merge(rec.get("tagged"), res.text)
     added = merged.items[len(base):]
     located = [it.box for it in O.read_boxes(rec.get("boxes")).items]
-    return {"missing": O.render(added), "merged": merged.text(),
-            "entities": E.entity_rows(base, added, *_size(rec), located), REPORT: {**merged.report(), "items": len(added)}}
+    rows = E.entity_rows(base, added, *_size(rec), located)
+    return {"missing": O.render(added), "merged": merged.text(), "entities": rows,
+            REPORT: {**merged.report(), "items": len(added)}}
 
 
 def _numbered(text: str | None) -> list[tuple[str, ModelItem]]:
