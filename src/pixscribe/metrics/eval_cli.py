@@ -56,7 +56,8 @@ def eval_command(
     refs: Optional[Path] = typer.Option(None, "--refs", help="COCO captions json, or json/jsonl/parquet rows {id, refs: [...]} or {id, caption}"),
     metrics: str = typer.Option("bleu,meteor,rouge_l,cider_d", "--metrics",
                                 help="comma list: bleu,meteor,rouge_l,cider_d,cider,spice,chair,chair_fixed,bertscore,"
-                                     "clipscore,lin,lin_fixed,all; pancapscore_unofficial (with --judge); or pope / pope_fixed with --pope-labels; "
+                                     "clipscore,lin,lin_fixed,all; pancapscore_unofficial (with --judge); "
+                                     "or pope / pope_fixed with --pope-labels; "
                                      "or, on their own, amber, capture, dlc_bench, caparena, comprecap (docs/metrics.md)"),
     tokenize: str = typer.Option("ptb", "--tokenize", help="what BLEU/METEOR/ROUGE-L/CIDEr read: ptb "
                                  "(pycocoevalcap's PTB tokenizer, COCO's numbers) or none (the strings as given, "

@@ -75,7 +75,8 @@ def export_command(
                                                  "with probability P (the original's share), else the new one "
                                                  "(per id, reproducible)."),
     mix_per: str = typer.Option("sample", "--mix-per", help="sample: also write both captions so the training "
-                                "loader draws per sample and epoch (pixscribe.report.mix); row: only the fixed `text`."),
+                                "loader draws per sample and epoch (pixscribe.report.mix); row: only the fixed "
+                                "`text`."),
     seed: int = typer.Option(0, "--seed", help="Seed of --mix-original."),
     original_column: str = typer.Option("org_caption", "--original-column", help="Column of the original caption."),
     text_only: bool = typer.Option(False, "--text-only", help="No images (webdataset, hf)."),
