@@ -72,7 +72,11 @@ def export_command(
     dest: Path = typer.Argument(..., help="Where to write: a directory (webdataset, hf) or a .jsonl file."),
     to: ExportFormat = typer.Option(..., "--to", help="webdataset, hf or jsonl."),
     mix_original: Optional[float] = typer.Option(None, "--mix-original", help="Write `text`: the original caption "
-                                                 "with probability P, else the new one (per id, reproducible)."),
+                                                 "with probability P (the original's share), else the new one "
+                                                 "(per id, reproducible)."),
+    mix_per: str = typer.Option("sample", "--mix-per", help="sample: also write both captions so the training "
+                                "loader draws per sample and epoch (pixscribe.report.mix); row: only the fixed "
+                                "`text`."),
     seed: int = typer.Option(0, "--seed", help="Seed of --mix-original."),
     original_column: str = typer.Option("org_caption", "--original-column", help="Column of the original caption."),
     text_only: bool = typer.Option(False, "--text-only", help="No images (webdataset, hf)."),
@@ -87,7 +91,8 @@ def export_command(
     from .export import ExportError, ExportOptions, export
     from .parts import OutputError
 
-    opts = ExportOptions(fmt=to.value, mix_original=mix_original, seed=seed, original_column=original_column,
+    opts = ExportOptions(fmt=to.value, mix_original=mix_original, seed=seed, mix_per=mix_per,
+                         original_column=original_column,
                          text_only=text_only, keep_errors=keep_errors, shard_size=shard_size, overwrite=overwrite,
                          fetch_urls=not no_fetch, allow_private_urls=allow_private_urls, allow_any_path=allow_any_path)
     try:

@@ -15,9 +15,13 @@ An output column named like one the export adds (``text``, LAION's alt text; ``t
 its own; ``--original-column text`` then reads it there.
 
 ``text`` is the caption, or with ``--mix-original P --seed S`` the original caption with
-probability P (Recap-DataComp-1B's mix: CLIP took the original with P = 0.8): the choice is
-a hash of (seed, id), so it is reproducible per id and independent of order and sharding;
+probability P (P is the original's share; Recap-DataComp-1B's mix, :mod:`.mix`): the choice
+is a hash of (seed, id), so it is reproducible per id and independent of order and sharding;
 rows without an original always take the new caption. ``text_source`` says which was taken.
+With ``--mix-per sample`` (the default) the rows also carry both captions (``text_original``,
+``text_recaption``) so a training loader draws again per sample and epoch
+(:class:`~pixscribe.report.mix.MixedCaption`), as the paper mixes; ``text`` is its epoch-0
+draw. ``--mix-per row`` writes only the fixed ``text``.
 
 Rows whose captioning failed (``error`` set) are left out unless ``--keep-errors``; a row
 whose image cannot be read again (gone, refused URL, changed since the run) is left out of
@@ -36,7 +40,6 @@ row, or an empty folder or file (see :mod:`pixscribe.report.dest`).
 from __future__ import annotations
 
 import concurrent.futures as cf
-import hashlib
 import io
 import json
 import os
@@ -53,6 +56,7 @@ from ..engine.prepare import input_name
 from ..io.writers import member_key
 from .dest import check_apart, check_replaceable, swap_into_place
 from .images import SourceError, SourceReader
+from .mix import MIX_PER, ORIGINAL, RECAPTION, takes_original
 from .parts import OutputDir
 
 __all__ = ["ExportOptions", "ExportResult", "ExportError", "export", "takes_original", "image_extension"]
@@ -70,6 +74,7 @@ class ExportOptions:
     fmt: str = "jsonl"
     mix_original: float | None = None
     seed: int = 0
+    mix_per: str = "sample"  # also write both captions, so a loader can draw per sample and epoch (mix.py)
     original_column: str = "org_caption"
     text_only: bool = False
     keep_errors: bool = False
@@ -102,13 +107,6 @@ class ExportResult:
         return f"export: {self.written} rows as {self.fmt} -> {self.dest}{mix}{skipped}{bad}"
 
 
-def takes_original(id_: Any, seed: int, p: float) -> bool:
-    """Whether row ``id_`` takes its original caption: a uniform number in [0, 1) from
-    blake2b(seed, id) below ``p``. The same (seed, id) always gives the same answer."""
-    h = hashlib.blake2b(f"{seed}\x00{id_}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(h, "big") / 2.0**64 < p
-
-
 _MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8", "gif"), (b"BM", "bmp"),
           (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"))
 
@@ -126,10 +124,11 @@ def image_extension(data: bytes, source: str | None) -> str:
 
 
 def added_columns(opts: ExportOptions) -> list[str]:
-    """The columns this export adds to every row: ``text``, ``text_source`` with a mix, and
-    the ``image`` feature of an hf export with images."""
-    return ["text"] + (["text_source"] if opts.mix_original is not None else []) + \
-        (["image"] if opts.fmt == "hf" and not opts.text_only else [])
+    """The columns this export adds to every row: ``text``, ``text_source`` with a mix (and
+    both captions when it is drawn per sample), and the ``image`` feature of an hf export with images."""
+    mix = [] if opts.mix_original is None else ["text_source"] + ([ORIGINAL, RECAPTION] if opts.mix_per == "sample"
+                                                                 else [])
+    return ["text"] + mix + (["image"] if opts.fmt == "hf" and not opts.text_only else [])
 
 
 class _Exporter:
@@ -153,6 +152,9 @@ class _Exporter:
         if self.opts.mix_original is None:
             return
         source = "recaption"
+        if self.opts.mix_per == "sample":
+            row[ORIGINAL] = org if isinstance(org, str) and org.strip() else None
+            row[RECAPTION] = caption
         if isinstance(org, str) and org.strip():
             self.res.had_original += 1
             if takes_original(row.get("id"), self.opts.seed, self.opts.mix_original):
@@ -269,8 +271,9 @@ def _hf_features(datasets: Any, columns: list[str], opts: ExportOptions) -> Any:
     typed = {"width": datasets.Value("int32"), "height": datasets.Value("int32"), "seconds": datasets.Value("float64")}
     feats = {c: typed.get(c, datasets.Value("string")) for c in columns}
     feats["text"] = datasets.Value("string")
-    if opts.mix_original is not None:
-        feats["text_source"] = datasets.Value("string")
+    for c in added_columns(opts):
+        if c not in ("text", "image"):
+            feats[c] = datasets.Value("string")
     if not opts.text_only:
         feats["image"] = datasets.Image()
     return datasets.Features(feats)
@@ -318,6 +321,10 @@ def _card(ex: _Exporter, columns: list[str]) -> str:
         lines.append(f"- text: the original caption (`{ex.original}`) with probability "
                      f"{ex.opts.mix_original} (seed {ex.opts.seed}): {ex.res.took_original} of {ex.res.had_original} "
                      "rows with an original took it; the others the new caption")
+        if ex.opts.mix_per == "sample":
+            lines.append(f"- mix per sample: `{ORIGINAL}` and `{RECAPTION}` hold both captions; draw per epoch with "
+                         f"`pixscribe.report.mix.MixedCaption(p={ex.opts.mix_original}, seed={ex.opts.seed})"
+                         "(row, epoch)` (`text` is its epoch 0)")
     for m in run.get("models") or []:
         lines.append(f"- model ({m.get('role')}): `{m.get('model')}` backend {m.get('backend')}, "
                      f"revision {m.get('revision') or 'none'}")
@@ -341,6 +348,8 @@ _ROW_KEYS = ("id", "source", "text")  # every exported jsonl row has them: how a
 def _write_marker(ex: _Exporter, tmp: Path) -> None:
     marker = {"pixscribe_version": __version__, "format": ex.opts.fmt, "out_dir": str(ex.out.path.resolve()),
               "rows": ex.res.written, "renamed_columns": ex.renamed}
+    if ex.opts.mix_original is not None:
+        marker["mix"] = {"original_share": ex.opts.mix_original, "seed": ex.opts.seed, "per": ex.opts.mix_per}
     (tmp / MARKER).write_text(json.dumps(marker, indent=1), encoding="utf-8")
 
 
@@ -351,6 +360,8 @@ def export(out_dir: str | Path, dest: str | Path, opts: ExportOptions | None = N
         raise ExportError(f"--to {opts.fmt!r}: expected one of {', '.join(FORMATS)}")
     if opts.mix_original is not None and not 0.0 <= opts.mix_original <= 1.0:
         raise ExportError(f"--mix-original {opts.mix_original}: a probability, between 0 and 1")
+    if opts.mix_per not in MIX_PER:
+        raise ExportError(f"--mix-per {opts.mix_per!r}: expected one of {', '.join(MIX_PER)}")
     out = OutputDir(Path(out_dir))
     dest = Path(dest)
     check_apart(out.path, dest, "DEST")
