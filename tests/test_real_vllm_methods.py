@@ -113,10 +113,12 @@ def test_panoptic_prefix_cache_hits_within_the_block_bound(vllm_servers, tmp_pat
     """PancapChain sends four requests per image, each starting with the same image: the server's
     prefix cache serves their shared prefix in whole 128-token blocks. The hits /metrics counts
     over the run equal the bound computed from the exact prompts (/tokenize, each image's tokens
-    told apart by its bytes), requests one at a time."""
+    told apart by its bytes), requests one at a time. Random weights never end a reply, so the
+    proxy passes the server's cut replies on as complete (``complete_replies``): otherwise every
+    chain rightly stops at ``localize`` (``truncated:``) and the later requests never happen."""
     srv = vllm_servers.get("qwen2_5_vl")
     out = tmp_path / "out"
-    with RecordingProxy(srv.root) as proxy:
+    with RecordingProxy(srv.root, complete_replies=True) as proxy:
         srv.reset_prefix_cache()
         before = srv.metrics()
         cli("caption", str(_photos(tmp_path)), "-o", str(out), "--method", "panoptic", "--backend", "openai",
@@ -126,7 +128,7 @@ def test_panoptic_prefix_cache_hits_within_the_block_bound(vllm_servers, tmp_pat
         after = srv.metrics()
     rows = _rows(out)
     assert len(rows) == 3 and all(r["error"] is None for r in rows), [r["error"] for r in rows]
-    assert len(proxy.bodies) == 12
+    assert len(proxy.bodies) == 12 and 0 < proxy.completed <= 12
     pad = _image_pad(srv)
     prompts = [image_keys(srv.tokenize(b), b, pad) for b in proxy.bodies]
     hits = after["vllm:prefix_cache_hits_total"] - before["vllm:prefix_cache_hits_total"]

@@ -149,14 +149,21 @@ class VLLMServer:
 
 class RecordingProxy:
     """A loopback reverse proxy in front of a server that keeps every JSON body POSTed to
-    ``/v1/chat/completions``, in arrival order (``bodies``): what pixscribe really sent."""
+    ``/v1/chat/completions``, in arrival order (``bodies``): what pixscribe really sent.
 
-    def __init__(self, target_root: str):
+    ``complete_replies=True`` rewrites a chat reply's ``finish_reason: "length"`` to ``"stop"``
+    (counted in ``completed``). Random weights never end a reply, and pixscribe rightly never
+    reads values out of a cut one, so a multi-stage method on a tiny model stops at its first
+    stage that reads values; a test about the later requests (the prefix cache across a chain's
+    four requests) lets the chain go on this way, and says so."""
+
+    def __init__(self, target_root: str, complete_replies: bool = False):
         import json
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         self.bodies: list[dict[str, Any]] = []
+        self.completed = 0
         lock = threading.Lock()
         client = httpx.Client(timeout=600)
         proxy = self
@@ -171,11 +178,14 @@ class RecordingProxy:
                         proxy.bodies.append(json.loads(body))
                 r = client.request(method, target_root + self.path, content=body,
                                    headers={"Content-Type": self.headers.get("Content-Type", "application/json")})
+                content = r.content
+                if complete_replies and method == "POST" and self.path.endswith("/chat/completions") and r.is_success:
+                    content = proxy._complete(content, lock)
                 self.send_response(r.status_code)
                 self.send_header("Content-Type", r.headers.get("content-type", "application/json"))
-                self.send_header("Content-Length", str(len(r.content)))
+                self.send_header("Content-Length", str(len(content)))
                 self.end_headers()
-                self.wfile.write(r.content)
+                self.wfile.write(content)
 
             def do_GET(self) -> None:  # noqa: N802
                 self._forward("GET")
@@ -190,6 +200,17 @@ class RecordingProxy:
         self._client = client
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def _complete(self, content: bytes, lock: Any) -> bytes:
+        import json
+
+        reply = json.loads(content)
+        for choice in reply.get("choices") or []:
+            if choice.get("finish_reason") == "length":
+                choice["finish_reason"] = "stop"
+                with lock:
+                    self.completed += 1
+        return json.dumps(reply).encode()
 
     def close(self) -> None:
         self._server.shutdown()
