@@ -10,7 +10,7 @@ It writes DEST/in (the inputs) and three output folders made by the real command
 - out_region_rows: --method region, one row per region (a box, attribute and instruction
   per row), --region-prompt box, answered by the loopback echo server;
 - out_region_images: --method region, one row per image with a ``regions`` list;
-- out_scripted_partial: the test plugin's two-stage method, cut short with --limit (shard 0
+- out_scripted_partial: the test plugin's two-stage method over a keyed table, cut short with --limit (shard 0
   done, shard 1 in batch files, shard 2 not started), for a plain resume.
 
 Sources in the rows and paths in the manifests are absolute paths of the machine that made
@@ -58,6 +58,9 @@ def inputs(d: Path) -> None:
     (d / "imgs").mkdir(exist_ok=True)
     for i in range(12):
         Image.fromarray(rng.integers(0, 255, size=(8, 12, 3), dtype=np.uint8)).save(d / "imgs" / f"i{i:02d}.png")
+    # keyed rows: ids that do not depend on where the folder lies (a loose file's id hashes its path)
+    (d / "imgs.jsonl").write_text("".join(json.dumps({"id": f"i{i:02d}", "path": f"imgs/i{i:02d}.png"}) + "\n"
+                                          for i in range(12)))
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> None:
@@ -68,9 +71,13 @@ def cli(*args: str, env: dict[str, str] | None = None) -> None:
 
 
 def plugin_env(tmp: Path) -> dict[str, str]:
+    import shutil
+
+    src = tmp / "src"  # a copy: pip's build files stay out of tests/
+    shutil.copytree(TESTS / "plugin_pkg", src, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(tmp), str(TESTS / "plugin_pkg")], check=True)
-    return {"PYTHONPATH": os.pathsep.join([str(tmp), os.environ.get("PYTHONPATH", "")])}
+                    "--target", str(tmp / "site"), str(src)], check=True)
+    return {"PYTHONPATH": os.pathsep.join([str(tmp / "site"), os.environ.get("PYTHONPATH", "")])}
 
 
 def main(dest: Path) -> None:
@@ -86,7 +93,7 @@ def main(dest: Path) -> None:
             "--region-prompt", "box", *model)
     with tempfile.TemporaryDirectory() as t:
         env = plugin_env(Path(t))
-        cli("caption", str(inp / "imgs"), "-o", str(dest / "out_scripted_partial"), "--method", "scripted",
+        cli("caption", str(inp / "imgs.jsonl"), "-o", str(dest / "out_scripted_partial"), "--method", "scripted",
             "--shard-size", "5", "--batch-size", "1", "--flush-rows", "1", "--limit", "7", "--no-progress", env=env)
     for leftover in dest.glob("out_*/_state/leases/*"):
         leftover.unlink()
