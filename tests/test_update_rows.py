@@ -78,3 +78,59 @@ def test_update_after_rows_were_appended_changed_and_removed(plugin_env, tmp_pat
     assert not (out / "_state" / "previous").exists()  # every shard done: the kept rows are gone
     again = caption(plugin_env, src, out)  # nothing left to do
     assert again["rows_written"] == 0 and rows_of(out) == after
+
+
+def test_reuse_takes_image_only_stages_of_the_same_bytes_under_another_path(plugin_env, tmp_path):
+    """A loose file's id hashes its path: the same images copied to another folder have other
+    ids. ``--reuse`` finds their rows by sha256 and takes the stages that read nothing but the
+    image (and what those gave); the rows keep their own ids and sources."""
+    import shutil
+
+    from pixscribe.record import keyless_id
+
+    a = tmp_path / "a"
+    names = images(a, 12)
+    old = tmp_path / "old"
+    caption(plugin_env, a, old)
+    b = tmp_path / "b"
+    shutil.copytree(a, b)
+    images(b, 2, seed=5)  # two images the old run never saw
+    s = caption(plugin_env, b, tmp_path / "new", "--reuse", str(old))
+    assert (s["stages"]["see"]["computed"], s["stages"]["see"]["reused"]) == (2, 12)
+    assert (s["stages"]["rewrite"]["computed"], s["stages"]["rewrite"]["reused"]) == (2, 12)
+    rows, was = rows_of(tmp_path / "new"), rows_of(old)
+    for n in names:
+        r, o = rows[keyless_id(str(b / n))], was[keyless_id(str(a / n))]
+        assert r["source"] == str(b / n) and (r["seen"], r["final"]) == (o["seen"], o["final"])
+        assert json.loads(r["stages"])["see"]["reused_from"] == o["id"]
+    assert len(rows) == 14
+
+
+def test_a_stage_reading_a_column_is_not_taken_from_another_row_with_the_same_image(plugin_env, tmp_path):
+    """textualize with --description-column: the image stage (detail) of a row of another key
+    with the same bytes is reused; describe, which reads the row's own column, and every stage
+    after it are computed."""
+    import io
+
+    import pyarrow as pa
+
+    def table(path: Path, keys: list[str], texts: list[str]) -> None:
+        b = io.BytesIO()
+        Image.fromarray(np.full((40, 60, 3), 90, np.uint8)).save(b, "PNG")
+        pq.write_table(pa.table({"key": keys, "png": [b.getvalue()] * len(keys), "llava": texts}), path)
+
+    (tmp_path / "in").mkdir()
+    args = ("--method", "scripted-textualize", "-S", "describe.column=llava", "--no-progress")
+    table(tmp_path / "in" / "a.parquet", ["a0", "a1"], ["A cat on a sofa. A dog.", "A cat on a mat. A dog."])
+    r = pixscribe(plugin_env, "caption", str(tmp_path / "in" / "a.parquet"), "-o", str(tmp_path / "old"), *args)
+    assert r.returncode == 0, r.stderr
+    table(tmp_path / "in" / "b.parquet", ["b0"], ["A cat on a sofa. A dog."])
+    r = pixscribe(plugin_env, "caption", str(tmp_path / "in" / "b.parquet"), "-o", str(tmp_path / "new"), *args,
+                  "--reuse", str(tmp_path / "old"))
+    assert r.returncode == 0, r.stderr
+    st = json.loads(sorted((tmp_path / "new" / "_state" / "summaries").glob("*.json"))[-1].read_text())["stages"]
+    assert st["detail"]["reused"] == 1
+    assert all(st[n]["computed"] == 1 for n in ("describe", "objects", "verify", "rewrite"))
+    row = rows_of(tmp_path / "new")["b0"]
+    assert json.loads(row["stages"])["detail"]["reused_from"] in ("a0", "a1")
+    assert "reused" not in json.loads(row["stages"])["describe"]
