@@ -92,6 +92,18 @@ def takes_original(id_: Any, seed: int, p: float) -> bool:
     return int.from_bytes(h, "big") / 2.0**64 < p
 
 
+def _check_original_column(out: OutputDir, opts: ExportOptions) -> None:
+    """``--mix-original`` reads ``--original-column``: one the output does not have (a typo)
+    would mix in 0 % originals without a word, so it stops before anything is written."""
+    if opts.mix_original is None:
+        return
+    cols = out.columns()
+    if opts.original_column not in cols:
+        shown = ", ".join(c for c in cols if c not in ("provenance", "stages"))
+        raise ExportError(f"--original-column {opts.original_column!r}: {out.path} has no such column "
+                          f"(its columns: {shown})")
+
+
 _MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8", "gif"), (b"BM", "bmp"),
           (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"))
 
@@ -299,6 +311,7 @@ def export(out_dir: str | Path, dest: str | Path, opts: ExportOptions | None = N
     if opts.mix_original is not None and not 0.0 <= opts.mix_original <= 1.0:
         raise ExportError(f"--mix-original {opts.mix_original}: a probability, between 0 and 1")
     out = OutputDir(Path(out_dir))
+    _check_original_column(out, opts)
     dest = Path(dest)
     if dest.exists() and not opts.overwrite:
         raise ExportError(f"{dest}: exists; pass --overwrite to replace it")
