@@ -15,7 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from fixtures_plugin import pixscribe
-from pixscribe.testing.openai_server import ServerProcess
+from fixtures_reuse import last_summary as summary
+from fixtures_reuse import region_cli as region
+from fixtures_reuse import rows_once as rows_of
 
 FIXTURE = Path(__file__).parent / "compat" / "v44eff38"
 
@@ -42,27 +44,8 @@ def relocate(tmp: Path) -> Path:
     return dest
 
 
-@pytest.fixture(scope="module")
-def echo():
-    with ServerProcess("--mode", "echo") as srv:
-        yield srv
 
 
-def summary(out: Path) -> dict:
-    return json.loads(sorted((out / "_state" / "summaries").glob("*.json"))[-1].read_text())
-
-
-def rows_of(out: Path) -> dict[str, dict]:
-    rows = pq.read_table(out).to_pylist()
-    assert len(rows) == len({r["id"] for r in rows}), "a row was written twice"
-    return {r["id"]: r for r in rows}
-
-
-def region(echo, env, src: Path, out: Path, *extra: str):
-    r = pixscribe(env, "caption", str(src), "-o", str(out), "--method", "region", "--region-prompt", "box",
-                  "--backend", "openai", "--base-url", echo.url, "--vlm", "pixscribe-test", "--no-progress", *extra)
-    assert r.returncode == 0, r.stderr
-    return r
 
 
 def test_a_partial_run_of_the_old_code_resumes(plugin_env, tmp_path):
@@ -81,16 +64,16 @@ def test_a_partial_run_of_the_old_code_resumes(plugin_env, tmp_path):
 
 
 @pytest.mark.parametrize("name,table", [("out_region_rows", "regions.jsonl"), ("out_region_images", "images.jsonl")])
-def test_old_region_outputs_resume_and_are_reused_where_nothing_changed(echo, plugin_env, tmp_path, name, table):
+def test_old_region_outputs_resume_and_are_reused_where_nothing_changed(echo_server, plugin_env, tmp_path, name, table):
     d = relocate(tmp_path)
     old, src = d / name, d / "in" / table
     before = rows_of(old)
-    echo.reset()
-    region(echo, plugin_env, src, old)  # a plain rerun: finished, not refused
+    echo_server.reset()
+    region(echo_server, plugin_env, src, old)  # a plain rerun: finished, not refused
     assert summary(old)["rows_written"] == 0
-    region(echo, plugin_env, src, tmp_path / "new", "--reuse", str(old))
-    region(echo, plugin_env, src, old, "--overwrite")
-    assert echo.stats()["chat_requests"] == 0
+    region(echo_server, plugin_env, src, tmp_path / "new", "--reuse", str(old))
+    region(echo_server, plugin_env, src, old, "--overwrite")
+    assert echo_server.stats()["chat_requests"] == 0
     for out in (tmp_path / "new", old):
         assert summary(out)["stages"]["region"]["reused"] == len(before)
         rows = rows_of(out)
@@ -98,15 +81,15 @@ def test_old_region_outputs_resume_and_are_reused_where_nothing_changed(echo, pl
         assert {k: r["regions"] for k, r in rows.items()} == {k: r["regions"] for k, r in before.items()}
 
 
-def test_an_old_region_row_whose_box_changed_is_recomputed(echo, plugin_env, tmp_path):
+def test_an_old_region_row_whose_box_changed_is_recomputed(echo_server, plugin_env, tmp_path):
     d = relocate(tmp_path)
     src = d / "in" / "images.jsonl"
     lines = [json.loads(x) for x in src.read_text().splitlines()]
     lines[1]["regions"][0]["box"] = [40, 10, 62, 40]  # image p's only region moves
     src.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    echo.reset()
-    region(echo, plugin_env, src, tmp_path / "new", "--reuse", str(d / "out_region_images"))
-    assert echo.stats()["chat_requests"] == 1
+    echo_server.reset()
+    region(echo_server, plugin_env, src, tmp_path / "new", "--reuse", str(d / "out_region_images"))
+    assert echo_server.stats()["chat_requests"] == 1
     rows = rows_of(tmp_path / "new")
     assert rows["p"]["regions"][0]["box"] == [40.0, 10.0, 62.0, 40.0] and "[625, 208, 969, 833]" in \
         rows["p"]["regions"][0]["caption"]

@@ -17,23 +17,12 @@ import pytest
 from PIL import Image
 
 from fixtures_plugin import pixscribe
-from pixscribe.testing.openai_server import ServerProcess
+from fixtures_reuse import last_summary as summary
+from fixtures_reuse import region_cli as region
+from fixtures_reuse import rows_once as rows_of
 
 
-@pytest.fixture(scope="module")
-def echo():
-    with ServerProcess("--mode", "echo") as srv:
-        yield srv
 
-
-def summary(out: Path) -> dict:
-    return json.loads(sorted((out / "_state" / "summaries").glob("*.json"))[-1].read_text())
-
-
-def rows_of(out: Path) -> dict[str, dict]:
-    rows = pq.read_table(out).to_pylist()
-    assert len(rows) == len({r["id"] for r in rows}), "a row was written twice"
-    return {r["id"]: r for r in rows}
 
 
 def scene(path: Path, colours: list[tuple[int, int, int]]) -> None:
@@ -69,12 +58,6 @@ def changed_rows() -> list[dict]:
     return rows
 
 
-def region(echo, env, src: Path, out: Path, *extra: str):
-    r = pixscribe(env, "caption", str(src), "-o", str(out), "--method", "region", "--region-prompt", "box",
-                  "--backend", "openai", "--base-url", echo.url, "--vlm", "pixscribe-test", "--no-progress", *extra)
-    assert r.returncode == 0, r.stderr
-    return r
-
 
 def check_fresh(rows: dict[str, dict], fresh: dict[str, dict]) -> None:
     """Every row as a run from scratch on the new inputs writes it."""
@@ -85,18 +68,18 @@ def check_fresh(rows: dict[str, dict], fresh: dict[str, dict]) -> None:
 
 
 @pytest.mark.parametrize("how", ["overwrite", "reuse"])
-def test_region_rows_whose_box_attribute_or_instruction_changed_are_recomputed(echo, plugin_env, tmp_path, how):
+def test_region_rows_whose_box_attribute_or_instruction_changed_are_recomputed(echo_server, plugin_env, tmp_path, how):
     src = write_regions(tmp_path / "in", REGION_ROWS)
     old = tmp_path / "old"
-    region(echo, plugin_env, src, old)
+    region(echo_server, plugin_env, src, old)
     before = rows_of(old)
     write_regions(tmp_path / "in", changed_rows())
-    region(echo, plugin_env, src, tmp_path / "fresh")
+    region(echo_server, plugin_env, src, tmp_path / "fresh")
     fresh = rows_of(tmp_path / "fresh")
-    echo.reset()
+    echo_server.reset()
     out = old if how == "overwrite" else tmp_path / "new"
-    region(echo, plugin_env, src, out, *(["--overwrite"] if how == "overwrite" else ["--reuse", str(old)]))
-    assert echo.stats()["chat_requests"] == 3  # the three changed regions, not s-same
+    region(echo_server, plugin_env, src, out, *(["--overwrite"] if how == "overwrite" else ["--reuse", str(old)]))
+    assert echo_server.stats()["chat_requests"] == 3  # the three changed regions, not s-same
     rows = rows_of(out)
     check_fresh(rows, fresh)
     assert rows["s-red"]["region"]["box"] == [44.0, 8.0, 60.0, 24.0] and "Is it dry?" in rows["s-ask"]["caption"]
@@ -106,15 +89,15 @@ def test_region_rows_whose_box_attribute_or_instruction_changed_are_recomputed(e
     assert summary(out)["stages"]["region"] == {**summary(out)["stages"]["region"], "computed": 3, "reused": 1}
 
 
-def test_region_rows_with_update_compute_exactly_the_changed_rows(echo, plugin_env, tmp_path):
+def test_region_rows_with_update_compute_exactly_the_changed_rows(echo_server, plugin_env, tmp_path):
     src = write_regions(tmp_path / "in", REGION_ROWS)
     out = tmp_path / "out"
-    region(echo, plugin_env, src, out)
+    region(echo_server, plugin_env, src, out)
     write_regions(tmp_path / "in", changed_rows())
-    region(echo, plugin_env, src, tmp_path / "fresh")
-    echo.reset()
-    region(echo, plugin_env, src, out, "--update")
-    assert echo.stats()["chat_requests"] == 3
+    region(echo_server, plugin_env, src, tmp_path / "fresh")
+    echo_server.reset()
+    region(echo_server, plugin_env, src, out, "--update")
+    assert echo_server.stats()["chat_requests"] == 3
     check_fresh(rows_of(out), rows_of(tmp_path / "fresh"))
 
 

@@ -173,18 +173,10 @@ class Priors:
         return bool(self.indexes)
 
     def get(self, id_: str) -> PriorRow | None:
-        for ix in self.indexes:
-            p = ix.get(id_)
-            if p is not None:
-                return p
-        return None
+        return next((p for ix in self.indexes if (p := ix.get(id_)) is not None), None)
 
     def get_by_sha(self, sha: str) -> PriorRow | None:
-        for ix in self.indexes:
-            p = ix.get_by_sha(sha)
-            if p is not None:
-                return p
-        return None
+        return next((p for ix in self.indexes if (p := ix.get_by_sha(sha)) is not None), None)
 
     @classmethod
     def from_dirs(cls, dirs: list[Path]) -> "Priors":
