@@ -150,7 +150,7 @@ def test_a_stage_sees_only_the_columns_it_declares_and_reruns_when_they_change(t
         def __call__(self, records):
             Echo.calls += len(records)
             for r in records:
-                r.set("said", f"{r.columns.get('note')}/{r.columns.get('secret')}", stage=self.name)
+                r.set("said", f"{r.columns.get('note')}/{'secret' in r.columns}", stage=self.name)
             return records
 
     def run(notes, secrets, *extra):
@@ -165,9 +165,30 @@ def test_a_stage_sees_only_the_columns_it_declares_and_reruns_when_they_change(t
         return rows_of(tmp_path / "out")
 
     rows = run(["a", "b"], ["s", "t"])
-    assert [rows[k]["said"] for k in ("k0", "k1")] == ["a/None", "b/None"] and Echo.calls == 2
+    assert [rows[k]["said"] for k in ("k0", "k1")] == ["a/False", "b/False"] and Echo.calls == 2
     rows = run(["a", "b"], ["S", "T"], ("overwrite", True))
-    assert Echo.calls == 0 and rows["k0"]["said"] == "a/None"
+    assert Echo.calls == 0 and rows["k0"]["said"] == "a/False"
     rows = run(["a", "B"], ["S", "T"], ("overwrite", True))
-    assert Echo.calls == 1 and rows["k1"]["said"] == "B/None" and rows["k0"]["said"] == "a/None"
+    assert Echo.calls == 1 and rows["k1"]["said"] == "B/False" and rows["k0"]["said"] == "a/False"
     assert json.loads(rows["k1"]["stages"])["echo"]["in"] != json.loads(rows["k0"]["stages"])["echo"]["in"]
+
+
+def test_a_stage_reading_a_column_it_does_not_declare_fails_the_row_naming_it(tmp_path):
+    from pixscribe.config import RunConfig
+    from pixscribe.engine.runner import Runner
+    from pixscribe.engine.stage import Method, Stage
+
+    class Sneaky(Stage):
+        name, provides, needs_image = "sneaky", ("said",), False
+
+        def __call__(self, records):
+            for r in records:
+                r.set("said", str(r.columns.get("llava")), stage=self.name)
+            return records
+
+    src = _table(tmp_path / "in" / "t.parquet", ["a cat", "a dog"])
+    cfg = RunConfig(inputs=[str(src)], output=str(tmp_path / "out"), progress=False)
+    Runner(cfg, Method("m", [Sneaky()], ["said"], "said")).run()
+    rows = rows_of(tmp_path / "out")
+    assert rows["k0"]["error"] == ("stage sneaky: stage 'sneaky' reads the input column 'llava' without declaring it: "
+                                   "add it to the stage's reads (or needs), so that reuse compares it")

@@ -69,12 +69,44 @@ def _prior_digest(prior: PriorRow, stage: str, names: tuple[str, ...]) -> str | 
     return recorded if recorded is not None else read_digest(prior.columns, names)
 
 
+class UndeclaredRead(KeyError):
+    """A stage read an input column of the row that it does not declare reading."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class DeclaredColumns(dict):  # type: ignore[type-arg]
+    """The input columns a stage declared reading. Reading another column the row has is a
+    mistake in the stage's declaration (reuse could not tell when that column changed): it
+    fails the row, naming the stage and the column."""
+
+    def __init__(self, stage: str, columns: dict[str, Any], names: tuple[str, ...]):
+        super().__init__((n, columns[n]) for n in names if n in columns)
+        self._stage, self._hidden = stage, columns
+
+    def __missing__(self, key: str) -> Any:
+        self._check(key)
+        raise KeyError(key)
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        if key in self:
+            return self[key]
+        self._check(key)
+        return default
+
+    def _check(self, key: str) -> None:
+        if key in self._hidden:
+            raise UndeclaredRead(f"stage {self._stage!r} reads the input column {key!r} without declaring it: add it "
+                                 "to the stage's reads (or needs), so that reuse compares it")
+
+
 @contextmanager
-def showing_reads(records: list[Record], names: tuple[str, ...]) -> Iterator[None]:
+def showing_reads(stage: str, records: list[Record], names: tuple[str, ...]) -> Iterator[None]:
     """While a stage runs, its records show it only the input columns it declared reading."""
     saved = [r.columns for r in records]
     for r in records:
-        r.columns = {n: r.columns[n] for n in names if n in r.columns}
+        r.columns = DeclaredColumns(stage, r.columns, names)
     try:
         yield
     finally:
@@ -126,7 +158,7 @@ class MethodRunner:
         reads = self.method.input_reads.get(stage.name, ())
         for k in range(0, len(todo), size):
             chunk = todo[k: k + size]
-            with showing_reads(chunk, reads):
+            with showing_reads(stage.name, chunk, reads):
                 run_isolated(stage, chunk)
         fp = self.method.fingerprints.get(stage.name, "")
         c = StageCount()
