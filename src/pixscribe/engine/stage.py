@@ -9,8 +9,9 @@ A stage says what it needs and gives:
 - ``needs``: the fields it reads (provided by an earlier stage, or input columns);
 - ``reads``: the input columns it reads besides those (a region's box, a row's instruction);
   the engine shows a stage only the input columns it reads (its ``needs`` met by columns,
-  and ``reads``), records a hash of their values on every row it computes, and reuses its
-  output only for a row whose values are the same (see :func:`stage_reads`);
+  and ``reads``; reading another column the row has fails the row, naming it), records a
+  hash of their values on every row it computes, and reuses its output only for a row whose
+  values are the same (see :func:`stage_reads`);
 - ``reads_id``: whether its output depends on the row's id (a region's id is the row's), so
   it is never taken over from a row of another id with the same image bytes;
 - ``provides``: the fields it sets (each becomes an output column);
