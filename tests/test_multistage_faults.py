@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from fixtures_plugin import pixscribe, pixscribe_popen
+from test_exactly_once import wait_for
 from pixscribe.record import keyless_id
 from pixscribe.testing.openai_server import ServerProcess
 
@@ -29,7 +30,7 @@ COMMON = ("--no-progress", "--shard-size", "4", "--batch-size", "2", "--flush-ro
 
 @pytest.fixture(scope="module")
 def slow_echo():
-    with ServerProcess("--mode", "echo", "--latency", "0.08") as srv:
+    with ServerProcess("--mode", "echo", "--latency", "0.1") as srv:
         yield srv
 
 
@@ -65,6 +66,11 @@ STAGES = {"panoptic": ("localize", "tag", "discover", "caption"), "region": ("re
           "textualize": ("detail", "describe", "objects", "verify", "rewrite")}
 
 
+def progress(out: Path) -> int:
+    """Batch files and completion markers written so far."""
+    return len(list(out.glob("_state/batches/*/*.parquet"))) + len(list(out.glob("_state/done/*.json")))
+
+
 def all_rows(out: Path) -> dict[str, dict]:
     """Every row on disk: finished parts, then the batch files of unfinished shards."""
     rows: dict[str, dict] = {}
@@ -97,9 +103,11 @@ def test_kill_9_at_random_moments_then_rerun(plugin_env, slow_echo, tmp_path, na
     cmd = ("caption", str(src), "-o", str(out), *args, *COMMON)
     rng = random.Random(sum(map(ord, name)))
     kills = 0
-    for _ in range(4):
+    for _ in range(4):  # each time: once the run has written something new, at a random moment after
+        n0 = progress(out)
         p = pixscribe_popen(plugin_env, *cmd, **env)
-        time.sleep(rng.uniform(2.0, 4.0))
+        wait_for(lambda: progress(out) > n0 or p.poll() is not None, timeout=240)
+        time.sleep(rng.uniform(0.0, 0.5))
         if p.poll() is None:
             p.send_signal(signal.SIGKILL)
             kills += 1

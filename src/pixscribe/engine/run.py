@@ -311,7 +311,14 @@ class Run:
                 self.state.clear_previous()
         finally:
             self._write_summary(summary or self.summary)
+            self._sweep_leases()
             self.leases.close()
+
+    def _sweep_leases(self) -> None:
+        try:
+            self.leases.sweep()
+        except OSError:
+            pass  # tidying only
 
     def _widen_parts(self) -> None:
         union = self.state.known_columns()
