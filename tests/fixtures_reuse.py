@@ -32,8 +32,8 @@ def rows_once(out: Path) -> dict[str, dict]:
 
 
 def region_cli(echo, env, src: Path, out: Path, *extra: str):
-    """``pixscribe caption SRC -o OUT --method region --region-prompt box`` on the echo server."""
-    r = pixscribe(env, "caption", str(src), "-o", str(out), "--method", "region", "--region-prompt", "box",
+    """``pixscribe caption SRC -o OUT --method region`` (focal prompts) on the echo server."""
+    r = pixscribe(env, "caption", str(src), "-o", str(out), "--method", "region", "--region-prompt", "focal",
                   "--backend", "openai", "--base-url", echo.url, "--vlm", "pixscribe-test", "--no-progress", *extra)
     assert r.returncode == 0, r.stderr
     return r

@@ -57,7 +57,7 @@ def setup_method(name: str, tmp: Path, echo) -> tuple[Path, set[str], tuple[str,
         src.write_text("".join(json.dumps({"id": f"i{i}", "path": f"img/{p.name}", "regions": [
             {"id": f"i{i}-a", "box": [2, 2, 12, 12]}, {"id": f"i{i}-b", "box": [10, 4, 30, 20], "attribute": "color"}]})
             + "\n" for i, p in enumerate(files)))
-        return src, {f"i{i}" for i in range(N)}, ("--method", "region", "--region-prompt", "box", *vlm), {}
+        return src, {f"i{i}" for i in range(N)}, ("--method", "region", "--region-prompt", "focal", *vlm), {}
     return tmp / "in" / "img", {keyless_id(str(p)) for p in files}, ("--method", "scripted-textualize"), \
         {"PIXSCRIBE_SCRIPTED_DELAY": "0.04"}
 

@@ -1,8 +1,8 @@
 """Reuse keyed on what a stage reads (issue 23, point 2): a row whose own inputs changed while
 its image did not is recomputed by ``--overwrite``, ``-o NEW --reuse OLD`` and ``--update``;
 a row whose inputs did not change is reused. Through the real command: ``--method region``
-answered by the loopback OpenAI-compatible echo server (its answer repeats the prompt, so a
-box or an instruction shows in the caption), and the real textualize method with scripted
+answered by the loopback OpenAI-compatible echo server (its answer repeats the prompt, so an
+instruction shows in the caption), and the real textualize method with scripted
 models (the test plugin's ``scripted-textualize``) reading ``--description-column``."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Make the output folders of tests/test_reuse_compat.py with the pixscribe of the commit
-named below, BEFORE rows recorded what their stages read (issue 23, point 2).
+"""Make the output folders of tests/test_reuse_compat.py with the pixscribe of commit 44eff38
+(see README.md here), before rows recorded what their stages read (issue 23, point 2).
 
 Run from the repository root, with that commit's code first on the path:
 
@@ -8,10 +8,11 @@ Run from the repository root, with that commit's code first on the path:
 It writes DEST/in (the inputs) and three output folders made by the real command:
 
 - out_region_rows: --method region, one row per region (a box, attribute and instruction
-  per row), --region-prompt box, answered by the loopback echo server;
+  per row), --region-prompt focal, answered by the loopback echo server (focal: box prompts
+  of newer code record the model's box convention, which changes their fingerprint);
 - out_region_images: --method region, one row per image with a ``regions`` list;
-- out_scripted_partial: the test plugin's two-stage method over a keyed table, cut short with --limit (shard 0
-  done, shard 1 in batch files, shard 2 not started), for a plain resume.
+- out_scripted_partial: the test plugin's two-stage method over a keyed table, cut short
+  with --limit (shard 0 done, shard 1 in batch files, shard 2 not started), for a plain resume.
 
 Sources in the rows and paths in the manifests are absolute paths of the machine that made
 them; the test relocates a copy (see ``relocate`` there).
@@ -88,9 +89,9 @@ def main(dest: Path) -> None:
     with ServerProcess("--mode", "echo") as srv:
         model = ["--backend", "openai", "--base-url", srv.url, "--vlm", "pixscribe-test", "--no-progress"]
         cli("caption", str(inp / "regions.jsonl"), "-o", str(dest / "out_region_rows"), "--method", "region",
-            "--region-prompt", "box", *model)
+            "--region-prompt", "focal", *model)
         cli("caption", str(inp / "images.jsonl"), "-o", str(dest / "out_region_images"), "--method", "region",
-            "--region-prompt", "box", *model)
+            "--region-prompt", "focal", *model)
     with tempfile.TemporaryDirectory() as t:
         env = plugin_env(Path(t))
         cli("caption", str(inp / "imgs.jsonl"), "-o", str(dest / "out_scripted_partial"), "--method", "scripted",
