@@ -51,7 +51,7 @@ def setup_method(name: str, tmp: Path, echo) -> tuple[Path, set[str], tuple[str,
     vlm = ("--backend", "openai", "--base-url", echo.url, "--vlm", "pixscribe-test")
     if name == "panoptic":
         return tmp / "in" / "img", {keyless_id(str(p)) for p in files}, \
-            ("--method", "panoptic", *vlm, "--max-new-tokens", "24"), {}
+            ("--method", "panoptic", *vlm), {}
     if name == "region":
         src = tmp / "in" / "images.jsonl"
         src.write_text("".join(json.dumps({"id": f"i{i}", "path": f"img/{p.name}", "regions": [
