@@ -36,6 +36,8 @@ PROMPT_SETS = ("pixscribe", "official")
 TAGGERS = ("label", "vlm")
 FLORENCE_TASKS = ("<OD>", "<DENSE_REGION_CAPTION>", "<REGION_PROPOSAL>")
 DETECTORS = ("grounding_dino", "owlv2")
+# one detector or a list; one threshold or one per detector
+REDETECT_TYPES = {"detectors": (list, str), "box_threshold": (float, dict), "add_threshold": (float, dict)}
 # the official inference settings (temperature 0, 1024 new tokens) and the request layout
 # (a reply cut at max_new_tokens is asked again with retry_max_new_tokens, None: twice max_new_tokens)
 COMMON: dict[str, Any] = {"preamble": P.PREAMBLE, "max_new_tokens": 1024, "temperature": 0.0, "pad": True,
@@ -82,8 +84,9 @@ def _experts_front(ctx: MethodContext, vlm: Any, ident: dict[str, Any]) -> list[
     stages: list[Stage] = [ProposalStage(build_expert("dense", ctx.config), popts)]
     if tagger == "vlm":
         stages.append(chain_stage("tag", vlm, ctx.options("tag", prompt=P.TAG, **COMMON), ident))
-    ropts = ctx.options("redetect", detectors=["grounding_dino"], box_threshold=None, text_threshold=0.25,
-                        add_threshold=None, match_iou=0.5, dedup_iou=0.7, keep_unconfirmed=True, max_queries=32)
+    ropts = ctx.options("redetect", types=REDETECT_TYPES, detectors=["grounding_dino"], box_threshold=None,
+                        text_threshold=0.25, add_threshold=None, match_iou=0.5, dedup_iou=0.7, keep_unconfirmed=True,
+                        max_queries=32)
     names = ropts["detectors"] = [ropts["detectors"]] if isinstance(ropts["detectors"], str) else list(ropts["detectors"])
     unknown = sorted(set(names) - set(DETECTORS))
     if unknown or not names:

@@ -107,6 +107,18 @@ class ExportResult:
         return f"export: {self.written} rows as {self.fmt} -> {self.dest}{mix}{skipped}{bad}"
 
 
+def _check_original_column(out: OutputDir, opts: ExportOptions) -> None:
+    """``--mix-original`` reads ``--original-column``: one the output does not have (a typo)
+    would mix in 0 % originals without a word, so it stops before anything is written."""
+    if opts.mix_original is None:
+        return
+    cols = out.columns()
+    if opts.original_column not in cols:
+        shown = ", ".join(c for c in cols if c not in ("provenance", "stages"))
+        raise ExportError(f"--original-column {opts.original_column!r}: {out.path} has no such column "
+                          f"(its columns: {shown})")
+
+
 _MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8", "gif"), (b"BM", "bmp"),
           (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"))
 
@@ -363,6 +375,7 @@ def export(out_dir: str | Path, dest: str | Path, opts: ExportOptions | None = N
     if opts.mix_per not in MIX_PER:
         raise ExportError(f"--mix-per {opts.mix_per!r}: expected one of {', '.join(MIX_PER)}")
     out = OutputDir(Path(out_dir))
+    _check_original_column(out, opts)
     dest = Path(dest)
     check_apart(out.path, dest, "DEST")
     what = "a pixscribe jsonl export" if opts.fmt == "jsonl" else "a pixscribe export"
