@@ -78,7 +78,7 @@ def test_json_schema_constrained_and_a_cut_reply_is_never_data(offline):
         assert r["error"] is None and r["parsed"] in ({"caption": "a cat"}, {"caption": "a dog"}), r
         assert r["retries"] == 0 and r["finish_reason"] == "stop"
     assert cut["parsed"] is None and cut["truncated"] and cut["finish_reason"] == "length"
-    assert cut["error"].startswith("schema: the reply was cut at max_new_tokens=3")
+    assert cut["error"].startswith("truncated: the reply was cut at max_new_tokens=3")
     assert plain["error"] is None and plain["truncated"] and plain["tokens_out"] == 2
 
 
