@@ -23,7 +23,7 @@ from fixtures_engine import ScriptedBackend
 
 from pixscribe.config import RunConfig
 from pixscribe.engine.runner import Runner
-from pixscribe.methods.recap import recap_method
+from pixscribe.testing.methods import method_with
 
 
 PREFETCH = 4
@@ -47,7 +47,7 @@ def run_once(inp: Path, out: Path, latency: float, batch: int, workers: int) -> 
                     prefetch_batches=PREFETCH, vlm="sim")
     backend = SleepBackend(delay=latency)
     with Stopwatch() as sw:
-        s = Runner(cfg, recap_method(backend)).run()
+        s = Runner(cfg, method_with(cfg, backend)).run()
     assert s.rows_written == len(list(inp.glob("*.jpg"))) and s.error_rows == 0
     return sw.seconds, len(backend.batches)
 

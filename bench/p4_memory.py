@@ -39,7 +39,7 @@ sys.path.insert(0, {bench!r}); sys.path.insert(0, {tests!r})
 from p2_overlap import SleepBackend
 from pixscribe.config import RunConfig
 from pixscribe.engine.runner import Runner
-from pixscribe.methods.recap import recap_method
+from pixscribe.testing.methods import method_with
 
 def rss_mb():
     with open("/proc/self/statm") as f:
@@ -58,7 +58,7 @@ shutil.rmtree({out!r}, ignore_errors=True)
 cfg = RunConfig(inputs=[{inp!r}], output={out!r}, progress=False, batch_size=16, vlm="sim")
 threading.Thread(target=sample, daemon=True).start()
 t = time.perf_counter()
-s = Runner(cfg, recap_method(SleepBackend(delay=0.001)), on_batch=on_batch).run()
+s = Runner(cfg, method_with(cfg, SleepBackend(delay=0.001)), on_batch=on_batch).run()
 seconds = time.perf_counter() - t
 stop.set()
 half = samples[len(samples) // 2:] or [rss_mb()]

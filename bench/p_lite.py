@@ -67,7 +67,7 @@ def _engine_rate(folder: Path, out: Path) -> float:
 def _stage_rate(photos: list) -> tuple[float, float]:
     """(img per wall second, img per CPU second of this process, all its threads)."""
     from pixscribe.config import RunConfig
-    from pixscribe.engine.stage import build_method
+    from pixscribe.engine.context import build_method
     from pixscribe.record import Record
 
     method = build_method("experts", RunConfig(profile="lite"))

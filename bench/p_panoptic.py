@@ -29,7 +29,7 @@ from fixtures_panoptic import PancapScript, panoptic_method
 from pixscribe.config import RunConfig
 from pixscribe.engine.runner import Runner
 from pixscribe.experts.base import Detection, Expert
-from pixscribe.methods.recap import recap_method
+from pixscribe.testing.methods import method_with
 
 
 class Sleepy(PancapScript):
@@ -105,7 +105,7 @@ def run_recap(inp: Path, out: Path, batch: int, lat: float) -> tuple[float, Slee
     cfg = _cfg(inp, out, batch).model_copy(update={"method": "recap"})
     b = Sleepy(lat)
     with Stopwatch() as sw:
-        s = Runner(cfg, recap_method(b)).run()
+        s = Runner(cfg, method_with(cfg, b)).run()
     return sw.seconds, b, s.stages
 
 

@@ -116,12 +116,12 @@ def engine_inputs(d: Path, image: Image.Image, n_images: int, per_image: int) ->
 def run_engine(mode: str, src: Path, out: Path, latency: float) -> tuple[float, float, float, int]:
     """(wall seconds, backend sleep seconds, seconds in the region stage, regions) of one run."""
     from pixscribe.config import RunConfig
-    from pixscribe.engine.context import MethodContext
+    from pixscribe.engine.context import BuildContext
     from pixscribe.engine.runner import Runner
 
     cfg = RunConfig(inputs=[str(src)], output=str(out), progress=False, vlm="fixed-latency",
                     stages={"region": {"prompt_mode": mode}})  # fmt: skip
-    ctx = MethodContext(cfg)
+    ctx = BuildContext(cfg)
     be = FixedLatency(latency)
     ctx.pool.put(ctx.spec("vlm"), be)
     method = ctx.build("region")

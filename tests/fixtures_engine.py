@@ -78,12 +78,12 @@ def three_stage_method(cfg, backend, *, fail_rewrite_ids=()):
     text-only stages (``extract``, ``rewrite``) that each read the field before them.
     ``fail_rewrite_ids``: records whose rewrite request fails (for --retry-errors)."""
     from pixscribe.backends.base import GenerationRequest as Req
-    from pixscribe.engine.context import MethodContext
-    from pixscribe.engine.stage import Method
+    from pixscribe.engine.context import BuildContext
+    from pixscribe.api import Method
     from pixscribe.stages import GenerateStage, quote
     from pixscribe.stages.generate import sampling_of
 
-    ctx = MethodContext(cfg)
+    ctx = BuildContext(cfg)
     if backend is not None:  # else the real backends of the config, from the pool
         ctx.pool.put(ctx.spec("vlm"), backend)
 

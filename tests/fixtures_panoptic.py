@@ -110,9 +110,9 @@ class Recording(Backend):
 def panoptic_method(cfg, backend: Backend | None = None, consistency: Backend | None = None):
     """``--method panoptic`` for ``cfg`` with ``backend`` as the VLM (and ``consistency`` as
     the consistency role's model), through the real method context."""
-    from pixscribe.engine.context import MethodContext
+    from pixscribe.engine.context import BuildContext
 
-    ctx = MethodContext(cfg)
+    ctx = BuildContext(cfg)
     if backend is not None:
         ctx.pool.put(ctx.spec("vlm"), backend)
     if consistency is not None:

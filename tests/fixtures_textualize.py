@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pixscribe.config import RunConfig
-from pixscribe.engine.context import MethodContext
+from pixscribe.engine.context import BuildContext
 from pixscribe.engine.runner import Runner
 from pixscribe.methods.textualize import textualize_method
 from pixscribe.testing.scripted_textualize import Scene, Script, ScriptedLLM, scripted_experts
@@ -80,7 +80,7 @@ class ScriptedRun:
     def run(self, out: str = "out", **cfg: Any) -> tuple[Any, list[dict[str, Any]]]:
         self.config = RunConfig(inputs=[str(self.inputs)], output=str(self.tmp / out), progress=False,
                                 vlm="scripted-vlm", llm="scripted-llm" if self.separate_llm else None, **cfg)
-        ctx = MethodContext(self.config)
+        ctx = BuildContext(self.config)
         self.vlm = ScriptedLLM(self.script, "scripted-vlm", self.latency)
         self.llm = ScriptedLLM(self.script, "scripted-llm", self.latency) if self.separate_llm else self.vlm
         ctx.pool.put(ctx.spec("vlm"), self.vlm)

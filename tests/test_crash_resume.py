@@ -28,11 +28,11 @@ SCRIPT = textwrap.dedent(
     from fixtures_engine import ScriptedBackend
     from pixscribe.config import RunConfig
     from pixscribe.engine.runner import Runner
-    from pixscribe.methods.recap import recap_method
+    from pixscribe.testing.methods import method_with
 
     cfg = RunConfig(inputs=[{inp!r}], output={out!r}, progress=False, batch_size=4, shard_size=25, vlm="scripted-vlm",
                 flush_rows=4, flush_seconds=0.5)
-    s = Runner(cfg, recap_method(ScriptedBackend(delay=0.15))).run()
+    s = Runner(cfg, method_with(cfg, ScriptedBackend(delay=0.15))).run()
     print("written", s.rows_written, "skipped", s.rows_skipped, flush=True)
     sys.exit(130 if s.interrupted else 0)
     """

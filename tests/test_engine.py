@@ -19,14 +19,14 @@ from fixtures_engine import ScriptedBackend
 from pixscribe.config import RunConfig
 from pixscribe.engine.runner import Runner
 from pixscribe.engine.state import ConfigMismatch
-from pixscribe.methods.recap import recap_method
+from pixscribe.testing.methods import method_with
 from pixscribe.record import keyless_id
 
 
 def run(inputs, out, backend=None, **kw):
     cfg = RunConfig(inputs=[str(i) for i in inputs], output=str(out), progress=False, vlm="scripted-vlm", **kw)
     backend = backend or ScriptedBackend()
-    summary = Runner(cfg, recap_method(backend)).run()
+    summary = Runner(cfg, method_with(cfg, backend)).run()
     return summary, backend
 
 
@@ -95,9 +95,9 @@ def test_changed_config_is_refused_unless_overwrite(photo_dir, tmp_path):
     run([photo_dir], out)
     with pytest.raises(ConfigMismatch, match="prompt"):
         cfg = RunConfig(inputs=[str(photo_dir)], output=str(out), progress=False, prompt="Say one word.")
-        Runner(cfg, recap_method(ScriptedBackend(), "Say one word.")).run()
+        Runner(cfg, method_with(cfg, ScriptedBackend())).run()
     cfg = RunConfig(inputs=[str(photo_dir)], output=str(out), progress=False, prompt="Say one word.", overwrite=True)
-    s = Runner(cfg, recap_method(ScriptedBackend(), "Say one word.")).run()
+    s = Runner(cfg, method_with(cfg, ScriptedBackend())).run()
     assert s.rows_written == 6 and len(read(out)) == 6
 
 

@@ -16,7 +16,7 @@ from pixscribe import imaging
 from pixscribe.config import RunConfig
 from pixscribe.engine.prepare import DecodeCache
 from pixscribe.engine.runner import Runner
-from pixscribe.methods.recap import recap_method
+from pixscribe.testing.methods import method_with
 from pixscribe.testing import sample_photo
 
 
@@ -85,7 +85,7 @@ def test_rows_repeating_an_image_decode_it_once(tmp_path, monkeypatch):
     monkeypatch.setattr(imaging, "decode", lambda *a, **k: (count.append(1), real(*a, **k))[1])
     cfg = RunConfig(inputs=[str(tmp_path / "rows.parquet")], output=str(tmp_path / "out"), progress=False,
                     vlm="scripted", batch_size=4, decode_workers=3)
-    s = Runner(cfg, recap_method(ScriptedBackend())).run()
+    s = Runner(cfg, method_with(cfg, ScriptedBackend())).run()
     assert s.rows_written == 12 and s.error_rows == 0
     assert len(count) == 3
     got = pq.read_table(tmp_path / "out").to_pylist()

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 from fixtures_engine import ScriptedBackend, write_sample_photos
 from pixscribe.config import RunConfig
 from pixscribe.engine.runner import Runner
-from pixscribe.methods.recap import recap_method
+from pixscribe.testing.methods import method_with
 
 
 def test_rows_are_named_by_the_methods_id_column(tmp_path):
@@ -22,13 +22,13 @@ def test_rows_are_named_by_the_methods_id_column(tmp_path):
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = RunConfig(inputs=[str(src)], output=str(tmp_path / "out"), progress=False, vlm="scripted",
                     allow_any_path=True)
-    m = recap_method(ScriptedBackend())
+    m = method_with(cfg, ScriptedBackend())
     m.id_column = "region_id"
     s = Runner(cfg, m).run()
     assert s.rows_written == 5
     ids = sorted(r["id"] for r in pq.read_table(tmp_path / "out").to_pylist())
     assert ids == ["img1", "img1~2", "r0", "r1", "r2"]  # no region_id (or an empty one): the key
-    m2 = recap_method(ScriptedBackend())
+    m2 = method_with(cfg, ScriptedBackend())
     m2.id_column = "region_id"
     s2 = Runner(cfg, m2).run()
     assert s2.rows_written == 0 and s2.rows_skipped == 5

@@ -15,7 +15,7 @@ import pytest
 from fixtures_engine import ScriptedBackend, three_stage_method
 from pixscribe.config import RunConfig
 from pixscribe.engine.runner import Runner
-from pixscribe.engine.stage import MethodError
+from pixscribe.api import MethodError
 from pixscribe.engine.state import ConfigMismatch
 
 
@@ -119,7 +119,7 @@ def test_until_runs_a_prefix_and_the_rest_comes_later(photo_dir, tmp_path):
 
 
 def test_unmet_need_fails_before_the_run(photo_dir, tmp_path):
-    from pixscribe.engine.stage import Method
+    from pixscribe.api import Method
 
     c = cfg([photo_dir], tmp_path / "out")
     m = three_stage_method(c, ScriptedBackend())
@@ -132,7 +132,7 @@ def test_unmet_need_fails_before_the_run(photo_dir, tmp_path):
 def test_a_need_met_by_an_input_column(tmp_path, photo_dir):
     """A text stage may read an input column instead of an earlier stage (IT's use: textualize
     existing descriptions)."""
-    from pixscribe.engine.stage import Method
+    from pixscribe.api import Method
 
     table = tmp_path / "t.jsonl"
     files = sorted(Path(photo_dir).rglob("*.*"))[:3]
@@ -187,15 +187,13 @@ def test_image_and_text_stages_share_one_loaded_tiny_vlm(tiny_vlms, tiny_llm, ph
 
 def test_model_fields_a_method_does_not_use_do_not_block_a_resume(photo_dir, tmp_path):
     """--llm on a method without text stages changes nothing; dtype/device/backend do."""
-    from pixscribe.methods.recap import recap_method
+    from pixscribe.testing.methods import method_with
 
     out = tmp_path / "out"
 
     def go(**kw):
         c = cfg([photo_dir], out, **kw)
-        from pixscribe.engine.models import resolve_spec
-
-        return Runner(c, recap_method(ScriptedBackend(), identity=resolve_spec(c, "vlm").identity())).run()
+        return Runner(c, method_with(c, ScriptedBackend())).run()
 
     go()
     assert go(llm="some/other-llm").rows_skipped == 6

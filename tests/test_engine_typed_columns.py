@@ -13,7 +13,7 @@ import pytest
 from fixtures_engine import write_sample_photos
 from pixscribe.config import RunConfig
 from pixscribe.engine.runner import Runner
-from pixscribe.engine.stage import Method, Stage
+from pixscribe.api import Method, Stage
 
 ITEM = pa.struct([("name", pa.string()), ("box", pa.list_(pa.float64()))])
 

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 from pixscribe.config import RunConfig
 from pixscribe.describe import lite_description, quote_text
 from pixscribe.engine.runner import Runner
-from pixscribe.engine.stage import build_method
+from pixscribe.engine.context import build_method
 from pixscribe.experts.base import Expert
 from pixscribe.methods.experts import ExpertsStage
 from pixscribe.record import Record

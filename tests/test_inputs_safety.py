@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from fixtures_engine import ScriptedBackend
 from pixscribe.config import RunConfig
 from pixscribe.engine.runner import Runner
-from pixscribe.methods.recap import recap_method
+from pixscribe.testing.methods import method_with
 
 SECRET = "AKIA-SECRET-TOKEN-do-not-leak"
 
@@ -33,7 +33,7 @@ def _setup(tmp_path: Path, photo_dir: Path) -> tuple[Path, Path]:
 
 def _run(inputs, out, **kw):
     cfg = RunConfig(inputs=[str(i) for i in inputs], output=str(out), progress=False, vlm="scripted-vlm", **kw)
-    Runner(cfg, recap_method(ScriptedBackend())).run()
+    Runner(cfg, method_with(cfg, ScriptedBackend())).run()
     return {Path(r["source"]).name: r for r in pq.read_table(out).to_pylist()}
 
 
@@ -70,7 +70,7 @@ def test_webdataset_output_member_names_are_unique_for_any_id(tmp_path, photo_di
     (tmp_path / "t.jsonl").write_text("".join(json.dumps({"key": k, "path": str(good)}) + "\n" for k in ids))
     cfg = RunConfig(inputs=[str(tmp_path / "t.jsonl")], output=str(tmp_path / "out"), progress=False, format="tar",
                     vlm="scripted-vlm", allow_any_path=True)
-    Runner(cfg, recap_method(ScriptedBackend())).run()
+    Runner(cfg, method_with(cfg, ScriptedBackend())).run()
     samples = list(wds.WebDataset(str(tmp_path / "out" / "part-00000.tar"), shardshuffle=False))
     assert len(samples) == len(ids)  # no two ids merged into one sample
     got = sorted(json.loads(s["json"])["id"] for s in samples)

@@ -84,7 +84,7 @@ def named_colours(description: str) -> list[str]:
 @pytest.fixture(scope="module")
 def lite_stage():
     from pixscribe.config import RunConfig
-    from pixscribe.engine.stage import build_method
+    from pixscribe.engine.context import build_method
 
     method = build_method("experts", RunConfig(profile="lite"))
     method.setup()

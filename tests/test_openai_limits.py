@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -193,7 +194,7 @@ def test_server_that_comes_back_is_used_again_within_seconds():
     try:
         assert b.generate(reqs(["warm"]))[0].ok
         srv.close()  # down
-        fut = b.submit(reqs([f"during the outage {i}" for i in range(20)]))
+        fut = ThreadPoolExecutor(1).submit(b.generate, reqs([f"during the outage {i}" for i in range(20)]))
         time.sleep(2.0)
         assert not fut.done()  # waiting (no attempts spent, no error rows)
         srv = ServerProcess(*args)  # back, on the same port

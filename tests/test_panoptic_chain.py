@@ -23,7 +23,7 @@ from pixscribe.backends.base import GenerationResult
 from pixscribe.backends.openai_backend import OpenAIBackend
 from pixscribe.config import RunConfig
 from pixscribe.engine.runner import Runner
-from pixscribe.engine.stage import MethodError
+from pixscribe.api import MethodError
 from pixscribe.panoptic import boxes as B
 from pixscribe.panoptic.prompts import PREAMBLE
 from pixscribe.stages import quote

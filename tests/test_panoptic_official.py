@@ -18,7 +18,7 @@ from fixtures_panoptic import panoptic_method, request_text
 from pixscribe.backends.base import Backend, GenerationRequest, GenerationResult
 from pixscribe.config import RunConfig
 from pixscribe.engine.runner import Runner
-from pixscribe.engine.stage import MethodError
+from pixscribe.api import MethodError
 from pixscribe.panoptic import official as O
 from pixscribe.panoptic.boxes import ModelItem
 from pixscribe.panoptic.prompts import OFFICIAL, PREAMBLE
@@ -106,11 +106,11 @@ def test_official_list_rules():
 
 
 def _fingerprints(tmp_path, **stages):
-    from pixscribe.engine.context import MethodContext
+    from pixscribe.engine.context import BuildContext
     from pixscribe.engine.run import image_options
 
     c = RunConfig(inputs=["x"], output=str(tmp_path / "o"), vlm="scripted-vlm", method="panoptic", stages=stages)
-    ctx = MethodContext(c)
+    ctx = BuildContext(c)
     ctx.pool.put(ctx.spec("vlm"), OfficialScript())
     m = ctx.build("panoptic")
     return m.with_fingerprints(image_options(c)).fingerprints, m

@@ -17,10 +17,11 @@ import pytest
 
 from fixtures_engine import ScriptedBackend, three_stage_method
 from fixtures_plugin import pixscribe, pixscribe_popen
+from pixscribe.api import MethodError
 from pixscribe.config import RunConfig
-from pixscribe.engine.ray_plan import plan_groups
+from pixscribe.engine.context import build_method
+from pixscribe.engine.ray.plan import plan_groups
 from pixscribe.engine.runner import Runner
-from pixscribe.engine.stage import MethodError, build_method
 from pixscribe.record import keyless_id
 from test_exactly_once import assert_exactly_once, make_images, wait_for
 
@@ -87,7 +88,7 @@ def test_images_travel_as_arrays_with_their_source_jpeg():
 
     import numpy as np
 
-    from pixscribe.engine.ray_worker import PackedImage, pack_images, unpack_images
+    from pixscribe.engine.ray.worker import PackedImage, pack_images, unpack_images
     from pixscribe.imaging import PASSTHROUGH_ATTR, decode
     from pixscribe.record import Record
     from pixscribe.testing import sample_photo
@@ -113,7 +114,7 @@ def test_images_travel_as_arrays_with_their_source_jpeg():
 def test_the_gate_admits_calls_in_arrival_order():
     import threading
 
-    from pixscribe.engine.ray_worker import _Gate
+    from pixscribe.engine.ray.worker import _Gate
 
     gate, order = _Gate(1), []
     tickets = [gate.ticket() for _ in range(4)]

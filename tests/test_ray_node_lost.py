@@ -1,7 +1,7 @@
 """Killing Ray's dashboard agent during a run (issue 23, point 13). The raylet fate-shares with
 its agents, so the node stops, and Ray's core worker ends the driver from C++ (exit 1, no
 Python runs): the run cannot go on. It now ends with one clear line from the driver's watcher
-(engine/ray_watch.py), and the rerun completes every row exactly once. A local Ray instance of
+(engine/ray/watch.py), and the rerun completes every row exactly once. A local Ray instance of
 this run's own (the session cluster of the other Ray tests must not lose its node)."""
 
 from __future__ import annotations

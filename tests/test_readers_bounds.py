@@ -13,7 +13,7 @@ from fixtures_engine import ScriptedBackend
 from pixscribe.config import RunConfig
 from pixscribe.engine.runner import Runner
 from pixscribe.io.lines import MAX_TABLE_ROW_BYTES
-from pixscribe.methods.recap import recap_method
+from pixscribe.testing.methods import method_with
 
 
 def test_a_row_over_the_bound_is_an_error_row_and_the_run_goes_on(tmp_path, photo_dir):
@@ -28,7 +28,7 @@ def test_a_row_over_the_bound_is_an_error_row_and_the_run_goes_on(tmp_path, phot
     out = tmp_path / "out"
     for _ in range(2):  # the rerun finds everything done
         cfg = RunConfig(inputs=[str(table)], output=str(out), progress=False, vlm="scripted-vlm", shard_size=2)
-        Runner(cfg, recap_method(ScriptedBackend())).run()
+        Runner(cfg, method_with(cfg, ScriptedBackend())).run()
     rows = {r["id"]: r for r in pq.read_table(out).to_pylist()}
     assert len(rows) == 3 and rows["a"]["error"] is None and rows["c"]["error"] is None
     (big,) = [r for k, r in rows.items() if k not in ("a", "c")]

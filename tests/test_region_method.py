@@ -16,9 +16,9 @@ from PIL import Image
 from pixscribe import imaging
 from pixscribe.backends.base import Backend, GenerationResult
 from pixscribe.config import RunConfig
-from pixscribe.engine.context import MethodContext
+from pixscribe.engine.context import BuildContext
 from pixscribe.engine.runner import Runner
-from pixscribe.engine.stage import MethodError
+from pixscribe.api import MethodError
 from pixscribe.experts import rle
 from pixscribe.region.output import REGIONS_ARROW
 
@@ -53,7 +53,7 @@ def run(inputs, out, backend, **kw):
     stages = kw.pop("stages", {})
     cfg = RunConfig(inputs=[str(i) for i in inputs], output=str(out), progress=False, vlm="colour-reader",
                     stages={"region": stages}, **kw)  # fmt: skip
-    ctx = MethodContext(cfg)
+    ctx = BuildContext(cfg)
     ctx.pool.put(ctx.spec("vlm"), backend)
     m = ctx.build("region")
     s = Runner(cfg, m).run()
@@ -260,7 +260,7 @@ def test_bad_options_are_refused_before_the_run(tmp_path, bad, match):
 def test_prompt_flag_is_refused(tmp_path):
     cfg = RunConfig(inputs=["x"], output=str(tmp_path / "o"), method="region", prompt="Describe.")
     with pytest.raises(MethodError, match="--prompt does not apply"):
-        MethodContext(cfg).build("region")
+        BuildContext(cfg).build("region")
 
 
 def test_mask_files_resolve_against_the_input_folder_and_stay_inside(tmp_path):
@@ -311,7 +311,7 @@ def test_over_http_the_unoutlined_full_image_is_encoded_once(tmp_path):
     with ServerProcess("--mode", "echo") as srv:
         cfg = RunConfig(inputs=[str(src)], output=str(tmp_path / "out"), progress=False, backend="openai",
                         base_url=[srv.url], vlm="pixscribe-test", stages={"region": {"outline": False}})  # fmt: skip
-        m = MethodContext(cfg).build("region")
+        m = BuildContext(cfg).build("region")
         s = Runner(cfg, m).run()
     (row,) = pq.read_table(tmp_path / "out").to_pylist()
     assert s.error_rows == 0 and all("2 image(s)" in x["caption"] for x in row["regions"])

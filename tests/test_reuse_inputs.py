@@ -141,7 +141,7 @@ def test_a_stage_sees_only_the_columns_it_declares_and_reruns_when_they_change(t
     column and not ``secret``; a changed ``secret`` reuses the row, a changed ``note`` reruns it."""
     from pixscribe.config import RunConfig
     from pixscribe.engine.runner import Runner
-    from pixscribe.engine.stage import Method, Stage
+    from pixscribe.api import Method, Stage
 
     class Echo(Stage):
         name, provides, reads, needs_image = "echo", ("said",), ("note",), False
@@ -176,7 +176,7 @@ def test_a_stage_sees_only_the_columns_it_declares_and_reruns_when_they_change(t
 def test_a_stage_reading_a_column_it_does_not_declare_fails_the_row_naming_it(tmp_path):
     from pixscribe.config import RunConfig
     from pixscribe.engine.runner import Runner
-    from pixscribe.engine.stage import Method, Stage
+    from pixscribe.api import Method, Stage
 
     class Sneaky(Stage):
         name, provides, needs_image = "sneaky", ("said",), False

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from pixscribe.config import RunConfig
 from pixscribe.engine.runner import Runner
-from pixscribe.engine.stage import Method, Stage
+from pixscribe.api import Method, Stage
 from pixscribe.record import RunStop
 
 

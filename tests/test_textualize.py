@@ -17,8 +17,8 @@ import pytest
 
 from fixtures_textualize import BIKE_CAR, CAT_SOFA_DOG, MARKER_REPLY, ONE_REGION, SAME_DEPTH, SCENES, ScriptedRun
 from pixscribe.config import RunConfig
-from pixscribe.engine.context import MethodContext
-from pixscribe.engine.stage import MethodError
+from pixscribe.engine.context import BuildContext
+from pixscribe.api import MethodError
 from pixscribe.experts import rle
 from pixscribe.record import Record
 from pixscribe.stages.detail import DetailStage
@@ -274,7 +274,7 @@ def test_every_option_is_in_its_stage_fingerprint():
     base = RunConfig(vlm="v")
 
     def fps(**stages):
-        ctx = MethodContext(base.model_copy(update={"stages": stages}))
+        ctx = BuildContext(base.model_copy(update={"stages": stages}))
         from pixscribe.methods.textualize import textualize_method
 
         m = textualize_method(ctx, scripted_experts(Script([])))

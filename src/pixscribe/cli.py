@@ -1,26 +1,51 @@
-"""The ``pixscribe`` command line."""
+"""The ``pixscribe`` command line.
+
+Every command's user errors are shown here, in one place (:class:`Commands`): an error of the
+family :class:`pixscribe.errors.PixscribeError` (a bad option, a missing optional package, a
+refused resume, an unusable input file...) or an ``OSError`` is one line on stderr and exit 2.
+Anything else is a bug and keeps its traceback. ``caption`` takes each method's flags from the
+method registry (``cli_methods.py``); this file names no method.
+"""
 
 from __future__ import annotations
 
+import inspect
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from . import __version__
+from .config import RunConfig
+from .errors import ConfigError, PixscribeError
+
+err = Console(stderr=True, emoji=False)  # a model named "m" must not print as an emoji (":m:")
+
+
+class Commands(TyperGroup):
+    """The app's command group: the one place where user errors become one line and exit 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (PixscribeError, OSError) as exc:
+            _fail(str(exc))
+
 
 app = typer.Typer(
     name="pixscribe",
+    cls=Commands,
     help="Turn images into accurate, detailed, grounded text at dataset scale.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain click help: typer's rich panels show every flag as "<bool>"
 )
-err = Console(stderr=True, emoji=False)  # a model named "m" must not print as an emoji (":m:")
 
 
 class Fmt(str, Enum):
@@ -93,16 +118,9 @@ def _stage_options(items: list[str] | None) -> dict[str, dict[str, Any]]:
         key, eq, value = item.partition("=")
         stage, dot, opt = key.partition(".")
         if not (eq and dot and stage and opt):
-            raise ValueError(f"--stage-option {item!r}: expected STAGE.KEY=VALUE, e.g. rewrite.temperature=0.2")
+            raise ConfigError(f"--stage-option {item!r}: expected STAGE.KEY=VALUE, e.g. rewrite.temperature=0.2")
         out.setdefault(stage.strip(), {})[opt.strip().replace("-", "_")] = yaml.safe_load(value)
     return out
-
-
-def _validation_message(exc: Any) -> str:
-    return "; ".join(
-        f"--{'.'.join(str(x) for x in e['loc']).replace('_', '-')}: {e['msg'].removeprefix('Value error, ')}"
-        for e in exc.errors()
-    )
 
 
 def _os_error_message(exc: OSError, out: str) -> str:
@@ -112,8 +130,19 @@ def _os_error_message(exc: OSError, out: str) -> str:
             f"space, permissions, a read-only mount) and rerun the same command to resume into {out}")
 
 
-@app.command(context_settings={"max_content_width": 110})
-def caption(
+def caption(**params: Any) -> None:
+    """Caption images into a dataset directory (resumable, sharded, exactly once)."""
+    config, stage_option, stages = params.pop("config"), params.pop("stage_option"), params.pop("stages")
+    cfg = _build_caption_config(config, params, stage_option, stages)
+    summary = _run_caption(cfg)
+    print_summary(summary, cfg.output)
+    if summary.stopped:
+        _fail(f"the run stopped: {summary.stopped}", code=3)
+    if summary.interrupted:
+        raise typer.Exit(130)
+
+
+def _caption_options(
     inputs: list[str] = typer.Argument(
         None,
         help="Images, directories, .txt lists, globs, webdataset .tar (brace ranges ok), .parquet/.jsonl tables, "
@@ -121,7 +150,7 @@ def caption(
         show_default=False,
     ),
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Output dataset directory."),
-    method: Optional[str] = typer.Option(None, "--method", "-m", help="recap (default), experts, textualize, ..."),
+    method: Optional[str] = typer.Option(None, "--method", "-m", help="The method (see the list below)."),
     format: Optional[Fmt] = typer.Option(None, "--format", help="parquet (default), jsonl or tar (webdataset)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of options; the command line wins."),
     shard: Optional[str] = typer.Option(None, "--shard", help="K/N: process only shard K of N (Slurm arrays)."),
@@ -200,45 +229,6 @@ def caption(
     experts: Optional[str] = typer.Option(None, "--experts", help="Comma-separated experts (implies --method experts)."),
     queries: Optional[str] = typer.Option(None, "--queries", help="Comma-separated text queries for grounding_dino/owlv2."),
     profile: Optional[str] = typer.Option(None, "--profile", help="lite (offline CPU experts) or full."),
-    describe_prompt: Optional[str] = typer.Option(None, "--describe-prompt", help="textualize: the VLM's prompt "
-                                                  "(= -S describe.prompt=...)."),
-    description_column: Optional[str] = typer.Option(None, "--description-column", help="textualize: take the "
-                                                     "descriptions from this input column (= -S describe.column=...)."),
-    extractor: Optional[str] = typer.Option(None, "--extractor", help="textualize: llm (default) or nouns "
-                                            "(= -S objects.extractor=...)."),
-    verify_mode: Optional[str] = typer.Option(None, "--verify-mode", help="textualize: single (Grounding DINO), "
-                                              "consensus (+ OWLv2, both) or any (= -S verify.mode=...)."),
-    box_threshold: Optional[float] = typer.Option(None, "--box-threshold", help="textualize: Grounding DINO box "
-                                                  "threshold (0.20; = -S verify.box_threshold=...)."),
-    text_threshold: Optional[float] = typer.Option(None, "--text-threshold", help="textualize: Grounding DINO text "
-                                                   "threshold (0.18; = -S verify.text_threshold=...)."),
-    max_objects: Optional[int] = typer.Option(None, "--max-objects", help="textualize: regions given to the rewrite "
-                                              "(10; = -S rewrite.max_objects=...)."),
-    region_prompt: Optional[str] = typer.Option(None, "--region-prompt", help="Method region: focal (default), "
-                                                "overlay, som, box or crop."),
-    task: Optional[str] = typer.Option(None, "--task", help="Method region: dense (default), attribute or global."),
-    attribute: Optional[str] = typer.Option(None, "--attribute", help="Method region: the attribute to describe "
-                                            "(color, material, pose...; implies --task attribute)."),
-    outline: Optional[bool] = typer.Option(None, "--outline/--no-outline", help="Method region, focal: outline "
-                                           "the mask (on)."),
-    box_to_mask: Optional[str] = typer.Option(None, "--box-to-mask", help="Method region: sam turns boxes into "
-                                              "masks (none; sam with --regions auto)."),
-    regions: Optional[str] = typer.Option(None, "--regions", help="Method region: the column of region lists "
-                                          "(regions), or auto (the experts propose regions)."),
-    tipcap_model: Optional[str] = typer.Option(None, "--tipcap-model", help="--method tipcap: a model directory "
-                                               "from `pixscribe tipcap train`."),
-    prompt_column: Optional[str] = typer.Option(None, "--prompt-column", help="--method tipcap: the input column "
-                                                "of object tags (a list, JSON list or text) fused in as the prompt."),
-    prompt_experts: Optional[str] = typer.Option(None, "--prompt-experts", help="--method tipcap: tags from "
-                                                 "dense, grounding_dino or owlv2 detections (those need --queries)."),
-    entities: Optional[str] = typer.Option(None, "--entities", help="--method panoptic: chain (PancapChain, "
-                                           "default) or experts (Florence-2 proposals + detectors)."),
-    structured: bool = typer.Option(False, "--structured", help="--method panoptic: the caption as JSON (entities, "
-                                    "attributes, relations, global), prose rendered from it."),
-    consistency_vlm: Optional[str] = typer.Option(None, "--consistency-vlm", help="--method panoptic: a second VLM "
-                                                  "flags the entities the image contradicts."),
-    prompt_set: Optional[str] = typer.Option(None, "--prompt-set", help="--method panoptic: pixscribe (default) or "
-                                             "official (PancapChain's four official prompts and lists)."),
     decode_workers: Optional[int] = typer.Option(None, "--decode-workers", help="Decode threads (default 2)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
     flush_rows: Optional[int] = typer.Option(None, "--flush-rows", help="Rows buffered per atomic batch file (1024)."),
@@ -246,67 +236,20 @@ def caption(
         None, "--flush-seconds", help="...or seconds between batch files (10); a crash redoes at most this much."
     ),
 ) -> None:
-    """Caption images into a dataset directory (resumable, sharded, exactly once)."""
-    given = {k: v for k, v in locals().items() if k not in ("config", "stage_option", "stages")}
-    try:
-        cfg = _build_caption_config(config, given, stage_option, stages)
-    except typer.Exit:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a bad option: one line
-        _fail(_config_error(exc))
-    summary = _run_caption(cfg)
-    print_summary(summary, cfg.output)
-    if summary.stopped:
-        _fail(f"the run stopped: {summary.stopped}", code=3)
-    if summary.interrupted:
-        raise typer.Exit(130)
+    """The command's own options; the methods' flags are added from the registry (cli_methods.py)."""
 
-
-def _config_error(exc: Exception) -> str:
-    from pydantic import ValidationError
-
-    return _validation_message(exc) if isinstance(exc, ValidationError) else str(exc)
-
-
-# dedicated flags that set a stage option (flag -> (stage, option)); -S STAGE.KEY=VALUE wins over them
-# method-specific flags: flag -> (method, stage, option). Each sets that stage option (-S wins),
-# implies its method when --method is not given, and is refused with another method.
-_STAGE_FLAGS = {
-    "describe_prompt": ("textualize", "describe", "prompt"),
-    "description_column": ("textualize", "describe", "column"),
-    "extractor": ("textualize", "objects", "extractor"),
-    "verify_mode": ("textualize", "verify", "mode"),
-    "box_threshold": ("textualize", "verify", "box_threshold"),
-    "text_threshold": ("textualize", "verify", "text_threshold"),
-    "max_objects": ("textualize", "rewrite", "max_objects"),
-    "region_prompt": ("region", "region", "prompt_mode"),
-    "task": ("region", "region", "task"),
-    "attribute": ("region", "region", "attribute"),
-    "outline": ("region", "region", "outline"),
-    "box_to_mask": ("region", "region", "box_to_mask"),
-    "regions": ("region", "region", "regions"),
-    "entities": ("panoptic", "caption", "entities"),
-    "structured": ("panoptic", "caption", "structured"),
-    "prompt_set": ("panoptic", "caption", "prompt_set"),
-    "consistency_vlm": ("panoptic", None, None),  # a model role, not a stage option (models.consistency)
-    "tipcap_model": ("tipcap", "tipcap", "model"),
-    "prompt_column": ("tipcap", "tipcap", "prompt_column"),
-    "prompt_experts": ("tipcap", "tipcap", "prompt_experts"),
-}
 
 _FLAGS = ("overwrite", "no_reuse", "retry_errors", "update", "verify", "wait", "allow_private_urls",
           "allow_any_path", "trust_remote_code")
 
 
 def _build_caption_config(config: Path | None, given: dict[str, Any], stage_option: list[str] | None,
-                          stages: str | None) -> Any:
+                          stages: str | None) -> RunConfig:
+    from .cli_methods import apply_flags, given_flags, implied_method
     from .config import build_config
 
     over: dict[str, Any] = dict(given)
-    over["structured"] = over.get("structured") or None  # a plain flag: off means "not given"
-    flagged = {f: over[f] for f in _STAGE_FLAGS if over.get(f) is not None}
-    for f in _STAGE_FLAGS:
-        over.pop(f, None)
+    flagged = given_flags(_METHOD_FLAGS, over)
     for k in _FLAGS:
         over[k] = over[k] or None
     over["progress"] = False if over.pop("no_progress") else None
@@ -316,10 +259,8 @@ def _build_caption_config(config: Path | None, given: dict[str, Any], stage_opti
     over["format"] = over["format"].value if over.get("format") else None
     over["prompt_file"] = str(over["prompt_file"]) if over.get("prompt_file") else None
     cfg = build_config(config, over)
-    extra = _method_flags(cfg, flagged, given.get("method") is None)
-    if flagged.get("consistency_vlm"):  # --method panoptic's second model role
-        cfg.models = {**cfg.models, "consistency": {**cfg.models.get("consistency", {}),
-                                                    "model": flagged["consistency_vlm"]}}
+    method_free = given.get("method") is None
+    extra = apply_flags(cfg, _METHOD_FLAGS, flagged, method_free)
     for st, opts in _stage_options(stage_option).items():  # -S wins over the dedicated flags
         extra.setdefault(st, {}).update(opts)
     if extra:
@@ -329,59 +270,62 @@ def _build_caption_config(config: Path | None, given: dict[str, Any], stage_opti
         cfg.stages = merged
     if stages:
         cfg.until = _until_from_stages(stages)
-    if (cfg.profile or cfg.experts) and given.get("method") is None and cfg.method == "recap":
-        cfg.method = "experts"
+    implied_method(cfg, method_free)
     if not cfg.inputs:
-        raise ValueError("no inputs: give images, directories, lists, globs, tars, tables or URLs "
-                         "(or `inputs:` in --config)")
+        raise ConfigError("no inputs: give images, directories, lists, globs, tars, tables or URLs "
+                          "(or `inputs:` in --config)")
     if not cfg.output:
-        raise ValueError("no output directory: pass -o OUT_DIR (or `output:` in --config)")
+        raise ConfigError("no output directory: pass -o OUT_DIR (or `output:` in --config)")
     return cfg
-
-
-def _method_flags(cfg: Any, flagged: dict[str, Any], method_free: bool) -> dict[str, dict[str, Any]]:
-    """Method-specific flags -> their stage options; the flags pick the method if none was given."""
-    methods = {_STAGE_FLAGS[f][0] for f in flagged}
-    if len(methods) > 1:
-        raise ValueError(f"{', '.join('--' + f.replace('_', '-') for f in flagged)}: flags of different methods "
-                         f"({', '.join(sorted(methods))})")
-    if methods and method_free and cfg.method == "recap":
-        cfg.method = next(iter(methods))
-    wrong = [f for f in flagged if _STAGE_FLAGS[f][0] != cfg.method]
-    if wrong:
-        raise ValueError(f"{', '.join('--' + f.replace('_', '-') for f in wrong)}: for --method "
-                         f"{_STAGE_FLAGS[wrong[0]][0]}, not --method {cfg.method}")
-    out: dict[str, dict[str, Any]] = {}
-    for f, v in flagged.items():
-        _, st, opt = _STAGE_FLAGS[f]
-        if st is not None:
-            out.setdefault(st, {})[opt] = v
-    return out
 
 
 def _until_from_stages(stages: str) -> str:
     names = [s.strip() for s in stages.split(",") if s.strip()]
     if not names:
-        raise ValueError("--stages: name at least one stage")
+        raise ConfigError("--stages: name at least one stage")
     return "stages:" + "|".join(names)  # checked against the method's stage order when it is built
 
 
-def _run_caption(cfg: Any) -> Any:
-    from .backends.base import BackendUnavailable
+def _run_caption(cfg: RunConfig) -> Any:
     from .engine.runner import Runner
-    from .engine.stage import MethodError
-    from .engine.state import ConfigMismatch
-    from .record import PixscribeError
 
     try:
         return Runner(cfg, console=err).run()
-    except (ConfigMismatch, BackendUnavailable, MethodError, PixscribeError, ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
-    except OSError as exc:
+    except FileNotFoundError:
+        raise  # a file that is not there: one line, exit 2 (Commands)
+    except OSError as exc:  # the run could not write: exit 1, saying that a rerun resumes
         _fail(_os_error_message(exc, cfg.output), code=1)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted before the run started[/]")
         raise typer.Exit(130)
+
+
+def _caption_command() -> None:
+    """``caption``: its own options, then every method's declared flags (from the registry)."""
+    from .cli_methods import declared_flags, methods_help
+
+    own = inspect.signature(_caption_options)
+    flags = declared_flags(set(own.parameters))
+    _METHOD_FLAGS.update(flags)
+    params = list(own.parameters.values()) + [f.parameter() for f in flags.values()]
+    caption.__signature__ = own.replace(parameters=params)  # type: ignore[attr-defined]
+    caption.__annotations__ = {**_caption_options.__annotations__, **{p.name: p.annotation for p in params[len(
+        own.parameters):]}}
+    app.command(context_settings={"max_content_width": 110}, epilog=methods_help())(caption)
+
+
+_METHOD_FLAGS: dict[str, Any] = {}  # flag name -> DeclaredFlag, filled by _caption_command
+
+
+@app.command("methods")
+def methods_command(
+    markdown: bool = typer.Option(False, "--markdown", help="Print docs/options.md: every stage's options table."),
+) -> None:
+    """The methods, each with its summary, flags and model roles (--markdown: and its stages' options)."""
+    from .cli_methods import markdown as render
+    from .cli_methods import method_lines
+
+    typer.echo(render() if markdown else method_lines())
 
 
 def _register_optional() -> None:
@@ -399,6 +343,7 @@ def _register_optional() -> None:
         m.register(app)
 
 
+_caption_command()
 _register_optional()
 
 

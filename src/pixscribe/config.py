@@ -12,12 +12,21 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
 
 DEFAULT_VLM = "Qwen/Qwen3-VL-8B-Instruct"
-DEFAULT_LLM = "Qwen/Qwen3-8B"
-RECAP_PROMPT = "Please generate a detailed caption of this image. Please be as descriptive as possible."
 PIL_MAX_IMAGE_PIXELS = 89_478_485  # PIL.Image.MAX_IMAGE_PIXELS
+
+# --structured-output modes that were removed, and what to use instead
+REMOVED_MODES = {
+    "vllm-legacy": (
+        "--structured-output vllm-legacy (guided_json) was removed: vLLM >= 0.12 ignores guided_json and "
+        "answers with unconstrained text; use response_format (the default, honoured by every vLLM >= 0.6) "
+        "or vllm (structured_outputs, vLLM >= 0.10.2)"
+    ),
+}
 
 # Fields that concern the models, recorded in _run.json only when a stage uses a model.
 MODEL_FIELDS = ("backend", "vlm", "llm", "llm_backend", "llm_base_url", "revision", "device", "dtype",
@@ -45,7 +54,7 @@ class RunConfig(BaseModel):
     wait: bool = False  # wait for another run holding our shards instead of failing
     lease_timeout: float = Field(60.0, gt=0)  # a claim whose owner is silent this long is dead
     executor: Literal["local", "ray"] = "local"
-    # --executor ray (engine/ray_executor.py, docs/scale.md): where, and each stage group's actor pool
+    # --executor ray (engine/ray/executor.py, docs/scale.md): where, and each stage group's actor pool
     ray_address: str | None = None  # a running cluster ("auto", "ray://host:10001", "host:6379"); None: a local one
     replicas: int = Field(1, ge=1)  # actors per stage group (the least, with max_replicas)
     max_replicas: int | None = Field(None, ge=1)  # autoscale between replicas and this
@@ -134,8 +143,6 @@ class RunConfig(BaseModel):
     @field_validator("structured_output", mode="before")
     @classmethod
     def _removed_modes(cls, v: Any) -> Any:
-        from .backends.structured import REMOVED_MODES
-
         if v in REMOVED_MODES:
             raise ValueError(REMOVED_MODES[v])
         return v
@@ -146,14 +153,6 @@ class RunConfig(BaseModel):
             return 0, 1
         k, n = self.shard.split("/")
         return int(k), int(n)
-
-    def resolved_prompt(self, default: str) -> str:
-        if self.prompt_file:
-            p = Path(self.prompt_file)
-            if not p.is_file():
-                raise ValueError(f"--prompt-file {p}: no such file")
-            return p.read_text(encoding="utf-8").strip()
-        return self.prompt if self.prompt is not None else default
 
     def recorded(self, uses_models: bool = True) -> dict[str, Any]:
         """The configuration as _run.json records it (model fields only if a model is used)."""
@@ -169,18 +168,19 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"--config {p}: no such file")
+        raise ConfigError(f"--config {p}: no such file")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise ValueError(f"--config {p}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"--config {p}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
-        raise ValueError(f"--config {p}: expected a mapping of option names to values")
+        raise ConfigError(f"--config {p}: expected a mapping of option names to values")
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
 def build_config(yaml_path: str | Path | None, overrides: dict[str, Any]) -> RunConfig:
-    """YAML first, then every option given on the command line (None = not given)."""
+    """YAML first, then every option given on the command line (None = not given). A value
+    the configuration refuses is a :class:`ConfigError` naming the option (``--shard-size: ...``)."""
     data: dict[str, Any] = load_yaml(yaml_path) if yaml_path else {}
     for k, v in overrides.items():
         if v is None:
@@ -188,4 +188,15 @@ def build_config(yaml_path: str | Path | None, overrides: dict[str, Any]) -> Run
         if isinstance(v, (list, tuple)) and len(v) == 0 and k in data:
             continue
         data[k] = v
-    return RunConfig(**data)
+    try:
+        return RunConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(validation_message(exc)) from None
+
+
+def validation_message(exc: ValidationError) -> str:
+    """A pydantic error as the flags it concerns: ``--shard-size: Input should be ...``."""
+    return "; ".join(
+        f"--{'.'.join(str(x) for x in e['loc']).replace('_', '-')}: {e['msg'].removeprefix('Value error, ')}"
+        for e in exc.errors()
+    )

@@ -11,13 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .record import PixscribeError
-
-
-class MissingDependency(PixscribeError, ImportError):
-    """An optional package is not installed; the message says what to ``pip install``."""
-
-    kind = "dependency"
+from .errors import MissingDependency
 
 
 def pip_hint(extra: str | None, package: str | None = None) -> str:

@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .errors import PixscribeError
+
 # Columns every row has, in order, with their arrow types (see io/writers.py).
 BASE_COLUMNS: tuple[str, ...] = (
     "id",
@@ -26,17 +28,6 @@ BASE_COLUMNS: tuple[str, ...] = (
     "caption",
 )
 TAIL_COLUMNS: tuple[str, ...] = ("model", "prompt_sha", "seconds", "error", "provenance", "stages")
-
-
-class PixscribeError(Exception):
-    """An error with a short machine-readable kind, rendered as ``"kind: message"``."""
-
-    kind = "error"
-
-    def __init__(self, message: str, kind: str | None = None):
-        super().__init__(message)
-        if kind:
-            self.kind = kind
 
 
 class DecodeError(PixscribeError):

@@ -15,7 +15,7 @@ DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 def resolve_device(device: str = "auto") -> str:
     import torch
 
-    from .backends.base import BackendUnavailable
+    from .errors import BackendUnavailable
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"

@@ -19,6 +19,8 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..errors import BackendUnavailable  # noqa: F401 (the backends raise it; re-exported)
+
 
 @dataclass
 class Sampling:
@@ -204,19 +206,39 @@ class ShareClock:
             return self._s - token
 
 
-class BackendUnavailable(RuntimeError):
-    """Raised before a run starts when the model or server cannot be reached."""
-
-
 class Backend(abc.ABC):
-    """A model that answers chat requests. Subclasses implement :meth:`_generate`."""
+    """A model that answers chat requests. Subclasses implement :meth:`_generate`; what the
+    engine reads and calls besides is declared here with its default:
+
+    - :meth:`load`: get ready before the first batch (a stage's ``setup`` calls it): load the
+      weights, or check that the server answers; raises :class:`BackendUnavailable`;
+    - :meth:`check`: that the model can be reached (``load`` calls it unless overridden);
+    - ``preferred_batch_size``: requests per call it works best with (None: the engine's);
+    - ``max_inflight_batches``: its batches that may be in flight at once (a server, vLLM: 2);
+    - ``device_request``: the device a local model was asked for (None: not a local model).
+    """
 
     name: str = "backend"
     model: str = ""
     revision: str | None = None
+    preferred_batch_size: int | None = None
+    max_inflight_batches: int = 1
+    device_request: str | None = None
 
     def __init__(self) -> None:
         self.usage = BackendUsage()
+
+    def load(self) -> Any:
+        """Get ready before the first batch (idempotent): here, :meth:`check`."""
+        return self.check()
+
+    def check(self) -> Any:
+        """Check that the model can be reached; raise :class:`BackendUnavailable` if not."""
+        return None
+
+    def _load(self) -> None:
+        """A local backend's weight loading, called at most once by its :meth:`load` (the
+        model pool counts its calls). Nothing to load here."""
 
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         if not requests:

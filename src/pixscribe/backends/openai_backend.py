@@ -4,9 +4,8 @@ llama.cpp's server, cloud APIs).
 - One ``aiohttp.ClientSession`` (keep-alive) on an asyncio loop that runs on a dedicated
   background thread, so the engine's thread calls plain :meth:`Backend.generate` (aiohttp,
   not httpx, for its C HTTP parser: at 128 requests in flight with a 512 px image each,
-  httpx + httpcore cost ~1.5 ms of client CPU per request; see bench/p3_http.py); callers
-  that want several batches in flight use :meth:`OpenAIBackend.submit` (a
-  ``concurrent.futures.Future``) or ``await`` :meth:`OpenAIBackend.agenerate`.
+  httpx + httpcore cost ~1.5 ms of client CPU per request; see bench/p3_http.py); the
+  engine keeps ``max_inflight_batches`` batches in flight, each from its own thread.
 - Images go as base64 JPEG data URLs: a JPEG that :func:`pixscribe.imaging.decode` marked
   as fit to send as it is goes as its own bytes; anything else is resized to the pixel
   budget and encoded (in a worker thread, so encoding overlaps the network).
@@ -32,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import concurrent.futures
+import dataclasses
 import email.utils
 import itertools
 import json
@@ -44,12 +43,16 @@ import uuid
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..record import RunStop
 from .base import Backend, BackendUnavailable, GenerationRequest, GenerationResult, ShareClock, map_messages
 from .http_pool import AdaptiveLimiter, AllEndpointsDisabled, Endpoint, EndpointPool, normalize_base_url
 from .structured import REMOVED_MODES, STRUCTURED_MODES, agenerate_one_with_schema, request_fields
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..api.models import ModelSpec
+    from ..config import RunConfig
 
 RETRY_AFTER_CAP = 300.0  # never sleep longer than this on a server's say-so
 ENDPOINT_DOWN_TIMEOUT = 300.0  # default --endpoint-down-timeout (seconds)
@@ -305,25 +308,31 @@ class OpenAIBackend(Backend):
         self.jpegs = JpegMemo(lambda img: encode_image(img, self.max_pixels, self.max_side, self.jpeg_quality))
 
     @classmethod
-    def from_config(cls, config: Any, *, model: str | None = None, **overrides: Any) -> "OpenAIBackend":
-        """From a :class:`~pixscribe.config.RunConfig` (``model`` overrides ``config.vlm``)."""
-        if not config.base_url:
+    def from_spec(cls, spec: "ModelSpec", config: "RunConfig", **overrides: Any) -> "OpenAIBackend":
+        """The servers and model of ``spec``, with the run's request settings."""
+        if not spec.base_url:
             raise BackendUnavailable("--backend openai needs at least one --base-url (e.g. http://localhost:8000/v1)")
         kw: dict[str, Any] = dict(
-            api_key_env=config.api_key_env,
+            api_key_env=spec.api_key_env,
             concurrency=config.concurrency,
             request_timeout=config.request_timeout,
             max_retries=config.max_retries,
             max_pixels=config.max_pixels,
             max_side=config.max_side,
             structured=config.structured_output,
+            request_deadline=config.request_deadline,
+            endpoint_down_timeout=config.endpoint_down_timeout or None,  # 0 = never stop
         )
-        if hasattr(config, "request_deadline"):  # newer RunConfig fields
-            kw["request_deadline"] = config.request_deadline
-        if hasattr(config, "endpoint_down_timeout"):
-            kw["endpoint_down_timeout"] = config.endpoint_down_timeout or None  # 0 = never stop
         kw.update(overrides)
-        return cls(model or config.vlm, list(config.base_url), **kw)
+        return cls(spec.model, list(spec.base_url), **kw)
+
+    @classmethod
+    def from_config(cls, config: "RunConfig", *, model: str | None = None, **overrides: Any) -> "OpenAIBackend":
+        """From a :class:`~pixscribe.config.RunConfig`'s VLM (``model`` overrides ``config.vlm``)."""
+        from ..api.models import resolve_spec
+
+        spec = resolve_spec(config, "vlm")
+        return cls.from_spec(dataclasses.replace(spec, model=model) if model else spec, config, **overrides)
 
     # ---- the background loop ------------------------------------------------------
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
@@ -392,32 +401,6 @@ class OpenAIBackend(Backend):
     def _generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         loop = self._ensure_loop()
         return asyncio.run_coroutine_threadsafe(self._run_all(requests), loop).result()
-
-    def submit(self, requests: list[GenerationRequest]) -> concurrent.futures.Future:
-        """Start a batch and return at once; the future's result is the list of results
-        (usage is counted when it completes). Keep several in flight to fill the pipe."""
-        loop = self._ensure_loop()
-        fut = asyncio.run_coroutine_threadsafe(self._run_all(requests), loop)
-        fut.add_done_callback(self._account)
-        return fut
-
-    async def agenerate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        """Awaitable from any event loop (the work runs on the backend's own loop)."""
-        loop = self._ensure_loop()
-        if asyncio.get_running_loop() is loop:
-            results = await self._run_all(requests)
-        else:
-            results = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._run_all(requests), loop))
-        self._add_usage(results)
-        return results
-
-    def _account(self, fut: concurrent.futures.Future) -> None:
-        if not fut.cancelled() and fut.exception() is None:
-            self._add_usage(fut.result())
-
-    def _add_usage(self, results: list[GenerationResult]) -> None:
-        for r in results:  # BackendUsage.add takes its own lock
-            self.usage.add(r)
 
     def check(self) -> list[str]:
         """GET /models on every endpoint before a run. Returns the endpoints that serve the

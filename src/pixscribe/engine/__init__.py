@@ -1,3 +1,3 @@
-from .stage import Method, Stage, available_methods, build_method, register_method
-
-__all__ = ["Method", "Stage", "available_methods", "build_method", "register_method"]
+"""The engine: planning, the pipeline (decode -> prepare -> stages -> write), run state, leases,
+reuse, the local executor, and ``engine/ray/`` for the Ray executor. It runs the methods that
+:mod:`pixscribe.api` describes and never imports a method (docs/architecture.md)."""

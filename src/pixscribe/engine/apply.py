@@ -20,9 +20,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from ..api.stage import Method, Stage
 from ..io.writers import as_text
 from ..record import PriorRow, Record, RunStop, prompt_sha
-from .stage import Method, Stage
 
 
 @dataclass

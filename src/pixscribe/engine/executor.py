@@ -13,12 +13,13 @@ import threading
 import time
 from typing import Any, Callable
 
+from ..api.stage import Method
+from ..config import RunConfig
 from ..record import Record, RunStop
 from .apply import MethodRunner
 from .pipeline import Pipeline
 from .prepare import Identifier
 from .run import Run, ShardWork
-from .stage import Method
 from .summary import Progress, Summary
 from .writer import Writer
 
@@ -26,7 +27,7 @@ from .writer import Writer
 class Executor(abc.ABC):
     name = "executor"
 
-    def __init__(self, config: Any, *, console: Any = None, on_batch: Callable[[list[Record]], None] | None = None):
+    def __init__(self, config: RunConfig, *, console: Any = None, on_batch: Callable[[list[Record]], None] | None = None):
         self.config = config
         self.console = console
         self.on_batch = on_batch
@@ -104,7 +105,7 @@ def _finalize_touched(run: Run, touched: set[int], writer: Writer) -> None:
         run.finish(s, complete=False)
 
 
-def _batch_size(cfg: Any, method: Method) -> int:
+def _batch_size(cfg: RunConfig, method: Method) -> int:
     return max([cfg.batch_size] + [int(s.batch_size) for s in method.stages if s.batch_size])
 
 
@@ -170,9 +171,8 @@ def _table_columns(w: ShardWork, ident: Identifier) -> list[str]:
         return []
     import pyarrow.parquet as pq
 
-    from ..io.readers import BYTES_COLUMNS
-
     from ..io.files import open_regular
+    from ..io.readers import BYTES_COLUMNS
 
     try:
         with open_regular(w.spec.path) as f:  # a table swapped for a pipe since the plan: refused, not waited on
@@ -183,12 +183,12 @@ def _table_columns(w: ShardWork, ident: Identifier) -> list[str]:
     return list(ident(rec).columns)
 
 
-def make_executor(config: Any, **kwargs: Any) -> Executor:
-    name = getattr(config, "executor", "local")
+def make_executor(config: RunConfig, **kwargs: Any) -> Executor:
+    name = config.executor
     if name == "local":
         return LocalExecutor(config, **kwargs)
     if name == "ray":
-        from .ray_executor import RayExecutor
+        from .ray.executor import RayExecutor
 
         return RayExecutor(config, **kwargs)
     raise ValueError(f"unknown executor {name!r}; use local or ray")

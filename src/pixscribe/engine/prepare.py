@@ -17,10 +17,11 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from ..api.stage import Method
+from ..config import RunConfig
 from ..record import BASE_COLUMNS, TAIL_COLUMNS, PixscribeError, Record, keyless_id, sha256_hex
 from .apply import first_to_compute, needs_decode
 from .reuse import Priors, RowIndex
-from .stage import Method
 
 INPUT_PREFIX = "input_"
 
@@ -124,7 +125,7 @@ class DecodeCache:
             total -= n
 
 
-def prepare(rec: Record, method: Method, cfg: Any, own: RowIndex | None, priors: Priors,
+def prepare(rec: Record, method: Method, cfg: RunConfig, own: RowIndex | None, priors: Priors,
             cache: DecodeCache | None = None) -> Record:
     """Bytes, sha256, reuse, decode (runs in the decode pool; never raises)."""
     if rec.error is not None:
@@ -172,7 +173,7 @@ def _image_only_first(method: Method) -> bool:
     return first is not None and not method.input_reads.get(first.name) and not first.reads_id
 
 
-def _decode(rec: Record, data: bytes, cfg: Any, cache: DecodeCache | None = None) -> None:
+def _decode(rec: Record, data: bytes, cfg: RunConfig, cache: DecodeCache | None = None) -> None:
     from .. import imaging
 
     def make() -> Any:

@@ -21,14 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..api.stage import Method
+from ..config import RunConfig
+from ..errors import ConfigMismatch
 from ..io.plan import PathGuard, ShardSpec, expand_inputs
 from ..io.readers import Shard, open_shard
 from ..record import BASE_COLUMNS, TAIL_COLUMNS, InputError
 from . import manifest as mf
 from .lease import Leases, _pid_alive
 from .reuse import Priors, RowIndex
-from .stage import Method
-from .state import ConfigMismatch, RunState
+from .state import RunState
 from .summary import Summary
 
 
@@ -45,7 +47,7 @@ class ShardWork:
 
 
 class Run:
-    def __init__(self, config: Any, method: Method, leases: Leases, state: RunState):
+    def __init__(self, config: RunConfig, method: Method, leases: Leases, state: RunState):
         self.config = config
         self.method = method
         self.leases = leases
@@ -61,7 +63,7 @@ class Run:
 
     # ---- opening ------------------------------------------------------------------------
     @classmethod
-    def open(cls, config: Any, method: Method) -> "Run":
+    def open(cls, config: RunConfig, method: Method) -> "Run":
         out = Path(config.output)
         if out.exists() and not out.is_dir():
             raise InputError(f"-o {out}: is a file, not a directory; name a new or existing output directory")
@@ -356,7 +358,7 @@ class Run:
             pass
 
 
-def image_options(cfg: Any) -> dict[str, Any]:
+def image_options(cfg: RunConfig) -> dict[str, Any]:
     return {"max_pixels": cfg.max_pixels, "max_side": cfg.max_side, "max_image_pixels": cfg.max_image_pixels}
 
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from ..api.stage import Method
 from ..config import RunConfig
 from ..record import Record
+from .context import build_method
 from .executor import make_executor
 from .run import image_options
-from .stage import Method, build_method
 from .summary import Summary
 
 

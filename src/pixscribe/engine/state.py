@@ -37,12 +37,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..errors import ConfigMismatch
 from ..io import writers
 from ..record import TAIL_COLUMNS
-
-
-class ConfigMismatch(RuntimeError):
-    pass
 
 
 class RunState:

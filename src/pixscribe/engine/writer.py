@@ -14,9 +14,9 @@ import threading
 import time
 from typing import Any, Callable
 
+from ..api.stage import Method
 from ..record import Record, error_kind
 from .run import Run
-from .stage import Method
 from .summary import Progress, Summary
 
 _TICK = 0.5

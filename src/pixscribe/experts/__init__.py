@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from ..errors import ConfigError
 from .base import Expert, ExpertOutput, MissingDependency, to_jsonable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,7 +37,7 @@ FULL_EXPERTS = ["stats", "faces", "ocr", "dense", "sam", "depth"]
 
 def expert_class(name: str) -> type[Expert]:
     if name not in REGISTRY:
-        raise ValueError(f"unknown expert {name!r}; available: {', '.join(sorted(REGISTRY))}")
+        raise ConfigError(f"unknown expert {name!r}; available: {', '.join(sorted(REGISTRY))}")
     module, cls = REGISTRY[name].split(":")
     return getattr(importlib.import_module(module), cls)
 
@@ -45,9 +46,9 @@ def build_expert(name: str, config: "RunConfig") -> Expert:
     """The expert ``name`` configured from ``config``; ``config.expert_options[name]`` sets its
     attributes (e.g. ``{"dense": {"max_new_tokens": 256, "num_beams": 1}}``)."""
     expert = expert_class(name).from_config(config)  # type: ignore[attr-defined]
-    for key, value in (getattr(config, "expert_options", {}) or {}).get(name, {}).items():
+    for key, value in config.expert_options.get(name, {}).items():
         if key.startswith("_") or not hasattr(expert, key):
-            raise ValueError(f"expert_options.{name}.{key}: {type(expert).__name__} has no option {key!r}")
+            raise ConfigError(f"expert_options.{name}.{key}: {type(expert).__name__} has no option {key!r}")
         setattr(expert, key, value)
     return expert
 

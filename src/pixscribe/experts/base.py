@@ -142,6 +142,9 @@ class Expert(abc.ABC):
 
     name: str = "expert"
     model: str | None = None
+    # the device a model expert was asked for ("auto", "cuda", "cpu"); None: it runs on the CPU
+    # (ONNX, OpenCV), so the Ray executor gives it no GPU
+    device_pref: str | None = None
 
     def setup(self) -> None:
         """Load weights; may raise with a clear message before a run starts."""

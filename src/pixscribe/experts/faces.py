@@ -37,13 +37,17 @@ from __future__ import annotations
 import importlib
 import os
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..imaging import resize_to_budget
 from ..spatial import area, intersection
 from .base import Expert, Face, normalize_box, require
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import RunConfig
 
 Box = tuple[float, float, float, float]
 
@@ -157,7 +161,7 @@ class FaceExpert(Expert):
                  min_size_fraction: float = 0.04, min_skin: float = 0.3, skin_check: bool = True,
                  min_score: float = 0.9):
         if engine not in ENGINES:
-            raise ValueError(f"unknown face engine {engine!r}: {', '.join(ENGINES)}")
+            raise ConfigError(f"unknown face engine {engine!r}: {', '.join(ENGINES)}")
         if engine == "auto":
             engine = _auto_engine()
         self.engine = engine
@@ -172,7 +176,7 @@ class FaceExpert(Expert):
         self._det: Any = None
 
     @classmethod
-    def from_config(cls, config: Any) -> "FaceExpert":
+    def from_config(cls, config: "RunConfig") -> "FaceExpert":
         return cls(engine=(config.expert_models or {}).get("faces", "auto"))
 
     def setup(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..errors import ModelUnavailable
 from ..torchdev import resolve_device, resolve_dtype
 from .base import Expert, require
 
@@ -12,8 +13,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..config import RunConfig
 
 
-class ExpertUnavailable(RuntimeError):
+class ExpertUnavailable(ModelUnavailable):
     """Raised by ``setup()`` when an expert's model cannot be loaded (before a run starts)."""
+
+    kind = "ExpertUnavailable"  # as messages named it before it joined the user-error family
 
 
 def load_pretrained(

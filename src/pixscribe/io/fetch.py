@@ -43,13 +43,16 @@ import ipaddress
 import socket
 import threading
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlsplit
 
 import httpcore
 import httpx
 
 from ..record import FetchError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import RunConfig
 
 __all__ = [
     "ALLOW_PRIVATE_HINT",
@@ -362,14 +365,14 @@ class UrlFetcher:
         self._closed = False
 
     @classmethod
-    def from_config(cls, config: Any) -> "UrlFetcher":
+    def from_config(cls, config: "RunConfig") -> "UrlFetcher":
         """The fetcher a run uses: ``--url-timeout``, ``--url-max-bytes``,
         ``--allow-private-urls`` and ``--allow-url-host`` from a RunConfig."""
         return cls(
             timeout=config.url_timeout,
             max_bytes=config.url_max_bytes,
             allow_private=config.allow_private_urls,
-            allow_hosts=list(getattr(config, "allow_url_hosts", None) or []),
+            allow_hosts=list(config.allow_url_hosts),
         )
 
     def _policy(self, host: str, ip: IPAddress | None) -> str | None:

@@ -21,15 +21,15 @@ import json
 import time
 from typing import Any
 
+from ..api import Method, MethodContext, MethodError, ModelRole, Stage, register_method
 from ..config import RunConfig
 from ..describe import lite_description
-from ..engine.context import MethodContext
-from ..engine.stage import Method, MethodError, Stage, register_method
 from ..experts import FULL_EXPERTS, LITE_EXPERTS, build_expert, to_jsonable
 from ..experts.base import Expert
 from ..record import PixscribeError, Record, format_error
 from ..stages import GenerateStage
 from ..stages.experts import expert_identity as _expert_identity
+from .recap import RecapOptions
 
 # experts that need boxes take them from the first of these that ran before them
 BOX_SOURCES = ("dense", "grounding_dino", "owlv2", "faces")
@@ -71,6 +71,9 @@ class ExpertsStage(Stage):
         self.provides = tuple(f"expert_{e.name}" for e in experts) + (("description",) if describe else ())
         self.timings: dict[str, float] = {e.name: 0.0 for e in experts}
         self.failures: dict[str, int] = {e.name: 0 for e in experts}
+
+    def models(self) -> list[Any]:
+        return list(self.experts)
 
     def setup(self) -> None:
         """Load every expert before the first batch; one that cannot load stops the run with
@@ -173,8 +176,6 @@ class ExpertsStage(Stage):
         return out
 
 
-
-
 def expert_names(config: RunConfig) -> list[str]:
     if config.experts:
         return list(dict.fromkeys(config.experts))
@@ -186,7 +187,13 @@ def expert_names(config: RunConfig) -> list[str]:
 QUERY_EXPERTS = ("grounding_dino", "owlv2")
 
 
-@register_method("experts")
+@register_method(
+    "experts",
+    summary="vision experts' outputs as columns (--experts, --profile lite|full), with a composed description",
+    options={"recap": RecapOptions},
+    roles=[ModelRole("vlm", "--profile full: describes each image, the experts are its evidence")],
+    implied_by=("experts", "profile"),
+)
 def experts_method(ctx: MethodContext) -> Method:
     config = ctx.config
     names = expert_names(config)
@@ -200,9 +207,7 @@ def experts_method(ctx: MethodContext) -> Method:
     columns: list[str] = []
     caption_field = "description" if lite else None
     if config.profile == "full":
-        from .recap import DEFAULTS
-
-        opts = ctx.options("recap", primary=True, **DEFAULTS)
+        opts = ctx.options("recap", RecapOptions, primary=True)
         stages.append(GenerateStage("recap", ctx.model("vlm"), opts, provides="re_caption",
                                     identity=ctx.spec("vlm").identity()))
         columns.append("re_caption")

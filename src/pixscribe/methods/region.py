@@ -35,11 +35,10 @@ region's, or for task ``global`` the image's). See docs/region.md.
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import dataclass
 from typing import Any
 
-from ..engine.context import MethodContext
-from ..engine.stage import Method, MethodError, register_method
+from ..api import Flag, Method, MethodContext, MethodError, ModelRole, StageOptions, option, register_method
 from ..experts import build_expert
 from ..region.boxtext import CONVENTIONS
 from ..region.frame import resolve as resolve_frame
@@ -48,25 +47,46 @@ from ..region.parse import BOX_FORMATS
 from ..region.prompts import MODES, OVERLAYS, PromptOptions
 from ..region.propose import PROPOSERS, QUERY_PROPOSERS
 from ..region.tasks import TASKS
-from ..stages.region import PROMPT_KEYS, RENAMED, MaskFiles, RegionStage
+from ..stages.region import RENAMED, MaskFiles, RegionStage
 from .experts import _expert_identity
 
-DEFAULTS: dict[str, Any] = {
-    "prompt_mode": "focal",
-    **{f.name: f.default for f in fields(PromptOptions) if f.name in PROMPT_KEYS},
-    "box_to_mask": None,  # none, or sam; None: sam with regions auto, else none
-    "regions": "regions",
-    "box_format": "xyxy",
-    "propose": "dense",
-    "max_regions": 50,
-    "max_new_tokens": 256,
-    "retry_max_new_tokens": None,  # a cut set-of-mark reply is asked again with this (None: twice max_new_tokens)
-    "temperature": 0.0,
-    "top_p": 1.0,
-    "requests_per_call": 64,
-}
-# the options whose default (None) does not tell their type
-TYPES: dict[str, Any] = {"attribute": str, "box_to_mask": str, "box_convention": str, "input_size": list}
+_P = PromptOptions()  # the prompt's documented defaults (region/prompts.py)
+
+
+@dataclass(frozen=True)
+class RegionOptions(StageOptions):
+    """The region stage (its options are all fingerprinted but ``requests_per_call``)."""
+
+    prompt_mode: str = option("focal", "how a region is shown to the VLM (--region-prompt)", choices=MODES)
+    task: str = option(_P.task, "what is asked of each region (--task)", choices=TASKS)
+    attribute: str | None = option(_P.attribute, "the attribute for task attribute when a row has none (--attribute)")
+    outline: bool = option(_P.outline, "focal: the mask outlined on both images (--outline/--no-outline)")
+    overlay: str = option(_P.overlay, "overlay mode: dim the outside, or draw a contour", choices=OVERLAYS)
+    dim: float = option(_P.dim, "overlay dim: the brightness kept outside the region")
+    min_size: int = option(_P.min_size, "focal: the box is grown to at least this many pixels")
+    context: float = option(_P.context, "focal: the box expanded by this many of its own sizes per side")
+    crop_min_side: int = option(_P.crop_min_side, "focal, crop: smaller crops upscaled to this longer side (0: never)")
+    som_max_marks: int = option(_P.som_max_marks, "set-of-mark: most marks per image")
+    box_convention: str | None = option(_P.box_convention, "box prompts: the coordinates' convention (null: from "
+                                        "what the model is)", choices=CONVENTIONS)
+    input_size: list[int] | None = option(_P.input_size, "box prompts, pixels: the model's input [w, h]")
+    box_to_mask: str | None = option(None, "none, or sam: boxes become SAM masks (null: sam with --regions auto, "
+                                     "else none; --box-to-mask)", choices=("none", "sam"))
+    regions: str = option("regions", "the input column of region lists, or auto: the experts propose regions "
+                          "(--regions)")
+    box_format: str = option("xyxy", "how the input's boxes are written", choices=BOX_FORMATS)
+    propose: str = option("dense", "--regions auto: the proposer (grounding_dino and owlv2 need --queries)",
+                          choices=PROPOSERS)
+    max_regions: int = option(50, "--regions auto: regions kept per image")
+    max_new_tokens: int = option(256, "most tokens generated per region (--max-new-tokens)")
+    retry_max_new_tokens: int | None = option(None, "the limit a cut set-of-mark reply is asked again with "
+                                              "(null: twice max_new_tokens)")
+    temperature: float = option(0.0, "sampling temperature; 0 is greedy (--temperature)")
+    top_p: float = option(1.0, "nucleus sampling (--top-p)")
+    requests_per_call: int = option(64, "requests per model call: bounds memory, changes no output",
+                                    fingerprint="never")
+
+
 COLUMNS = ["region", "regions", "task", "attribute", "prompt_mode"]
 
 
@@ -110,14 +130,24 @@ def _box_frame(opts: dict[str, Any], backend: Any, revision: str | None) -> None
     opts["box_convention"], opts["box_convention_from"] = frame.convention, frame.source
 
 
-@register_method("region")
+@register_method(
+    "region",
+    summary="masked regions described with any VLM: dense, attribute or global, five ways of showing a region",
+    options={"region": RegionOptions},
+    flags=[Flag("region_prompt", "region", "prompt_mode"), Flag("task", "region", "task"),
+           Flag("attribute", "region", "attribute", help="the attribute to describe (color, material, pose...; "
+                "implies --task attribute)"),
+           Flag("outline", "region", "outline"), Flag("box_to_mask", "region", "box_to_mask"),
+           Flag("regions", "region", "regions")],
+    roles=[ModelRole("vlm", "describes each region")],
+)
 def region(ctx: MethodContext) -> Method:
     cfg = ctx.config
     if cfg.prompt is not None or cfg.prompt_file:
         raise MethodError("--method region writes its prompts from --task and --region-prompt (a row's own request "
                           "goes in an 'instruction' column); --prompt does not apply")  # fmt: skip
     given = dict((cfg.stages or {}).get("region", {}))
-    opts = resolve_options(ctx.options("region", primary=True, types=TYPES, **DEFAULTS), given)
+    opts = resolve_options(ctx.options("region", RegionOptions, primary=True), given)
     if opts["regions"] == "auto" and opts["propose"] in QUERY_PROPOSERS and not cfg.queries:
         raise MethodError(f"--regions auto with {opts['propose']} needs --queries 'cat,dog' (or propose with dense)")
     sam = build_expert("sam", cfg)  # loaded only when a run needs it (points, box_to_mask sam, auto)

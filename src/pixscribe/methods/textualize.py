@@ -21,10 +21,10 @@ reruns only what follows it. Columns and options: docs/textualize.md.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from ..engine.context import MethodContext
-from ..engine.stage import Method, Stage, register_method
+from ..api import Flag, Method, MethodContext, ModelRole, Stage, StageOptions, option, register_method
 from ..experts import build_expert
 from ..experts.base import Expert
 from ..stages import GenerateStage
@@ -36,9 +36,19 @@ from ..stages.detail import DetailStage
 
 DESCRIBE_PROMPT = ("Describe this image in detail: the objects in it with their colours, sizes and positions, how "
                    "they relate to each other, any visible text, and the setting. Only state what you can see.")
-DESCRIBE_DEFAULTS: dict[str, Any] = {"prompt": DESCRIBE_PROMPT, "max_new_tokens": 512, "temperature": 0.0,
-                                     "top_p": 1.0, "column": None}
-DESCRIBE_TYPES = {"column": str}  # the options whose default (None) does not tell their type
+
+
+@dataclass(frozen=True)
+class DescribeOptions(StageOptions):
+    """The VLM describes the image (the primary stage), or an input column gives the description."""
+
+    prompt: str = option(DESCRIBE_PROMPT, "the VLM's request (--prompt, --prompt-file)")
+    max_new_tokens: int = option(512, "most tokens generated per description (--max-new-tokens)")
+    temperature: float = option(0.0, "sampling temperature; 0 is greedy (--temperature)")
+    top_p: float = option(1.0, "nucleus sampling (--top-p)")
+    column: str | None = option(None, "take the descriptions from this input column instead of the VLM")
+
+
 RENAME = {"caption": "org_caption"}
 COLUMNS = ["description", "phrases", "objects", "hallucinations", "regions", "textualize_skipped"]
 
@@ -67,23 +77,34 @@ def textualize_method(ctx: MethodContext, experts: dict[str, Expert] | None = No
         return given[name] if name in given else build_expert(name, cfg)
 
     use_ocr = "ocr" in cfg.experts or "ocr" in given
-    describe = _describe(ctx, ctx.options("describe", primary=True, types=DESCRIBE_TYPES, **DESCRIBE_DEFAULTS))
-    obj_opts = ctx.options("objects", **objects_mod.DEFAULTS)
+    describe = _describe(ctx, ctx.options("describe", DescribeOptions, primary=True))
+    obj_opts = ctx.options("objects", objects_mod.ObjectsOptions)
     llm = ctx.model("llm") if obj_opts["extractor"] == "llm" else None
-    ver_opts = ctx.options("verify", **verify_mod.DEFAULTS)
+    ver_opts = ctx.options("verify", verify_mod.VerifyOptions)
     detectors = {n: expert(n) for n in ("grounding_dino", "owlv2") if n == "grounding_dino" or ver_opts["mode"] != "single"}
     stages: list[Stage] = [
         DetailStage(expert("dense"), expert("sam"), expert("depth"), expert("ocr") if use_ocr else None),
         describe,
         objects_mod.objects_stage(obj_opts, llm, ctx.spec("llm").identity()),
         verify_mod.VerifyStage(detectors, ver_opts),
-        rewrite_mod.RewriteStage(ctx.model("llm"), ctx.options("rewrite", **rewrite_mod.DEFAULTS),
+        rewrite_mod.RewriteStage(ctx.model("llm"), ctx.options("rewrite", rewrite_mod.RewriteOptions),
                                  identity=ctx.spec("llm").identity(), ocr=use_ocr),
     ]
     columns = COLUMNS[:-1] + (["ocr"] if use_ocr else []) + COLUMNS[-1:]
     return Method("textualize", stages, columns, caption_field="caption", rename_inputs=dict(RENAME))
 
 
-@register_method("textualize")
+@register_method(
+    "textualize",
+    summary="Image Textualization: descriptions checked against vision experts, then rewritten",
+    options={"describe": DescribeOptions, "objects": objects_mod.ObjectsOptions, "verify": verify_mod.VerifyOptions,
+             "rewrite": rewrite_mod.RewriteOptions},
+    flags=[Flag("describe_prompt", "describe", "prompt"), Flag("description_column", "describe", "column"),
+           Flag("extractor", "objects", "extractor"), Flag("verify_mode", "verify", "mode"),
+           Flag("box_threshold", "verify", "box_threshold"), Flag("text_threshold", "verify", "text_threshold"),
+           Flag("max_objects", "rewrite", "max_objects")],
+    roles=[ModelRole("vlm", "describes each image"),
+           ModelRole("llm", "extracts the objects and rewrites (default: the VLM itself; --llm)")],
+)
 def textualize(ctx: MethodContext) -> Method:
     return textualize_method(ctx)

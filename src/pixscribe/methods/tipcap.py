@@ -16,17 +16,29 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..engine.context import MethodContext
-from ..engine.stage import Method, MethodError, Stage, register_method
+from ..api import Flag, Method, MethodContext, MethodError, Stage, StageOptions, option, register_method
 from ..record import Record
 
-DEFAULTS: dict[str, Any] = {"model": None, "max_new_tokens": 30, "num_beams": 1, "clip": None,
-                            "prompt_column": None, "device": "auto"}
-TYPES = {"model": str, "clip": str, "prompt_column": str, "prompt_experts": str}  # defaults of None
 PROMPT_EXPERTS = ("dense", "grounding_dino", "owlv2")
+
+
+@dataclass(frozen=True)
+class TipCapOptions(StageOptions):
+    """The trained captioner over each image (the model's files are fingerprinted by content)."""
+
+    model: str | None = option(None, "a model directory from `pixscribe tipcap train` (--tipcap-model)")
+    max_new_tokens: int = option(30, "most tokens generated per caption")
+    num_beams: int = option(1, "beam search width (1: greedy)")
+    clip: str | None = option(None, "the CLIP model's id or directory (null: the one the model was trained with)")
+    prompt_column: str | None = option(None, "the input column of object tags (a list, JSON list or text) fused in "
+                                       "as the prompt")
+    device: str = option("auto", "auto, cpu or cuda")
+    prompt_experts: str | None = option(None, "tags from dense, grounding_dino or owlv2 detections (those need "
+                                        "--queries)", choices=PROMPT_EXPERTS)
 
 
 def model_identity(directory: str) -> dict[str, Any]:
@@ -72,6 +84,9 @@ class TagsStage(Stage):
 
     def options(self) -> dict[str, Any]:
         return {"expert": self.expert.name, "model": self.expert.model, "queries": self.queries}
+
+    def models(self) -> list[Any]:
+        return [self.expert]
 
     def setup(self) -> None:
         self.expert.setup()
@@ -130,9 +145,15 @@ class TipCapStage(Stage):
         return d
 
 
-@register_method("tipcap")
+@register_method(
+    "tipcap",
+    summary="TIPCap: a light captioner trained from text (pixscribe tipcap train), run over images",
+    options={"tipcap": TipCapOptions},
+    flags=[Flag("tipcap_model", "tipcap", "model"), Flag("prompt_column", "tipcap", "prompt_column"),
+           Flag("prompt_experts", "tipcap", "prompt_experts")],
+)
 def tipcap(ctx: MethodContext) -> Method:
-    opts = ctx.options("tipcap", types=TYPES, **DEFAULTS, prompt_experts=None)
+    opts = ctx.options("tipcap", TipCapOptions)
     if not opts.get("model"):
         raise MethodError("--method tipcap needs --tipcap-model DIR (a model trained with `pixscribe tipcap train`)")
     stages: list[Stage] = []

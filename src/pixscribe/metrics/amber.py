@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from ..errors import InputFileError
+
 DIMENSIONS = {  # annotation type -> the reference's counter prefix
     "discriminative-attribute-state": "as", "discriminative-attribute-number": "an",
     "discriminative-attribute-action": "aa", "discriminative-hallucination": "ha",
@@ -40,8 +42,8 @@ DIMENSIONS = {  # annotation type -> the reference's counter prefix
 START = 0.001  # the reference's initial denominators
 
 
-class AmberInputError(ValueError):
-    pass
+class AmberInputError(InputFileError):
+    kind = "AmberInputError"  # as error rows and messages named it before it joined the family
 
 
 @dataclass

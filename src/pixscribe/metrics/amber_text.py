@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ..deps import MissingDependency, require
+from ..errors import ConfigError
 
 Tagger = Callable[[list[str]], list[tuple[str, str]]]
 
@@ -165,9 +166,10 @@ def minilm_vectors() -> Callable[[str], np.ndarray]:
     from .pancap_tags import minilm_path
 
     tr = require("transformers", extra="detailed", what="AMBER's MiniLM word vectors")
-    from safetensors.numpy import load_file
     import glob
     import os
+
+    from safetensors.numpy import load_file
 
     path = minilm_path()
     tok = tr.AutoTokenizer.from_pretrained(path, local_files_only=True)
@@ -194,7 +196,7 @@ def make_similarity(spec: str) -> Callable[[str, str], float]:
         return VectorSimilarity(minilm_vectors(), name="minilm")
     if spec.startswith("spacy:"):
         return SpacySimilarity(spec.split(":", 1)[1])
-    raise ValueError(f"AMBER similarity {spec!r}: expected spacy:NAME (e.g. spacy:en_core_web_lg) or minilm")
+    raise ConfigError(f"AMBER similarity {spec!r}: expected spacy:NAME (e.g. spacy:en_core_web_lg) or minilm")
 
 
 __all__ = ["NounExtractor", "SpacySimilarity", "Tagger", "VectorSimilarity", "make_similarity", "minilm_vectors",

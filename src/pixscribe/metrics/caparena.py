@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..backends.base import GenerationRequest, Sampling
+from ..errors import InputFileError
 
 BASELINES = ("GPT-4o-0806", "CogVLM2-llama3-chat-19B", "MiniCPM-V2.6-8B")
 VALID = ("Caption 1 is better.", "Caption 1 is better", "Caption 2 is better.", "Caption 2 is better", "Tie", "Tie.")
@@ -49,7 +50,7 @@ def battles(bench: Mapping[str, Mapping[str, Any]], captions: Mapping[str, str],
         if ref_model == model:
             continue
         if img not in captions:
-            raise ValueError(f"no caption of {model} for {img}")
+            raise InputFileError(f"no caption of {model} for {img}")
         ref_cap, own = d["captions"][ref_model], captions[img]
         pair = ((ref_model, ref_cap), (model, own)) if rng.randint(0, 1) == 0 else ((model, own), (ref_model, ref_cap))
         out.append({"img": img, "source1": pair[0][0], "source2": pair[1][0], "caption1": pair[0][1],
@@ -98,7 +99,7 @@ def scores(items: Sequence[Mapping[str, Any]], model: str) -> CapArenaScores:
             skipped += 1
             continue
         if it["ref_model"] not in counted:
-            raise ValueError(f"battle of {it.get('img')}: baseline {it['ref_model']!r} is not one of {BASELINES}")
+            raise InputFileError(f"battle of {it.get('img')}: baseline {it['ref_model']!r} is not one of {BASELINES}")
         counted[it["ref_model"]] += 1
         winner = it["source1"] if verdict in "Caption 1 is better." else it["source2"] if verdict in \
             "Caption 2 is better." else "Tie"
@@ -109,7 +110,7 @@ def scores(items: Sequence[Mapping[str, Any]], model: str) -> CapArenaScores:
     for b in BASELINES:
         avg += per[b]
     if not lengths:
-        raise ValueError(f"CapArena-Auto: no battle of {model}")
+        raise InputFileError(f"CapArena-Auto: no battle of {model}")
     return CapArenaScores(avg / 3, per, counted, sum(lengths) / len(lengths), skipped)
 
 
@@ -117,12 +118,12 @@ def read_items(path: str | Path, flag: str) -> list[dict[str, Any]]:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ValueError(f"{flag} {path}: no such file") from None
+        raise InputFileError(f"{flag} {path}: no such file") from None
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{flag} {path}: not valid JSON ({exc.msg})") from None
+        raise InputFileError(f"{flag} {path}: not valid JSON ({exc.msg})") from None
     need = ("source1", "source2", "caption1", "caption2", "ref_model")
     if not isinstance(data, list) or not all(isinstance(d, dict) and all(k in d for k in need) for d in data):
-        raise ValueError(f"{flag} {path}: expected a list of battles with {', '.join(need)} (and judge)")
+        raise InputFileError(f"{flag} {path}: expected a list of battles with {', '.join(need)} (and judge)")
     return data
 
 
@@ -136,7 +137,7 @@ def judge_battles(items: list[dict[str, Any]], images: Path, judge: Any, prompts
     for it in todo:
         path = images / it["img"]
         if not path.is_file():
-            raise ValueError(f"--caparena-images {images}: no image {it['img']}")
+            raise InputFileError(f"--caparena-images {images}: no image {it['img']}")
         with Image.open(path) as im:
             reqs.append(judge_request(it, im.convert("RGB"), prompts, with_ref))
     for it, res in zip(todo, judge.ask(reqs)):
@@ -205,7 +206,7 @@ def elo_ranking(items: Sequence[Mapping[str, Any]], rounds: int = 1000, seed: in
     bs = [(it["source1"], it["source2"], _winner(it["judge"], it["source1"], it["source2"])) for it in items
           if "judge" in it and "human" not in (it["source1"], it["source2"])]
     if not bs:
-        raise ValueError("CapArena agreement: no judged battle between models")
+        raise InputFileError("CapArena agreement: no judged battle between models")
     rs = np.random.RandomState(seed)
     runs = [elo([bs[i] for i in rs.randint(0, len(bs), size=len(bs))]) for _ in range(rounds)]
     models = list(dict.fromkeys(m for r in runs for m in r))  # the columns of the reference's DataFrame
@@ -220,7 +221,7 @@ def model_agreement(ranking: Sequence[str], human: Sequence[str]) -> dict[str, f
     ranked = [m for m in ranking if m != "human"]
     missing = [m for m in ranked if m not in human]
     if missing:
-        raise ValueError(f"models not in the human ranking: {', '.join(missing)}")
+        raise InputFileError(f"models not in the human ranking: {', '.join(missing)}")
     positions = [human.index(m) + 1 for m in ranked]
     order = list(range(1, len(ranked) + 1))
     return {"spearman": float(spearmanr(positions, order)[0]), "kendall": float(kendalltau(positions, order)[0])}

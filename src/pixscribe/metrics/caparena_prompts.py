@@ -21,6 +21,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from ..errors import InputFileError
 from ..io.files import read_regular
 
 SYSTEM = {"system_with_ref": "system_prompt_with_ref", "system_without_ref": "system_prompt_without_ref"}
@@ -31,8 +32,8 @@ KNOWN = "d145f527d1ba0c0c9de6f74c7565be524a2ed66ca6b25caa543abab572ce4ac4"
 FLAG = "--caparena-prompts"
 
 
-class PromptFileError(ValueError):
-    pass
+class PromptFileError(InputFileError):
+    kind = "PromptFileError"  # as error rows and messages named it before it joined the family
 
 
 def digest(prompts: dict[str, str]) -> str:

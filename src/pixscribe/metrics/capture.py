@@ -35,6 +35,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from ..errors import ConfigError, InputFileError
+
 EPS = 1e-6
 Encode = Callable[[Sequence[str]], np.ndarray]
 
@@ -55,7 +57,7 @@ class Parse:
                        {str(k): [str(a) for a in v] for k, v in d.get("attributes", {}).items()},
                        rels)  # type: ignore[arg-type]
         except (AttributeError, TypeError, ValueError) as exc:
-            raise ValueError(f"{where}: not a CAPTURE parse ({exc})") from None
+            raise InputFileError(f"{where}: not a CAPTURE parse ({exc})") from None
 
     def attribute_words(self) -> list[str]:
         return [a for v in self.attributes.values() for a in v]
@@ -188,12 +190,12 @@ def capture(cands: Mapping[str, Parse], refs: Mapping[str, Sequence[Parse]], *,
     """Score every id of ``refs`` that has a candidate parse (the reference loops over the references' ids)."""
     cfg = config or CaptureConfig()
     if cfg.alpha + cfg.beta != 1.0:
-        raise ValueError(f"CAPTURE needs alpha + beta == 1 (got {cfg.alpha} + {cfg.beta})")
+        raise ConfigError(f"CAPTURE needs alpha + beta == 1 (got {cfg.alpha} + {cfg.beta})")
     if synonyms is None and cfg.synonym_matching:
         synonyms = Synonyms()
     embed = Embedder(encode) if cfg.soft_matching and encode is not None else None
     if cfg.soft_matching and embed is None:
-        raise ValueError("CAPTURE's soft matching needs a sentence encoder (encode=...)")
+        raise ConfigError("CAPTURE's soft matching needs a sentence encoder (encode=...)")
     if embed is not None:  # one encoding of every phrase the soft pass may need, instead of a call per image
         embed.prepare([x for k, rs in refs.items() if k in cands for p in (cands[k], *rs) for x in _phrases(p)])
     per: dict[str, dict[str, float]] = {}
@@ -207,7 +209,7 @@ def capture(cands: Mapping[str, Parse], refs: Mapping[str, Sequence[Parse]], *,
         per[k] = {"capture": float(score), **{f: float(np.mean([float(x[i + 1]) * 100 for x in results]))
                                               for i, f in enumerate(FIELDS)}}
     if not scores:
-        raise ValueError("CAPTURE: no id has both a candidate parse and reference parses")
+        raise InputFileError("CAPTURE: no id has both a candidate parse and reference parses")
     total = sum(scores) / len(scores)
     corpus = {"capture": float(total), **{f"capture_{f}": float(np.mean([v[f] for v in per.values()])) for f in FIELDS}}
     return CaptureResult(float(total), per, corpus)
@@ -221,12 +223,12 @@ def read_parses(path: str | Path) -> tuple[dict[str, Parse], dict[str, list[Pars
         cands = {str(k): Parse.from_json(v, f"{p}: candidate {k}") for k, v in data["candidates"].items()}
         refs = {str(k): [Parse.from_json(x, f"{p}: reference {k}") for x in v] for k, v in data["references"].items()}
     except FileNotFoundError:
-        raise ValueError(f"--capture-parses {p}: no such file") from None
+        raise InputFileError(f"--capture-parses {p}: no such file") from None
     except json.JSONDecodeError as exc:
-        raise ValueError(f"--capture-parses {p}: not valid JSON ({exc.msg})") from None
+        raise InputFileError(f"--capture-parses {p}: not valid JSON ({exc.msg})") from None
     except (KeyError, AttributeError, TypeError) as exc:
-        raise ValueError(f"--capture-parses {p}: expected {{'candidates': {{id: parse}}, 'references': "
-                         f"{{id: [parse, ...]}}}} ({exc})") from None
+        raise InputFileError(f"--capture-parses {p}: expected {{'candidates': {{id: parse}}, 'references': "
+                             f"{{id: [parse, ...]}}}} ({exc})") from None
     return cands, refs
 
 
@@ -244,7 +246,7 @@ def sentence_encoder(spec: str, device: str = "cpu") -> Encode:
     elif spec.startswith("st:"):
         model = st.SentenceTransformer(spec[3:], device=device)
     else:
-        raise ValueError(f"CAPTURE encoder {spec!r}: expected minilm or st:NAME_OR_DIR")
+        raise ConfigError(f"CAPTURE encoder {spec!r}: expected minilm or st:NAME_OR_DIR")
     return lambda texts: model.encode(list(texts), batch_size=64, show_progress_bar=False)
 
 

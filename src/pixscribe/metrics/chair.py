@@ -36,6 +36,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
+from ..errors import ConfigError
 from .singular import singularize
 from .wordtok import word_tokenize
 
@@ -90,7 +91,7 @@ def _phrase_rules(fixed: bool) -> dict[str, str]:
 @lru_cache(maxsize=None)
 def vocabulary(variant: str = "chair") -> ChairVocabulary:
     if variant not in VARIANTS:
-        raise ValueError(f"CHAIR variant must be one of {VARIANTS}, got {variant!r}")
+        raise ConfigError(f"CHAIR variant must be one of {VARIANTS}, got {variant!r}")
     fixed = variant == "chair_fixed"
     category: dict[str, str] = {}
     for line in synonym_lines():

@@ -34,6 +34,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..errors import InputFileError
+
 _TINY = 1e-15
 _SMALL = 1e-9
 
@@ -72,7 +74,7 @@ class _Prepared:
         for i in self.ids:
             r = gts[i]
             if len(r) < 1:
-                raise ValueError(f"image {i!r}: no references")
+                raise InputFileError(f"image {i!r}: no references")
             refs.extend(r)
             n_refs.append(len(r))
         self.hyp_text = hyps

@@ -44,6 +44,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..backends.base import GenerationRequest, Sampling
+from ..errors import InputFileError
 
 Nouns = Callable[[str], list[str]]  # a sub-caption -> its nouns' lemmas, lower-cased
 Similarity = Callable[[Sequence[str], Sequence[str]], np.ndarray]  # cosines, rows x columns
@@ -287,7 +288,7 @@ def _score(plans: Sequence[_Plan], by_prompt: Mapping[str, Any], image_size: Any
             totals["pixel coverage"] += pix * 100.0
         per[p.image] = {"object_coverage": p.coverage, "pixel_coverage": pix, "attribute": obj, "relation": rel}
     if not count:
-        raise ValueError(f"CompreCap: no image could be scored ({len(errors)} errors, {len(skipped)} skipped)")
+        raise InputFileError(f"CompreCap: no image could be scored ({len(errors)} errors, {len(skipped)} skipped)")
     cov, attr, rel = (totals["object coverage"] / count, totals["attribute score"] / count,
                       totals["relation score"] / count)
     corpus = {"comprecap_object_coverage": cov, "comprecap_attribute": attr, "comprecap_relation": rel,

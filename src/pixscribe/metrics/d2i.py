@@ -26,6 +26,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 import typer
 
+from ..errors import ConfigError, InputFileError
+
 EXTS = (".png", ".jpg", ".jpeg", ".webp")
 
 
@@ -89,7 +91,7 @@ def d2i_scores(ids: list[str], gen_dir: Path, orig_dir: Path, clip_model: str, d
         else:
             missing.append(i)
     if not pairs:
-        raise ValueError(f"--d2i {gen_dir}: no id has both a generated image there and an original in {orig_dir}")
+        raise InputFileError(f"--d2i {gen_dir}: no id has both a generated image there and an original in {orig_dir}")
     scorer = ClipScorer(clip_model, device=device)
     gen = scorer.embed_images([Image.open(g).convert("RGB") for _, g, _ in pairs])
     orig = scorer.embed_images([Image.open(o).convert("RGB") for _, _, o in pairs])
@@ -117,8 +119,8 @@ def run_d2i(pred: Path, column: str, images: Path | None, clip_model: str | None
     from .io import read_predictions
 
     if images is None or clip_model is None:
-        raise ValueError("--d2i needs --images ORIG_DIR (the original images) and --clip-model (IT: "
-                         "openai/clip-vit-base-patch16)")
+        raise ConfigError("--d2i needs --images ORIG_DIR (the original images) and --clip-model (IT: "
+                          "openai/clip-vit-base-patch16)")
     preds, _ = read_predictions(pred, column)
     report: dict[str, Any] = {"info": {"pred": str(pred), "column": column, "d2i": str(d2i), "clip_model": clip_model}}
     if t2i:
@@ -153,17 +155,14 @@ def with_d2i(command: Callable[..., Any]) -> Callable[..., Any]:
         extra = {n: kw.pop(n) for n, _, _ in D2I_OPTIONS}
         if extra["d2i"] is None:
             if extra["t2i"]:
-                _exit("--t2i generates images for --d2i GEN_DIR: give --d2i too")
+                raise ConfigError("--t2i generates images for --d2i GEN_DIR: give --d2i too")
             if kw.get("refs") is None and kw.get("pope_labels") is None:
-                _exit("--refs is required (or --pope-labels for POPE, or --d2i GEN_DIR for D2I-Bench)")
+                raise ConfigError("--refs is required (or --pope-labels for POPE, or --d2i GEN_DIR for D2I-Bench)")
             return command(**kw)
         if kw.get("refs") is not None:
-            _exit("--d2i scores generated images, not references: run pixscribe eval once with --refs and once "
-                  "with --d2i")
-        try:
-            run_d2i(kw["pred"], kw["column"], kw.get("images"), kw.get("clip_model"), kw.get("output"), **extra)
-        except (ValueError, FileNotFoundError, RuntimeError) as exc:
-            _exit(str(exc))
+            raise ConfigError("--d2i scores generated images, not references: run pixscribe eval once with --refs "
+                              "and once with --d2i")
+        run_d2i(kw["pred"], kw["column"], kw.get("images"), kw.get("clip_model"), kw.get("output"), **extra)
 
     hints = dict(getattr(command, "__annotations__", {}))
     hints.update({n: a for n, a, _ in D2I_OPTIONS})
@@ -171,11 +170,6 @@ def with_d2i(command: Callable[..., Any]) -> Callable[..., Any]:
     wrapped.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
     del wrapped.__wrapped__  # typer reads the signature above, not the wrapped function's
     return wrapped
-
-
-def _exit(msg: str) -> None:
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(2)
 
 
 __all__ = ["D2I_OPTIONS", "d2i_scores", "find_image", "generate_images", "run_d2i", "with_d2i"]

@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from ..deps import MissingDependency
+from ..errors import ConfigError
 
 DETAILED_OPTIONS: list[tuple[str, Any, Any]] = [
     ("amber_data", Optional[Path], typer.Option(None, "--amber-data", help="AMBER: its data/ folder "
@@ -58,7 +58,7 @@ def split_options(options: list[str], known: dict[str, set[str]]) -> dict[str, d
         metric, dot, name = key.strip().partition(".")
         if not sep or not dot or metric not in known or name not in known[metric]:
             choices = "; ".join(f"{m}.{{{','.join(sorted(k))}}}" for m, k in known.items())
-            raise ValueError(f"--detail-option {opt!r}: expected METRIC.KEY=VALUE, one of {choices}")
+            raise ConfigError(f"--detail-option {opt!r}: expected METRIC.KEY=VALUE, one of {choices}")
         out[metric][name] = value.strip()
     return out
 
@@ -107,19 +107,15 @@ def with_detailed(command: Callable[..., Any]) -> Callable[..., Any]:
         extra = {n: kw.pop(n) for n in NAMES}
         try:
             ms = parse_metrics(kw["metrics"])
-        except ValueError:
+        except ConfigError:
             return command(**kw)  # the command says what is wrong
         chosen = [m for m in ms if m in DETAILED_METRICS]
         if not chosen:
             return command(**kw)
-        try:
-            if len(chosen) != len(ms):
-                raise ValueError(f"{', '.join(chosen)} are scored on their own; drop "
-                                 f"{', '.join(m for m in ms if m not in chosen)} from --metrics")
-            report = run_detailed(chosen, kw, extra)
-        except (ValueError, FileNotFoundError, RuntimeError, MissingDependency) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2)
+        if len(chosen) != len(ms):
+            raise ConfigError(f"{', '.join(chosen)} are scored on their own; drop "
+                              f"{', '.join(m for m in ms if m not in chosen)} from --metrics")
+        report = run_detailed(chosen, kw, extra)
         _finish(report, kw.get("output"))
 
     hints = dict(getattr(command, "__annotations__", {}))

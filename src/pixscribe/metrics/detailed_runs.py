@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+from ..errors import ConfigError, InputFileError
+
 OPTIONS: dict[str, set[str]] = {
     "amber": {"similarity", "tagger", "threshold", "evaluation_type"},
     "capture": {"alpha", "beta", "gamma", "synonym_matching", "soft_matching", "encoder"},
@@ -19,14 +21,14 @@ OPTIONS: dict[str, set[str]] = {
 
 def _need(value: Any, flag: str, metric: str) -> Any:
     if value is None:
-        raise ValueError(f"{metric} needs {flag}")
+        raise ConfigError(f"{metric} needs {flag}")
     return value
 
 
 def need_judge(judge: Any, metric: str, instead: str) -> Any:
     if judge is None:
-        raise ValueError(f"{metric} needs an LLM judge: --judge MODEL (a local model, or a served one with "
-                         f"--judge-base-url URL), or --judge-replay TRANSCRIPT, or {instead}")
+        raise ConfigError(f"{metric} needs an LLM judge: --judge MODEL (a local model, or a served one with "
+                          f"--judge-base-url URL), or --judge-replay TRANSCRIPT, or {instead}")
     return judge
 
 
@@ -35,7 +37,7 @@ def _flag(value: str, name: str) -> bool:
         return True
     if value.lower() in ("0", "false", "no", "off"):
         return False
-    raise ValueError(f"--detail-option {name}={value}: expected true or false")
+    raise ConfigError(f"--detail-option {name}={value}: expected true or false")
 
 
 def _amber_responses(pred: Path, column: str) -> list[dict[str, Any]]:
@@ -48,7 +50,7 @@ def _amber_responses(pred: Path, column: str) -> list[dict[str, Any]]:
     try:
         return [{"id": int(k), "response": v} for k, v in preds.items()]
     except ValueError as exc:
-        raise ValueError(f"--pred {pred}: AMBER ids are numbers ({exc})") from None
+        raise InputFileError(f"--pred {pred}: AMBER ids are numbers ({exc})") from None
 
 
 def run_amber(kw: dict[str, Any], extra: dict[str, Any], opts: dict[str, str], judge: Any) -> dict[str, Any]:
@@ -154,7 +156,7 @@ def run_comprecap(kw: dict[str, Any], extra: dict[str, Any], opts: dict[str, str
     try:
         anno = json.loads((root / "anno.json").read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError) as exc:
-        raise ValueError(f"--comprecap-data {root}: cannot read anno.json ({exc})") from None
+        raise InputFileError(f"--comprecap-data {root}: cannot read anno.json ({exc})") from None
     captions, _ = read_predictions(kw["pred"], kw["column"])
     need_judge(judge, "comprecap", "a transcript of its answers (--judge-replay)")
     spec = opts.get("nouns", "spacy:en_core_web_lg")

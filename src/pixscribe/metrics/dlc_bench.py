@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..backends.base import GenerationRequest, Sampling
+from ..errors import InputFileError
 
 LABELS = "abcde"
 SAMPLING = Sampling(max_new_tokens=300, temperature=0.0, top_p=1.0)
@@ -98,8 +99,8 @@ def _in_range(i: int, choices: Sequence[str]) -> int | None:
     return i if i < len(choices) else None  # the reference then raises IndexError
 
 
-class RegionError(ValueError):
-    pass
+class RegionError(InputFileError):
+    kind = "RegionError"  # as error rows and messages named it before it joined the family
 
 
 @dataclass
@@ -203,8 +204,8 @@ def dlc_bench(captions: Mapping[str, str], qa: Mapping[str, list[dict[str, Any]]
         per[k] = {"score": r.score, "pos": r.pos, "neg": r.neg, "recognized": r.recognized, "answers": r.answers,
                   "choices": r.choices}
     if not per:
-        raise ValueError(f"DLC-Bench: no region could be scored ({len(missing)} without a caption, "
-                         f"{len(errors)} not scored, e.g. {next(iter(errors.items()), ('', ''))})")
+        raise InputFileError(f"DLC-Bench: no region could be scored ({len(missing)} without a caption, "
+                             f"{len(errors)} not scored, e.g. {next(iter(errors.items()), ('', ''))})")
     pos = sum(v["pos"] for v in per.values()) / len(per)
     negs = [v["neg"] for v in per.values() if v["neg"] is not None]
     neg = sum(negs) / len(negs) if negs else float("nan")
@@ -215,9 +216,9 @@ def _json(path: Path, what: str) -> Any:
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ValueError(f"{what} {path}: no such file") from None
+        raise InputFileError(f"{what} {path}: no such file") from None
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{what} {path}: not valid JSON ({exc.msg})") from None
+        raise InputFileError(f"{what} {path}: not valid JSON ({exc.msg})") from None
 
 
 def read_bench(folder: str | Path) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]]:
@@ -225,7 +226,7 @@ def read_bench(folder: str | Path) -> tuple[dict[str, list[dict[str, Any]]], dic
     d = Path(folder)
     qa, names = _json(d / "qa.json", "--dlc-data"), _json(d / "class_names.json", "--dlc-data")
     if not isinstance(qa, dict) or not isinstance(names, dict):
-        raise ValueError(f"--dlc-data {d}: qa.json and class_names.json are JSON objects keyed by region")
+        raise InputFileError(f"--dlc-data {d}: qa.json and class_names.json are JSON objects keyed by region")
     return {str(k): v for k, v in qa.items()}, {str(k): v for k, v in names.items()}
 
 
@@ -233,7 +234,8 @@ def read_saved_answers(path: str | Path) -> dict[str, list[str | None]]:
     """The judge's answers from the reference's evaluation file (``{key: {"response": [...]}}``)."""
     data = _json(Path(path), "--dlc-responses")
     if not isinstance(data, dict):
-        raise ValueError(f"--dlc-responses {path}: expected the reference's *_eval.json (an object keyed by region)")
+        raise InputFileError(f"--dlc-responses {path}: expected the reference's *_eval.json (an object keyed by "
+                             "region)")
     return {str(k): v["response"] for k, v in data.items() if isinstance(v, dict) and "response" in v}
 
 

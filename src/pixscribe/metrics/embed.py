@@ -24,6 +24,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..errors import ModelUnavailable
+
 
 def _torch():
     from ..deps import require
@@ -40,8 +42,8 @@ def _load(processor_class: str, model_class: str, model: str, revision: str | No
         proc = getattr(transformers, processor_class).from_pretrained(model, revision=revision)
         net = getattr(transformers, model_class).from_pretrained(model, revision=revision, use_safetensors=True)
     except Exception as exc:
-        raise RuntimeError(f"{what} model {model!r} could not be loaded ({exc}); give a local directory "
-                           "or a hub id that is cached (HF_HUB_OFFLINE=1 blocks downloads)") from exc
+        raise ModelUnavailable(f"{what} model {model!r} could not be loaded ({exc}); give a local directory "
+                               "or a hub id that is cached (HF_HUB_OFFLINE=1 blocks downloads)") from exc
     return proc, net.to(device).eval()
 
 

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import typer
 
-from ..deps import MissingDependency
+from ..errors import ConfigError
 
 
 def _print_table(report: dict[str, Any]) -> None:
@@ -100,7 +100,7 @@ def eval_command(
     try:
         ms = parse_metrics(metrics)
         if tokenize not in TOKENIZERS:
-            raise ValueError(f"--tokenize {tokenize}: choose from {', '.join(TOKENIZERS)}")
+            raise ConfigError(f"--tokenize {tokenize}: choose from {', '.join(TOKENIZERS)}")
         notes = metric_notes(metrics)
         for note in notes:
             typer.echo(note, err=True)
@@ -125,9 +125,6 @@ def eval_command(
                               missing_preds=empty, judge=judge_obj, pancap_config=pancap_cfg, tokenize=tokenize)
             report["info"]["refs"] = str(refs)
             record_judge(report, judge_obj, judge_transcript, output)
-    except (MetricsInputError, ValueError, OSError, RuntimeError, MissingDependency) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
     finally:
         if judge_obj is not None:
             judge_obj.close()
@@ -202,8 +199,8 @@ def _judge_setup(ms: list[str], judge: str | None, base_urls: list[str], backend
     if not needing:
         return None
     if not judge and replay is None:
-        raise ValueError(f"{', '.join(needing)} needs an LLM judge: --judge MODEL (a local model, or a served one "
-                         "with --judge-base-url URL), or --judge-replay TRANSCRIPT")
+        raise ConfigError(f"{', '.join(needing)} needs an LLM judge: --judge MODEL (a local model, or a served one "
+                          "with --judge-base-url URL), or --judge-replay TRANSCRIPT")
     return make_judge(judge, backend=backend, base_urls=base_urls, api_key_env=api_key_env, cache=cache,
                       replay=replay)
 

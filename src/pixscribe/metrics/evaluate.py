@@ -20,13 +20,17 @@ thresholds and per-image counts in ``info["pancapscore_unofficial"]``. The old n
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..errors import ConfigError, InputFileError
 from .bootstrap import bootstrap_ci
 from .coco import coco_scores
 from .tokenize import ptb_tokenize
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .pancapscore import PancapConfig
 
 ALL_METRICS = ("bleu", "meteor", "rouge_l", "cider_d", "spice", "chair", "bertscore", "clipscore", "lin")
 # corrected variants of reference metrics (docs/metrics.md), and the original CIDEr; not part of "all"
@@ -68,7 +72,7 @@ def parse_metrics(spec: str | Sequence[str] | None) -> list[str]:
             continue
         m = _ALIASES.get(m) or _RENAMED.get(m, m)
         if m not in _KNOWN:
-            raise ValueError(f"unknown metric {m!r}; choose from {', '.join(_KNOWN)}")
+            raise ConfigError(f"unknown metric {m!r}; choose from {', '.join(_KNOWN)}")
         if m not in out:
             out.append(m)
     return out
@@ -97,7 +101,7 @@ def prepare_text(caps: Mapping[str, Sequence[str]], tokenize: str = "ptb") -> di
         return ptb_tokenize(caps)
     if tokenize == "none":
         return {k: [str(c).replace("\n", "") for c in v] for k, v in caps.items()}
-    raise ValueError(f"unknown tokenize {tokenize!r}; choose from {', '.join(TOKENIZERS)}")
+    raise ConfigError(f"unknown tokenize {tokenize!r}; choose from {', '.join(TOKENIZERS)}")
 
 
 def evaluate(
@@ -113,7 +117,7 @@ def evaluate(
     seed: int = 0,
     missing_preds: Sequence[str] = (),
     judge: Any = None,
-    pancap_config: Any = None,
+    pancap_config: "PancapConfig | None" = None,
     tag_matcher: Any = None,
     tokenize: str = "ptb",
 ) -> dict[str, Any]:
@@ -122,13 +126,13 @@ def evaluate(
     BLEU, METEOR, ROUGE-L, CIDEr(-D) and SPICE read (:func:`prepare_text`)."""
     ms = parse_metrics(metrics)
     if any(m in POPE_METRICS for m in ms):
-        raise ValueError("POPE is scored from answers and question labels: pixscribe eval --metrics pope "
-                         "--pope-labels LABELS --pred ANSWERS (pope.pope_report), not with caption metrics")
+        raise InputFileError("POPE is scored from answers and question labels: pixscribe eval --metrics pope "
+                             "--pope-labels LABELS --pred ANSWERS (pope.pope_report), not with caption metrics")
     ids = [k for k in refs if k in preds]
     missing = [k for k in refs if k not in preds]
     extra = [k for k in preds if k not in refs]
     if not ids:
-        raise ValueError("no prediction matches a reference id (ids are compared as strings)")
+        raise InputFileError("no prediction matches a reference id (ids are compared as strings)")
     corpus: dict[str, float] = {}
     per: dict[str, np.ndarray] = {}
     info: dict[str, Any] = {"metrics": ms, "seconds": {}}
@@ -174,7 +178,7 @@ def evaluate(
         info["seconds"][variant] = round(time.perf_counter() - t, 4)
     if "bertscore" in ms:
         if not bertscore_model:
-            raise ValueError("bertscore needs a model: --bertscore-model DIR_OR_HUB_ID")
+            raise ConfigError("bertscore needs a model: --bertscore-model DIR_OR_HUB_ID")
         from .embed import BertScorer
 
         b = BertScorer(bertscore_model).score([preds[k] for k in ids], [refs[k] for k in ids])
@@ -184,7 +188,7 @@ def evaluate(
         info["bertscore_model"] = bertscore_model
     if "clipscore" in ms:
         if not clip_model or images is None:
-            raise ValueError("clipscore needs --clip-model DIR_OR_HUB_ID and --images DIR")
+            raise ConfigError("clipscore needs --clip-model DIR_OR_HUB_ID and --images DIR")
         from .embed import ClipScorer, load_images
 
         imgs = load_images(ids, images) if isinstance(images, str) else [images(k) for k in ids]
@@ -245,17 +249,17 @@ def _chair(variant: str, preds: Mapping[str, str], refs: Mapping[str, Sequence[s
 
 
 def _pancapscore(preds: Mapping[str, str], refs: Mapping[str, Sequence[str]], ids: Sequence[str], judge: Any,
-                 config: Any, matcher: Any, bootstrap: int, seed: int) -> tuple[dict, dict, Any, dict]:
+                 config: "PancapConfig | None", matcher: Any, bootstrap: int, seed: int) -> tuple[dict, dict, Any, dict]:
     """PancapScore's corpus numbers, per-image arrays, the total's interval and its info."""
     from .pancapscore import DIMENSIONS, KEYS, TOTAL, PancapConfig, pancap_total, pancapscore, total_ci
 
     if judge is None:
-        raise ValueError("pancapscore_unofficial needs an LLM judge: --judge MODEL (a local model, or a served one "
-                         "with --judge-base-url URL)")
+        raise ConfigError("pancapscore_unofficial needs an LLM judge: --judge MODEL (a local model, or a served one "
+                          "with --judge-base-url URL)")
     several = [k for k in ids if len(refs[k]) != 1]
     if several:
-        raise ValueError(f"pancapscore_unofficial takes one reference caption per image; {len(several)} images have "
-                         f"several (e.g. {several[0]!r})")
+        raise InputFileError(f"pancapscore_unofficial takes one reference caption per image; {len(several)} images "
+                             f"have several (e.g. {several[0]!r})")
     cfg = config or PancapConfig()
     res = pancapscore({k: preds[k] for k in ids}, {k: refs[k][0] for k in ids}, judge, config=cfg, matcher=matcher)
     nan = float("nan")

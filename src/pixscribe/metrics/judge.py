@@ -38,6 +38,7 @@ from typing import Any, Iterable, Sequence
 
 from ..backends.base import Backend, GenerationRequest, GenerationResult
 from ..backends.structured import redo_cut
+from ..errors import ConfigError, InputFileError
 
 DEFAULT_CACHE = Path("~/.cache/pixscribe/judge.sqlite3")
 
@@ -110,8 +111,8 @@ def request_key(identity: dict[str, Any], req: GenerationRequest) -> str:
 TRANSCRIPT_FORMAT = "pixscribe-judge-transcript"
 
 
-class TranscriptError(ValueError):
-    pass
+class TranscriptError(InputFileError):
+    kind = "TranscriptError"  # as error rows and messages named it before it joined the family
 
 
 class Transcript:
@@ -294,8 +295,8 @@ def make_judge(model: str | None, *, backend: str | None = None, base_urls: Sequ
     transcript = Transcript.read(replay) if replay else None
     if not model:
         if transcript is None:
-            raise ValueError("a judged metric needs a judge: --judge MODEL (a local model, or a served one with "
-                             "--judge-base-url URL), or --judge-replay TRANSCRIPT")
+            raise ConfigError("a judged metric needs a judge: --judge MODEL (a local model, or a served one with "
+                              "--judge-base-url URL), or --judge-replay TRANSCRIPT")
         return CachedJudge(ReplayBackend(transcript), None, replay=transcript)
     from ..backends import make_backend
     from ..config import RunConfig

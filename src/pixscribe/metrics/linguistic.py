@@ -32,6 +32,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
 
+from ..errors import ConfigError, ModelUnavailable
+
 VARIANTS = ("lin", "lin_fixed")
 
 _REF_WORD = re.compile(r"\b\w+\b")
@@ -98,7 +100,7 @@ def counts(text: str, variant: str = "lin") -> tuple[int, int, int, int, int]:
         sents = _fixed_sentences(text)
         syl = [count_syllables_fixed(w) for w in ws]
     else:
-        raise ValueError(f"LIN-Bench variant must be one of {VARIANTS}, got {variant!r}")
+        raise ConfigError(f"LIN-Bench variant must be one of {VARIANTS}, got {variant!r}")
     return chars, len(ws), sents, sum(syl), sum(1 for s in syl if s > 2)
 
 
@@ -160,7 +162,7 @@ def corpus_stats(texts: Iterable[str], stats: Sequence[TextStats] | None = None,
 
 
 def pos_counts(text: str) -> dict[str, int]:
-    raise RuntimeError(
+    raise ModelUnavailable(
         "POS counts need a part-of-speech tagger with local data; none is available offline "
         "(nltk's averaged perceptron data and spaCy models must be downloaded)"
     )

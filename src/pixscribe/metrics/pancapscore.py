@@ -39,6 +39,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..backends.base import Sampling
+from ..errors import ConfigError
 from . import pancap_prompts as P
 from .pancap_tags import TIERS, TagMatcher
 
@@ -70,9 +71,9 @@ class PancapConfig:
 
     def __post_init__(self) -> None:
         if self.both_empty not in ("skip", "full"):
-            raise ValueError(f"both_empty must be 'skip' or 'full', got {self.both_empty!r}")
+            raise ConfigError(f"both_empty must be 'skip' or 'full', got {self.both_empty!r}")
         if self.qa_batch < 1:
-            raise ValueError("qa_batch must be >= 1")
+            raise ConfigError("qa_batch must be >= 1")
 
     @classmethod
     def from_options(cls, options: Sequence[str]) -> "PancapConfig":
@@ -83,13 +84,13 @@ class PancapConfig:
             key, sep, raw = opt.partition("=")
             key = key.strip().replace("-", "_")
             if not sep or key not in kinds:
-                raise ValueError(f"--pancap-option {opt!r}: expected KEY=VALUE with KEY one of {', '.join(kinds)}")
+                raise ConfigError(f"--pancap-option {opt!r}: expected KEY=VALUE with KEY one of {', '.join(kinds)}")
             kind, raw = str(kinds[key]), raw.strip()
             try:
                 kw[key] = (raw if "str" in kind else None if raw.lower() == "none" and "None" in kind
                            else int(raw) if kind.startswith("int") else float(raw))
             except ValueError as exc:
-                raise ValueError(f"--pancap-option {opt!r}: {raw!r} is not a {kind}") from exc
+                raise ConfigError(f"--pancap-option {opt!r}: {raw!r} is not a {kind}") from exc
         return cls(**kw)
 
     def extract_sampling(self) -> Sampling:

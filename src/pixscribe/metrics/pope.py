@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from ..errors import ConfigError
 from .pope_build import SPLITS, VARIANTS, PopeQuestion, build_pope
 
 _FIXED_SENTENCE_END = re.compile(r"[.!?\n]")
@@ -32,7 +33,7 @@ def answer_is_yes(text: str, variant: str = "pope") -> bool:
         words = _FIXED_WORD.findall(first.lower().replace("’", "'"))
         return not any(w in ("no", "not") or w.endswith("n't") for w in words)
     if variant != "pope":
-        raise ValueError(f"POPE variant must be one of {VARIANTS}, got {variant!r}")
+        raise ConfigError(f"POPE variant must be one of {VARIANTS}, got {variant!r}")
     if text.find(".") != -1:
         text = text.split(".")[0]
     words = text.replace(",", "").split(" ")

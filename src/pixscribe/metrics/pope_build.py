@@ -28,6 +28,8 @@ import random
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from ..errors import ConfigError, InputFileError
+
 SPLITS = ("random", "popular", "adversarial")
 TEMPLATE = "Is there a {} in the image?"
 VARIANTS = ("pope", "pope_fixed")
@@ -80,7 +82,7 @@ def co_occurrence(images: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
 def _draw(rng: random.Random, pool: list[str], taken: list[str], present: Sequence[str], image: str) -> str:
     """``random.choice`` until an object that is neither present nor asked comes up (the reference's loop)."""
     if all(o in taken or o in present for o in pool):
-        raise ValueError(f"POPE: no negative object left for image {image!r} (every object is present or asked)")
+        raise InputFileError(f"POPE: no negative object left for image {image!r} (every object is present or asked)")
     while True:
         o = rng.choice(pool)
         if o not in taken and o not in present:
@@ -123,8 +125,8 @@ def select_images(segments: Sequence[Mapping[str, Any]], sample_num: int, img_nu
     eligible = [s for s in segments if len(s["objects"]) >= sample_num]
     n = img_num or len(eligible)
     if len(eligible) < n:
-        raise ValueError(f"POPE: only {len(eligible)} images have at least {sample_num} objects, "
-                         f"fewer than img_num={n} (pass a smaller img_num, or 0 for all of them)")
+        raise InputFileError(f"POPE: only {len(eligible)} images have at least {sample_num} objects, "
+                             f"fewer than img_num={n} (pass a smaller img_num, or 0 for all of them)")
     return rng.sample(eligible, n)
 
 
@@ -139,9 +141,9 @@ def build_pope(
     """``{"random": [...], "popular": [...], "adversarial": [...], "ground_truth_objects": {...},
     "co_occur": {...}, "images": [...]}`` as the reference's ``main.py`` makes them."""
     if variant not in VARIANTS:
-        raise ValueError(f"POPE variant must be one of {VARIANTS}, got {variant!r}")
+        raise ConfigError(f"POPE variant must be one of {VARIANTS}, got {variant!r}")
     if "{}" not in template:
-        raise ValueError(f"POPE template needs a '{{}}' for the object: {template!r}")
+        raise ConfigError(f"POPE template needs a '{{}}' for the object: {template!r}")
     rng = random.Random(seed)
     images = select_images(segments, sample_num, img_num, rng)
     counts = ground_truth_counts(images)

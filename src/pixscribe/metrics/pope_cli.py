@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 
+from ..errors import ConfigError
 from .pope_build import SPLITS, TEMPLATE, VARIANTS
 
 pope_app = typer.Typer(help="POPE question sets (object probing) in POPE's own file formats.",
@@ -39,18 +40,14 @@ def build_command(
     from .pope_build import build_pope, read_segments
 
     wanted = [s.strip() for s in splits.split(",") if s.strip()]
-    try:
-        bad = [s for s in wanted if s not in SPLITS]
-        if bad or not wanted:
-            raise ValueError(f"--splits: choose from {', '.join(SPLITS)} (got {splits!r})")
-        if variant not in VARIANTS:
-            raise ValueError(f"--variant: choose from {', '.join(VARIANTS)} (got {variant!r})")
-        if not source.is_file():
-            raise MetricsInputError(f"{source}: no such file")
-        sets = build_pope(read_segments(str(source)), sample_num, img_num, template, seed, variant)
-    except (MetricsInputError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
+    bad = [s for s in wanted if s not in SPLITS]
+    if bad or not wanted:
+        raise ConfigError(f"--splits: choose from {', '.join(SPLITS)} (got {splits!r})")
+    if variant not in VARIANTS:
+        raise ConfigError(f"--variant: choose from {', '.join(VARIANTS)} (got {variant!r})")
+    if not source.is_file():
+        raise MetricsInputError(f"{source}: no such file")
+    sets = build_pope(read_segments(str(source)), sample_num, img_num, template, seed, variant)
     out.mkdir(parents=True, exist_ok=True)
     for sp in wanted:
         path = out / f"{dataset}_pope_{sp}.json"

@@ -20,11 +20,11 @@ The reference's attribute, when it has one, wins over the prediction's.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError, InputFileError
 from .tasks import attribute_key
 
 NO_MODE = "unknown"
@@ -38,13 +38,14 @@ def _group(rows: Iterable[Mapping[str, Any]], attributes: Mapping[str, str]) -> 
     for r in rows:
         rid = r.get("region_id") if r.get("region_id") is not None else r.get("id")
         if rid is None:
-            raise ValueError(f"a prediction row has no 'region_id' or 'id' (keys: {', '.join(sorted(r))})")
+            raise InputFileError(f"a prediction row has no 'region_id' or 'id' (keys: {', '.join(sorted(r))})")
         rid = str(rid)
         mode = str(r.get("prompt_mode") or NO_MODE)
         attr = attributes.get(rid) or r.get("attribute") or NO_ATTRIBUTE
         if rid in out.get(mode, {}):
-            raise ValueError(f"region {rid!r} has two predictions in prompt mode {mode!r} ({out[mode][rid]['where']} "
-                             f"and {r.get('_where', 'another row')}); give one caption per region and mode")
+            raise InputFileError(f"region {rid!r} has two predictions in prompt mode {mode!r} "
+                                 f"({out[mode][rid]['where']} and {r.get('_where', 'another row')}); give one "
+                                 "caption per region and mode")
         out.setdefault(mode, {})[rid] = {"caption": r.get("caption"), "attribute": attribute_key(str(attr)),
                                          "where": r.get("_where", "a row")}
     return out
@@ -74,7 +75,7 @@ class _Scorers:
         if "bertscore" in ms:
             model = self.kw.pop("bertscore_model", None)
             if not model:
-                raise ValueError("bertscore needs a model: --bertscore-model DIR_OR_HUB_ID")
+                raise ConfigError("bertscore needs a model: --bertscore-model DIR_OR_HUB_ID")
             from ..metrics.embed import BertScorer
 
             self.bert, self.bert_model = BertScorer(model), model
@@ -161,7 +162,7 @@ def explode_regions(rows: Iterable[Mapping[str, Any]], column: str = "regions") 
             continue
         items = _json_value(r.get(column), column) or []
         if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
-            raise ValueError(f"the {column!r} column is not a list of region objects")
+            raise ConfigError(f"the {column!r} column is not a list of region objects")
         out.extend(dict(x) for x in items)
     return out
 
@@ -174,7 +175,7 @@ def _json_value(v: Any, column: str) -> Any:
     try:
         return json.loads(v)
     except (ValueError, RecursionError):
-        raise ValueError(f"the {column!r} column is not valid JSON") from None
+        raise InputFileError(f"the {column!r} column is not valid JSON") from None
 
 
 from .eval_io import read_region_predictions, read_region_references  # noqa: E402 - re-exported

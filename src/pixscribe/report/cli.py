@@ -9,16 +9,10 @@ from typing import Optional
 
 import typer
 
-from ..deps import MissingDependency
-
+from ..errors import ConfigError
 
 _ANY_PATH = ("Re-read sources outside the run's input folders (as caption's --allow-any-path; needed for an output "
              "whose _run.json records none). A source the run itself refused is never read.")
-
-
-def _fail(msg: str) -> None:
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(2)
 
 
 def report_command(
@@ -42,19 +36,13 @@ def report_command(
 ) -> None:
     """A static, self-contained HTML report of an output: what was said, and why."""
     from .build import ReportOptions, build_report
-    from .images import SourceError
-    from .parts import OutputError
-    from .query import QueryError
 
     opts = ReportOptions(sample=sample, seed=seed, where=where, sort=sort, page_size=page_size, thumb_size=thumb_size,
                          eval_path=eval_report, images=not no_images, fetch_urls=not no_fetch,
                          allow_private_urls=allow_private_urls, allow_any_path=allow_any_path, workers=workers)
     if sample < 0 or page_size < 1 or thumb_size < 16:
-        _fail("--sample must be >= 0, --page-size >= 1 and --thumb-size >= 16")
-    try:
-        res = build_report(out_dir, output, opts)
-    except (OutputError, QueryError, MissingDependency, SourceError, ValueError) as exc:
-        _fail(str(exc))
+        raise ConfigError("--sample must be >= 0, --page-size >= 1 and --thumb-size >= 16")
+    res = build_report(out_dir, output, opts)
     failed = ", ".join(f"{k} {n}" for k, n in sorted(res.thumbnail_errors.items()))
     typer.echo(f"report: {res.shown} of {res.rows} rows on {res.pages} page(s), {res.thumbnails} thumbnails"
                f"{f' ({failed} could not be read)' if failed else ''}, {res.seconds:.1f} s -> {res.dest / 'index.html'}",
@@ -88,17 +76,13 @@ def export_command(
     allow_any_path: bool = typer.Option(False, "--allow-any-path", help=_ANY_PATH),
 ) -> None:
     """Hand an output on in a training format: webdataset shards, a local HF dataset, or jsonl."""
-    from .export import ExportError, ExportOptions, export
-    from .parts import OutputError
+    from .export import ExportOptions, export
 
     opts = ExportOptions(fmt=to.value, mix_original=mix_original, seed=seed, mix_per=mix_per,
                          original_column=original_column,
                          text_only=text_only, keep_errors=keep_errors, shard_size=shard_size, overwrite=overwrite,
                          fetch_urls=not no_fetch, allow_private_urls=allow_private_urls, allow_any_path=allow_any_path)
-    try:
-        res = export(out_dir, dest, opts)
-    except (OutputError, ExportError, MissingDependency, ValueError) as exc:
-        _fail(str(exc))
+    res = export(out_dir, dest, opts)
     typer.echo(res.describe(), err=True)
 
 

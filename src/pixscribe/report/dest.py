@@ -19,6 +19,7 @@ import os
 import shutil
 from pathlib import Path
 
+from ..errors import InputFileError
 from ..io.files import open_regular
 
 __all__ = ["DestError", "check_apart", "check_replaceable", "swap_into_place", "first_json_line"]
@@ -26,8 +27,10 @@ __all__ = ["DestError", "check_apart", "check_replaceable", "swap_into_place", "
 _FIRST_LINE_MAX = 4 * 1024 * 1024
 
 
-class DestError(ValueError):
+class DestError(InputFileError):
     """A destination the command refuses to write (the message names it and why)."""
+
+    kind = "DestError"  # as error rows and messages named it before it joined the family
 
 
 def _inside(a: str, b: str) -> bool:

@@ -53,6 +53,7 @@ from typing import Any, Iterator
 from .. import __version__
 from ..deps import require
 from ..engine.prepare import input_name
+from ..errors import InputFileError
 from ..io.writers import member_key
 from .dest import check_apart, check_replaceable, swap_into_place
 from .images import SourceError, SourceReader
@@ -65,8 +66,8 @@ FORMATS = ("webdataset", "hf", "jsonl")
 _WINDOW = 64  # rows whose images are read at once
 
 
-class ExportError(ValueError):
-    pass
+class ExportError(InputFileError):
+    kind = "ExportError"  # as error rows and messages named it before it joined the family
 
 
 @dataclass

@@ -18,6 +18,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from ..errors import ConfigError
+
 MIX_PER = ("sample", "row")
 ORIGINAL, RECAPTION = "text_original", "text_recaption"
 
@@ -48,7 +50,7 @@ class MixedCaption:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.p <= 1.0:
-            raise ValueError(f"p={self.p}: the share of the original caption, between 0 and 1")
+            raise ConfigError(f"p={self.p}: the share of the original caption, between 0 and 1")
 
     def __call__(self, sample: Mapping[str, Any], epoch: int = 0) -> str | None:
         org = sample.get(ORIGINAL)

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..engine.state import read_part_file
+from ..errors import InputFileError
 from ..io.plan import PathGuard
 
 __all__ = ["OutputDir", "OutputError", "part_files", "iter_batches", "parse_json"]
@@ -25,8 +26,10 @@ __all__ = ["OutputDir", "OutputError", "part_files", "iter_batches", "parse_json
 FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".tar": "tar"}
 
 
-class OutputError(ValueError):
+class OutputError(InputFileError):
     """The directory is not a readable pixscribe output (the message names it and why)."""
+
+    kind = "OutputError"  # as error rows and messages named it before it joined the family
 
 
 def part_files(out_dir: Path) -> list[Path]:

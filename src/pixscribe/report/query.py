@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from ..deps import require
 from ..engine.state import read_part_file
+from ..errors import InputFileError
 from .parts import FORMATS, OutputDir, OutputError
 
 __all__ = ["Query", "QueryError"]
@@ -37,8 +38,10 @@ _VIRTUAL = ("file_index", "file_row_number")
 _FI, _RN = "__pixscribe_file", "__pixscribe_row"  # the view's names for them
 
 
-class QueryError(ValueError):
+class QueryError(InputFileError):
     """A ``--where`` or ``--sort`` that DuckDB cannot run (the message says which and why)."""
+
+    kind = "QueryError"  # as error rows and messages named it before it joined the family
 
 
 def _duckdb() -> Any:

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputFileError
 from .parts import OutputDir
 from .query import Query
 
@@ -123,8 +124,8 @@ def read_eval(path: Path | None) -> dict[str, Any] | None:
     try:
         d = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ValueError(f"--eval {path}: cannot read the eval report ({exc})") from None
+        raise InputFileError(f"--eval {path}: cannot read the eval report ({exc})") from None
     if not isinstance(d, dict) or not isinstance(d.get("corpus"), dict):
-        raise ValueError(f"--eval {path}: not a `pixscribe eval -o` report (no 'corpus' scores)")
+        raise InputFileError(f"--eval {path}: not a `pixscribe eval -o` report (no 'corpus' scores)")
     return {"corpus": d["corpus"], "ci95": d.get("ci95") or {}, "n": d.get("n_images", d.get("n_questions")),
             "missing": (d.get("missing") or {}).get("count"), "info": d.get("info") or {}, "path": str(path)}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine.stage import Stage
+from ..api.stage import Stage
 from ..record import Record
 
 

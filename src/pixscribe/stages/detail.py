@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.stage import Stage
+from ..api.stage import Stage
 from ..experts import rle
 from ..experts.base import Detection, Expert, Mask, to_jsonable
 from ..record import Record
@@ -85,6 +85,9 @@ class DetailStage(Stage):
     def options(self) -> dict[str, Any]:
         return {"version": VERSION, "dense": expert_identity(self.dense), "sam": expert_identity(self.sam),
                 "depth": expert_identity(self.depth), "ocr": expert_identity(self.ocr) if self.ocr else None}
+
+    def models(self) -> list[Any]:
+        return list(self._experts())
 
     def setup(self) -> None:
         setup_experts(self._experts(), FIX)

@@ -23,8 +23,9 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
+from ..api.options import OptionValues, fingerprinted
+from ..api.stage import Stage
 from ..backends.base import Backend, GenerationRequest, GenerationResult, Sampling
-from ..engine.stage import Stage
 from ..record import Record, prompt_sha
 from . import replies
 
@@ -79,14 +80,16 @@ class GenerateStage(Stage):
         self.structured = bool(options.get("schema")) if structured is None else structured
         self.backend = backend
         self.opts = dict(options)
+        # the declaration the options were read by (ctx.options), for its fingerprint rules
+        self.declared = options.declared if isinstance(options, OptionValues) else None
         self.provides = (provides,) if isinstance(provides, str) else tuple(provides)
         self.needs = tuple(needs)
         self.needs_image = needs_image
         self.build = build or image_request
         self.parse = parse or text_of(self.provides[0])
         self.identity = identity
-        self.batch_size = batch_size or getattr(backend, "preferred_batch_size", None)
-        self.max_inflight_batches = int(getattr(backend, "max_inflight_batches", 1))
+        self.batch_size = batch_size or backend.preferred_batch_size
+        self.max_inflight_batches = int(backend.max_inflight_batches)
         self.sampling = sampling_of(self.opts)
         self.prompt_sha = prompt_sha(self.opts.get("prompt"), self.sampling.max_new_tokens,
                                      self.sampling.temperature, self.sampling.top_p,
@@ -94,12 +97,13 @@ class GenerateStage(Stage):
 
     def options(self) -> dict[str, Any]:
         model = self.identity or {"backend": self.backend.name, "model": self.backend.model}
-        return {"model": model, **{k: v for k, v in self.opts.items() if v is not None}}
+        return {"model": model, **fingerprinted(self.opts, self.declared)}
+
+    def models(self) -> list[Any]:
+        return [self.backend]
 
     def setup(self) -> None:
-        load = getattr(self.backend, "load", None) or getattr(self.backend, "check", None)
-        if load is not None:
-            load()
+        self.backend.load()
 
     def __call__(self, records: list[Record]) -> list[Record]:
         reqs: list[GenerationRequest | None] = []

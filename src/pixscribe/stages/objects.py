@@ -23,10 +23,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
+from ..api.options import StageOptions, option
+from ..api.stage import Stage
 from ..backends.base import Backend, GenerationRequest, GenerationResult
-from ..engine.stage import Stage
+from ..errors import MethodError
 from ..experts.detection import normalize_phrase
 from ..nounphrases import VERSION as NOUNS_VERSION
 from ..nounphrases import noun_phrases
@@ -199,9 +202,25 @@ class NounsStage(Stage):
 
 
 EXTRACTORS = ("llm", "nouns")
-DEFAULTS: dict[str, Any] = {"extractor": "llm", "prompt": EXTRACT_PROMPT, "max_new_tokens": 256,
-                            "temperature": 0.0, "top_p": 1.0, "structured": True, "max_phrases": 32,
-                            "retry_max_new_tokens": None}  # None: twice max_new_tokens
+
+
+@dataclass(frozen=True)
+class ObjectsOptions(StageOptions):
+    """The concrete objects a description names: an LLM with a JSON schema, or noun phrases."""
+
+    extractor: str = option("llm", "llm (the text model, with a JSON schema) or nouns (noun phrases, no model)",
+                            choices=EXTRACTORS)
+    prompt: str = option(EXTRACT_PROMPT, "llm: the request, with the description quoted as data")
+    max_new_tokens: int = option(256, "llm: most tokens generated per reply")
+    temperature: float = option(0.0, "llm: sampling temperature; 0 is greedy")
+    top_p: float = option(1.0, "llm: nucleus sampling")
+    structured: bool = option(True, "llm: ask for JSON matching the objects schema (else OBJECTS: lines)")
+    max_phrases: int = option(32, "most phrases kept per description")
+    retry_max_new_tokens: int | None = option(None, "llm: the limit a cut reply is asked again with "
+                                              "(null: twice max_new_tokens)")
+
+
+DEFAULTS: dict[str, Any] = ObjectsOptions.defaults()
 
 
 def objects_stage(options: dict[str, Any], backend: Backend | None, identity: dict[str, Any] | None = None,
@@ -209,7 +228,7 @@ def objects_stage(options: dict[str, Any], backend: Backend | None, identity: di
     """The ``objects`` stage for ``options["extractor"]``."""
     kind = options.get("extractor", "llm")
     if kind not in EXTRACTORS:
-        raise ValueError(f"stages.objects.extractor: {kind!r} is not one of {', '.join(EXTRACTORS)}")
+        raise MethodError(f"stages.objects.extractor: {kind!r} is not one of {', '.join(EXTRACTORS)}")
     if kind == "nouns":
         return NounsStage(options, source=source)
     assert backend is not None
@@ -217,5 +236,6 @@ def objects_stage(options: dict[str, Any], backend: Backend | None, identity: di
     return ExtractStage(backend, opts, source=source, identity=identity)
 
 
-__all__ = ["DEFAULTS", "EXTRACT_PROMPT", "ExtractStage", "MARKER", "NounsStage", "OBJECTS_SCHEMA", "PHRASES",
+__all__ = ["DEFAULTS", "EXTRACT_PROMPT", "ExtractStage", "MARKER", "NounsStage", "OBJECTS_SCHEMA", "ObjectsOptions",
+           "PHRASES",
            "dedupe", "objects_stage", "parse_objects"]

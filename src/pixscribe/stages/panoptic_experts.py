@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..engine.stage import Stage
+from ..api.stage import Stage
 from ..experts.base import Expert
 from ..experts.florence import clean_label
 from ..panoptic import entities as E
@@ -80,6 +80,9 @@ class ProposalStage(Stage):
     def options(self) -> dict[str, Any]:
         return {"expert": _identity(self.expert), **self.opts}
 
+    def models(self) -> list[Any]:
+        return [self.expert]
+
     def setup(self) -> None:
         _setup([self.expert])
 
@@ -134,6 +137,9 @@ class RedetectStage(Stage):
 
     def options(self) -> dict[str, Any]:
         return {"detectors": [_identity(d) for d in self.detectors], **self.opts}
+
+    def models(self) -> list[Any]:
+        return list(self.detectors)
 
     def setup(self) -> None:
         _setup(self.detectors)

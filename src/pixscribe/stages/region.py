@@ -32,8 +32,8 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..api.stage import Stage
 from ..backends.base import Backend, GenerationRequest, Sampling
-from ..engine.stage import Stage
 from ..record import PixscribeError, Record, error_kind, prompt_sha
 from ..region.output import region_output
 from ..region.parse import READ_KEYS, region_ids, regions_from_columns
@@ -87,7 +87,7 @@ class RegionStage(Stage):
                                     model=self.identity.get("model"))  # fmt: skip
         if isinstance(self.prompt.input_size, list):
             self.prompt.input_size = tuple(self.prompt.input_size)  # type: ignore[assignment]
-        self.max_inflight_batches = int(getattr(backend, "max_inflight_batches", 1))
+        self.max_inflight_batches = int(backend.max_inflight_batches)
         self.prompt_sha = prompt_sha(self.options())
         self._lock = threading.Lock()  # SAM and the proposer run one batch at a time; counters
         self._sam_error: str | None = None
@@ -103,6 +103,9 @@ class RegionStage(Stage):
             out["queries"] = self.queries
         return out
 
+    def models(self) -> list[Any]:
+        return [m for m in (self.backend, self.sam, self.proposer) if m is not None]
+
     def describe(self) -> dict[str, Any]:
         source = self.opts.get("box_convention_from")
         frame = {"box_convention_from": source} if source else {}
@@ -115,9 +118,7 @@ class RegionStage(Stage):
     def setup(self) -> None:
         """The VLM, and SAM / the proposer when every run needs them (points load SAM when
         the first one comes). One that cannot load stops the run with its name and reason."""
-        load = getattr(self.backend, "load", None) or getattr(self.backend, "check", None)
-        if load is not None:
-            load()
+        self.backend.load()
         needs_sam = self.opts.get("box_to_mask") == "sam"
         for what, ex in (("proposer", self.proposer), ("sam", self.sam if needs_sam else None)):
             if ex is None:

@@ -18,8 +18,10 @@ is null for a rewritten caption). Sampling defaults are IT's: temperature 0.75, 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
+from ..api.options import StageOptions, option
 from ..backends.base import Backend, GenerationRequest, GenerationResult
 from ..record import Record
 from .generate import GenerateStage, quote, sampling_of
@@ -205,10 +207,21 @@ to the camera at the right edge.
 
 ### Your task"""
 
-# IT's sampling (refine/modify.py: temperature 0.75, top_p 0.95, max_tokens 4096); the limit was 512 before,
-# which cut long rewrites: a run made then resumes only with -S rewrite.max_new_tokens=512 (docs/textualize.md)
-DEFAULTS: dict[str, Any] = {"prompt": REWRITE_PROMPT, "max_new_tokens": 4096, "temperature": 0.75, "top_p": 0.95,
-                            "max_objects": 10, "min_objects": 2}
+@dataclass(frozen=True)
+class RewriteOptions(StageOptions):
+    """The text model rewrites the description from the evidence (IT's sampling, refine/modify.py)."""
+
+    prompt: str = option(REWRITE_PROMPT, "the rewrite request; the description and evidence follow as quoted data")
+    # the limit was 512 before, which cut long rewrites: a run made then resumes only with
+    # -S rewrite.max_new_tokens=512 (docs/textualize.md)
+    max_new_tokens: int = option(4096, "most tokens generated per rewrite (IT's 4096)")
+    temperature: float = option(0.75, "sampling temperature (IT's 0.75)")
+    top_p: float = option(0.95, "nucleus sampling (IT's 0.95)")
+    max_objects: int = option(10, "most regions given to the rewrite")
+    min_objects: int = option(2, "fewer objects than this: the description passes through unchanged")
+
+
+DEFAULTS: dict[str, Any] = RewriteOptions.defaults()
 
 
 def clean_answer(text: str | None) -> str:
@@ -263,5 +276,6 @@ class RewriteStage(GenerateStage):
         return records
 
 
-__all__ = ["ANSWER", "CAPTION", "DEFAULTS", "REWRITE_PROMPT", "RewriteStage", "SKIPPED", "clean_answer",
+__all__ = ["ANSWER", "CAPTION", "DEFAULTS", "REWRITE_PROMPT", "RewriteOptions", "RewriteStage", "SKIPPED",
+           "clean_answer",
            "object_numbers", "render_task", "skip_reason"]

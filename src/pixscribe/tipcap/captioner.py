@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..deps import require
+from ..errors import InputFileError
 from .embed import ClipEncoder
 from .model import TipCapModel, TokenCodec
 from .noise import GapNoise
@@ -60,13 +61,13 @@ class TipCapCaptioner:
         missing, unexpected = model.load_state_dict(head, strict=False)
         bad = [k for k in missing if not k.startswith("lm.")] + list(unexpected)
         if bad:
-            raise ValueError(f"{d}/tipcap.safetensors does not match tipcap.json: {bad[:5]}")
+            raise InputFileError(f"{d}/tipcap.safetensors does not match tipcap.json: {bad[:5]}")
         clip_name = clip or meta["clip"]["model"]
         enc = ClipEncoder(clip_name, revision=None if clip else meta["clip"].get("revision"), device=device) \
             if load_clip else None
         if enc is not None and enc.dim != meta["clip_dim"]:
-            raise ValueError(f"CLIP {clip_name!r} gives {enc.dim}-d embeddings, the model was trained on "
-                             f"{meta['clip_dim']}-d ones")
+            raise InputFileError(f"CLIP {clip_name!r} gives {enc.dim}-d embeddings, the model was trained on "
+                                 f"{meta['clip_dim']}-d ones")
         codec = TokenCodec(tok, meta["max_caption_tokens"], meta["max_prompt_tokens"])
         return cls(model.to(device), codec, enc, meta, device=device, max_new_tokens=max_new_tokens,
                    num_beams=num_beams)

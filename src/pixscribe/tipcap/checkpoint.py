@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..deps import require
+from ..errors import InputFileError
 
 torch = require("torch", extra="tipcap", what="TIPCap")
 st = require("safetensors.torch", extra="tipcap", package="safetensors", what="TIPCap checkpoints")
@@ -88,8 +89,8 @@ def load_checkpoint(ckpt: Path, model, opt) -> dict[str, Any]:
     state = read_state(ckpt)
     missing, unexpected = st.load_model(model, str(ckpt / "model.safetensors"), strict=False)
     if unexpected or [k for k in missing if not k.endswith("lm_head.weight")]:
-        raise ValueError(f"{ckpt}: checkpoint does not match the model (missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]})")
+        raise InputFileError(f"{ckpt}: checkpoint does not match the model (missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]})")
     tensors = st.load_file(str(ckpt / "optimizer.safetensors"))
     opt.load_state_dict(_optimizer_state(tensors, state.pop("optimizer")))
     return state

@@ -57,8 +57,6 @@ def train_command(
     """Train TIPCap on a text corpus (+ pairs or unpaired images, by setting); resumable."""
     from rich.console import Console
 
-    from ..deps import MissingDependency
-    from ..record import PixscribeError
     from .config import TrainConfig
 
     err = Console(stderr=True)
@@ -78,9 +76,6 @@ def train_command(
     except KeyboardInterrupt:
         err.print("[yellow]interrupted: the last step is checkpointed; rerun the same command to resume[/]")
         raise typer.Exit(130)
-    except (MissingDependency, PixscribeError, ValueError, RuntimeError, FileNotFoundError) as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2)
     t = report["training"]
     err.print(f"trained {t['steps']} steps ({t['steps'] - t['start_step']} this run) on "
               f"{report['data']['train_texts']} texts; last loss {t['last']['loss']:.4f}; model in {output}",

@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import ConfigError
+
 NOISE_MODES = ("full", "isotropic", "none")
 # The paper's four data settings, each needing less paired data than the one before.
 SETTINGS = {
@@ -33,7 +35,7 @@ def canonical_setting(value: str) -> str:
         return SETTINGS[v]
     if v in SETTINGS.values():
         return v
-    raise ValueError(f"unknown setting {value!r}: 1|paired, 2|web, 3|unpaired or 4|text")
+    raise ConfigError(f"unknown setting {value!r}: 1|paired, 2|web, 3|unpaired or 4|text")
 
 
 @dataclass
@@ -79,25 +81,25 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.setting = canonical_setting(self.setting)
         if self.noise not in NOISE_MODES:
-            raise ValueError(f"unknown noise {self.noise!r}: one of {', '.join(NOISE_MODES)}")
+            raise ConfigError(f"unknown noise {self.noise!r}: one of {', '.join(NOISE_MODES)}")
         if not self.texts:
-            raise ValueError("no text corpus: pass --text FILE (txt, jsonl or parquet)")
+            raise ConfigError("no text corpus: pass --text FILE (txt, jsonl or parquet)")
         if self.setting in ("paired", "web") and not self.pairs:
-            raise ValueError(f"setting {self.setting} needs image-caption pairs: pass --pairs INPUT")
+            raise ConfigError(f"setting {self.setting} needs image-caption pairs: pass --pairs INPUT")
         if self.setting not in ("paired", "web") and self.pairs:
-            raise ValueError(f"--pairs is used by settings 1 (paired) and 2 (web) only, not {self.setting}")
+            raise ConfigError(f"--pairs is used by settings 1 (paired) and 2 (web) only, not {self.setting}")
         if self.setting == "unpaired" and not self.images:
-            raise ValueError("setting unpaired needs unpaired images: pass --images INPUT")
+            raise ConfigError("setting unpaired needs unpaired images: pass --images INPUT")
         if self.setting != "unpaired" and self.images:
-            raise ValueError(f"--images is used by setting 3 (unpaired) only, not {self.setting}")
+            raise ConfigError(f"--images is used by setting 3 (unpaired) only, not {self.setting}")
         for name in ("steps", "batch_size", "prefix_length", "save_every", "max_caption_tokens", "max_text_chars"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
         for name in ("prompt_dropout", "noun_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"--{name.replace('_', '-')} must be within [0, 1]")
+                raise ConfigError(f"--{name.replace('_', '-')} must be within [0, 1]")
         if self.noise_variance is not None and self.noise_variance <= 0:
-            raise ValueError("--noise-variance must be > 0")
+            raise ConfigError("--noise-variance must be > 0")
 
     @property
     def learns_gap(self) -> bool:

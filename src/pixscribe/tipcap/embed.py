@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from ..deps import require
+from ..errors import ModelUnavailable
 
 
 def text_key(text: str) -> str:
@@ -155,12 +156,12 @@ class ClipEncoder:
                 self.processor = tf.AutoProcessor.from_pretrained(model, **_hf_kwargs(revision))
             self.model.to(device)
         except (OSError, ValueError) as exc:
-            raise RuntimeError(f"the CLIP model {model!r} could not be loaded ({exc}); pass a hub id or a local "
-                               "directory with safetensors weights (huggingface-cli download ID --local-dir DIR)"
+            raise ModelUnavailable(f"the CLIP model {model!r} could not be loaded ({exc}); pass a hub id or a local "
+                                   "directory with safetensors weights (huggingface-cli download ID --local-dir DIR)"
                                ) from exc
         if not (hasattr(self.model, "get_text_features") and hasattr(self.model, "get_image_features")):
-            raise RuntimeError(f"{model!r} ({type(self.model).__name__}) has no get_text_features/get_image_features: "
-                               "TIPCap needs a CLIP-style dual encoder")
+            raise ModelUnavailable(f"{model!r} ({type(self.model).__name__}) has no get_text_features/"
+                                   "get_image_features: TIPCap needs a CLIP-style dual encoder")
         self.model.eval()
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         tc = getattr(self.model.config, "text_config", self.model.config)

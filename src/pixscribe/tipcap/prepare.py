@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError, InputFileError
 from .config import TrainConfig
 from .data import Problems, embed_images, read_texts
 from .embed import ClipEncoder, EmbeddingCache, embed_cached, text_key
@@ -45,7 +46,8 @@ def _pairs(cfg: TrainConfig, enc: ClipEncoder, caches: dict[str, EmbeddingCache]
     rows = [i for i, caps in enumerate(im.captions) for _ in caps]
     caps = [c for cs in im.captions for c in cs]
     if len(caps) < 2:
-        raise ValueError(f"only {len(caps)} usable image-caption pair(s) in {', '.join(cfg.pairs)}: need at least 2")
+        raise InputFileError(f"only {len(caps)} usable image-caption pair(s) in {', '.join(cfg.pairs)}: need at "
+                             "least 2")
     return im.emb[rows], _embed_texts(caps, enc, caches["text"], cfg.embed_batch_size), caps, len(im.keys)
 
 
@@ -58,7 +60,7 @@ def estimate_gap(cfg: TrainConfig, enc: ClipEncoder, caches: dict[str, Embedding
     if cfg.setting == "unpaired":
         im = embed_images(cfg.images, enc, caches["image"], problems=problems, batch_size=cfg.embed_batch_size)
         if len(im.keys) < 2:
-            raise ValueError(f"only {len(im.keys)} readable image(s) in {', '.join(cfg.images)}: need at least 2")
+            raise ConfigError(f"only {len(im.keys)} readable image(s) in {', '.join(cfg.images)}: need at least 2")
         return estimate_unpaired(im.emb, text_emb, shrinkage=cfg.shrinkage), [], {"unpaired_images": len(im.keys)}
     return prior_gap(text_emb.shape[1], cfg.noise_variance or CAPDEC_VARIANCE), [], {}
 
@@ -68,7 +70,7 @@ def prepare(cfg: TrainConfig, console: Any = None) -> Prepared:
     problems = Problems(console=console)
     corpus = read_texts(cfg.texts, cfg.text_column, problems, max_chars=cfg.max_text_chars)
     if not corpus:
-        raise ValueError(f"the text corpus ({', '.join(cfg.texts)}) holds no text")
+        raise InputFileError(f"the text corpus ({', '.join(cfg.texts)}) holds no text")
     enc = ClipEncoder(cfg.clip, revision=cfg.clip_revision, device=cfg.device, batch_size=cfg.embed_batch_size)
     root = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.output) / "_cache"
     caches = {kind: EmbeddingCache(root, kind, enc.fingerprint) for kind in ("text", "image")}

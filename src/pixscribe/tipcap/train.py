@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..deps import require
+from ..errors import InputFileError, ModelUnavailable
 from .embed import quiet_hf
 from .checkpoint import export_model, find_checkpoint, load_checkpoint, read_state, save_checkpoint
 from .config import TrainConfig
@@ -33,8 +34,10 @@ torch = require("torch", extra="tipcap", what="TIPCap training")
 FORMAT_VERSION = 1
 
 
-class TrainingMismatch(ValueError):
+class TrainingMismatch(InputFileError):
     """The output directory holds a run with other settings."""
+
+    kind = "TrainingMismatch"  # as error rows and messages named it before it joined the family
 
 
 def load_lm(name: str, revision: str | None, device: str):
@@ -46,8 +49,8 @@ def load_lm(name: str, revision: str | None, device: str):
             tok = tf.AutoTokenizer.from_pretrained(name, **kw)
             lm = tf.AutoModelForCausalLM.from_pretrained(name, use_safetensors=True, **kw)
     except (OSError, ValueError) as exc:
-        raise RuntimeError(f"the decoder {name!r} could not be loaded ({exc}); pass a hub id or a local directory "
-                           "with safetensors weights") from exc
+        raise ModelUnavailable(f"the decoder {name!r} could not be loaded ({exc}); pass a hub id or a local directory "
+                               "with safetensors weights") from exc
     return lm.to(device).float(), tok
 
 

@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from pixscribe.backends.base import Backend, GenerationRequest, GenerationResult
-from pixscribe.engine.stage import Method
+from pixscribe.api import Method
 from pixscribe.stages import GenerateStage, quote
 from pixscribe.stages.generate import sampling_of
 

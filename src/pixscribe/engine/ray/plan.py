@@ -1,9 +1,10 @@
 """How the Ray executor lays a method out: its stages in *groups*, each group an actor pool.
 
-Models are shared, not stages (engine/models.py): stages that use the same model must run
-in the same actor, so that model is loaded once per replica. A group is therefore the
-smallest run of consecutive stages that holds every stage using any model it uses: the
-stages between two users of one model join them (textualize's VLM describes and, as the
+Models are shared, not stages (engine/models.py): stages that use the same model (what
+their :meth:`~pixscribe.api.Stage.models` declare) must run in the same actor, so that model
+is loaded once per replica. A group is therefore the smallest run of consecutive stages
+that holds every stage using any model it uses: the stages between two users of one model
+join them (textualize's VLM describes and, as the
 LLM, rewrites: its whole chain is one group unless ``--llm`` names another model). A stage
 that shares no model is a group of its own.
 
@@ -19,9 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..backends.base import Backend
-from .models import LOCAL_BACKENDS
-from .stage import Method, MethodError, Stage
+from ...api.stage import Method, Stage
+from ...backends.base import Backend
+from ...config import RunConfig
+from ...errors import MethodError
 
 POOL_KEYS = ("replicas", "max_replicas", "num_gpus", "num_cpus")
 
@@ -47,27 +49,13 @@ class StageGroup:
                 "num_gpus": self.num_gpus, "num_cpus": self.num_cpus}
 
 
-def models_of(stage: Stage) -> list[Any]:
-    """The backends and vision experts a stage holds (its attributes, one level into lists,
-    tuples and dicts): what it loads, and what it may share with another stage."""
-    from ..experts.base import Expert
-
-    found: list[Any] = []
-    for v in vars(stage).values():
-        items = list(v.values()) if isinstance(v, dict) else list(v) if isinstance(v, (list, tuple)) else [v]
-        for x in items:
-            if isinstance(x, (Backend, Expert)) and all(x is not y for y in found):
-                found.append(x)
-    return found
-
-
 def spans(method: Method) -> list[tuple[int, int]]:
     """Stage index ranges ``[start, stop)``: every model's users, and what lies between them,
     in one range; ranges that overlap merged."""
     first: dict[int, int] = {}
     last: dict[int, int] = {}
     for i, st in enumerate(method.stages):
-        for m in models_of(st):
+        for m in st.models():
             first.setdefault(id(m), i)
             last[id(m)] = i
     ranges = sorted([(first[k], last[k] + 1) for k in first] + [(i, i + 1) for i in range(len(method.stages))])
@@ -80,7 +68,7 @@ def spans(method: Method) -> list[tuple[int, int]]:
     return [(a, b) for a, b in merged]
 
 
-def plan_groups(method: Method, cfg: Any, cluster_gpus: float = 0.0) -> list[StageGroup]:
+def plan_groups(method: Method, cfg: RunConfig, cluster_gpus: float = 0.0) -> list[StageGroup]:
     """The method's stage groups with their pool settings (see the module docstring)."""
     _check_ray_stages(method, cfg)
     groups = []
@@ -97,7 +85,7 @@ def plan_groups(method: Method, cfg: Any, cluster_gpus: float = 0.0) -> list[Sta
         groups.append(StageGroup(
             name=_name(stages), start=a, stop=b, replicas=lo, max_replicas=hi, num_gpus=float(gpus),
             num_cpus=float(over.get("num_cpus", cfg.replica_cpus)),
-            concurrency=max(1, min(int(getattr(s, "max_inflight_batches", 1)) for s in stages)),
+            concurrency=max(1, min(int(s.max_inflight_batches) for s in stages)),
             keep_image=any(s.needs_image for s in method.stages[b:]),
         ))
     return groups
@@ -107,7 +95,7 @@ def _name(stages: list[Stage]) -> str:
     return "+".join(s.name for s in stages)
 
 
-def _overrides(stages: list[Stage], cfg: Any) -> dict[str, Any]:
+def _overrides(stages: list[Stage], cfg: RunConfig) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for s in stages:
         for k, v in (cfg.ray_stages or {}).get(s.name, {}).items():
@@ -115,7 +103,7 @@ def _overrides(stages: list[Stage], cfg: Any) -> dict[str, Any]:
     return out
 
 
-def _check_ray_stages(method: Method, cfg: Any) -> None:
+def _check_ray_stages(method: Method, cfg: RunConfig) -> None:
     names = [s.name for s in method.stages]
     for stage, opts in (cfg.ray_stages or {}).items():
         if stage not in names:
@@ -129,16 +117,9 @@ def _check_ray_stages(method: Method, cfg: Any) -> None:
 def _wants_gpu(stages: list[Stage]) -> bool:
     """A local model (transformers, vLLM) or a transformers vision expert, not pinned to
     the CPU (the lite experts run on ONNX/OpenCV on the CPU: they want none)."""
-    from ..experts.base import Expert
-
     for st in stages:
-        for m in models_of(st):
-            if isinstance(m, Expert):
-                pref = getattr(m, "device_pref", None)
-            elif getattr(m, "name", "") in LOCAL_BACKENDS:
-                pref = getattr(m, "device_request", "auto")
-            else:
-                continue
+        for m in st.models():
+            pref = m.device_request if isinstance(m, Backend) else m.device_pref
             if pref is not None and pref != "cpu":
                 return True
     return False

@@ -1,7 +1,7 @@
 """One stage group's actor pool for the Ray executor: replicas, their in-flight batches,
 restarts, autoscaling and utilisation.
 
-Each replica is a :class:`~pixscribe.engine.ray_worker.StageActor` created with
+Each replica is a :class:`~pixscribe.engine.ray.worker.StageActor` created with
 ``max_restarts=-1`` (Ray restarts a dead replica, which builds the method and loads its
 models again) and ``max_task_retries=0``: the pool, not Ray, decides what a death costs.
 A replica runs its batches one after another (``concurrency`` at a time for HTTP
@@ -25,8 +25,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..record import RunStop
-from .ray_plan import StageGroup
+from ...config import RunConfig
+from ...record import RunStop
+from .plan import StageGroup
 
 IDLE_SECONDS = 30.0
 READY_TIMEOUT = 600.0  # loading a large model onto a GPU can take minutes
@@ -57,7 +58,7 @@ class Replica:
 
 
 class Pool:
-    def __init__(self, ray: Any, actor_cls: Any, group: StageGroup, config: Any, fingerprints: dict[str, str]):
+    def __init__(self, ray: Any, actor_cls: Any, group: StageGroup, config: RunConfig, fingerprints: dict[str, str]):
         self.ray = ray
         self.group = group
         self.depth = group.concurrency + 2  # running, unpacking, and one queued behind them

@@ -25,10 +25,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..record import Record, keyless_id
-from .apply import MethodRunner, mark
-from .prepare import Identifier, prepare
-from .reuse import Priors, RowIndex
+from ...config import RunConfig
+from ...record import Record, keyless_id
+from ..apply import MethodRunner, mark
+from ..prepare import Identifier, prepare
+from ..reuse import Priors, RowIndex
 
 
 # ---- the shape of a method: what reading and preparing need, picklable ------------------------------
@@ -57,7 +58,7 @@ class MethodShape:
     def of(cls, method: Any) -> "MethodShape":
         shapes = [StageShape(s.name, tuple(s.provides), bool(s.needs_image), bool(s.reads_id)) for s in method.stages]
         return cls(method.name, shapes, dict(method.fingerprints), dict(method.rename_inputs),
-                   getattr(method, "id_column", None), dict(method.input_reads))
+                   method.id_column, dict(method.input_reads))
 
     def provided_by(self) -> dict[str, str]:
         return {f: s.name for s in self.stages for f in s.provides}
@@ -80,7 +81,7 @@ class RunInfo:
     """What every task of one run needs besides its data (sent once per task, small)."""
 
     token: str  # tells this run's cached priors and fetchers from another's in a reused worker
-    config: Any
+    config: RunConfig
     shape: MethodShape
     roots: list[str]  # the input roots (PathGuard)
     priors: list[list[str]]  # the files of each prior index (--overwrite / --reuse)
@@ -101,13 +102,13 @@ def _cached(key: tuple[Any, ...], make: Any) -> Any:
 
 
 def _fetcher(info: RunInfo) -> Any:
-    from ..io.fetch import UrlFetcher
+    from ...io.fetch import UrlFetcher
 
     return _cached(("fetcher", info.token), lambda: UrlFetcher.from_config(info.config))
 
 
 def _guard(info: RunInfo) -> Any:
-    from ..io.plan import PathGuard
+    from ...io.plan import PathGuard
 
     return PathGuard(info.roots, allow_any=info.config.allow_any_path)
 
@@ -123,7 +124,7 @@ class RemoteUrl:
 
 
 def _portable(rec: Record) -> Record:
-    from ..io.readers import _UrlLoader
+    from ...io.readers import _UrlLoader
 
     if isinstance(rec.load, _UrlLoader):
         rec.load = RemoteUrl(rec.load.url)  # type: ignore[assignment]
@@ -146,7 +147,7 @@ class PackedImage:
 def pack_images(records: list[Record]) -> None:
     import numpy as np
 
-    from ..imaging import PASSTHROUGH_ATTR
+    from ...imaging import PASSTHROUGH_ATTR
 
     for r in records:
         im = r.image
@@ -157,7 +158,7 @@ def pack_images(records: list[Record]) -> None:
 def unpack_images(records: list[Record]) -> None:
     from PIL import Image
 
-    from ..imaging import PASSTHROUGH_ATTR
+    from ...imaging import PASSTHROUGH_ATTR
 
     for r in records:
         p = r.image
@@ -172,8 +173,8 @@ def unpack_images(records: list[Record]) -> None:
 def read_shard(info: RunInfo, spec: dict[str, Any], skip: set[str], chunk: int, budget: int | None) -> Any:
     """Yield lists of at most ``chunk`` records of one shard (ids given, skipped ids left
     out), then a :class:`ShardEnd`. ``budget``: stop after that many records (``--limit``)."""
-    from ..io.plan import ShardSpec
-    from ..io.readers import open_shard
+    from ...io.plan import ShardSpec
+    from ...io.readers import open_shard
 
     s = ShardSpec.from_dict(spec)
     shard = open_shard(s, _fetcher(info), _guard(info))
@@ -245,8 +246,8 @@ def prepare_task(info: RunInfo, records: list[Record], own: list[str] | None,
 
 def warm_up() -> int:
     """Import what decoding needs (run once per task worker before the run's clock starts)."""
-    from .. import imaging  # noqa: F401
-    from ..io import readers  # noqa: F401
+    from ... import imaging  # noqa: F401
+    from ...io import readers  # noqa: F401
 
     return os.getpid()
 
@@ -286,7 +287,7 @@ class StageActor:
     more call unpacks the next batch. An error while building or loading is kept and raised
     by :meth:`ready`, so the driver shows it as the one-line error it is."""
 
-    def __init__(self, config: Any, start: int, stop: int, fingerprints: dict[str, str], keep_image: bool,
+    def __init__(self, config: RunConfig, start: int, stop: int, fingerprints: dict[str, str], keep_image: bool,
                  concurrency: int = 1):
         self.start, self.stop, self.keep_image = start, stop, keep_image
         self.pid = os.getpid()
@@ -354,12 +355,13 @@ class StageActor:
             self.method.close()
 
 
-def build_checked(config: Any, fingerprints: dict[str, str]) -> Any:
+def build_checked(config: RunConfig, fingerprints: dict[str, str]) -> Any:
     """The method of ``config`` built by name, as the driver's :class:`Runner` builds it;
     refused if its stage fingerprints differ from the driver's (another pixscribe or plugin
     version on this node, or a method the driver did not build by name)."""
-    from .run import image_options
-    from .stage import MethodError, build_method
+    from ...errors import MethodError
+    from ..context import build_method
+    from ..run import image_options
 
     method = build_method(config.method, config).prefix(config.until).with_fingerprints(image_options(config))
     if method.fingerprints != fingerprints:

@@ -8,8 +8,8 @@ directory. So a run begun on Ray resumes locally and the other way round, and th
 is the same. Why the driver writes, and not the workers: docs/scale.md ("Who writes").
 
 Reading and decoding are Ray tasks (CPU, scaled by the cluster on their own); each stage
-group (ray_plan.py: stages sharing a model share an actor) is an actor pool (ray_pool.py);
-the loop between them (ray_flow.py) bounds the batches in flight.
+group (plan.py: stages sharing a model share an actor) is an actor pool (pool.py);
+the loop between them (flow.py) bounds the batches in flight.
 
 The method is built by name in every actor from the configuration (``--method NAME``: a
 built-in or a plugin, installed on every node); a method built in Python around objects of
@@ -24,18 +24,20 @@ import time
 import uuid
 from typing import Any
 
-from ..backends.base import BackendUsage
-from ..record import RunStop
-from .executor import Executor, _batch_size, _sigterm_as_interrupt, _total
-from .ray_flow import Flow
-from .ray_plan import StageGroup, plan_groups
-from .ray_pool import Pool
-from .ray_watch import watch_driver
-from .ray_worker import MethodShape, RunInfo, StageActor, build_checked, prepare_task, read_shard, warm_up
-from .run import Run, ShardWork
-from .stage import Method, MethodError
-from .summary import Progress
-from .writer import Writer
+from ...api.stage import Method
+from ...backends.base import BackendUsage
+from ...config import RunConfig
+from ...errors import MethodError
+from ...record import RunStop
+from ..executor import Executor, _batch_size, _sigterm_as_interrupt, _total
+from ..run import Run, ShardWork
+from ..summary import Progress
+from ..writer import Writer
+from .flow import Flow
+from .plan import StageGroup, plan_groups
+from .pool import Pool
+from .watch import watch_driver
+from .worker import MethodShape, RunInfo, StageActor, build_checked, prepare_task, read_shard, warm_up
 
 # variables a remote cluster's workers get from the driver (a local instance inherits them all)
 FORWARD_PREFIXES = ("PIXSCRIBE_", "HF_", "TRANSFORMERS_", "TOKENIZERS_")
@@ -46,7 +48,7 @@ MAX_READS = 2  # shards read at once
 class RayExecutor(Executor):
     name = "ray"
 
-    def __init__(self, config: Any, **kwargs: Any):
+    def __init__(self, config: RunConfig, **kwargs: Any):
         super().__init__(config, **kwargs)
         self.ray: Any = None
         self.pools: list[Pool] = []
@@ -63,7 +65,7 @@ class RayExecutor(Executor):
         plan_groups(method, run.config)  # bad pool settings fail before Ray starts
         try:
             self.ray, self._started_ray = connect(run.config)
-            self.watch = watch_driver(self.ray)  # one line if Ray ends this process (ray_watch.py)
+            self.watch = watch_driver(self.ray)  # one line if Ray ends this process (watch.py)
             self.groups = plan_groups(method, run.config, self.ray.cluster_resources().get("GPU", 0.0))
             _check_room(self.ray, run.config, self.groups)
             actor = self.ray.remote(StageActor)
@@ -158,12 +160,12 @@ class RayExecutor(Executor):
             self.watch.done()
 
 
-def connect(cfg: Any) -> tuple[Any, bool]:
+def connect(cfg: RunConfig) -> tuple[Any, bool]:
     """Ray, connected to ``--ray-address``, or to a new local instance (``address="local"``:
     never some other cluster found on this machine), which listens on loopback only. A
     program that connected Ray itself keeps its connection when no address is given.
     Returns the ``ray`` module and whether this run made the connection (and closes it)."""
-    from ..deps import require
+    from ...deps import require
 
     local = not cfg.ray_address
     if local:
@@ -185,7 +187,7 @@ def connect(cfg: Any) -> tuple[Any, bool]:
     return ray, True
 
 
-def _check_buildable(cfg: Any, method: Method) -> None:
+def _check_buildable(cfg: RunConfig, method: Method) -> None:
     """Refuse, before Ray starts, a method that workers cannot build by name."""
     try:
         built = build_checked(cfg, dict(method.fingerprints))
@@ -200,7 +202,7 @@ def _check_buildable(cfg: Any, method: Method) -> None:
     built.close()
 
 
-def _check_room(ray: Any, cfg: Any, groups: list[StageGroup]) -> None:
+def _check_room(ray: Any, cfg: RunConfig, groups: list[StageGroup]) -> None:
     """The least replicas of every group, plus one decode task, must fit in the cluster."""
     have = ray.cluster_resources()
     need_cpu = sum(g.replicas * g.num_cpus for g in groups) + 1

@@ -14,7 +14,7 @@ memory stays bounded by batches, not by the dataset. A shard is finished when it
 has ended and none of its batches is still out.
 
 Failures: Ray retries a read or decode task whose worker died; a replica that dies is
-restarted by Ray and its batches go back to the queue (see ray_pool.py). A batch charged
+restarted by Ray and its batches go back to the queue (see pool.py). A batch charged
 ``MAX_ATTEMPTS`` deaths (while it ran alone) is split into single records; a record charged
 as many is an error row and the rest complete. A RunStop raised in a stage stops the run.
 """
@@ -26,11 +26,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..record import Record, RunStop
-from .ray_pool import Pool, Replica, _get_cause
-from .ray_worker import RunInfo, ShardEnd, StageShape, fail_record
-from .run import Run, ShardWork
-from .writer import Writer
+from ...record import Record, RunStop
+from ..run import Run, ShardWork
+from ..writer import Writer
+from .pool import Pool, Replica, _get_cause
+from .worker import RunInfo, ShardEnd, StageShape, fail_record
 
 MAX_ATTEMPTS = 2
 MAX_READY_FAILURES = 20  # a replica Ray cannot bring back (its node gone for good)

@@ -15,7 +15,7 @@ prints one line on the driver's stderr: the node's reason (from the raylet's log
 what was written is intact, to resume with the same command. A driver killed by anyone else
 (``kill -9``) gets no line from it.
 
-    python -m pixscribe.engine.ray_watch PID    # reads "session DIR" / "ok" lines on stdin
+    python -m pixscribe.engine.ray.watch PID    # reads "session DIR" / "ok" lines on stdin
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def watch_driver(ray: Any) -> Watch | None:
     if session is None:
         return None
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "pixscribe.engine.ray_watch", str(os.getpid())],
+        proc = subprocess.Popen([sys.executable, "-m", "pixscribe.engine.ray.watch", str(os.getpid())],
                                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
                                 start_new_session=True)  # Ctrl-C in the terminal is the driver's
         assert proc.stdin is not None
