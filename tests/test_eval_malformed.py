@@ -18,7 +18,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from pixscribe.commands import Commands
 from pixscribe.metrics.eval_cli import register
+from pixscribe.region.eval_cli import register as register_regions
 
 GOOD_REFS = "".join(json.dumps({"id": k, "refs": ["a cat on a mat", "a cat"]}) + "\n" for k in "abc")
 GOOD_PRED = "".join(json.dumps({"id": k, "caption": "a cat"}) + "\n" for k in "abc")
@@ -62,8 +64,9 @@ REGIONS = {
 
 @pytest.fixture(scope="module")
 def app():
-    a = typer.Typer()
+    a = typer.Typer(cls=Commands)
     register(a)
+    register_regions(a)
     a.callback()(lambda: None)
     return a
 

@@ -109,9 +109,10 @@ def test_bad_inputs_are_named(tmp_path):
 
 
 def _app():
+    from pixscribe.commands import Commands
     from pixscribe.metrics.eval_cli import register
 
-    a = typer.Typer()
+    a = typer.Typer(cls=Commands)
     register(a)
     a.callback()(lambda: None)
     return a

@@ -87,9 +87,10 @@ class Prefers(Backend):
 
 
 def _app():
+    from pixscribe.commands import Commands
     from pixscribe.metrics.eval_cli import register
 
-    app = typer.Typer()
+    app = typer.Typer(cls=Commands)
     register(app)
     app.callback()(lambda: None)
     return app

@@ -14,8 +14,16 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from pixscribe.metrics.capture import (FIELDS, CaptureConfig, Parse, Synonyms, capture, f_scores, read_parses,
-                                       sentence_encoder)
+from pixscribe.metrics.capture import (
+    FIELDS,
+    CaptureConfig,
+    Parse,
+    Synonyms,
+    capture,
+    f_scores,
+    read_parses,
+    sentence_encoder,
+)
 
 DATA = Path(__file__).parent / "data" / "capture"
 REF = json.loads((DATA / "reference_output.json").read_text())
@@ -72,9 +80,10 @@ def test_bad_inputs_are_named(tmp_path):
 
 
 def test_cli(tmp_path):
+    from pixscribe.commands import Commands
     from pixscribe.metrics.eval_cli import register
 
-    app = typer.Typer()
+    app = typer.Typer(cls=Commands)
     register(app)
     app.callback()(lambda: None)
     out = tmp_path / "c.json"

@@ -11,6 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from fixtures_metrics import varied_sets
+from pixscribe.commands import Commands
 from pixscribe.metrics.coco import coco_scores
 from pixscribe.metrics.eval_cli import register
 from pixscribe.metrics.evaluate import evaluate
@@ -69,7 +70,7 @@ def test_readers_and_report(data, tmp_path):
 
 def test_cli_via_register(data, tmp_path):
     gts, res, refs, out, ids = data
-    app = typer.Typer()
+    app = typer.Typer(cls=Commands)
     register(app)
 
     @app.callback()

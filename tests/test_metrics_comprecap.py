@@ -87,6 +87,7 @@ def test_pieces():
 
 
 def test_cli_replays_a_transcript(parts, tmp_path, monkeypatch):
+    from pixscribe.commands import Commands
     from pixscribe.metrics.eval_cli import register
 
     nouns, sim = parts
@@ -95,7 +96,7 @@ def test_cli_replays_a_transcript(parts, tmp_path, monkeypatch):
                 judge, nouns, sim)
     judge.write_transcript(tmp_path / "t.jsonl")
     monkeypatch.setattr("nltk.data.path", [str(TAGGER), *__import__("nltk").data.path])
-    app = typer.Typer()
+    app = typer.Typer(cls=Commands)
     register(app)
     app.callback()(lambda: None)
     out = tmp_path / "r.json"

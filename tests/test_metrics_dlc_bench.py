@@ -16,8 +16,15 @@ import typer
 from typer.testing import CliRunner
 
 from pixscribe.backends.base import Backend, GenerationResult
-from pixscribe.metrics.dlc_bench import (dlc_bench, parse_choice, question_prompt, read_bench, read_saved_answers,
-                                         recognition_question, score_region)
+from pixscribe.metrics.dlc_bench import (
+    dlc_bench,
+    parse_choice,
+    question_prompt,
+    read_bench,
+    read_saved_answers,
+    recognition_question,
+    score_region,
+)
 from pixscribe.metrics.judge import CachedJudge
 
 DATA = Path(__file__).parent / "data" / "dlc_bench"
@@ -120,9 +127,10 @@ def test_region_errors_are_named():
 
 
 def test_cli_with_saved_answers_and_errors(tmp_path):
+    from pixscribe.commands import Commands
     from pixscribe.metrics.eval_cli import register
 
-    app = typer.Typer()
+    app = typer.Typer(cls=Commands)
     register(app)
     app.callback()(lambda: None)
     out = tmp_path / "d.json"

@@ -20,6 +20,7 @@ import typer
 from typer.testing import CliRunner
 
 from pixscribe.backends.base import Backend, GenerationResult
+from pixscribe.commands import Commands
 from pixscribe.metrics.eval_cli import register
 from pixscribe.metrics.pope import answer_is_yes, ask_pope, run_pope, score_pope
 from pixscribe.metrics.pope_build import build_pope, co_occurrence, question_text, segments_from_coco
@@ -185,7 +186,7 @@ def _coco(tmp_path):
 
 
 def _app():
-    app = typer.Typer()
+    app = typer.Typer(cls=Commands)
     register(app)
 
     @app.callback()

@@ -13,6 +13,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from pixscribe.commands import Commands
 from pixscribe.metrics.eval_cli import register
 from pixscribe.testing.openai_server import ServerProcess
 
@@ -25,7 +26,7 @@ FAST = ["--pancap-option", "extract_max_new_tokens=12", "--pancap-option", "qa_m
 
 @pytest.fixture
 def app():
-    a = typer.Typer()
+    a = typer.Typer(cls=Commands)
     register(a)
 
     @a.callback()

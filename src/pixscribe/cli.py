@@ -1,10 +1,9 @@
 """The ``pixscribe`` command line.
 
-Every command's user errors are shown here, in one place (:class:`Commands`): an error of the
-family :class:`pixscribe.errors.PixscribeError` (a bad option, a missing optional package, a
-refused resume, an unusable input file...) or an ``OSError`` is one line on stderr and exit 2.
-Anything else is a bug and keeps its traceback. ``caption`` takes each method's flags from the
-method registry (``cli_methods.py``); this file names no method.
+Every command runs in :class:`pixscribe.commands.Commands`, the one place where user errors
+become one line and exit 2. ``caption`` takes each method's flags from the method registry
+(``cli_methods.py``), and each method's own commands come from its declaration; this file
+names no method.
 """
 
 from __future__ import annotations
@@ -14,28 +13,15 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
-from typer.core import TyperGroup
 
 from . import __version__
+from .commands import Commands, err
+from .commands import fail as _fail
 from .config import RunConfig
-from .errors import ConfigError, PixscribeError
-
-err = Console(stderr=True, emoji=False)  # a model named "m" must not print as an emoji (":m:")
-
-
-class Commands(TyperGroup):
-    """The app's command group: the one place where user errors become one line and exit 2."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (PixscribeError, OSError) as exc:
-            _fail(str(exc))
-
+from .errors import ConfigError
 
 app = typer.Typer(
     name="pixscribe",
@@ -65,14 +51,6 @@ def main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
 ) -> None:
     """pixscribe: images to text at dataset scale."""
-
-
-def _fail(msg: str, code: int = 2) -> None:
-    from rich.markup import escape
-
-    # escaped: a pip hint like pip install 'pixscribe[hf]' is not rich markup
-    err.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def print_summary(summary: Any, out_dir: str, console: Console | None = None) -> None:
@@ -329,10 +307,14 @@ def methods_command(
 
 
 def _register_optional() -> None:
-    """Commands contributed by other modules (metrics eval, report, ...)."""
+    """Commands contributed by other modules: metrics (eval), report (report, export) and each
+    method's own (its declaration's ``commands``)."""
     import importlib
 
-    for mod in ("pixscribe.metrics.eval_cli", "pixscribe.report.cli", "pixscribe.tipcap.cli"):
+    from .api.registry import method_specs
+
+    methods = [c for spec in method_specs() for c in spec.commands]
+    for mod in ("pixscribe.metrics.eval_cli", "pixscribe.report.cli", *methods):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as exc:

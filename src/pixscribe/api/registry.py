@@ -17,7 +17,9 @@ the command line read about it::
   flag picks its method when ``--method`` is not given and is refused with another method;
 - ``roles``: the model roles its stages ask ``ctx.model(role)`` for;
 - ``implied_by``: run-configuration fields that pick this method when ``--method`` is not
-  given (``--experts`` and ``--profile`` pick ``experts``).
+  given (``--experts`` and ``--profile`` pick ``experts``);
+- ``commands``: modules whose ``register(app)`` adds the method's own commands to ``pixscribe``
+  (its trainer, its evaluator), imported only when the command line is built.
 
 Built-in methods are the modules and packages of ``pixscribe.methods`` (found by name, see
 :data:`BUILTIN_PACKAGES`; nothing here imports them statically). Plugins expose a factory,
@@ -26,6 +28,7 @@ decorated or not, in the ``pixscribe.methods`` entry-point group.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -86,6 +89,7 @@ class MethodSpec:
     flags: tuple[Flag, ...] = ()
     roles: tuple[ModelRole, ...] = ()
     implied_by: tuple[str, ...] = ()
+    commands: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.flags, self.roles = tuple(self.flags), tuple(self.roles)
@@ -122,15 +126,15 @@ _PLUGINS: dict[str, Any] = {}  # name -> entry point, loaded when first needed
 
 
 def register_method(name: str, *, summary: str | None = None, options: dict[str, type[StageOptions]] | None = None,
-                    flags: Iterable[Flag] = (), roles: Iterable[ModelRole] = (),
-                    implied_by: Iterable[str] = ()) -> Callable[[MethodFactory], MethodFactory]:
+                    flags: Iterable[Flag] = (), roles: Iterable[ModelRole] = (), implied_by: Iterable[str] = (),
+                    commands: Iterable[str] = ()) -> Callable[[MethodFactory], MethodFactory]:
     """Register a method factory with its declaration (module docstring). The factory is
     returned unchanged, with the declaration as its ``method_spec`` attribute (so a plugin's
     entry point can name it)."""
 
     def deco(fn: MethodFactory) -> MethodFactory:
         spec = MethodSpec(name, fn, summary if summary is not None else _first_line(fn.__doc__),
-                          dict(options or {}), tuple(flags), tuple(roles), tuple(implied_by))
+                          dict(options or {}), tuple(flags), tuple(roles), tuple(implied_by), tuple(commands))
         _METHODS[name] = spec
         fn.method_spec = spec  # type: ignore[attr-defined]
         return fn
@@ -191,8 +195,7 @@ def _load_plugin(name: str, ep: Any) -> MethodSpec:
                           f"(cannot be loaded: {exc})")
     spec = getattr(obj, "method_spec", None)
     if isinstance(spec, MethodSpec):
-        return spec if spec.name == name else MethodSpec(name, spec.factory, spec.summary, spec.options, spec.flags,
-                                                         spec.roles, spec.implied_by)
+        return spec if spec.name == name else dataclasses.replace(spec, name=name)
     return MethodSpec(name, obj, _first_line(getattr(obj, "__doc__", None)))
 
 

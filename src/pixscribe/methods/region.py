@@ -140,6 +140,7 @@ def _box_frame(opts: dict[str, Any], backend: Any, revision: str | None) -> None
            Flag("outline", "region", "outline"), Flag("box_to_mask", "region", "box_to_mask"),
            Flag("regions", "region", "regions")],
     roles=[ModelRole("vlm", "describes each region")],
+    commands=("pixscribe.region.eval_cli",),
 )
 def region(ctx: MethodContext) -> Method:
     cfg = ctx.config

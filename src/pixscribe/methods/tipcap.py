@@ -151,6 +151,7 @@ class TipCapStage(Stage):
     options={"tipcap": TipCapOptions},
     flags=[Flag("tipcap_model", "tipcap", "model"), Flag("prompt_column", "tipcap", "prompt_column"),
            Flag("prompt_experts", "tipcap", "prompt_experts")],
+    commands=("pixscribe.tipcap.cli",),
 )
 def tipcap(ctx: MethodContext) -> Method:
     opts = ctx.options("tipcap", TipCapOptions)

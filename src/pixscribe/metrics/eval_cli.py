@@ -218,20 +218,20 @@ def record_judge(report: dict[str, Any], judge: Any, transcript: Path | None, ou
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``eval`` command (with the D2I-Bench options of metrics/d2i.py), ``eval-regions`` and
-    the ``pope`` group (``pope build``)."""
-    from ..region.eval_cli import eval_regions_command
+    """Add the ``eval`` command (with the D2I-Bench options of metrics/d2i.py) and the ``pope``
+    group (``pope build``); ``eval-regions`` is the region method's (region/eval_cli.py)."""
     from . import pope_cli
     from .d2i import with_d2i
     from .detailed_cli import with_detailed
 
     app.command("eval")(with_detailed(with_d2i(eval_command)))
-    app.command("eval-regions")(eval_regions_command)
     pope_cli.register(app)
 
 
 def _main() -> None:
-    app = typer.Typer(add_completion=False)
+    from ..commands import Commands
+
+    app = typer.Typer(add_completion=False, cls=Commands)
     register(app)
 
     @app.callback()

@@ -62,4 +62,9 @@ def eval_regions_command(
         typer.echo(f"wrote {output}")
 
 
-__all__ = ["eval_regions_command"]
+def register(app: typer.Typer) -> None:
+    """Add ``eval-regions`` (the region method's evaluator) to a Typer app."""
+    app.command("eval-regions")(eval_regions_command)
+
+
+__all__ = ["eval_regions_command", "register"]
