@@ -59,7 +59,7 @@ class ChainOptions(RequestOptions):
     """A PancapChain stage."""
 
     prompt_set: str | None = option(None, "pixscribe (null) or official: PancapChain's official requests; set once "
-                                    "for the chain (--prompt-set)", choices=("pixscribe", "official"))
+                                    "for the chain", choices=("pixscribe", "official"))
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,9 @@ class CaptionOptions(ChainOptions):
     """The panoptic caption (the primary stage; its options choose the method's shape)."""
 
     prompt: str = option(P.CAPTION, "the request (the entity list follows as quoted data; --prompt)")
-    entities: str = option("chain", "chain (PancapChain) or experts (Florence-2 proposals and detectors; --entities)",
+    entities: str = option("chain", "chain (PancapChain) or experts (Florence-2 proposals and detectors)",
                            choices=VARIANTS)
-    structured: bool = option(False, "the caption as JSON, prose rendered from it (--structured)")
+    structured: bool = option(False, "the caption as JSON, prose rendered from it")
 
 
 @dataclass(frozen=True)
@@ -209,7 +209,7 @@ def _prompt_set(ctx: MethodContext, variant: str) -> str | None:
     flags=[Flag("entities", "caption", "entities"), Flag("structured", "caption", "structured", switch=True),
            Flag("prompt_set", "caption", "prompt_set"), Flag("consistency_vlm", role="consistency")],
     roles=[ModelRole("vlm", "answers every request of the chain"),
-           ModelRole("consistency", "a second VLM flags the entities the image contradicts (--consistency-vlm)")],
+           ModelRole("consistency", "a second VLM flags the entities the image contradicts")],
 )
 def panoptic(ctx: MethodContext) -> Method:
     variant = _peek(ctx, "caption", "entities", "chain", VARIANTS)

@@ -4,29 +4,14 @@
     pixscribe caption images.jsonl -o out --method region --task attribute --attribute color
     pixscribe caption photos/ -o out --method region --regions auto          # experts propose them
 
-One stage, ``region`` (:class:`pixscribe.stages.region.RegionStage`), whose options (the
-flags, or ``stages: {region: {...}}`` / ``-S region.KEY=VALUE``) are all in its fingerprint:
-
-==================  ==========================================================================
-option              meaning
-==================  ==========================================================================
-``prompt_mode``     ``focal`` (default), ``overlay``, ``som``, ``box``, ``crop`` (``--region-prompt``)
-``task``            ``dense`` (default), ``attribute``, ``global`` (``--task``)
-``attribute``       the attribute for task ``attribute`` when a row has none (``--attribute``)
-``outline``         focal: the mask outlined on both images (``--outline/--no-outline``)
-``box_to_mask``     ``none`` or ``sam``: boxes become SAM masks (``--box-to-mask``; ``sam`` with auto)
-``regions``         the input column of region lists (``regions``), or ``auto`` (``--regions``)
-``propose``         auto: ``dense`` (Florence-2), ``grounding_dino`` or ``owlv2`` (with ``--queries``)
-``max_regions``     auto: regions kept per image (50)
-``box_convention``  box prompts: ``pixels``, ``norm1000``, ``norm1000_yx``, ``norm1_square``;
-                    unset, it comes from what the model is (:mod:`pixscribe.region.frame`), and
-                    a model that does not say stops the run before it starts
-others              ``overlay``, ``dim``, ``min_size``, ``context``, ``crop_min_side``,
-                    ``som_max_marks``, ``input_size``, ``box_format``,
-                    ``max_new_tokens`` (per region, 256), ``retry_max_new_tokens`` (per region,
-                    for a cut set-of-mark reply; default twice ``max_new_tokens``), ``temperature``,
-                    ``top_p``; ``requests_per_call`` (64) only bounds memory and is not fingerprinted
-==================  ==========================================================================
+One stage, ``region`` (:class:`pixscribe.stages.region.RegionStage`), whose options are
+declared once below (:class:`RegionOptions`: each one's type, default and meaning; the table in
+docs/options.md is generated from it). The flags ``--region-prompt``, ``--task``,
+``--attribute``, ``--outline/--no-outline``, ``--box-to-mask`` and ``--regions`` set them, as do
+``stages: {region: {...}}`` and ``-S region.KEY=VALUE``. All are in the stage's fingerprint but
+``requests_per_call``, which only bounds memory. ``box_convention`` unset comes from what the
+model is (:mod:`pixscribe.region.frame`); a model that does not say stops the run before it
+starts.
 
 Columns: ``region`` (one row per region input: the region's output dict) or ``regions`` (one
 row per image: a list of them), ``task``, ``attribute``, ``prompt_mode`` and the caption (the
@@ -57,10 +42,10 @@ _P = PromptOptions()  # the prompt's documented defaults (region/prompts.py)
 class RegionOptions(StageOptions):
     """The region stage (its options are all fingerprinted but ``requests_per_call``)."""
 
-    prompt_mode: str = option("focal", "how a region is shown to the VLM (--region-prompt)", choices=MODES)
-    task: str = option(_P.task, "what is asked of each region (--task)", choices=TASKS)
-    attribute: str | None = option(_P.attribute, "the attribute for task attribute when a row has none (--attribute)")
-    outline: bool = option(_P.outline, "focal: the mask outlined on both images (--outline/--no-outline)")
+    prompt_mode: str = option("focal", "how a region is shown to the VLM", choices=MODES)
+    task: str = option(_P.task, "what is asked of each region", choices=TASKS)
+    attribute: str | None = option(_P.attribute, "the attribute for task attribute when a row has none")
+    outline: bool = option(_P.outline, "focal: the mask outlined on both images")
     overlay: str = option(_P.overlay, "overlay mode: dim the outside, or draw a contour", choices=OVERLAYS)
     dim: float = option(_P.dim, "overlay dim: the brightness kept outside the region")
     min_size: int = option(_P.min_size, "focal: the box is grown to at least this many pixels")
@@ -71,9 +56,8 @@ class RegionOptions(StageOptions):
                                         "what the model is)", choices=CONVENTIONS)
     input_size: list[int] | None = option(_P.input_size, "box prompts, pixels: the model's input [w, h]")
     box_to_mask: str | None = option(None, "none, or sam: boxes become SAM masks (null: sam with --regions auto, "
-                                     "else none; --box-to-mask)", choices=("none", "sam"))
-    regions: str = option("regions", "the input column of region lists, or auto: the experts propose regions "
-                          "(--regions)")
+                                     "else none)", choices=("none", "sam"))
+    regions: str = option("regions", "the input column of region lists, or auto: the experts propose regions")
     box_format: str = option("xyxy", "how the input's boxes are written", choices=BOX_FORMATS)
     propose: str = option("dense", "--regions auto: the proposer (grounding_dino and owlv2 need --queries)",
                           choices=PROPOSERS)

@@ -30,7 +30,7 @@ PROMPT_EXPERTS = ("dense", "grounding_dino", "owlv2")
 class TipCapOptions(StageOptions):
     """The trained captioner over each image (the model's files are fingerprinted by content)."""
 
-    model: str | None = option(None, "a model directory from `pixscribe tipcap train` (--tipcap-model)")
+    model: str | None = option(None, "a model directory from `pixscribe tipcap train`")
     max_new_tokens: int = option(30, "most tokens generated per caption")
     num_beams: int = option(1, "beam search width (1: greedy)")
     clip: str | None = option(None, "the CLIP model's id or directory (null: the one the model was trained with)")

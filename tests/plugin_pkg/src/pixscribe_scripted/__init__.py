@@ -11,7 +11,12 @@ A second method, ``sleep``, is the benchmarks' simulated model: one image stage 
 sleeps ``PIXSCRIBE_SCRIPTED_DELAY`` per batch and answers with the image's size (no other
 work, like a GPU doing it).
 
-A third, ``scripted-textualize``, is the real textualize method (its factory, stages and
+``declared`` is ``scripted`` written as a method of the new shape (issue 24): its stages'
+options declared once with types and descriptions, a flag (``--shout-prompt``, the ``shout``
+stage's prompt) and its model role, all read by the ``pixscribe`` command from the entry point
+alone.
+
+A fourth, ``scripted-textualize``, is the real textualize method (its factory, stages and
 options) with the scripted VLM/LLM and experts of ``pixscribe.testing.scripted_textualize``
 answering for any image: every picture shows the same scene (a cat on a sofa, a dog that the
 detector does not find), the rewrite is computed from its request, and
@@ -22,11 +27,12 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
+from pixscribe.api import Flag, Method, ModelRole, StageOptions, option, register_method
 from pixscribe.backends.base import Backend, GenerationRequest, GenerationResult
-from pixscribe.api import Method
 from pixscribe.stages import GenerateStage, quote
 from pixscribe.stages.generate import sampling_of
 
@@ -73,6 +79,33 @@ def scripted(ctx):
     rew = GenerateStage("rewrite", b, ctx.options("rewrite", prompt="Rewrite:", max_new_tokens=8),
                         provides="final", needs=("seen",), needs_image=False, build=_rewrite_request)
     return Method("scripted", [see, rew], ["seen", "final"], "final", {"caption": "org_caption"})
+
+
+@dataclass(frozen=True)
+class SeeOptions(StageOptions):
+    """The scripted VLM describes each image (its size and mean colour)."""
+
+    prompt: str = option("Describe.", "the request sent with each image")
+    max_new_tokens: int = option(8, "most tokens generated per reply")
+
+
+@dataclass(frozen=True)
+class ShoutOptions(StageOptions):
+    """The scripted model answers the description back, hashed with the request."""
+
+    prompt: str = option("Shout:", "the request before the quoted description")
+    max_new_tokens: int = option(8, "most tokens generated per reply")
+
+
+@register_method("declared", summary="a two-stage plugin method with a declared flag",
+                 options={"see": SeeOptions, "shout": ShoutOptions}, flags=[Flag("shout_prompt", "shout", "prompt")],
+                 roles=[ModelRole("vlm", "the scripted model of both stages")])
+def declared(ctx):
+    b = Scripted()
+    see = GenerateStage("see", b, ctx.options("see", SeeOptions, primary=True), provides="seen")
+    shout = GenerateStage("shout", b, ctx.options("shout", ShoutOptions), provides="loud", needs=("seen",),
+                          needs_image=False, build=_rewrite_request)
+    return Method("declared", [see, shout], ["seen", "loud"], "loud", {"caption": "org_caption"})
 
 
 class Sleeper(Backend):
