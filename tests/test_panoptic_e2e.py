@@ -165,9 +165,10 @@ def test_entity_aware_on_tiny_detectors(stopping_vlms, tiny_experts, photo_dir, 
                        "owlv2": str(tiny_experts["owlv2"])},
         expert_options={"dense": {"max_new_tokens": 16, "num_beams": 1}},
         stages={"caption": {"entities": "experts", "max_new_tokens": 6}, "redetect": redetect})
+    from pixscribe.api import resolve_spec
     from pixscribe.backends import make_backend
 
-    vlm = Recording(make_backend(cfg))
+    vlm = Recording(make_backend(resolve_spec(cfg, "vlm"), cfg))
     method = panoptic_method(cfg, vlm)
     assert [s.name for s in method.stages] == ["proposals", "redetect", "caption"]
     s = Runner(cfg, method).run()

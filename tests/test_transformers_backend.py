@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from pixscribe.api import resolve_spec
 from pixscribe.backends import BackendUnavailable, GenerationRequest, Sampling, make_backend
 from pixscribe.backends.transformers_backend import TransformersBackend, resolve_dtype
 from pixscribe.config import RunConfig
@@ -296,15 +297,16 @@ def test_unavailable_is_per_row_inside_generate():
 
 def test_make_backend(tiny_vlms, tiny_llm):
     cfg = RunConfig(vlm=str(tiny_vlms["llava"]), llm=str(tiny_llm), dtype="fp32", device="cpu", revision="abc")
-    vlm = make_backend(cfg)
+    vlm = make_backend(resolve_spec(cfg, "vlm"), cfg)
     assert isinstance(vlm, TransformersBackend)
     assert vlm.model == str(tiny_vlms["llava"]) and vlm.requested_revision == "abc"
-    llm = make_backend(cfg, role="llm")
+    llm = make_backend(resolve_spec(cfg, "llm"), cfg)
     assert llm.model == str(tiny_llm)
     res = llm.generate([GenerationRequest.simple("Rewrite: a dog.", sampling=SAMPLING)])
     assert res[0].ok and llm.is_vlm is False
     # without an llm, the VLM answers the text-only stages
-    assert make_backend(RunConfig(vlm=str(tiny_vlms["llava"])), role="llm").model == str(tiny_vlms["llava"])
+    one = RunConfig(vlm=str(tiny_vlms["llava"]))
+    assert make_backend(resolve_spec(one, "llm"), one).model == str(tiny_vlms["llava"])
 
 
 def test_make_backend_dispatches_to_server_backends(monkeypatch):
@@ -317,14 +319,15 @@ def test_make_backend_dispatches_to_server_backends(monkeypatch):
 
         class Fake:
             @classmethod
-            def from_config(cls_, config, _n=cls):
-                made[_n] = config.vlm
+            def from_spec(cls_, spec, config, _n=cls):
+                made[_n] = spec.model
                 return _n
 
         setattr(fake, cls, Fake)
         monkeypatch.setitem(sys.modules, f"pixscribe.backends.{mod}", fake)
-    assert make_backend(RunConfig(backend="openai", vlm="m1")) == "OpenAIBackend"
-    assert make_backend(RunConfig(backend="vllm", vlm="m2", llm="m3"), role="llm") == "VLLMBackend"
+    c1, c2 = RunConfig(backend="openai", vlm="m1"), RunConfig(backend="vllm", vlm="m2", llm="m3")
+    assert make_backend(resolve_spec(c1, "vlm"), c1) == "OpenAIBackend"
+    assert make_backend(resolve_spec(c2, "llm"), c2) == "VLLMBackend"
     assert made == {"OpenAIBackend": "m1", "VLLMBackend": "m3"}
 
 

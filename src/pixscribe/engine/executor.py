@@ -110,7 +110,7 @@ def _batch_size(cfg: RunConfig, method: Method) -> int:
 
 
 def _inflight(method: Method) -> int:
-    return max(1, min(int(getattr(st, "max_inflight_batches", 1)) for st in method.stages)) if method.stages else 1
+    return max(1, min(int(st.max_inflight_batches) for st in method.stages)) if method.stages else 1
 
 
 def _total(works: list[ShardWork], limit: int | None) -> int | None:

@@ -298,13 +298,15 @@ def make_judge(model: str | None, *, backend: str | None = None, base_urls: Sequ
             raise ConfigError("a judged metric needs a judge: --judge MODEL (a local model, or a served one with "
                               "--judge-base-url URL), or --judge-replay TRANSCRIPT")
         return CachedJudge(ReplayBackend(transcript), None, replay=transcript)
+    from ..api.models import resolve_spec
     from ..backends import make_backend
     from ..config import RunConfig
 
     name = backend or ("openai" if base_urls else "transformers")
     cfg = RunConfig(backend=name, vlm=model, base_url=list(base_urls), api_key_env=api_key_env,
                     device=device, dtype=dtype)
-    return CachedJudge(make_backend(cfg, role="vlm"), JudgeCache(cache) if cache else None, replay=transcript)
+    judge = make_backend(resolve_spec(cfg, "vlm"), cfg)
+    return CachedJudge(judge, JudgeCache(cache) if cache else None, replay=transcript)
 
 
 __all__ = ["DEFAULT_CACHE", "CachedJudge", "JudgeCache", "ReplayBackend", "Transcript", "TranscriptError",
