@@ -87,7 +87,7 @@ class TextChoice:
         return [self.column] + ([self.original] if self.original and self.p is not None else [])
 
     def _wrap(self, text: Any) -> Any:
-        if text is None or not (self.prefix or self.suffix):
+        if not _present(text) or not (self.prefix or self.suffix):  # no caption: nothing to prefix
             return text
         return f"{self.prefix}{text}{self.suffix}"
 

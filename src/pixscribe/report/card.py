@@ -68,8 +68,9 @@ def _text_lines(ex: _Exporter) -> list[str]:
                  f"({code(c.column)})"]
     else:
         lines = [f"- text: the column {code(c.column)}"]
-    if c.prefix or c.suffix:
-        lines.append(f"- every text has the prefix {code(repr(c.prefix))} and the suffix {code(repr(c.suffix))}")
+    for what, value in (("prefix", c.prefix), ("suffix", c.suffix)):
+        if value:
+            lines.append(f"- every text has the {what} {code(repr(value))}")
     return lines
 
 
@@ -79,7 +80,7 @@ def _head(ex: _Exporter, run: dict[str, Any]) -> list[str]:
     empty = f"; rows with no caption text: {res.no_text}" if res.no_text else ""
     images = "none (--text-only)" if ex.opts.text_only else "the original bytes, re-read from each source"
     return [f"# pixscribe export of {code(ex.out.path.name)}", "",
-            f"Exported by pixscribe {_md(__version__)} from the output directory {code(ex.out.path.name)}"
+            f"Exported by pixscribe {__version__} from the output directory {code(ex.out.path.name)}"
             + (f" (run fingerprint {code(run['fingerprint'])})" if run.get("fingerprint") else "") + ".", "",
             f"- method: **{_md(method.get('method', '?'))}** (caption from {code(method.get('caption_field', 'caption'))})",
             f"- rows: {res.written}; error rows left out: {res.error_rows_skipped}; "
@@ -119,9 +120,9 @@ def card(ex: _Exporter, names: list[str], meta: dict[str, Any] | None = None, ex
     run = ex.out.run_info()
     header = {"tags": ["pixscribe", "image-captioning"], "task_categories": ["image-to-text", "text-to-image"],
               **(meta or {})}
+    renamed = [f"- the output's own {code(old)} column is {code(new)} here (the export writes {code(old)})"
+               for old, new in ex.renamed.items()]
     lines = ["---", yaml.safe_dump(header, sort_keys=False, allow_unicode=True).rstrip("\n"), "---", "",
-             *_head(ex, run), *extra, *_models(run), *_provenance(ex), "", "## Columns", ""]
-    for old, new in ex.renamed.items():
-        lines.append(f"- the output's own {code(old)} column is {code(new)} here (the export writes {code(old)})")
-    lines += ["", ", ".join(code(c) for c in names), ""]
+             *_head(ex, run), *extra, *_models(run), *_provenance(ex), "", "## Columns", "",
+             *renamed, *([""] if renamed else []), ", ".join(code(c) for c in names), ""]
     return "\n".join(lines)

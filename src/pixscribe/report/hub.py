@@ -154,6 +154,6 @@ def write_hub(ex: _Exporter, tmp: Path) -> None:
         s.finish()
     ex.res.splits = {k: s.rows for k, s in splits.items() if s.rows}
     extra = [f"- splits: {', '.join(f'{k} {n}' for k, n in ex.res.splits.items()) or 'train 0'}"
-             + (f" (a row is in test when blake2b(seed {seed}, id) < {p})" if p else "")]
+             + (f" (a row is in test when blake2b({seed}, 'split', id) / 2^64 < {p})" if p else "")]
     meta = _meta(splits, feats, ex.out.path.name, data)
     (tmp / "README.md").write_text(card(ex, names, meta, extra), encoding="utf-8")
