@@ -75,7 +75,7 @@ class _Split:
         self.rows = self.nbytes = 0
 
     def add(self, rec: dict[str, Any], size: int) -> None:
-        if self.writer is not None and (self.rows_in_file >= self.max_rows or self.bytes_in_file >= SHARD_BYTES):
+        if self.rows_in_file and (self.rows_in_file >= self.max_rows or self.bytes_in_file >= SHARD_BYTES):
             self._close_file()
         self.buffer.append(rec)
         self.rows_in_file += 1
