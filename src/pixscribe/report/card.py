@@ -19,13 +19,43 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from .. import __version__
+from ..record import error_kind
+from .parts import parse_json
 
 if TYPE_CHECKING:
     from .export import _Exporter
 
-__all__ = ["card", "code", "fenced"]
+__all__ = ["card", "code", "fenced", "RowStats"]
 
 _TOP = 20  # rows of each provenance count shown
+
+
+class RowStats:
+    """A provenance summary of the exported rows for the dataset card: rows per model and
+    per prompt hash, rows with a field reused from an earlier run, errors by kind."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, int] = {}
+        self.prompts: dict[str, int] = {}
+        self.reused = 0
+        self.errors: dict[str, int] = {}
+        self.dropped: dict[str, int] = {}  # error rows left out, by kind
+
+    @staticmethod
+    def _bump(d: dict[str, int], key: Any) -> None:
+        if key is not None:
+            d[str(key)] = d.get(str(key), 0) + 1
+
+    def add(self, row: dict[str, Any]) -> None:
+        self._bump(self.models, row.get("model"))
+        self._bump(self.prompts, row.get("prompt_sha"))
+        self._bump(self.errors, error_kind(row.get("error")))
+        prov = parse_json(row.get("provenance"))
+        if isinstance(prov, dict) and any(isinstance(v, dict) and v.get("reused") for v in prov.values()):
+            self.reused += 1
+
+    def left_out(self, row: dict[str, Any]) -> None:
+        self._bump(self.dropped, error_kind(row.get("error")) or "error")
 
 
 def code(value: Any) -> str:

@@ -52,12 +52,11 @@ from .. import __version__
 from ..deps import require
 from ..engine.prepare import input_name
 from ..io.writers import member_key
-from ..record import error_kind
 from .captions import TextChoice, parse_mix, takes_original
-from .card import card
+from .card import RowStats, card
 from .dest import check_apart, check_replaceable, swap_into_place
 from .images import SourceError, SourceReader
-from .parts import OutputDir, parse_json
+from .parts import OutputDir
 
 __all__ = ["ExportOptions", "ExportResult", "ExportError", "export", "takes_original", "image_extension"]
 
@@ -227,7 +226,9 @@ def _text_choice(opts: ExportOptions, renamed: dict[str, str], columns: list[str
         mix = parse_mix(opts.mix) if opts.mix else None
     except ValueError as exc:
         raise ExportError(str(exc)) from None
-    name = lambda c: renamed.get(c, c)  # noqa: E731
+    def name(c: str) -> str:
+        return renamed.get(c, c)
+
     choice = TextChoice(column=name(opts.caption_column), original=name(opts.original_column),
                         p=opts.mix_original, mix=[(name(c), w) for c, w in mix] if mix else None,
                         lines=opts.lines, seed=opts.seed, prefix=opts.prefix, suffix=opts.suffix)
@@ -237,34 +238,6 @@ def _text_choice(opts: ExportOptions, renamed: dict[str, str], columns: list[str
         raise ExportError(f"{flag}: no column {', '.join(map(repr, missing))} in the output (it has "
                           f"{', '.join(columns)})")
     return choice
-
-
-class RowStats:
-    """A provenance summary of the exported rows for the dataset card: rows per model and
-    per prompt hash, rows with a field reused from an earlier run, errors by kind."""
-
-    def __init__(self) -> None:
-        self.models: dict[str, int] = {}
-        self.prompts: dict[str, int] = {}
-        self.reused = 0
-        self.errors: dict[str, int] = {}
-        self.dropped: dict[str, int] = {}  # error rows left out, by kind
-
-    @staticmethod
-    def _bump(d: dict[str, int], key: Any) -> None:
-        if key is not None:
-            d[str(key)] = d.get(str(key), 0) + 1
-
-    def add(self, row: dict[str, Any]) -> None:
-        self._bump(self.models, row.get("model"))
-        self._bump(self.prompts, row.get("prompt_sha"))
-        self._bump(self.errors, error_kind(row.get("error")))
-        prov = parse_json(row.get("provenance"))
-        if isinstance(prov, dict) and any(isinstance(v, dict) and v.get("reused") for v in prov.values()):
-            self.reused += 1
-
-    def left_out(self, row: dict[str, Any]) -> None:
-        self._bump(self.dropped, error_kind(row.get("error")) or "error")
 
 
 # ---- formats ----------------------------------------------------------------------------
