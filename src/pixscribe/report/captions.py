@@ -17,6 +17,7 @@ gives the same text whatever the order, the sharding or which rows are exported.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +94,8 @@ class TextChoice:
 
     def apply(self, row: dict[str, Any]) -> None:
         text, source = self._choose(row)
+        if text is not None and not isinstance(text, str) and not self.lines:  # a column of another type
+            text = json.dumps(text, ensure_ascii=False, default=str)
         row["text"] = [self._wrap(t) for t in text] if isinstance(text, list) else self._wrap(text)
         if source is not None:
             row["text_source"] = source

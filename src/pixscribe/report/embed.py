@@ -44,8 +44,10 @@ def _cut_utf8(text: str, limit: int) -> str:
 
 def embed_caption(data: bytes, ext: str, text: str) -> bytes:
     """The image bytes with ``text`` in XMP, IPTC (not WebP) and EXIF; ``ext`` one of
-    :data:`WRITABLE`. Raises ``RuntimeError`` from exiv2 for a file it cannot write."""
+    :data:`WRITABLE`. Raises ``RuntimeError`` (or ``ValueError``) from exiv2 for a file it
+    cannot parse or write."""
     pyexiv2: Any = require("pyexiv2", extra="embed", what="pixscribe export --to embed")
+    pyexiv2.set_log_level(4)  # exiv2's own warnings off: a file it cannot write raises, and is listed
     text = clean_text(text)
     img = pyexiv2.ImageData(data)
     try:

@@ -242,7 +242,7 @@ def _text_choice(opts: ExportOptions, renamed: dict[str, str], columns: list[str
 
 # ---- formats ----------------------------------------------------------------------------
 def _jsonl(ex: _Exporter, tmp: Path) -> None:
-    with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:
+    with open(tmp, "w", encoding="utf-8") as f:
         for row in ex.rows():
             f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
             ex.wrote(row)

@@ -99,7 +99,7 @@ def write_embed(ex: _Exporter, tmp: Path) -> None:
         ext, data = img
         try:
             data = embed_caption(data, ext, text)
-        except RuntimeError as exc:  # exiv2 could not parse or write this file
+        except (RuntimeError, ValueError) as exc:  # exiv2 could not parse or write this file
             ex.image_failed(row, SourceError(f"{row.get('source')}: exiv2 cannot write its metadata ({exc})"))
             continue
         stem, _ = claim(tmp, stem_of(row.get("id")), "json" if ex.opts.sidecars else ext)
