@@ -31,7 +31,7 @@ def test_load_dataset_reads_images_captions_and_splits(hostile_run, tmp_path):
 
     dest = tmp_path / "hub"
     p = cli("export", str(hostile_run.out), "--to", "hub", str(dest), "--test-fraction", "0.5", "--seed", "2")
-    assert "export: 11 rows as hub" in p.stderr, p.stderr
+    assert "export: 11 rows as hub (train " in p.stderr and ", test " in p.stderr, p.stderr
     ds = datasets.load_dataset(str(dest))
     rows = {r["sha256"]: r for r in rows_by_width(hostile_run.out).values()}
     want = {k: sorted(r["id"] for r in rows.values() if (uniform(r["id"], 2, "split") < 0.5) == (k == "test"))

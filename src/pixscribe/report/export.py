@@ -117,7 +117,8 @@ class ExportResult:
         bad = f", {self.image_errors} rows whose image could not be read again (listed in {listed})" \
             if self.image_errors else ""
         empty = f", {self.no_text} rows with no caption text left out (listed in {listed})" if self.no_text else ""
-        return f"export: {self.written} rows as {self.fmt} -> {self.dest}{mix}{skipped}{bad}{empty}"
+        splits = f" ({', '.join(f'{k} {n}' for k, n in self.splits.items())})" if len(self.splits) > 1 else ""
+        return f"export: {self.written} rows as {self.fmt}{splits} -> {self.dest}{mix}{skipped}{bad}{empty}"
 
 
 _MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8", "gif"), (b"BM", "bmp"),
