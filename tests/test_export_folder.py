@@ -176,6 +176,7 @@ def test_folder_refusals(hostile_run, tmp_path):
     assert "only with --to folder and --mix" in refused("--to", "hub", str(tmp_path / "a"), "--lines")
     assert "--text-only" in refused("--to", "folder", str(tmp_path / "b"), "--text-only")
     assert "no column 'nope'" in refused("--to", "folder", str(tmp_path / "c"), "--caption-column", "nope")
+    assert "no column 'alt'" in refused("--to", "folder", str(tmp_path / "c2"), "--mix", "alt,caption")
     assert "not a number" in refused("--to", "folder", str(tmp_path / "d"), "--mix", "caption=x")
     assert "give one" in refused("--to", "folder", str(tmp_path / "e"), "--mix", "caption", "--mix-original", "0.5")
     assert not [p for p in tmp_path.iterdir()]

@@ -81,12 +81,6 @@ class TextChoice:
     had_original: int = 0
     took_original: int = 0
 
-    def columns(self) -> list[str]:
-        """Every column a text may come from."""
-        if self.mix:
-            return [c for c, _ in self.mix]
-        return [self.column] + ([self.original] if self.original and self.p is not None else [])
-
     def _wrap(self, text: Any) -> Any:
         if not _present(text) or not (self.prefix or self.suffix):  # no caption: nothing to prefix
             return text

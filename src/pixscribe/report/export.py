@@ -234,7 +234,8 @@ def _text_choice(opts: ExportOptions, renamed: dict[str, str], columns: list[str
                         p=opts.mix_original, mix=[(name(c), w) for c, w in mix] if mix else None,
                         lines=opts.lines, seed=opts.seed, prefix=opts.prefix, suffix=opts.suffix)
     flag = "--mix" if mix else "--caption-column"
-    missing = [c for c in choice.columns() if c not in columns and c != choice.original]
+    asked = [c for c, _ in choice.mix] if choice.mix else [choice.column]  # the original may be absent: no mix then
+    missing = [c for c in asked if c not in columns]
     if missing:
         raise ExportError(f"{flag}: no column {', '.join(map(repr, missing))} in the output (it has "
                           f"{', '.join(columns)})")
