@@ -67,10 +67,9 @@ def _caption_file(text: Any) -> str:
     return "\n".join(t for t in (one_line(p) for p in pieces if isinstance(p, str)) if t)
 
 
-def _no_text(ex: _Exporter, row: dict[str, Any]) -> None:
+def _no_text(ex: _Exporter, row: dict[str, Any], why: str) -> None:
     ex.res.no_text += 1
-    ex.res.errors.append({"id": row.get("id"), "source": row.get("source"),
-                          "error": "no caption text: a trainer stops on an empty caption file"})
+    ex.res.errors.append({"id": row.get("id"), "source": row.get("source"), "error": f"no caption text: {why}"})
 
 
 def write_folder(ex: _Exporter, tmp: Path) -> None:
@@ -79,7 +78,7 @@ def write_folder(ex: _Exporter, tmp: Path) -> None:
     for row, img in ex.with_images():
         caption = _caption_file(row["text"])
         if not caption:
-            _no_text(ex, row)
+            _no_text(ex, row, "a trainer stops on an empty caption file")
             continue
         stem, txt = claim(tmp, stem_of(row.get("id")), "txt")
         txt.write_bytes(caption.encode("utf-8", "replace"))
@@ -94,7 +93,7 @@ def write_embed(ex: _Exporter, tmp: Path) -> None:
     for row, img in ex.with_images():
         text = row["text"]
         if not isinstance(text, str) or not text.strip():
-            _no_text(ex, row)
+            _no_text(ex, row, "nothing to write into the image")
             continue
         ext, data = img
         try:
