@@ -373,9 +373,10 @@ class TransformersBackend(Backend):
         the generate lock (a text model), or None: this thread, right before generate."""
         if not self.prepare_workers:
             return None
-        if self.pool is not None:
-            return self.pool.submit(reqs, self.max_pixels, self.padding_side)
-        return _Later(lambda: self.prepared(reqs))
+        pool = self.pool
+        if pool is not None:
+            return pool.submit(reqs, self.max_pixels, self.padding_side)
+        return _Later(lambda: self._host_inputs(reqs))
 
     def _run_chunk(self, reqs: list[GenerationRequest], prepared: Any = None) -> list[GenerationResult]:
         try:
@@ -396,27 +397,34 @@ class TransformersBackend(Backend):
         return out
 
     def _encode_host(self, reqs: list[GenerationRequest]) -> Any:
-        self.load()
-        assert self.encoder is not None
-        return self.encoder.encode(reqs, max_pixels=self.max_pixels, padding_side=self.padding_side)
+        encoder = self.encoder
+        if encoder is None:  # closed while this batch was in flight: the run is stopping
+            raise RuntimeError("the model was closed")
+        return encoder.encode(reqs, max_pixels=self.max_pixels, padding_side=self.padding_side)
+
+    def _host_inputs(self, reqs: list[GenerationRequest]) -> dict[str, Any]:
+        return cast_floats(dict(self._encode_host(reqs)), self.torch_dtype)
 
     def prepared(self, reqs: list[GenerationRequest]) -> dict[str, Any]:
         """One batch's inputs as the model's thread receives them: CPU tensors, floats in the
         model's dtype (from a prepare worker when there are some)."""
         self.load()
-        if self.pool is not None:
-            return self.pool.submit(reqs, self.max_pixels, self.padding_side).result()
-        return cast_floats(dict(self._encode_host(reqs)), self.torch_dtype)
+        ahead = self._prepare_ahead(reqs)
+        return ahead.result() if ahead is not None else self._host_inputs(reqs)
 
     def encode(self, reqs: list[GenerationRequest]) -> dict[str, Any]:
         """The model inputs for one batch, prepared on this thread: chat-templated prompts, LEFT
         padded, images processed, on the model's device and in its dtype."""
-        return cast_floats(_to_device(self._encode_host(reqs), self.device), self.torch_dtype)
+        self.load()
+        return self._on_device(self._encode_host(reqs))
+
+    def _on_device(self, host: Any, non_blocking: bool = False) -> dict[str, Any]:
+        return cast_floats(_to_device(host, self.device, non_blocking), self.torch_dtype)
 
     def _run_batch(self, reqs: list[GenerationRequest], prepared: Any = None) -> list[GenerationResult]:
         start = time.perf_counter()
         if prepared is None:  # prepared here, right before generate (prepare_workers=0)
-            inputs = self.encode(reqs)
+            inputs = self._on_device(self._encode_host(reqs))
             with self._gen_lock:
                 t0 = start
                 new, mask = self._generate_on(inputs, reqs[0].sampling)
@@ -424,8 +432,7 @@ class TransformersBackend(Backend):
             host = _pinned(prepared.result(), self.device)
             with self._gen_lock:
                 t0 = time.perf_counter()
-                inputs = cast_floats(_to_device(host, self.device, non_blocking=True), self.torch_dtype)
-                new, mask = self._generate_on(inputs, reqs[0].sampling)
+                new, mask = self._generate_on(self._on_device(host, non_blocking=True), reqs[0].sampling)
         end = time.perf_counter()
         # seconds: the model's time (with preparing when it ran here), shared by the batch's requests
         return self._results(reqs, new, mask, took=end - t0, latency=end - start)
@@ -435,6 +442,9 @@ class TransformersBackend(Backend):
         so the next batch's kernels do not queue ahead of the copy)."""
         import torch
 
+        model = self.hf_model
+        if model is None:  # closed while this batch waited for the lock: the run is stopping
+            raise RuntimeError("the model was closed")
         gen_kw: dict[str, Any] = dict(max_new_tokens=s.max_new_tokens, do_sample=not s.greedy,
                                       pad_token_id=self.tokenizer.pad_token_id)
         if s.greedy:
@@ -444,7 +454,7 @@ class TransformersBackend(Backend):
             if s.seed is not None:
                 torch.manual_seed(s.seed)
         with torch.inference_mode():
-            out = self.hf_model.generate(**inputs, **gen_kw)
+            out = model.generate(**inputs, **gen_kw)
         n_in = inputs["input_ids"].shape[1]
         new = out[:, n_in:] if out.shape[1] >= n_in else out
         mask = inputs.get("attention_mask")
