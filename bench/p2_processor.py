@@ -16,6 +16,10 @@ the window runs from the end of the first generate to the end of the last one, a
 every other generate whole, so busy = sum of their durations / the window. 1.0 means the
 model never waited for its inputs. img/s is the rows of those batches / the window.
 
+cpu/batch: the CPU seconds the run used per batch (this process with all its threads, plus
+the prepare workers, from getrusage and /proc), a figure a loaded machine does not distort:
+on C idle cores the work fits the model's time per batch only if cpu/batch < C x sleep.
+
 Also printed: the processor's ms per image on one thread (the whole encode of batches of 16:
 chat template, image processor, tokenizer), with the fast (torchvision) and the slow (PIL)
 image processor.
@@ -79,6 +83,18 @@ class SleepingGenerate:
         return torch.cat([ids, torch.full((ids.shape[0], 1), self.eos, dtype=ids.dtype)], dim=1)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds of this process (every thread) and of ``pids`` (the prepare workers) so far."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    total = ru.ru_utime + ru.ru_stime
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    return total
+
+
 def busy_run(backend, fake: SleepingGenerate, inp: Path, out: Path, batch: int, latency: float,
              decode_workers: int) -> dict:
     from pixscribe.config import RunConfig
@@ -89,13 +105,16 @@ def busy_run(backend, fake: SleepingGenerate, inp: Path, out: Path, batch: int, 
     fake.latency, fake.spans = latency, []
     cfg = RunConfig(inputs=[str(inp)], output=str(out), progress=False, batch_size=batch, vlm=backend.model,
                     device="cpu", dtype="fp32", decode_workers=decode_workers, prepare_workers=backend.prepare_workers)
+    pids = backend.pool.pids() if backend.pool is not None else []
+    cpu0 = cpu_seconds(pids)
     s = Runner(cfg, recap_method(backend)).run()
+    cpu = cpu_seconds(pids) - cpu0
     assert s.error_rows == 0 and s.rows_written == len(list(inp.glob("*.jpg"))), s.to_dict()
     spans = sorted(fake.spans)
     window = spans[-1][1] - spans[0][1]
     inside = sum(b - a for a, b in spans[1:])
     return {"busy": inside / window, "img_s": batch * (len(spans) - 1) / window, "batches": len(spans),
-            "busy_whole_run": sum(b - a for a, b in spans) / s.seconds}
+            "busy_whole_run": sum(b - a for a, b in spans) / s.seconds, "cpu_per_batch": cpu / len(spans)}
 
 
 def family_rows(name: str, model_dir: Path, inp: Path, work: Path, a: argparse.Namespace) -> list[dict]:
@@ -149,13 +168,14 @@ def main() -> None:
         rows += family_rows(f, d, inp, a.data, a)
     print("model busy (time in generate / wall, after the first batch):")
     print(f"  {'family':<11} {'sleep':>6} {'BEFORE busy':>12} {'AFTER busy':>11} {'img/s before':>13} "
-          f"{'img/s after':>12} {'after/before':>13}")
+          f"{'img/s after':>12} {'after/before':>13} {'cpu/batch before':>17} {'after':>6}")
     for f in models:
         for latency in a.latencies:
             b, w = (next(r for r in rows if r["family"] == f and r["sleep_s"] == latency
                          and r["prepare_workers"] == k) for k in (0, a.workers))
             print(f"  {f:<11} {latency:>5.1f}s {b['busy']:>12.3f} {w['busy']:>11.3f} {b['img_s']:>13.2f} "
-                  f"{w['img_s']:>12.2f} {w['img_s'] / b['img_s']:>12.2f}x")
+                  f"{w['img_s']:>12.2f} {w['img_s'] / b['img_s']:>12.2f}x {b['cpu_per_batch']:>16.2f}s "
+                  f"{w['cpu_per_batch']:>5.2f}s")
     print("target: AFTER busy >= 0.95 at 1.0 s per batch")
     print(json.dumps({"bench": "p2_processor", "cpus": os.cpu_count(), "images": n, "batch": a.batch_size,
                       "processor_ms": procs, "runs": [{k: round(v, 4) if isinstance(v, float) else v

@@ -190,3 +190,55 @@ def test_defaults():
     assert TransformersBackend("x", device="cpu", prepare_workers=3).max_inflight_batches == 4
     with pytest.raises(ValueError):
         TransformersBackend("x", prepare_workers=-1)
+
+
+def test_schema_requests_with_workers(pairs):
+    """The JSON-schema path (parse, one stricter retry) runs through the workers too."""
+    inline, pooled = pairs["llava"]
+    schema = {"type": "object", "properties": {"objects": {"type": "array", "items": {"type": "string"}}},
+              "required": ["objects"]}
+    req = GenerationRequest.simple("List the objects.", [sample_photo("astronaut")], sampling=S, json_schema=schema)
+    done = pooled.pool.batches
+    a, b = inline.generate([req])[0], pooled.generate([req])[0]
+    assert b.error.startswith("schema: ") and b.retries == 1 and b.error == a.error  # random weights write no JSON
+    assert pooled.pool.batches == done + 2  # the first try and the stricter retry
+
+
+def test_a_text_model_starts_no_processes(tiny_llm):
+    """Tokenizing is cheap: a text model prepares each batch on its own thread, outside the lock."""
+    inline = TransformersBackend(str(tiny_llm), device="cpu", prepare_workers=0).load()
+    ahead = TransformersBackend(str(tiny_llm), device="cpu", prepare_workers=2).load()
+    reqs = [GenerationRequest.simple("Rewrite: a cat on a mat.", sampling=S),
+            GenerationRequest.simple("Shorter: a man riding a red motorbike.", system="Be brief.", sampling=S)]
+    assert ahead.pool is None and ahead.max_inflight_batches == 3 and ahead.describe()["prepare_workers"] == 0
+    _assert_same_inputs(inline.prepared(reqs), ahead.prepared(reqs))
+    assert [r.text for r in inline.generate(reqs)] == [r.text for r in ahead.generate(reqs)]
+
+
+def test_the_engine_prepares_the_next_batch_while_one_generates(pairs, tmp_path, monkeypatch):
+    """Through the real engine: the first batch's generate waits until a worker has prepared the
+    second batch, which happens only because the engine hands it over while the first generates."""
+    from pixscribe.config import RunConfig
+    from pixscribe.engine.runner import Runner
+    from pixscribe.methods.recap import recap_method
+    from pixscribe.testing import write_sample_photos
+
+    _, pooled = pairs["qwen2_5_vl"]
+    write_sample_photos(tmp_path / "in", ("astronaut", "chelsea", "coffee", "rocket"))
+    real, seen = pooled.hf_model.generate, []
+    before = pooled.pool.batches
+
+    def generate(**kw):
+        if not seen:  # the first batch: wait for the second one's inputs
+            deadline = time.monotonic() + 120
+            while pooled.pool.batches < before + 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            seen.append(pooled.pool.batches - before)
+        return real(**kw)
+
+    monkeypatch.setattr(pooled.hf_model, "generate", generate)
+    cfg = RunConfig(inputs=[str(tmp_path / "in")], output=str(tmp_path / "out"), progress=False, batch_size=1,
+                    vlm=pooled.model, device="cpu", max_pixels=65_536, max_new_tokens=4)
+    s = Runner(cfg, recap_method(pooled, sampling=S)).run()
+    assert s.rows_written == 4 and s.error_rows == 0
+    assert seen == [2]  # the second batch was prepared before the first one's generate ended

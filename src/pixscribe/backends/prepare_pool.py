@@ -256,7 +256,7 @@ class _Slot:
         self.conn = parent
 
     def await_ready(self) -> None:
-        kind, value = self._answer(self.pool.start_timeout, "start")
+        kind, value = self._answer(self.pool.start_timeout, "starting")
         if kind == "fail":
             self._reap()
             raise PrepareWorkerDied(f"{type(value).__name__}: {value}")
@@ -326,21 +326,24 @@ class _Slot:
     def _answer(self, timeout: float, doing: str) -> tuple[str, Any]:
         """The worker's next message, or PrepareWorkerDied if it dies or stays silent."""
         proc, conn = self.proc, self.conn
-        ready = mpc.wait([conn, proc.sentinel], timeout=timeout)
-        if conn in ready or (ready and conn.poll()):
-            try:
-                return conn.recv()
-            except Exception as exc:  # noqa: BLE001 - it died mid-answer (its shared tensors went with it)
-                self._reap()
-                raise PrepareWorkerDied(f"the prepare worker died while {doing} ({exc})") from exc
         pid = proc.pid
+        ready = mpc.wait([conn, proc.sentinel], timeout=timeout)
         if not ready:
             self._reap()
             raise PrepareWorkerDied(f"the prepare worker (pid {pid}) did not answer in {timeout:.0f} s while {doing}; "
                                     "it was stopped")
-        proc.join(timeout=1)
-        code = proc.exitcode
+        unreadable: Exception | None = None
+        if conn in ready or conn.poll():
+            try:
+                return conn.recv()
+            except Exception as exc:  # noqa: BLE001 - EOF: it died (its shared tensors went with it)
+                unreadable = exc
+        proc.join(timeout=5)
+        code = None if proc.is_alive() else proc.exitcode
         self._reap()
+        if code is None:
+            raise PrepareWorkerDied(f"the prepare worker (pid {pid}) sent an answer that could not be read while "
+                                    f"{doing} ({type(unreadable).__name__}: {unreadable}); it was stopped")
         raise PrepareWorkerDied(f"the prepare worker (pid {pid}) died while {doing} ({_how(code)})")
 
 
