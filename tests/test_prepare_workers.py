@@ -187,6 +187,8 @@ def test_defaults():
     assert default_prepare_workers("cpu") == 0
     assert 1 <= default_prepare_workers("cuda") <= 4
     assert TransformersBackend("x", device="cpu").prepare_workers == 0
+    # building one never fails for want of CUDA or torch: load() is where that is told
+    assert TransformersBackend("x", device="cuda").prepare_workers == default_prepare_workers("cuda")
     assert TransformersBackend("x", device="cpu", prepare_workers=3).max_inflight_batches == 4
     with pytest.raises(ValueError):
         TransformersBackend("x", prepare_workers=-1)

@@ -152,6 +152,18 @@ def default_prepare_workers(device: str) -> int:
     return max(1, min(4, (cores - 2) // 2))
 
 
+def _device_guess(device: str) -> str:
+    """Where the model will run, without failing: loading is where a missing torch or CUDA is told."""
+    if device != "auto":
+        return device
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except Exception:  # noqa: BLE001 - no torch: load() says what to install
+        return "cpu"
+
+
 class _Later:
     """A batch's inputs made when asked for, on the asking thread (a text-only model's)."""
 
@@ -202,7 +214,7 @@ class TransformersBackend(Backend):
         self.padding_side = "left"  # generation appends on the right, so prompts pad on the left
         self.device: str | None = None
         self.torch_dtype: Any = None
-        self.prepare_workers = (default_prepare_workers(resolve_device(device)) if prepare_workers is None
+        self.prepare_workers = (default_prepare_workers(_device_guess(device)) if prepare_workers is None
                                 else int(prepare_workers))
         # the engine keeps this many batches in flight: one generating, the others being prepared
         self.max_inflight_batches = self.prepare_workers + 1 if self.prepare_workers else 1
