@@ -128,3 +128,21 @@ def cast_floats(inputs: Any, dtype: Any) -> Any:
         if torch.is_tensor(v) and v.is_floating_point() and v.dtype != dtype:
             inputs[k] = v.to(dtype)
     return inputs
+
+
+def to_device(inputs: Any, device: str | None, non_blocking: bool = False) -> dict[str, Any]:
+    import torch
+
+    return {k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v for k, v in inputs.items()}
+
+
+def pinned(inputs: dict[str, Any], device: str | None) -> dict[str, Any]:
+    """On CUDA, the tensors in page-locked memory, so the copy to the GPU runs without the CPU."""
+    import torch
+
+    if not str(device).startswith("cuda"):
+        return inputs
+    try:
+        return {k: v.pin_memory() if torch.is_tensor(v) else v for k, v in inputs.items()}
+    except RuntimeError:  # no page-locked memory left: a plain copy still works
+        return inputs

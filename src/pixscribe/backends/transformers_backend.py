@@ -44,7 +44,9 @@ from ..deps import MissingDependency, pip_hint
 from ..record import format_error
 from ..torchdev import resolve_device, resolve_dtype  # noqa: F401 (re-exported)
 from .base import Backend, BackendUnavailable, GenerationRequest, GenerationResult
-from .hf_inputs import Encoder, ProcessorSpec, cast_floats, load_processor, pixel_budget_kwargs, processor_info
+from .hf_inputs import (Encoder, ProcessorSpec, cast_floats, load_processor, pinned, pixel_budget_kwargs,
+                        processor_info, to_device)
+from .prepare_pool import default_prepare_workers, device_guess
 
 
 JSON_INSTRUCTION = (
@@ -140,30 +142,6 @@ def _check_request(req: GenerationRequest) -> str | None:
     return None
 
 
-def default_prepare_workers(device: str) -> int:
-    """Prepare workers for ``--prepare-workers`` left unset: none on the CPU, where the model's
-    own threads use every core; on a GPU half the cores this process may use less one, between
-    1 and 4. One worker runs the Qwen-VL fast processor at about 25 img/s on ~1 MP images,
-    so 4 keep ahead of an 8B VLM on one H100 (its decode ceiling is near 50 img/s at 128
-    tokens) and leave cores for decoding; more only cost memory (a processor per process)."""
-    if device == "cpu":
-        return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(4, (cores - 2) // 2))
-
-
-def _device_guess(device: str) -> str:
-    """Where the model will run, without failing: loading is where a missing torch or CUDA is told."""
-    if device != "auto":
-        return device
-    try:
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except Exception:  # noqa: BLE001 - no torch: load() says what to install
-        return "cpu"
-
-
 class _Later:
     """A batch's inputs made when asked for, on the asking thread (a text-only model's)."""
 
@@ -214,7 +192,7 @@ class TransformersBackend(Backend):
         self.padding_side = "left"  # generation appends on the right, so prompts pad on the left
         self.device: str | None = None
         self.torch_dtype: Any = None
-        self.prepare_workers = (default_prepare_workers(_device_guess(device)) if prepare_workers is None
+        self.prepare_workers = (default_prepare_workers(device_guess(device)) if prepare_workers is None
                                 else int(prepare_workers))
         # the engine keeps this many batches in flight: one generating, the others being prepared
         self.max_inflight_batches = self.prepare_workers + 1 if self.prepare_workers else 1
@@ -431,7 +409,7 @@ class TransformersBackend(Backend):
         return self._on_device(self._encode_host(reqs))
 
     def _on_device(self, host: Any, non_blocking: bool = False) -> dict[str, Any]:
-        return cast_floats(_to_device(host, self.device, non_blocking), self.torch_dtype)
+        return cast_floats(to_device(host, self.device, non_blocking), self.torch_dtype)
 
     def _run_batch(self, reqs: list[GenerationRequest], prepared: Any = None) -> list[GenerationResult]:
         start = time.perf_counter()
@@ -441,7 +419,7 @@ class TransformersBackend(Backend):
                 t0 = start
                 new, mask = self._generate_on(inputs, reqs[0].sampling)
         else:  # prepared elsewhere: this thread only moves the tensors and generates
-            host = _pinned(prepared.result(), self.device)
+            host = pinned(prepared.result(), self.device)
             with self._gen_lock:
                 t0 = time.perf_counter()
                 new, mask = self._generate_on(self._on_device(host, non_blocking=True), reqs[0].sampling)
@@ -502,24 +480,6 @@ def _sampling_key(req: GenerationRequest) -> tuple:
         None if s.greedy else s.top_p,
         None if s.greedy else s.seed,
     )
-
-
-def _to_device(inputs: Any, device: str | None, non_blocking: bool = False) -> dict[str, Any]:
-    import torch
-
-    return {k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v for k, v in inputs.items()}
-
-
-def _pinned(inputs: dict[str, Any], device: str | None) -> dict[str, Any]:
-    """On CUDA, the tensors in page-locked memory, so the copy to the GPU runs without the CPU."""
-    import torch
-
-    if not str(device).startswith("cuda"):
-        return inputs
-    try:
-        return {k: v.pin_memory() if torch.is_tensor(v) else v for k, v in inputs.items()}
-    except RuntimeError:  # no page-locked memory left: a plain copy still works
-        return inputs
 
 
 def _check_chat_template(model: str, processor: Any, tokenizer: Any) -> None:
