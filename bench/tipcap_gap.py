@@ -18,6 +18,15 @@ question is the gap). Printed, not asserted::
     pip install 'pixscribe[tipcap-bench]'
     python bench/tipcap_gap.py --work /tmp/tipcap_bench            # ~30 min on a busy 2-core CPU
     python bench/tipcap_gap.py --work /tmp/tipcap_bench --steps 300  # a quicker, rougher run
+    python bench/tipcap_gap.py --reference-only                    # the reference points alone, seconds
+
+**These numbers are not COCO numbers.** The "images" are text embeddings plus exactly the
+Gaussian noise the gap model assumes, the embedder is text-only, and the captions come from a
+7-slot grammar whose 5 references share most n-grams. So the script prints reference points
+on the same test scenes beside the results (:func:`reference_points`): an exactly right
+caption (one of the scene's own 5 templates), the same with one slot wrong (the first
+colour), and another scene's caption. A result is read against those, never against a
+paper's COCO table.
 """
 
 from __future__ import annotations
@@ -138,6 +147,43 @@ def variants(w: dict, n_pairs: int, n_unpaired: int) -> list[tuple[str, str, str
     ]
 
 
+def _wrong_colour(scene: tuple) -> tuple:
+    n1, c1, o1, rel, n2, c2, o2 = scene
+    return (n1, COLORS[(COLORS.index(c1) + 1) % len(COLORS)], o1, rel, n2, c2, o2)
+
+
+def reference_points(test: list[tuple]) -> list[dict]:
+    """BLEU-4 and CIDEr-D of known captions of the test scenes, scored as the results are: per
+    kind, the range and mean over the 5 caption templates (template j of every scene at once)."""
+    from pixscribe.metrics import coco_scores
+    from pixscribe.metrics.tokenize import ptb_tokenize
+
+    ids = [str(i) for i in range(len(test))]
+    gts = ptb_tokenize({i: references(s) for i, s in zip(ids, test)})
+    kinds = {"exactly right (one of its own references)": lambda i, j: references(test[i])[j],
+             "one slot wrong (the first colour)": lambda i, j: references(_wrong_colour(test[i]))[j],
+             "another scene's caption": lambda i, j: references(test[(i + 1) % len(test)])[j]}
+    rows = []
+    for name, make in kinds.items():
+        per = []
+        for j in range(5):
+            c, _, _ = coco_scores(gts, ptb_tokenize({i: [make(n, j)] for n, i in enumerate(ids)}))
+            per.append((c["bleu_4"], c["cider_d"]))
+        b, d = np.array(per).T
+        rows.append({"name": name, "bleu_4": [float(b.min()), float(b.mean()), float(b.max())],
+                     "cider_d": [float(d.min()), float(d.mean()), float(d.max())]})
+    return rows
+
+
+def print_reference_points(rows: list[dict]) -> None:
+    print("\nreference points on the same test scenes (min / mean / max over the 5 templates):")
+    print(f"{'caption':<44}{'BLEU-4':>22}{'CIDEr-D':>24}")
+    for r in rows:
+        b, d = r["bleu_4"], r["cider_d"]
+        print(f"{r['name']:<44}{b[0]:>8.4f}{b[1]:>7.4f}{b[2]:>7.4f}{d[0]:>8.4f}{d[1]:>8.4f}{d[2]:>8.4f}")
+    print("these are synthetic-world numbers: not comparable with COCO's (see the module docstring)", flush=True)
+
+
 def run_variant(name, setting, noise, gap, w, work: Path, decoder: Path, args) -> dict:
     from pixscribe.metrics import coco_scores
     from pixscribe.metrics.tokenize import ptb_tokenize
@@ -180,7 +226,13 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for a tiny model on a busy CPU)")
     p.add_argument("--only", default=None, help="comma list of variant indices to run")
+    p.add_argument("--reference-only", action="store_true", help="print the reference points and stop (no training)")
     args = p.parse_args()
+    test = scenes(args.test, np.random.default_rng(args.seed))  # the first draw of build_world: the same scenes
+    points = reference_points(test)
+    print_reference_points(points)
+    if args.reference_only:
+        return 0
     import torch
 
     from pixscribe.testing.tiny_tipcap import build_tiny_gpt2
@@ -208,7 +260,10 @@ def main() -> int:
     print(f"\n{'gap model':<44}{'BLEU-4':>8}{'CIDEr-D':>9}")
     for r in rows:
         print(f"{r['name']:<44}{r['bleu_4']:>8.4f}{r['cider_d']:>9.4f}")
-    (work / "results.json").write_text(json.dumps(rows, indent=1, default=float))
+    print_reference_points(points)
+    assert [references(s) for s in test] == w["test_refs"]  # the reference points scored the same scenes
+    (work / "results.json").write_text(json.dumps({"results": rows, "reference_points": points}, indent=1,
+                                                  default=float))
     print(f"\nwrote {work / 'results.json'}")
     return 0
 

@@ -331,3 +331,25 @@ def test_a_read_only_mount_is_one_clear_line(plugin_env, tmp_path, small_disk):
     r = caption(plugin_env, tmp_path / "in", out)
     assert r.returncode == 0, r.stderr
     assert_exactly_once(out, files)
+
+
+def test_a_dead_runs_claim_on_a_finished_shard_is_removed(plugin_env, tmp_path):
+    """Killed after a shard's marker, before it released its claim: no run claims a finished
+    shard again, so the next run sweeps the dead claim (and the dead owner's file) at its end."""
+    import socket
+    import subprocess
+    import sys
+
+    files = make_images(tmp_path / "in", 12)
+    out = tmp_path / "out"
+    assert caption(plugin_env, tmp_path / "in", out).returncode == 0
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    leases = out / "_state" / "leases"
+    (leases / "owner-gone.json").write_text(json.dumps({"owner": "gone", "host": socket.gethostname(),
+                                                        "pid": int(dead), "heartbeat": time.time()}))
+    (leases / "00000.claim").write_text("gone")
+    r = caption(plugin_env, tmp_path / "in", out)
+    assert r.returncode == 0, r.stderr
+    assert not list(leases.glob("*.claim")) and not list(leases.glob("owner-*"))
+    assert_exactly_once(out, files)

@@ -63,7 +63,7 @@ def test_readers_and_report(data, tmp_path):
     again = evaluate(preds, r, "bleu,rouge_l,cider_d", bootstrap=200, seed=1, missing_preds=empty)
     assert again["ci95"] == rep["ci95"] and again["per_image"] == rep["per_image"]  # seeded
     assert set(rep["per_image"][keep[0]]) >= {"bleu_1", "bleu_4", "rouge_l", "cider_d"}
-    with pytest.raises(ValueError, match="pancapscore needs an LLM judge"):
+    with pytest.raises(ValueError, match="pancapscore_unofficial needs an LLM judge"):
         evaluate(preds, r, "pancapscore")
 
 
@@ -78,7 +78,7 @@ def test_cli_via_register(data, tmp_path):
 
     rep = tmp_path / "report.json"
     result = CliRunner().invoke(app, ["eval", "--pred", str(out), "--refs", str(refs), "--metrics",
-                                      "bleu,rouge,cider,chair,lin", "-o", str(rep), "--bootstrap", "100"])
+                                      "bleu,rouge,cider_d,chair,lin", "-o", str(rep), "--bootstrap", "100"])
     assert result.exit_code == 0, result.output
     assert "cider_d" in result.output and "2 reference ids have no prediction" in result.output
     j = json.loads(rep.read_text())

@@ -11,7 +11,8 @@ import pytest
 from pixscribe.metrics import pancap_prompts as P
 from pixscribe.metrics.judge import CachedJudge, JudgeCache, request_key
 from pixscribe.metrics.pancap_tags import EMBEDDING, EXACT, NONE, WORDNET, TagMatcher
-from pixscribe.metrics.pancapscore import (PancapConfig, assignment_weights, corpus_scores, f1, match_entities,
+from pixscribe.metrics.pancapscore import (KEYS, TOTAL, PancapConfig, assignment_weights, corpus_scores, f1,
+                                           match_entities,
                                            pancap_total, pancapscore)
 from pixscribe.testing.scripted_judge import ScriptedJudge, keyword_truth
 
@@ -75,8 +76,8 @@ def test_hand_computed_scores_on_real_tag_resources(matcher, tmp_path):
     assert d["relation"] == {"precision": [0, 1], "recall": [0, 1]}
     # the corpus is the mean over images, and the total its weighted sum
     means = {d: np.mean([CASES[k][2][i] for k in CASES]) for i, d in enumerate(DIMS)}
-    assert res.corpus["pancap_tag"] == pytest.approx(means["tag"])
-    assert res.corpus["pancapscore"] == pytest.approx(pancap_total(means))
+    assert res.corpus[KEYS["tag"]] == pytest.approx(means["tag"])
+    assert res.corpus[TOTAL] == pytest.approx(pancap_total(means))
     assert res.info["tags"]["wordnet"]["version"] == "3.0"
     assert res.info["sampling"]["extract"]["temperature"] == 0.0
 
@@ -142,7 +143,7 @@ def test_judge_failures_are_reported_not_scored(matcher, tmp_path):
     flaky = CachedJudge(Flaky(scripted().extractions), cache)
     res = pancapscore(preds, refs, flaky, matcher=matcher)
     assert res.errors == {"b": "http: 500 boom"} and list(res.per_image) == ["a"]
-    assert res.corpus["pancapscore"] == pytest.approx(410)
+    assert res.corpus[TOTAL] == pytest.approx(410)
     assert flaky.failures == 1 and len(cache) == flaky.misses - flaky.failures  # failures are not cached
     # a rerun asks again only what failed (and what could not be asked after it), then scores b
     backend = scripted()
@@ -235,7 +236,7 @@ def test_f1_edges_and_options():
             PancapConfig.from_options(bad)
     skipped = corpus_scores({"a": dict(tag=100, location=100, attribute=100, relation=None, **{"global": 100}),
                              "b": dict(tag=0, location=0, attribute=0, relation=50, **{"global": 0})})
-    assert skipped["pancap_relation"] == 50 and skipped["pancapscore"] == pytest.approx(50 + 50 + 50 + 50 + 5)
+    assert skipped[KEYS["relation"]] == 50 and skipped[TOTAL] == pytest.approx(50 + 50 + 50 + 50 + 5)
 
 
 class CutJudge(ScriptedJudge):
@@ -295,7 +296,7 @@ def test_total_interval_resamples_the_dimension_means():
            "global": np.array([100.0, 100.0, 0.0, 100.0])}
     lo, hi = total_ci(per, 0.1, n_resamples=2000, seed=3)
     point = corpus_scores({str(i): {d: (None if math.isnan(per[d][i]) else per[d][i]) for d in per}
-                           for i in range(4)})["pancapscore"]
+                           for i in range(4)})[TOTAL]
     assert 0 <= lo <= point <= hi <= 410 and hi - lo > 10
     assert total_ci({**per, "relation": np.array([nan] * 4)}, 0.1) is None  # a dimension never defined
     assert total_ci(per, 0.1, n_resamples=0) is None

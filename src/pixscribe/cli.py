@@ -237,7 +237,13 @@ def caption(
                                     "attributes, relations, global), prose rendered from it."),
     consistency_vlm: Optional[str] = typer.Option(None, "--consistency-vlm", help="--method panoptic: a second VLM "
                                                   "flags the entities the image contradicts."),
+    prompt_set: Optional[str] = typer.Option(None, "--prompt-set", help="--method panoptic: pixscribe (default) or "
+                                             "official (PancapChain's four official prompts and lists)."),
     decode_workers: Optional[int] = typer.Option(None, "--decode-workers", help="Decode threads (default 2)."),
+    prepare_workers: Optional[int] = typer.Option(
+        None, "--prepare-workers", help="Processes preparing the transformers model's inputs (chat template, image "
+        "processor, tokenizer) ahead of generate (default: 0 on the CPU, up to 4 on a GPU; 0: on the model's thread)."
+    ),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
     flush_rows: Optional[int] = typer.Option(None, "--flush-rows", help="Rows buffered per atomic batch file (1024)."),
     flush_seconds: Optional[float] = typer.Option(
@@ -285,6 +291,7 @@ _STAGE_FLAGS = {
     "regions": ("region", "region", "regions"),
     "entities": ("panoptic", "caption", "entities"),
     "structured": ("panoptic", "caption", "structured"),
+    "prompt_set": ("panoptic", "caption", "prompt_set"),
     "consistency_vlm": ("panoptic", None, None),  # a model role, not a stage option (models.consistency)
     "tipcap_model": ("tipcap", "tipcap", "model"),
     "prompt_column": ("tipcap", "tipcap", "prompt_column"),

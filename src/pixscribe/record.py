@@ -197,6 +197,8 @@ class Record:
                 self.provenance[f] = prov
         st = dict(self.prior.stages.get(stage) or {})
         st["reused"] = True
+        if self.prior.id is not None and self.prior.id != self.id:
+            st["reused_from"] = self.prior.id  # the same image bytes under another id (path)
         self.stages[stage] = st
 
     def to_row(self, method: str, caption_field: str | None, columns: list[str]) -> dict[str, Any]:
@@ -234,7 +236,8 @@ class Record:
 
 @dataclass
 class PriorRow:
-    """An earlier output row of the same id: its fields (decoded), provenance and stages."""
+    """An earlier output row (of the same id, or of the same image bytes): its fields
+    (decoded), provenance, stages, and its stored columns (to compare what stages read)."""
 
     fields: dict[str, Any]
     provenance: dict[str, Any]
@@ -243,6 +246,8 @@ class PriorRow:
     height: int | None = None
     sha256: str | None = None
     source: str | None = None
+    id: str | None = None
+    columns: dict[str, Any] = field(default_factory=dict)
 
     def can_reuse(self, stage: str, fingerprint: str, provides: tuple[str, ...]) -> bool:
         st = self.stages.get(stage)
@@ -269,4 +274,5 @@ class PriorRow:
                     except ValueError:
                         continue
                 fields[f] = v
-        return cls(fields, prov, stages, row.get("width"), row.get("height"), row.get("sha256"), row.get("source"))
+        return cls(fields, prov, stages, row.get("width"), row.get("height"), row.get("sha256"), row.get("source"),
+                   row.get("id"), row)

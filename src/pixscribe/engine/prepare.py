@@ -149,10 +149,13 @@ def prepare(rec: Record, method: Method, cfg: Any, own: RowIndex | None, priors:
 
 
 def _find_prior(rec: Record, method: Method, own: RowIndex | None, priors: Priors) -> None:
+    """The earlier row of this id, else one of the same image bytes (see engine/reuse.py)."""
     assert rec.id is not None
     prior = own.get(rec.id) if own is not None else None
     if prior is None and priors:
         prior = priors.get(rec.id)
+    if (prior is None or prior.sha256 != rec.sha256) and priors and rec.sha256 and _image_only_first(method):
+        prior = priors.get_by_sha(rec.sha256) or prior
     if prior is None or (prior.sha256 and prior.sha256 != rec.sha256):
         rec.prior, rec.compute_from = None, 0  # other bytes under the same id: compute anew
         return
@@ -160,6 +163,13 @@ def _find_prior(rec: Record, method: Method, own: RowIndex | None, priors: Prior
     rec.compute_from = first_to_compute(method, rec)
     if rec.compute_from == 0:
         rec.prior = None
+
+
+def _image_only_first(method: Method) -> bool:
+    """Whether the method's first stage depends on nothing but the image and its options (what
+    a row of another id with the same bytes can give)."""
+    first = method.stages[0] if method.stages else None
+    return first is not None and not method.input_reads.get(first.name) and not first.reads_id
 
 
 def _decode(rec: Record, data: bytes, cfg: Any, cache: DecodeCache | None = None) -> None:

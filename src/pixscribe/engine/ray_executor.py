@@ -30,6 +30,7 @@ from .executor import Executor, _batch_size, _sigterm_as_interrupt, _total
 from .ray_flow import Flow
 from .ray_plan import StageGroup, plan_groups
 from .ray_pool import Pool
+from .ray_watch import watch_driver
 from .ray_worker import MethodShape, RunInfo, StageActor, build_checked, prepare_task, read_shard, warm_up
 from .run import Run, ShardWork
 from .stage import Method, MethodError
@@ -51,6 +52,7 @@ class RayExecutor(Executor):
         self.pools: list[Pool] = []
         self.groups: list[StageGroup] = []
         self._started_ray = False
+        self.watch: Any = None
         self._usage: dict[str, Any] = {}
         self.start_seconds = 0.0
 
@@ -61,6 +63,7 @@ class RayExecutor(Executor):
         plan_groups(method, run.config)  # bad pool settings fail before Ray starts
         try:
             self.ray, self._started_ray = connect(run.config)
+            self.watch = watch_driver(self.ray)  # one line if Ray ends this process (ray_watch.py)
             self.groups = plan_groups(method, run.config, self.ray.cluster_resources().get("GPU", 0.0))
             _check_room(self.ray, run.config, self.groups)
             actor = self.ray.remote(StageActor)
@@ -151,6 +154,8 @@ class RayExecutor(Executor):
         if self.ray is not None and self._started_ray:
             self.ray.shutdown()
         self._started_ray = False
+        if self.watch is not None:
+            self.watch.done()
 
 
 def connect(cfg: Any) -> tuple[Any, bool]:

@@ -37,6 +37,7 @@ class StageShape:
     name: str
     provides: tuple[str, ...]
     needs_image: bool
+    reads_id: bool = False
 
 
 @dataclass
@@ -50,12 +51,13 @@ class MethodShape:
     fingerprints: dict[str, str]
     rename_inputs: dict[str, str] = field(default_factory=dict)
     id_column: str | None = None  # an input column naming the row, where the method has one
+    input_reads: dict[str, tuple[str, ...]] = field(default_factory=dict)  # the input columns each stage reads
 
     @classmethod
     def of(cls, method: Any) -> "MethodShape":
-        shapes = [StageShape(s.name, tuple(s.provides), bool(s.needs_image)) for s in method.stages]
+        shapes = [StageShape(s.name, tuple(s.provides), bool(s.needs_image), bool(s.reads_id)) for s in method.stages]
         return cls(method.name, shapes, dict(method.fingerprints), dict(method.rename_inputs),
-                   getattr(method, "id_column", None))
+                   getattr(method, "id_column", None), dict(method.input_reads))
 
     def provided_by(self) -> dict[str, str]:
         return {f: s.name for s in self.stages for f in s.provides}

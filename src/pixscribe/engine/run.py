@@ -120,6 +120,7 @@ class Run:
         self.state.check_config(fp, fields, overwrite=cfg.overwrite)
         self.summary.shards_total = len(self.mine)
         self._open_priors()
+        self._recorded = (fp, fields)
         self.state.write_run_json(self._run_json(fp, fields))
         from ..io.fetch import UrlFetcher
 
@@ -163,9 +164,13 @@ class Run:
         return m
 
     def _apply_update(self, m: mf.Manifest, d: mf.Diff) -> None:
+        """Apply the plan's changes. The rows of a changed or removed container (a table, a
+        tar) are kept aside in ``_state/previous/``: its new shards reuse every row whose id,
+        image and inputs did not change, so appending ten rows to a table computes ten."""
         up = mf.update(m, d)
         for s in up.dropped:
             self._claim_or_fail(s, "--update")
+            self.state.move_to_previous([s])
             self.state.remove_shard(s)
         for s, lost in up.trimmed.items():
             self._claim_or_fail(s, "--update")
@@ -199,6 +204,11 @@ class Run:
         fields.update(self.method.fingerprint_fields())
         fields.update({f"fingerprint.{k}": v for k, v in self.method.fingerprints.items()})
         return fields
+
+    def record_models(self) -> None:
+        """Write _run.json again once the models are loaded: what they turned out to be (the
+        device, the dtype, which processor classes) is known only then."""
+        self.state.write_run_json(self._run_json(*self._recorded))
 
     def _run_json(self, fp: str, fields: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -305,11 +315,18 @@ class Run:
             self.fetcher.close()
         try:
             self._widen_parts()
-            if self.config.overwrite and all(self.state.check_done(s.index)[0] for s in self.mine):
-                self._clear_previous()
+            if self._previous_used_up():
+                self.state.clear_previous()
         finally:
             self._write_summary(summary or self.summary)
+            self._sweep_leases()
             self.leases.close()
+
+    def _sweep_leases(self) -> None:
+        try:
+            self.leases.sweep()
+        except OSError:
+            pass  # tidying only
 
     def _widen_parts(self) -> None:
         union = self.state.known_columns()
@@ -324,10 +341,15 @@ class Run:
             finally:
                 self.leases.release(name)
 
-    def _clear_previous(self) -> None:
+    def _previous_used_up(self) -> bool:
+        """Whether the rows kept aside for reuse (--overwrite, --update) are needed no more:
+        every shard of the plan is done. Not for --overwrite --shard K/N: a sibling task moves
+        its own shards there when it starts."""
         k, n = self.config.shard_k_n
-        if n == 1:
-            self.state.clear_previous()
+        if not (self.state.state / "previous").is_dir() or (self.config.overwrite and n > 1):
+            return False
+        shards = self.manifest.shards if self.manifest is not None else self.mine
+        return all(self.state.check_done(s.index)[0] for s in shards)
 
     def _write_summary(self, summary: Summary) -> None:
         from ..io.writers import atomic_write_json

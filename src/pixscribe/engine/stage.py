@@ -7,6 +7,13 @@ shards or resume. Records that already carry an error are not passed to stages.
 A stage says what it needs and gives:
 
 - ``needs``: the fields it reads (provided by an earlier stage, or input columns);
+- ``reads``: the input columns it reads besides those (a region's box, a row's instruction);
+  the engine shows a stage only the input columns it reads (its ``needs`` met by columns,
+  and ``reads``; reading another column the row has fails the row, naming it), records a
+  hash of their values on every row it computes, and reuses its output only for a row whose
+  values are the same (see :func:`stage_reads`);
+- ``reads_id``: whether its output depends on the row's id (a region's id is the row's), so
+  it is never taken over from a row of another id with the same image bytes;
 - ``provides``: the fields it sets (each becomes an output column);
 - ``needs_image``: whether it looks at the pixels (a text-only stage does not);
 - ``batch_size``: how many records it takes per call (``None``: the engine's);
@@ -42,6 +49,8 @@ class Stage(abc.ABC):
     name: str = "stage"
     needs: tuple[str, ...] = ()
     provides: tuple[str, ...] = ()
+    reads: tuple[str, ...] = ()
+    reads_id: bool = False
     needs_image: bool = True
     batch_size: int | None = None
     # HTTP backends keep several batches in flight; a local model runs one at a time
@@ -86,6 +95,18 @@ def stage_fingerprints(stages: list[Stage], image_options: dict[str, Any]) -> di
     return fps
 
 
+def stage_reads(stages: list[Stage]) -> dict[str, tuple[str, ...]]:
+    """The input columns each stage reads: its needs that no earlier stage provides (met by
+    input columns) and its ``reads``. Not part of the fingerprint (the stage's options are):
+    reuse compares the values of these columns row by row instead."""
+    provided: set[str] = set()
+    out: dict[str, tuple[str, ...]] = {}
+    for st in stages:
+        out[st.name] = tuple(sorted({n for n in st.needs if n not in provided} | set(st.reads)))
+        provided |= set(st.provides)
+    return out
+
+
 @dataclass
 class Method:
     name: str
@@ -104,6 +125,8 @@ class Method:
     # an input column that names the row when it has one, before the input's key/id (a
     # method whose rows are not images: one row per region is named by its region_id)
     id_column: str | None = None
+    # the input columns each stage reads (stage_reads), set with the fingerprints
+    input_reads: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         names = [s.name for s in self.stages]
@@ -159,6 +182,7 @@ class Method:
 
     def with_fingerprints(self, image_options: dict[str, Any]) -> "Method":
         self.fingerprints = stage_fingerprints(self.stages, image_options)
+        self.input_reads = stage_reads(self.stages)
         return self
 
     def fingerprint_fields(self) -> dict[str, Any]:
@@ -179,7 +203,9 @@ class Method:
         return {
             "method": self.name,
             "caption_field": self.caption_field,
-            "stages": [{**s.describe(), "fingerprint": self.fingerprints.get(s.name)} for s in self.stages],
+            "stages": [{**s.describe(), "fingerprint": self.fingerprints.get(s.name),
+                        **({"reads": list(self.input_reads[s.name])} if self.input_reads.get(s.name) else {})}
+                       for s in self.stages],
         }
 
     def summary(self) -> dict[str, Any]:

@@ -87,6 +87,14 @@ class RunState:
             return
         old = prev.get("fingerprint_fields", {})
         diff = sorted(k for k in set(old) | set(fields) if old.get(k) != fields.get(k))
+        added = _added_stages(old, fields, diff)
+        if added:
+            done = old["stages"]
+            raise ConfigMismatch(
+                f"{self.out} holds the stages {', '.join(done)} of method {fields.get('method')!r} (a run with --until "
+                f"{done[-1]}). Rerun with --overwrite to add the stages {', '.join(added)}: the stages done are reused, "
+                f"not recomputed; or add --until {done[-1]} to resume that run as it was."
+            )
         shown = "; ".join(f"{k}: {_short(old.get(k))} -> {_short(fields.get(k))}" for k in diff[:6])
         more = f" (and {len(diff) - 6} more)" if len(diff) > 6 else ""
         raise ConfigMismatch(
@@ -365,6 +373,19 @@ def read_part_file(path: Path, fmt: str) -> pa.Table:
                     if f is not None:
                         rows.append(json.loads(f.read()))
     return writers.rows_to_table(rows)
+
+
+def _added_stages(old: dict[str, Any], new: dict[str, Any], diff: list[str]) -> list[str]:
+    """The stages a run adds to a folder that holds a prefix of its method (an earlier
+    ``--until``), when nothing else differs; else none."""
+    done, now = old.get("stages"), new.get("stages")
+    if not (isinstance(done, list) and isinstance(now, list) and done and now[: len(done)] == done):
+        return []
+    added = now[len(done):]
+    ours = {"stages"} | {f"fingerprint.{a}" for a in added}
+    if not added or any(k not in ours and k.split(".", 1)[0] not in added for k in diff):
+        return []
+    return added
 
 
 def _short(v: Any, n: int = 60) -> str:

@@ -45,7 +45,9 @@ PART_COMPRESSION = "zstd"
 EXTENSIONS = {"parquet": ".parquet", "jsonl": ".jsonl", "tar": ".tar"}
 
 
-def _as_text(v: Any) -> str | None:
+def as_text(v: Any) -> str | None:
+    """How a value is stored in a text column (JSON for non-string values): also how reuse
+    compares the input values a stage read (engine/apply.py)."""
     if v is None:
         return None
     if isinstance(v, str):
@@ -70,7 +72,7 @@ def rows_to_table(rows: list[dict[str, Any]], column_order: list[str] | None = N
         typ = (types or {}).get(n) or KNOWN_TYPES.get(n, pa.string())
         vals = [r.get(n) for r in rows]
         if typ == pa.string():
-            vals = [_as_text(v) for v in vals]
+            vals = [as_text(v) for v in vals]
         arrays.append(pa.array(vals, type=typ))
         fields.append(pa.field(n, typ))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))

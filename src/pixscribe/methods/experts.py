@@ -62,6 +62,7 @@ def _exif_of(r: Record) -> dict[str, Any] | None:
 
 class ExpertsStage(Stage):
     name = "experts"
+    reads = ("_exif",)  # an input's own EXIF summary, when the decoder found none
 
     def __init__(self, experts: list[Expert], *, describe: bool = False, queries: list[str] | None = None):
         self.experts = experts

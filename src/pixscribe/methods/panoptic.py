@@ -32,9 +32,12 @@ from ..stages.panoptic import PAD_COLOR, chain_stage, consistency_stage
 from ..stages.panoptic_experts import ProposalStage, RedetectStage
 
 VARIANTS = ("chain", "experts")
+PROMPT_SETS = ("pixscribe", "official")
 TAGGERS = ("label", "vlm")
 FLORENCE_TASKS = ("<OD>", "<DENSE_REGION_CAPTION>", "<REGION_PROPOSAL>")
 DETECTORS = ("grounding_dino", "owlv2")
+# one detector or a list; one threshold or one per detector
+REDETECT_TYPES = {"detectors": (list, str), "box_threshold": (float, dict), "add_threshold": (float, dict)}
 # the official inference settings (temperature 0, 1024 new tokens) and the request layout
 # (a reply cut at max_new_tokens is asked again with retry_max_new_tokens, None: twice max_new_tokens)
 COMMON: dict[str, Any] = {"preamble": P.PREAMBLE, "max_new_tokens": 1024, "temperature": 0.0, "pad": True,
@@ -50,9 +53,26 @@ def _peek(ctx: MethodContext, stage: str, key: str, default: Any, allowed: tuple
     return value
 
 
-def _chain_front(ctx: MethodContext, vlm: Any, ident: dict[str, Any]) -> list[Stage]:
-    prompts = {"localize": P.LOCALIZE, "tag": P.TAG, "discover": P.DISCOVER}
-    return [chain_stage(n, vlm, ctx.options(n, prompt=p, **COMMON), ident) for n, p in prompts.items()]
+def _chain_options(ctx: MethodContext, stage: str, prompt_set: str | None, primary: bool = False,
+                   **kw: Any) -> dict[str, Any]:
+    """A chain stage's options. ``prompt_set`` is None for pixscribe's own (so the option is left
+    out of the fingerprints of runs made before it existed); ``official``: the official prompt, no
+    preamble (docs/panoptic.md)."""
+    own = {"localize": P.LOCALIZE, "tag": P.TAG, "discover": P.DISCOVER, "caption": P.CAPTION}
+    official = prompt_set == "official"
+    defaults = {**COMMON, "prompt": P.OFFICIAL[stage] if official else own[stage], **kw, "prompt_set": prompt_set}
+    if official:
+        defaults["preamble"] = None
+    opts = ctx.options(stage, primary=primary, **defaults)
+    opts["prompt_set"] = None if opts["prompt_set"] == "pixscribe" else opts["prompt_set"]
+    if opts["prompt_set"] != prompt_set:
+        raise MethodError(f"stages.{stage}.prompt_set: set the prompt set once for the whole chain "
+                          f"(--prompt-set, or stages.caption.prompt_set)")
+    return opts
+
+
+def _chain_front(ctx: MethodContext, vlm: Any, ident: dict[str, Any], prompt_set: str | None) -> list[Stage]:
+    return [chain_stage(n, vlm, _chain_options(ctx, n, prompt_set), ident) for n in ("localize", "tag", "discover")]
 
 
 def _experts_front(ctx: MethodContext, vlm: Any, ident: dict[str, Any]) -> list[Stage]:
@@ -64,8 +84,9 @@ def _experts_front(ctx: MethodContext, vlm: Any, ident: dict[str, Any]) -> list[
     stages: list[Stage] = [ProposalStage(build_expert("dense", ctx.config), popts)]
     if tagger == "vlm":
         stages.append(chain_stage("tag", vlm, ctx.options("tag", prompt=P.TAG, **COMMON), ident))
-    ropts = ctx.options("redetect", detectors=["grounding_dino"], box_threshold=None, text_threshold=0.25,
-                        add_threshold=None, match_iou=0.5, dedup_iou=0.7, keep_unconfirmed=True, max_queries=32)
+    ropts = ctx.options("redetect", types=REDETECT_TYPES, detectors=["grounding_dino"], box_threshold=None,
+                        text_threshold=0.25, add_threshold=None, match_iou=0.5, dedup_iou=0.7, keep_unconfirmed=True,
+                        max_queries=32)
     names = ropts["detectors"] = [ropts["detectors"]] if isinstance(ropts["detectors"], str) else list(ropts["detectors"])
     unknown = sorted(set(names) - set(DETECTORS))
     if unknown or not names:
@@ -74,19 +95,32 @@ def _experts_front(ctx: MethodContext, vlm: Any, ident: dict[str, Any]) -> list[
     return stages
 
 
-def _caption(ctx: MethodContext, variant: str, vlm: Any, ident: dict[str, Any]) -> Stage:
+def _caption(ctx: MethodContext, variant: str, vlm: Any, ident: dict[str, Any], prompt_set: str | None) -> Stage:
     structured = bool(_peek(ctx, "caption", "structured", False))
-    prompt = P.STRUCTURED if structured else (P.ENGINE_CAPTION if variant == "experts" else P.CAPTION)
-    opts = ctx.options("caption", primary=True, entities=variant, structured=structured, prompt=prompt, **COMMON)
+    own = P.STRUCTURED if structured else (P.ENGINE_CAPTION if variant == "experts" else P.CAPTION)
+    kw = {} if prompt_set == "official" else {"prompt": own}
+    opts = _chain_options(ctx, "caption", prompt_set, primary=True, entities=variant, structured=structured, **kw)
     return chain_stage("caption", vlm, opts, ident)
+
+
+def _prompt_set(ctx: MethodContext, variant: str) -> str | None:
+    """``official`` or None (pixscribe's own); the official set is PancapChain's four stages only."""
+    chosen = _peek(ctx, "caption", "prompt_set", "pixscribe", PROMPT_SETS + (None,))
+    if chosen != "official":
+        return None
+    if variant != "chain" or _peek(ctx, "caption", "structured", False):
+        raise MethodError("--prompt-set official is PancapChain's four requests: not with --entities experts "
+                          "or --structured")
+    return "official"
 
 
 @register_method("panoptic")
 def panoptic(ctx: MethodContext) -> Method:
     variant = _peek(ctx, "caption", "entities", "chain", VARIANTS)
+    prompt_set = _prompt_set(ctx, variant)
     vlm, ident = ctx.model("vlm"), ctx.spec("vlm").identity()
-    stages = (_chain_front if variant == "chain" else _experts_front)(ctx, vlm, ident)
-    stages.append(_caption(ctx, variant, vlm, ident))
+    stages = _chain_front(ctx, vlm, ident, prompt_set) if variant == "chain" else _experts_front(ctx, vlm, ident)
+    stages.append(_caption(ctx, variant, vlm, ident, prompt_set))
     if "consistency" in (ctx.config.models or {}):
         opts = ctx.options("consistency", prompt=P.CONSISTENCY, **{**COMMON, "max_new_tokens": 512})
         stages.append(consistency_stage(ctx.model("consistency"), opts, ctx.spec("consistency").identity()))

@@ -65,6 +65,8 @@ DEFAULTS: dict[str, Any] = {
     "top_p": 1.0,
     "requests_per_call": 64,
 }
+# the options whose default (None) does not tell their type
+TYPES: dict[str, Any] = {"attribute": str, "box_to_mask": str, "box_convention": str, "input_size": list}
 COLUMNS = ["region", "regions", "task", "attribute", "prompt_mode"]
 
 
@@ -115,7 +117,7 @@ def region(ctx: MethodContext) -> Method:
         raise MethodError("--method region writes its prompts from --task and --region-prompt (a row's own request "
                           "goes in an 'instruction' column); --prompt does not apply")  # fmt: skip
     given = dict((cfg.stages or {}).get("region", {}))
-    opts = resolve_options(ctx.options("region", primary=True, **DEFAULTS), given)
+    opts = resolve_options(ctx.options("region", primary=True, types=TYPES, **DEFAULTS), given)
     if opts["regions"] == "auto" and opts["propose"] in QUERY_PROPOSERS and not cfg.queries:
         raise MethodError(f"--regions auto with {opts['propose']} needs --queries 'cat,dog' (or propose with dense)")
     sam = build_expert("sam", cfg)  # loaded only when a run needs it (points, box_to_mask sam, auto)

@@ -38,6 +38,7 @@ DESCRIBE_PROMPT = ("Describe this image in detail: the objects in it with their 
                    "they relate to each other, any visible text, and the setting. Only state what you can see.")
 DESCRIBE_DEFAULTS: dict[str, Any] = {"prompt": DESCRIBE_PROMPT, "max_new_tokens": 512, "temperature": 0.0,
                                      "top_p": 1.0, "column": None}
+DESCRIBE_TYPES = {"column": str}  # the options whose default (None) does not tell their type
 RENAME = {"caption": "org_caption"}
 COLUMNS = ["description", "phrases", "objects", "hallucinations", "regions", "textualize_skipped"]
 
@@ -66,7 +67,7 @@ def textualize_method(ctx: MethodContext, experts: dict[str, Expert] | None = No
         return given[name] if name in given else build_expert(name, cfg)
 
     use_ocr = "ocr" in cfg.experts or "ocr" in given
-    describe = _describe(ctx, ctx.options("describe", primary=True, **DESCRIBE_DEFAULTS))
+    describe = _describe(ctx, ctx.options("describe", primary=True, types=DESCRIBE_TYPES, **DESCRIBE_DEFAULTS))
     obj_opts = ctx.options("objects", **objects_mod.DEFAULTS)
     llm = ctx.model("llm") if obj_opts["extractor"] == "llm" else None
     ver_opts = ctx.options("verify", **verify_mod.DEFAULTS)

@@ -25,6 +25,7 @@ from ..record import Record
 
 DEFAULTS: dict[str, Any] = {"model": None, "max_new_tokens": 30, "num_beams": 1, "clip": None,
                             "prompt_column": None, "device": "auto"}
+TYPES = {"model": str, "clip": str, "prompt_column": str, "prompt_experts": str}  # defaults of None
 PROMPT_EXPERTS = ("dense", "grounding_dino", "owlv2")
 
 
@@ -131,7 +132,7 @@ class TipCapStage(Stage):
 
 @register_method("tipcap")
 def tipcap(ctx: MethodContext) -> Method:
-    opts = ctx.options("tipcap", **DEFAULTS, prompt_experts=None)
+    opts = ctx.options("tipcap", types=TYPES, **DEFAULTS, prompt_experts=None)
     if not opts.get("model"):
         raise MethodError("--method tipcap needs --tipcap-model DIR (a model trained with `pixscribe tipcap train`)")
     stages: list[Stage] = []

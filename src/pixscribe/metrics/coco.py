@@ -1,4 +1,4 @@
-"""BLEU-1..4, ROUGE-L and CIDEr-D with the same numbers as pycocoevalcap, vectorised.
+"""BLEU-1..4, ROUGE-L and CIDEr-D with the same numbers as pycocoevalcap, and plain CIDEr, vectorised.
 
 Inputs are already tokenized strings (see :mod:`pixscribe.metrics.tokenize`), in
 pycocoevalcap's shape: ``gts = {id: [ref, ...]}``, ``res = {id: [hyp]}``.
@@ -12,6 +12,9 @@ pycocoevalcap's shape: ``gts = {id: [ref, ...]}``, ``res = {id: [hyp]}``.
   *bigram* counts (that is what its ``length`` counts), averaged over references, x10.
   The idf depends on the whole corpus, so per-image CIDEr-D is only defined together
   with the corpus it was computed in.
+- CIDEr (``cider``): the original metric as the CIDEr authors' ``pyciderevalcap`` computes it
+  (``Cider(df="corpus")``): the same tf-idf vectors and idf, the plain cosine (no clipping)
+  and no length penalty, averaged over references, x10.
 - ROUGE-L: LCS-based F-measure with beta=1.2, max precision and max recall over the
   references, on ``split(" ")`` tokens as pycocoevalcap; the LCS is computed bit-parallel
   (Hyyrö) for all (reference, hypothesis) pairs at once on uint64 bit vectors.
@@ -201,7 +204,8 @@ def _bleu(p: _Prepared) -> tuple[list[float], np.ndarray]:
     return bleus, per
 
 
-def _cider(p: _Prepared, sigma: float = 6.0) -> np.ndarray:
+def _cider(p: _Prepared, sigma: float = 6.0, plain: bool = False) -> np.ndarray:
+    """CIDEr-D as pycocoevalcap; ``plain``: the original CIDEr (no clipping, no length penalty)."""
     n, N = p.n, p.N
     # document frequency: images whose references contain the gram
     df = np.bincount(p.g_gram[p.g_refmax > 0], minlength=p.G).astype(np.float64)
@@ -212,16 +216,18 @@ def _cider(p: _Prepared, sigma: float = 6.0) -> np.ndarray:
     n_ref_sent = len(p.ref_len)
     e_key = p.e_sent * n + p.e_order
     r_norm = np.sqrt(np.bincount(e_key, weights=rv * rv, minlength=n_ref_sent * n)).reshape(n_ref_sent, n)
-    acc = np.bincount(e_key, weights=np.minimum(hv[p.e_idx], rv) * rv,
+    h_e = hv[p.e_idx]
+    acc = np.bincount(e_key, weights=(h_e if plain else np.minimum(h_e, rv)) * rv,
                       minlength=n_ref_sent * n).reshape(n_ref_sent, n)
     hn = h_norm[p.ref_img]
     ok = (hn != 0) & (r_norm != 0)
     val = np.where(ok, acc / np.where(ok, hn * r_norm, 1.0), acc)
-    # "length" in pycocoevalcap counts bigrams
-    hb = np.maximum(0.0, p.hyp_len - 1)
-    rb = np.maximum(0.0, p.ref_len - 1)
-    delta = hb[p.ref_img] - rb
-    val = val * (np.e ** (-(delta ** 2) / (2 * sigma ** 2)))[:, None]
+    if not plain:
+        # "length" in pycocoevalcap counts bigrams
+        hb = np.maximum(0.0, p.hyp_len - 1)
+        rb = np.maximum(0.0, p.ref_len - 1)
+        delta = hb[p.ref_img] - rb
+        val = val * (np.e ** (-(delta ** 2) / (2 * sigma ** 2)))[:, None]
     score = np.add.reduceat(val, p.ref_start, axis=0) if N else np.zeros((0, n))
     return score.mean(axis=1) / p.n_refs * 10.0
 
@@ -349,10 +355,10 @@ def coco_scores(
     res: Mapping[object, Sequence[str]],
     metrics: Sequence[str] = ("bleu", "rouge_l", "cider_d"),
 ) -> tuple[dict[str, float], dict[str, np.ndarray], list[object]]:
-    """Corpus and per-image BLEU-1..4 / ROUGE-L / CIDEr-D on tokenized captions.
+    """Corpus and per-image BLEU-1..4 / ROUGE-L / CIDEr-D / CIDEr on tokenized captions.
 
     Returns ``(corpus, per_image, ids)``: ``corpus`` maps ``bleu_1..4``, ``rouge_l``,
-    ``cider_d`` to floats; ``per_image`` maps the same names to arrays aligned with ``ids``.
+    ``cider_d``, ``cider`` to floats; ``per_image`` maps the same names to arrays aligned with ``ids``.
     """
     p = _Prepared(gts, res)
     corpus: dict[str, float] = {}
@@ -366,8 +372,8 @@ def coco_scores(
         r = _rouge(p)
         corpus["rouge_l"] = float(np.mean(r)) if len(r) else 0.0
         per["rouge_l"] = r
-    if "cider_d" in metrics:
-        c = _cider(p)
-        corpus["cider_d"] = float(np.mean(c)) if len(c) else 0.0
-        per["cider_d"] = c
+    for name in (m for m in ("cider_d", "cider") if m in metrics):
+        c = _cider(p, plain=name == "cider")
+        corpus[name] = float(np.mean(c)) if len(c) else 0.0
+        per[name] = c
     return corpus, per, p.ids

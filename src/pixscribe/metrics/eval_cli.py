@@ -38,9 +38,10 @@ def _print_table(report: dict[str, Any]) -> None:
         c.print(f"[yellow]{miss['count']} {which} (not scored): {shown}[/yellow]")
     if report["extra"]["count"]:
         c.print(f"{report['extra']['count']} predictions have no references (ignored)")
-    pc = report["info"].get("pancapscore")
+    pc = report["info"].get("pancapscore_unofficial")
     if pc:
-        c.print(f"PancapScore: {pc['scored']} images scored, {len(pc['errors'])} not scored (judge errors)")
+        c.print(f"PancapScore (unofficial: not checked against the released metric code): {pc['scored']} images "
+                f"scored, {len(pc['errors'])} not scored (judge errors)")
     j = report["info"].get("judge")
     if j:
         t = j.get("transcript")
@@ -54,9 +55,13 @@ def eval_command(
                               "with pope: POPE answers ({question, answer} lines, or rows with question_id/id)"),
     refs: Optional[Path] = typer.Option(None, "--refs", help="COCO captions json, or json/jsonl/parquet rows {id, refs: [...]} or {id, caption}"),
     metrics: str = typer.Option("bleu,meteor,rouge_l,cider_d", "--metrics",
-                                help="comma list: bleu,meteor,rouge_l,cider_d,spice,chair,chair_fixed,bertscore,"
-                                     "clipscore,lin,lin_fixed,all; pancapscore (with --judge); or pope / pope_fixed with --pope-labels; "
+                                help="comma list: bleu,meteor,rouge_l,cider_d,cider,spice,chair,chair_fixed,bertscore,"
+                                     "clipscore,lin,lin_fixed,all; pancapscore_unofficial (with --judge); "
+                                     "or pope / pope_fixed with --pope-labels; "
                                      "or, on their own, amber, capture, dlc_bench, caparena, comprecap (docs/metrics.md)"),
+    tokenize: str = typer.Option("ptb", "--tokenize", help="what BLEU/METEOR/ROUGE-L/CIDEr read: ptb "
+                                 "(pycocoevalcap's PTB tokenizer, COCO's numbers) or none (the strings as given, "
+                                 "line breaks deleted: IT's DID-Bench scorer)"),
     column: str = typer.Option("caption", "--column", help="caption (or answer) column of PRED"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="write the JSON report here"),
     instances: Optional[Path] = typer.Option(None, "--instances", help="COCO instances json (CHAIR ground truth)"),
@@ -87,13 +92,18 @@ def eval_command(
                                                "steeply past it); a longer one is an error naming it"),
 ) -> None:
     """Caption metrics: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D (= pycocoevalcap), SPICE, CHAIR, BERTScore, CLIPScore,
-    LIN-Bench, PancapScore; POPE."""
-    from .evaluate import POPE_METRICS, evaluate, parse_metrics
+    LIN-Bench, PancapScore (unofficial); POPE."""
+    from .evaluate import POPE_METRICS, TOKENIZERS, evaluate, metric_notes, parse_metrics
     from .io import MetricsInputError, read_predictions, read_references
 
     judge_obj = None
     try:
         ms = parse_metrics(metrics)
+        if tokenize not in TOKENIZERS:
+            raise ValueError(f"--tokenize {tokenize}: choose from {', '.join(TOKENIZERS)}")
+        notes = metric_notes(metrics)
+        for note in notes:
+            typer.echo(note, err=True)
         if any(m in POPE_METRICS for m in ms):
             report = _pope_eval(ms, pred, pope_labels, column, bootstrap, seed)
         else:
@@ -112,7 +122,7 @@ def eval_command(
                                      judge_replay)
             report = evaluate(preds, gt, ms, objects=objs, bertscore_model=bertscore_model, clip_model=clip_model,
                               images=str(images) if images else None, bootstrap=bootstrap, seed=seed,
-                              missing_preds=empty, judge=judge_obj, pancap_config=pancap_cfg)
+                              missing_preds=empty, judge=judge_obj, pancap_config=pancap_cfg, tokenize=tokenize)
             report["info"]["refs"] = str(refs)
             record_judge(report, judge_obj, judge_transcript, output)
     except (MetricsInputError, ValueError, OSError, RuntimeError, MissingDependency) as exc:
@@ -123,6 +133,8 @@ def eval_command(
             judge_obj.close()
     report["info"]["pred"] = str(pred)
     report["info"]["column"] = column
+    if notes:
+        report["info"]["notes"] = notes
     _print_table(report)
     if output is not None:
         from ..io.writers import atomic_write_bytes
@@ -171,7 +183,9 @@ def _pope_eval(ms: list[str], pred: Path, labels_path: Optional[Path], column: s
 
 def _pancap_config(ms: list[str], options: list[str]) -> Any:
     """PancapScore's settings when it is asked for, else None."""
-    if "pancapscore" not in ms:
+    from .evaluate import PANCAP
+
+    if PANCAP not in ms:
         return None
     from .pancapscore import PancapConfig
 

@@ -1,6 +1,6 @@
 """One call for the standard caption numbers: :func:`evaluate` -> a JSON-able report.
 
-Report keys: ``corpus`` (``bleu_1..4``, ``meteor``, ``rouge_l``, ``cider_d``, ``spice``,
+Report keys: ``corpus`` (``bleu_1..4``, ``meteor``, ``rouge_l``, ``cider_d`` (``cider``), ``spice``,
 ``chair_s``, ``chair_i`` (``chair_fixed_s``, ``chair_fixed_i``), ``bertscore_f1``,
 ``clipscore``, ``refclipscore``, ``lin_*`` (``lin_fixed_*``)),
 ``per_image`` (``{id: {metric: value}}``), ``ci95`` (seeded bootstrap over images of
@@ -8,11 +8,13 @@ the per-image scores, see :mod:`.bootstrap`), ``n_images``, ``missing`` (count a
 of references without a prediction; they are reported, not scored), ``extra`` (ids
 predicted but without references), and ``info``.
 
-PancapScore (panoptic captioning, :mod:`.pancapscore`) needs an LLM judge (``judge=``) and
-one reference caption per image; it is not part of ``all``. Its keys are ``pancap_tag``,
-``pancap_location``, ``pancap_attribute``, ``pancap_relation``, ``pancap_global`` (F1 on
-0-100) and ``pancapscore`` (their weighted sum), with the judge, prompts, sampling,
-thresholds and per-image counts in ``info["pancapscore"]``.
+PancapScore (panoptic captioning, :mod:`.pancapscore`), asked for as ``pancapscore_unofficial``,
+needs an LLM judge (``judge=``) and one reference caption per image; it is not part of ``all``.
+It is pixscribe's reimplementation, not checked against the authors' released code, so its keys
+say so: ``pancap_unofficial_tag``, ``_location``, ``_attribute``, ``_relation``, ``_global`` (F1
+on 0-100) and ``pancapscore_unofficial`` (their weighted sum), with the judge, prompts, sampling,
+thresholds and per-image counts in ``info["pancapscore_unofficial"]``. The old name
+``pancapscore`` still asks for it, with a note (:func:`metric_notes`).
 """
 
 from __future__ import annotations
@@ -27,17 +29,28 @@ from .coco import coco_scores
 from .tokenize import ptb_tokenize
 
 ALL_METRICS = ("bleu", "meteor", "rouge_l", "cider_d", "spice", "chair", "bertscore", "clipscore", "lin")
-# corrected variants of reference metrics (docs/metrics.md); not part of "all"
-FIXED_METRICS = ("chair_fixed", "lin_fixed")
+# corrected variants of reference metrics (docs/metrics.md), and the original CIDEr; not part of "all"
+FIXED_METRICS = ("chair_fixed", "lin_fixed", "cider")
 # scored from answers and question labels, not captions and references (see pope.pope_report)
 POPE_METRICS = ("pope", "pope_fixed")
+PANCAP = "pancapscore_unofficial"
 # scored against their own benchmark files, on their own (metrics/detailed_cli.py); asked for by name only
 DETAILED_METRICS = ("amber", "capture", "dlc_bench", "caparena", "comprecap")
-JUDGED_METRICS = ("pancapscore", "dlc_bench", "caparena", "comprecap")  # need a judge: by name, never by "all"
+JUDGED_METRICS = (PANCAP, "dlc_bench", "caparena", "comprecap")  # need a judge: by name, never by "all"
 DEFAULT_METRICS = ("bleu", "meteor", "rouge_l", "cider_d")
-_ALIASES = {"rouge": "rouge_l", "cider": "cider_d", "ciderd": "cider_d", "bleu4": "bleu", "linbench": "lin",
-            "refclipscore": "clipscore", "bert": "bertscore", "clip": "clipscore", "pancap": "pancapscore",
-            "pancap_score": "pancapscore", "dlc": "dlc_bench", "dlcbench": "dlc_bench", "caparena_auto": "caparena"}
+_ALIASES = {"rouge": "rouge_l", "ciderd": "cider_d", "bleu4": "bleu", "linbench": "lin",
+            "refclipscore": "clipscore", "bert": "bertscore", "clip": "clipscore",
+            "dlc": "dlc_bench", "dlcbench": "dlc_bench", "caparena_auto": "caparena"}
+# old names that still work, each with a note saying what it is now
+_RENAMED = {"pancapscore": PANCAP, "pancap": PANCAP, "pancap_score": PANCAP}
+_NOTES = {
+    PANCAP: ("note: '{asked}' is now 'pancapscore_unofficial' (keys pancapscore_unofficial, pancap_unofficial_*): "
+             "pixscribe's reimplementation, not checked against the authors' released metric code; the old name "
+             "will be removed"),
+    "cider": ("note: cider is the original CIDEr (no clipping, no length penalty); the CIDEr of COCO's server, "
+              "pycocoevalcap and most papers (IT's DID-Bench included) is cider_d. Until this release 'cider' was "
+              "another name of cider_d."),
+}
 _KNOWN = ALL_METRICS + FIXED_METRICS + POPE_METRICS + tuple(dict.fromkeys(JUDGED_METRICS + DETAILED_METRICS))
 
 
@@ -53,12 +66,38 @@ def parse_metrics(spec: str | Sequence[str] | None) -> list[str]:
         if m == "all":
             out.extend(x for x in ALL_METRICS if x not in out)
             continue
-        m = _ALIASES.get(m, m)
+        m = _ALIASES.get(m) or _RENAMED.get(m, m)
         if m not in _KNOWN:
             raise ValueError(f"unknown metric {m!r}; choose from {', '.join(_KNOWN)}")
         if m not in out:
             out.append(m)
     return out
+
+
+def metric_notes(spec: str | Sequence[str] | None) -> list[str]:
+    """One line per name in ``spec`` whose meaning changed: an old name (``pancapscore``), or ``cider``."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec or [])
+    notes = []
+    for m in (x.strip().lower().replace("-", "_") for x in items):
+        new = _RENAMED.get(m, m)
+        if new in _NOTES and (m != new or m == "cider"):
+            notes.append(_NOTES[new].format(asked=m))
+    return list(dict.fromkeys(notes))
+
+
+TOKENIZERS = ("ptb", "none")
+
+
+def prepare_text(caps: Mapping[str, Sequence[str]], tokenize: str = "ptb") -> dict[str, list[str]]:
+    """What the n-gram metrics read. ``ptb``: pycocoevalcap's PTBTokenizer (lower case, punctuation
+    removed; every COCO number). ``none``: the strings as given, as Image Textualization's DID-Bench
+    scorer reads them, line breaks deleted as IT's converter (``script/trans_to_DenseCap_format.py``)
+    deletes them before scoring (METEOR's line protocol cannot carry one)."""
+    if tokenize == "ptb":
+        return ptb_tokenize(caps)
+    if tokenize == "none":
+        return {k: [str(c).replace("\n", "") for c in v] for k, v in caps.items()}
+    raise ValueError(f"unknown tokenize {tokenize!r}; choose from {', '.join(TOKENIZERS)}")
 
 
 def evaluate(
@@ -76,9 +115,11 @@ def evaluate(
     judge: Any = None,
     pancap_config: Any = None,
     tag_matcher: Any = None,
+    tokenize: str = "ptb",
 ) -> dict[str, Any]:
     """Score predictions against references. ``images``: a directory or a callable id -> PIL image;
-    ``judge``: a :class:`~pixscribe.metrics.judge.CachedJudge` for PancapScore."""
+    ``judge``: a :class:`~pixscribe.metrics.judge.CachedJudge` for PancapScore; ``tokenize``: what
+    BLEU, METEOR, ROUGE-L, CIDEr(-D) and SPICE read (:func:`prepare_text`)."""
     ms = parse_metrics(metrics)
     if any(m in POPE_METRICS for m in ms):
         raise ValueError("POPE is scored from answers and question labels: pixscribe eval --metrics pope "
@@ -91,16 +132,19 @@ def evaluate(
     corpus: dict[str, float] = {}
     per: dict[str, np.ndarray] = {}
     info: dict[str, Any] = {"metrics": ms, "seconds": {}}
+    notes = metric_notes(metrics)
+    if notes:
+        info["notes"] = notes
 
     gts_raw = {k: list(refs[k]) for k in ids}
     res_raw = {k: [preds[k]] for k in ids}
-    need_tok = any(m in ms for m in ("bleu", "rouge_l", "cider_d", "meteor", "spice"))
+    need_tok = any(m in ms for m in ("bleu", "rouge_l", "cider_d", "cider", "meteor", "spice"))
     if need_tok:
         t = time.perf_counter()
-        gts = ptb_tokenize(gts_raw)
-        res = ptb_tokenize(res_raw)
+        gts, res = prepare_text(gts_raw, tokenize), prepare_text(res_raw, tokenize)
         info["seconds"]["tokenize"] = round(time.perf_counter() - t, 4)
-    coco_ms = [m for m in ("bleu", "rouge_l", "cider_d") if m in ms]
+        info["tokenize"] = tokenize
+    coco_ms = [m for m in ("bleu", "rouge_l", "cider_d", "cider") if m in ms]
     if coco_ms:
         t = time.perf_counter()
         c, p, _ = coco_scores(gts, res, coco_ms)
@@ -162,15 +206,15 @@ def evaluate(
         info["pos"] = "not computed: no part-of-speech tagger is available offline"
 
     pancap_ci = None
-    if "pancapscore" in ms:
-        c0, p0, pancap_ci, info["pancapscore"] = _pancapscore(preds, refs, ids, judge, pancap_config, tag_matcher,
+    if PANCAP in ms:
+        c0, p0, pancap_ci, info[PANCAP] = _pancapscore(preds, refs, ids, judge, pancap_config, tag_matcher,
                                                                bootstrap, seed)
         corpus.update(c0)
         per.update(p0)
 
     ci = bootstrap_ci({k: v for k, v in per.items() if k in corpus}, n_resamples=bootstrap, seed=seed)
     if pancap_ci is not None:
-        ci["pancapscore"] = pancap_ci  # the total's interval resamples the dimension means (see total_ci)
+        ci[PANCAP] = pancap_ci  # the total's interval resamples the dimension means (see total_ci)
     per_image = {k: {m: (None if np.isnan(v[i]) else float(v[i])) for m, v in per.items()} for i, k in enumerate(ids)}
     miss = list(dict.fromkeys(list(missing) + [k for k in missing_preds if k in refs and k not in preds]))
     return {
@@ -203,21 +247,21 @@ def _chair(variant: str, preds: Mapping[str, str], refs: Mapping[str, Sequence[s
 def _pancapscore(preds: Mapping[str, str], refs: Mapping[str, Sequence[str]], ids: Sequence[str], judge: Any,
                  config: Any, matcher: Any, bootstrap: int, seed: int) -> tuple[dict, dict, Any, dict]:
     """PancapScore's corpus numbers, per-image arrays, the total's interval and its info."""
-    from .pancapscore import DIMENSIONS, KEYS, PancapConfig, pancap_total, pancapscore, total_ci
+    from .pancapscore import DIMENSIONS, KEYS, TOTAL, PancapConfig, pancap_total, pancapscore, total_ci
 
     if judge is None:
-        raise ValueError("pancapscore needs an LLM judge: --judge MODEL (a local model, or a served one with "
-                         "--judge-base-url URL)")
+        raise ValueError("pancapscore_unofficial needs an LLM judge: --judge MODEL (a local model, or a served one "
+                         "with --judge-base-url URL)")
     several = [k for k in ids if len(refs[k]) != 1]
     if several:
-        raise ValueError(f"pancapscore takes one reference caption per image; {len(several)} images have several "
-                         f"(e.g. {several[0]!r})")
+        raise ValueError(f"pancapscore_unofficial takes one reference caption per image; {len(several)} images have "
+                         f"several (e.g. {several[0]!r})")
     cfg = config or PancapConfig()
     res = pancapscore({k: preds[k] for k in ids}, {k: refs[k][0] for k in ids}, judge, config=cfg, matcher=matcher)
     nan = float("nan")
     per = {KEYS[d]: np.asarray([nan if (res.per_image.get(k) or {}).get(d) is None else res.per_image[k][d]
                                 for k in ids]) for d in DIMENSIONS}
-    per["pancapscore"] = np.asarray([pancap_total({d: per[KEYS[d]][i] for d in DIMENSIONS}, cfg.global_weight)
+    per[TOTAL] = np.asarray([pancap_total({d: per[KEYS[d]][i] for d in DIMENSIONS}, cfg.global_weight)
                                      for i in range(len(ids))])  # NaN unless all five are defined
     ci = total_ci({d: per[KEYS[d]] for d in DIMENSIONS}, cfg.global_weight, bootstrap, seed)
     info = {**res.info, "scored": len(res.per_image), "errors": res.errors, "per_image": res.details}

@@ -15,7 +15,8 @@ REFS may be
   per image (with inline boxes), which PancapScore needs;
 - a ``.json`` list of such rows, or an object ``{id: caption or [captions]}``.
 
-A PRED ``.json`` may also be an object ``{id: caption}``.
+A PRED ``.json`` may also be an object ``{id: caption}``, or ``{id: [caption]}`` (the ``res`` file
+of Image Textualization's DID-Bench: one caption per list).
 
 Ids are compared as strings. Each id has at most one prediction (a second one is an error
 naming both rows, as pycocoevalcap refuses two hypotheses for one image); captions and
@@ -75,6 +76,10 @@ def _output_rows(p: Path, flag: str) -> Rows:
     return [(f"{f.name} {w}", r) for f in files for w, r in _rows(f, flag)]
 
 
+def _one_caption(v: Any) -> bool:
+    return isinstance(v, list) and len(v) == 1 and isinstance(v[0], str)
+
+
 def _prediction_rows(p: Path, column: str) -> tuple[Rows, tuple[str, ...]]:
     """The rows of PRED, and the keys that hold their id (COCO results: ``image_id``)."""
     if p.is_dir():
@@ -84,8 +89,8 @@ def _prediction_rows(p: Path, column: str) -> tuple[Rows, tuple[str, ...]]:
     data = read_json(p, "--pred")
     if isinstance(data, dict) and "annotations" in data:
         data = data["annotations"]
-    elif isinstance(data, dict):
-        return [(f"key {k!r}", {"id": k, column: v}) for k, v in data.items()], ("id",)
+    elif isinstance(data, dict):  # {id: caption}, or IT's DID-Bench res file {id: [caption]}
+        return [(f"key {k!r}", {"id": k, column: v[0] if _one_caption(v) else v}) for k, v in data.items()], ("id",)
     return json_list(data, p, "--pred"), ("image_id", "id")
 
 

@@ -17,6 +17,12 @@ caption (both with inline ``[[x1, y1, x2, y2]]`` boxes):
 
 ``PancapScore = Tag + Location + Attribute + Relation + 0.1 x Global`` (at most 410).
 
+**Unofficial.** This is a reimplementation from the paper's description, written before the
+authors released their metric code (2025-12-12) and not checked against it: only the total's
+formula is known to agree (the project page's numbers). So the numbers are reported as
+``pancapscore_unofficial`` and ``pancap_unofficial_<dimension>`` (:data:`TOTAL`, :data:`KEYS`),
+never under the paper's name; docs/panoptic.md says what is and is not known to match.
+
 Choices where the paper does not say (all parameters of :class:`PancapConfig`, and listed
 in docs/panoptic.md): F1s are computed per image and averaged over images; a dimension
 in which both captions have no items is left out of that image's average
@@ -37,7 +43,12 @@ from . import pancap_prompts as P
 from .pancap_tags import TIERS, TagMatcher
 
 DIMENSIONS = ("tag", "location", "attribute", "relation", "global")
-KEYS = {d: f"pancap_{d}" for d in DIMENSIONS}
+# report keys: not the paper's name until checked against the released metric code (see above)
+TOTAL = "pancapscore_unofficial"
+KEYS = {d: f"pancap_unofficial_{d}" for d in DIMENSIONS}
+STATUS = ("unofficial: pixscribe's reimplementation from the paper's description; its extraction prompt, "
+          "matching tiers and question scoring are its own and were not checked against the authors' "
+          "released metric code (docs/panoptic.md)")
 
 
 @dataclass(frozen=True)
@@ -271,7 +282,7 @@ def corpus_scores(per_image: Mapping[str, Mapping[str, float | None]], global_we
         vals = [v[d] for v in per_image.values() if v.get(d) is not None]
         means[d] = float(np.mean(vals)) if vals else math.nan
     out = {KEYS[d]: means[d] for d in DIMENSIONS}
-    out["pancapscore"] = pancap_total(means, global_weight)
+    out[TOTAL] = pancap_total(means, global_weight)
     return out
 
 
@@ -333,7 +344,8 @@ def pancapscore(preds: Mapping[str, str], refs: Mapping[str, str], judge: Any, *
     for img in images:
         if img.id not in errors:
             per_image[img.id], details[img.id] = image_scores(img, cfg)
-    info = {"config": dataclasses.asdict(cfg), "prompts": P.prompt_config(), "tags": matcher.describe(),
+    info = {"status": STATUS, "config": dataclasses.asdict(cfg), "prompts": P.prompt_config(),
+            "tags": matcher.describe(),
             "sampling": {"extract": dataclasses.asdict(cfg.extract_sampling()),
                          "questions": dataclasses.asdict(cfg.qa_sampling())},
             "judge": judge.describe() if hasattr(judge, "describe") else None,
@@ -342,5 +354,6 @@ def pancapscore(preds: Mapping[str, str], refs: Mapping[str, str], judge: Any, *
     return PancapResult(corpus_scores(per_image, cfg.global_weight), per_image, details, errors, info)
 
 
-__all__ = ["DIMENSIONS", "KEYS", "Pair", "PancapConfig", "PancapResult", "assignment_weights", "corpus_scores", "f1",
+__all__ = ["DIMENSIONS", "KEYS", "STATUS", "TOTAL",
+           "Pair", "PancapConfig", "PancapResult", "assignment_weights", "corpus_scores", "f1",
            "iou_matrix", "match_entities", "pancap_total", "pancapscore", "statements_for", "total_ci"]

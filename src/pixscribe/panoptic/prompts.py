@@ -1,5 +1,6 @@
-"""pixscribe's own prompts for panoptic captioning (not the official ones; every one is a stage
-option, so ``-S tag.prompt=...`` or ``stages: {tag: {prompt: ...}}`` replaces it).
+"""pixscribe's own prompts for panoptic captioning, and the official ones (:data:`OFFICIAL`, for
+``--prompt-set official``). Every one is a stage option, so ``-S tag.prompt=...`` or
+``stages: {tag: {prompt: ...}}`` replaces it.
 
 Every request is laid out the same way so a serving engine's prefix cache can reuse the
 image's encoding across the stages of one image: the image first, then :data:`PREAMBLE`
@@ -62,6 +63,19 @@ CONSISTENCY = (
     "list if none."
 )
 
+# The official PancapChain prompts (Visual-AI/Pancap, llava/eval/model_vqa_loader_pancapchain.py), byte
+# for byte: the fine-tuned PancapChain-13B was trained on them. With ``--prompt-set official`` each is
+# followed by one space and the previous stage's list (stage 1 has none); no preamble, no quoting.
+OFFICIAL = {
+    "localize": "Please localize all entities in this image.",
+    "tag": "Please specify the semantic tags of all entities based on their bounding boxes:",
+    "discover": "Please specify missing entities and their locations for this image based on these specified "
+                "entities:",
+    "caption": "Please provide a hyper-detailed description for this image, including all entities, their "
+               "locations, attributes, and relationships, as well as the global image status, based on boxes "
+               "and tags:",
+}
+
 CONSISTENCY_SCHEMA = {
     "type": "object",
     "properties": {"contradicted": {"type": "array", "items": {
@@ -70,5 +84,5 @@ CONSISTENCY_SCHEMA = {
     "required": ["contradicted"],
 }
 
-__all__ = ["CAPTION", "CONSISTENCY", "CONSISTENCY_SCHEMA", "DISCOVER", "ENGINE_CAPTION", "LOCALIZE", "PREAMBLE",
-           "STRUCTURED", "TAG"]
+__all__ = ["CAPTION", "CONSISTENCY", "CONSISTENCY_SCHEMA", "DISCOVER", "ENGINE_CAPTION", "LOCALIZE", "OFFICIAL",
+           "PREAMBLE", "STRUCTURED", "TAG"]

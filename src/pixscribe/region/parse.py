@@ -42,6 +42,8 @@ BOX_FORMATS = ("xyxy", "xywh", "xyxy_norm", "xywh_norm")
 MASK_KEYS = ("mask", "segmentation")
 BOX_KEYS = ("box", "bbox", "box_norm")
 REGION_KEYS = MASK_KEYS + BOX_KEYS + ("points",)
+# every key parse_region reads from a region dict (or from a row that is one region)
+READ_KEYS = ("id", "region_id", "attribute", "instruction", *REGION_KEYS, "box_format", "labels", "point_labels")
 _EDGE_TOLERANCE = 1.0  # a box may overhang the image by this many pixels (rounding) and is clipped
 
 
@@ -231,4 +233,4 @@ def region_ids(image_id: str, regions: Sequence[Region], *, per_row: bool = Fals
     return [r.id if r.id is not None else f"{image_id}:{r.index}" for r in regions]
 
 
-__all__ = ["BOX_FORMATS", "parse_box", "parse_points", "parse_region", "region_ids", "regions_from_columns"]
+__all__ = ["BOX_FORMATS", "READ_KEYS", "parse_box", "parse_points", "parse_region", "region_ids", "regions_from_columns"]

@@ -16,25 +16,19 @@ gives the same text whatever the order, the sharding or which rows are exported.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
+
+from .mix import ORIGINAL, RECAPTION, draw, takes_original
 
 __all__ = ["uniform", "takes_original", "parse_mix", "TextChoice", "one_line"]
 
 
 def uniform(id_: Any, seed: int, salt: str = "") -> float:
-    """A number in [0, 1) from blake2b(seed, salt, id): reproducible per id."""
-    key = f"{seed}\x00{id_}" if not salt else f"{seed}\x00{salt}\x00{id_}"
-    h = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(h, "big") / 2.0**64
-
-
-def takes_original(id_: Any, seed: int, p: float) -> bool:
-    """Whether row ``id_`` takes its original caption: ``uniform(id, seed) < p``. The same
-    (seed, id) always gives the same answer."""
-    return uniform(id_, seed) < p
+    """A number in [0, 1) from blake2b(seed[, salt], id): reproducible per id. Without a salt it
+    is :func:`pixscribe.report.mix.draw`'s epoch-0 draw, the one ``--mix-original`` takes."""
+    return draw(f"{salt}\x00{id_}" if salt else id_, seed)
 
 
 def parse_mix(spec: str) -> list[tuple[str, float]]:
@@ -77,6 +71,7 @@ class TextChoice:
     seed: int = 0
     prefix: str = ""
     suffix: str = ""
+    per_sample: bool = False  # --mix-per sample: the rows also carry both candidates (mix.py)
     sources: dict[str, int] = field(default_factory=dict)
     had_original: int = 0
     took_original: int = 0
@@ -102,6 +97,9 @@ class TextChoice:
         if self.p is None:
             return text, None
         org = row.get(self.original or "")
+        if self.per_sample:
+            row[ORIGINAL] = org if _present(org) else None
+            row[RECAPTION] = text
         if _present(org):
             self.had_original += 1
             if takes_original(row.get("id"), self.seed, self.p):

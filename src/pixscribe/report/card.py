@@ -20,6 +20,7 @@ import yaml
 
 from .. import __version__
 from ..record import error_kind
+from .mix import ORIGINAL, RECAPTION
 from .parts import parse_json
 
 if TYPE_CHECKING:
@@ -96,6 +97,10 @@ def _text_lines(ex: _Exporter) -> list[str]:
         lines = [f"- text: the original caption ({code(ex.original)}) with probability {c.p} (seed {o.seed}): "
                  f"{c.took_original} of {c.had_original} rows with an original took it; the others the new caption "
                  f"({code(c.column)})"]
+        if c.per_sample:
+            lines.append(f"- mix per sample: {code(ORIGINAL)} and {code(RECAPTION)} hold both captions; draw per epoch "
+                         f"with {code(f'pixscribe.report.mix.MixedCaption(p={c.p}, seed={o.seed})(row, epoch)')} "
+                         f"({code('text')} is its epoch 0)")
     else:
         lines = [f"- text: the column {code(c.column)}"]
     for what, value in (("prefix", c.prefix), ("suffix", c.suffix)):

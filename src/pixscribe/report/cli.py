@@ -82,7 +82,11 @@ def export_command(
     caption_column: str = typer.Option("caption", "--caption-column", help="Column the text is taken from "
                                        "(re_caption, caption_plain, ...)."),
     mix_original: Optional[float] = typer.Option(None, "--mix-original", help="Write `text`: the original caption "
-                                                 "with probability P, else the new one (per id, reproducible)."),
+                                                 "with probability P (the original's share), else the new one "
+                                                 "(per id, reproducible)."),
+    mix_per: str = typer.Option("sample", "--mix-per", help="sample: also write both captions so the training "
+                                "loader draws per sample and epoch (pixscribe.report.mix); row: only the fixed "
+                                "`text`."),
     mix: Optional[str] = typer.Option(None, "--mix", help="One of several columns per row, e.g. "
                                       "'short=0.3,long=0.7' or 'short,long' (per id, reproducible, --seed)."),
     lines: bool = typer.Option(False, "--lines", help="--to folder with --mix: every mixed column on its own line "
@@ -106,9 +110,9 @@ def export_command(
     from .export import ExportError, ExportOptions, export
     from .parts import OutputError
 
-    opts = ExportOptions(fmt=to.value, caption_column=caption_column, mix_original=mix_original, mix=mix, lines=lines,
-                         prefix=prefix, suffix=suffix, seed=seed, original_column=original_column, sidecars=sidecars,
-                         test_fraction=test_fraction, text_only=text_only, keep_errors=keep_errors,
+    opts = ExportOptions(fmt=to.value, caption_column=caption_column, mix_original=mix_original, mix_per=mix_per,
+                         mix=mix, lines=lines, prefix=prefix, suffix=suffix, seed=seed, original_column=original_column,
+                         sidecars=sidecars, test_fraction=test_fraction, text_only=text_only, keep_errors=keep_errors,
                          shard_size=shard_size, overwrite=overwrite, fetch_urls=not no_fetch,
                          allow_private_urls=allow_private_urls, allow_any_path=allow_any_path)
     try:

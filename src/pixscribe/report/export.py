@@ -20,6 +20,11 @@ named like its own; ``--original-column text`` then reads it there.
 
 ``text`` is the caption (``--caption-column``), or a seeded per-id mix of columns, with an
 optional prefix (see :mod:`pixscribe.report.captions`); ``text_source`` says which was taken.
+With ``--mix-original P`` (P is the original's share; Recap-DataComp-1B's mix, :mod:`.mix`) and
+``--mix-per sample`` (the default) the rows also carry both captions (``text_original``,
+``text_recaption``) so a training loader draws again per sample and epoch
+(:class:`~pixscribe.report.mix.MixedCaption`), as the paper mixes; ``text`` is its epoch-0
+draw. ``--mix-per row`` writes only the fixed ``text``.
 
 Rows whose captioning failed (``error`` set) are left out unless ``--keep-errors``; a row
 whose image cannot be read again (gone, refused URL, changed since the run) is left out of
@@ -52,10 +57,11 @@ from .. import __version__
 from ..deps import require
 from ..engine.prepare import input_name
 from ..io.writers import member_key
-from .captions import TextChoice, parse_mix, takes_original
+from .captions import TextChoice, parse_mix
 from .card import RowStats, card
 from .dest import check_apart, check_replaceable, swap_into_place
 from .images import SourceError, SourceReader
+from .mix import MIX_PER, ORIGINAL, RECAPTION, takes_original
 from .parts import OutputDir
 
 __all__ = ["ExportOptions", "ExportResult", "ExportError", "export", "takes_original", "image_extension"]
@@ -79,6 +85,7 @@ class ExportOptions:
     prefix: str = ""
     suffix: str = ""
     seed: int = 0
+    mix_per: str = "sample"  # also write both captions, so a loader can draw per sample and epoch (mix.py)
     original_column: str = "org_caption"
     sidecars: bool = False
     test_fraction: float = 0.0
@@ -121,6 +128,18 @@ class ExportResult:
         return f"export: {self.written} rows as {self.fmt}{splits} -> {self.dest}{mix}{skipped}{bad}{empty}"
 
 
+def _check_original_column(out: OutputDir, opts: ExportOptions) -> None:
+    """``--mix-original`` reads ``--original-column``: one the output does not have (a typo)
+    would mix in 0 % originals without a word, so it stops before anything is written."""
+    if opts.mix_original is None:
+        return
+    cols = out.columns()
+    if opts.original_column not in cols:
+        shown = ", ".join(c for c in cols if c not in ("provenance", "stages"))
+        raise ExportError(f"--original-column {opts.original_column!r}: {out.path} has no such column "
+                          f"(its columns: {shown})")
+
+
 _MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8", "gif"), (b"BM", "bmp"),
           (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"))
 
@@ -138,10 +157,12 @@ def image_extension(data: bytes, source: str | None) -> str:
 
 
 def added_columns(opts: ExportOptions) -> list[str]:
-    """The columns this export adds to every row: ``text``, ``text_source`` with a mix, and
-    the ``image`` feature of an hf or hub export with images."""
+    """The columns this export adds to every row: ``text``, ``text_source`` with a mix (and
+    both captions when --mix-original is drawn per sample), and the ``image`` feature of an hf
+    or hub export with images."""
     mixed = opts.mix_original is not None or bool(opts.mix)
-    return ["text"] + (["text_source"] if mixed else []) + \
+    both = [ORIGINAL, RECAPTION] if opts.mix_original is not None and opts.mix_per == "sample" else []
+    return ["text"] + (["text_source"] if mixed else []) + both + \
         (["image"] if opts.fmt in ("hf", "hub") and not opts.text_only else [])
 
 
@@ -232,9 +253,10 @@ def _text_choice(opts: ExportOptions, renamed: dict[str, str], columns: list[str
 
     choice = TextChoice(column=name(opts.caption_column), original=name(opts.original_column),
                         p=opts.mix_original, mix=[(name(c), w) for c, w in mix] if mix else None,
-                        lines=opts.lines, seed=opts.seed, prefix=opts.prefix, suffix=opts.suffix)
+                        lines=opts.lines, seed=opts.seed, prefix=opts.prefix, suffix=opts.suffix,
+                        per_sample=opts.mix_per == "sample")
     flag = "--mix" if mix else "--caption-column"
-    asked = [c for c, _ in choice.mix] if choice.mix else [choice.column]  # the original may be absent: no mix then
+    asked = [c for c, _ in choice.mix] if choice.mix else [choice.column]  # --original-column: _check_original_column
     missing = [c for c in asked if c not in columns]
     if missing:
         raise ExportError(f"{flag}: no column {', '.join(map(repr, missing))} in the output (it has "
@@ -354,6 +376,8 @@ _ROW_KEYS = ("id", "source", "text")  # every exported jsonl row has them: how a
 def _write_marker(ex: _Exporter, tmp: Path) -> None:
     marker = {"pixscribe_version": __version__, "format": ex.opts.fmt, "out_dir": str(ex.out.path.resolve()),
               "rows": ex.res.written, "renamed_columns": ex.renamed}
+    if ex.opts.mix_original is not None:
+        marker["mix"] = {"original_share": ex.opts.mix_original, "seed": ex.opts.seed, "per": ex.opts.mix_per}
     (tmp / MARKER).write_text(json.dumps(marker, indent=1), encoding="utf-8")
 
 
@@ -364,6 +388,8 @@ def check_options(opts: ExportOptions) -> None:
     for flag, p in (("--mix-original", opts.mix_original), ("--test-fraction", opts.test_fraction)):
         if p is not None and not 0.0 <= p <= 1.0:
             raise ExportError(f"{flag} {p}: a probability, between 0 and 1")
+    if opts.mix_per not in MIX_PER:
+        raise ExportError(f"--mix-per {opts.mix_per!r}: expected one of {', '.join(MIX_PER)}")
     if opts.mix and opts.mix_original is not None:
         raise ExportError("--mix and --mix-original: give one (--mix org_caption=P,caption=Q mixes the original too)")
     if opts.lines and (opts.fmt != "folder" or not opts.mix):
@@ -392,6 +418,7 @@ def export(out_dir: str | Path, dest: str | Path, opts: ExportOptions | None = N
     opts = opts or ExportOptions()
     check_options(opts)
     out = OutputDir(Path(out_dir))
+    _check_original_column(out, opts)
     dest = Path(dest)
     check_apart(out.path, dest, "DEST")
     what = "a pixscribe jsonl export" if opts.fmt == "jsonl" else "a pixscribe export"

@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 
 from ..backends.base import Backend, GenerationRequest, GenerationResult
 from ..panoptic import entities as E
+from ..panoptic import official as O
 from ..panoptic.boxes import ModelItem, pad_geometry, render_model
 from ..panoptic.caption import STRUCTURED_SCHEMA, plain, render_structured, to_reference
 from ..panoptic.prompts import CONSISTENCY_SCHEMA
@@ -96,6 +97,19 @@ def build_from(*fields: tuple[str, str], schema: dict[str, Any] | None = None) -
     return build
 
 
+def official_from(field: str | None = None) -> Callable[..., GenerationRequest]:
+    """A builder for ``prompt_set: official``: the image, then the prompt, then (after one space)
+    the list of ``field`` as it is, no preamble and no quoting (the official requests)."""
+
+    def build(rec: Record, opts: dict[str, Any]) -> GenerationRequest:
+        if rec.image is None:
+            raise ValueError("no image")
+        text = opts["prompt"] if field is None else f"{opts['prompt']} {rec.get(field) or ''}"
+        return GenerationRequest.simple(text, [stage_image(rec, opts)], sampling=sampling_of(opts), id=rec.id)
+
+    return build
+
+
 # ---- the parsers ---------------------------------------------------------------------------
 
 
@@ -134,6 +148,25 @@ def parse_caption(rec: Record, res: GenerationResult) -> dict[str, Any]:
         return {**out, REPORT: {"problems": problems} if problems else {}}
     cap, bad = to_reference(res.text, w, h)
     return {"caption": cap, "caption_plain": plain(cap), REPORT: {"problems": [str(p) for p in bad]} if bad else {}}
+
+
+def official_localize(rec: Record, res: GenerationResult) -> dict[str, Any]:
+    c = O.read_boxes(res.text)
+    return {"boxes": c.text(), REPORT: c.report()}
+
+
+def official_tag(rec: Record, res: GenerationResult) -> dict[str, Any]:
+    c = O.read_pairs(res.text)
+    return {"tagged": c.text(), REPORT: c.report()}
+
+
+def official_discover(rec: Record, res: GenerationResult) -> dict[str, Any]:
+    base, merged = O.merge(rec.get("tagged"), res.text)
+    added = merged.items[len(base):]
+    located = [it.box for it in O.read_boxes(rec.get("boxes")).items]
+    rows = E.entity_rows(base, added, *_size(rec), located)
+    return {"missing": O.render(added), "merged": merged.text(), "entities": rows,
+            REPORT: {**merged.report(), "items": len(added)}}
 
 
 def _numbered(text: str | None) -> list[tuple[str, ModelItem]]:
@@ -178,7 +211,9 @@ class PanopticStage(GenerateStage):
 
 
 def chain_stage(name: str, backend: Backend, opts: dict[str, Any], identity: dict[str, Any]) -> PanopticStage:
-    """One of PancapChain's stages (``localize``, ``tag``, ``discover``, ``caption``) by name."""
+    """One of PancapChain's stages (``localize``, ``tag``, ``discover``, ``caption``) by name; with
+    ``prompt_set: official`` its requests and lists are the official code's (:func:`official_from`,
+    :mod:`pixscribe.panoptic.official`)."""
     spec: dict[str, tuple[tuple[str, ...], tuple[str, ...], Callable[..., GenerationRequest], Any]] = {
         "localize": ((), ("boxes",), build_from(), parse_localize),
         "tag": (("boxes",), ("tagged",), build_from(("boxes", "boxes")), parse_tag),
@@ -188,6 +223,11 @@ def chain_stage(name: str, backend: Backend, opts: dict[str, Any], identity: dic
                     build_from(("merged", "entities"), schema=STRUCTURED_SCHEMA), parse_caption),
     }
     needs, provides, build, parse = spec[name]
+    if opts.get("prompt_set") == "official":
+        build, parse = {"localize": (official_from(), official_localize),
+                        "tag": (official_from("boxes"), official_tag),
+                        "discover": (official_from("tagged"), official_discover),
+                        "caption": (official_from("merged"), parse_caption)}[name]
     return PanopticStage(name, backend, opts, provides=provides, needs=needs, build=build, parse=parse,
                          identity=identity)
 

@@ -36,7 +36,7 @@ from ..backends.base import Backend, GenerationRequest, Sampling
 from ..engine.stage import Stage
 from ..record import PixscribeError, Record, error_kind, prompt_sha
 from ..region.output import region_output
-from ..region.parse import region_ids, regions_from_columns
+from ..region.parse import READ_KEYS, region_ids, regions_from_columns
 from ..region.prompts import PromptOptions, RegionPrompt, build_prompts, read_answer
 from ..region.types import Region
 from . import replies
@@ -71,6 +71,7 @@ class RegionStage(Stage):
     name = "region"
     provides = FIELDS
     needs_image = True
+    reads_id = True  # a region's id is its row's (or "<row id>:<index>")
 
     def __init__(self, backend: Backend, options: dict[str, Any], *, identity: dict[str, Any] | None = None,
                  sam: Any = None, proposer: Any = None, files: Any = None, queries: list[str] | None = None,
@@ -80,6 +81,8 @@ class RegionStage(Stage):
         self.identity = identity or {"backend": backend.name, "model": backend.model}
         self.sam, self.proposer, self.files, self.queries = sam, proposer, files, list(queries or [])
         self.sam_identity, self.proposer_identity = sam_identity, proposer_identity
+        if self.opts.get("regions") != "auto":  # the region list, or the row itself as one region
+            self.reads = region_columns(str(self.opts.get("regions") or "regions"))
         self.prompt = PromptOptions(**{k: self.opts[k] for k in PROMPT_KEYS if k in self.opts},
                                     model=self.identity.get("model"))  # fmt: skip
         if isinstance(self.prompt.input_size, list):
@@ -332,6 +335,13 @@ class RegionStage(Stage):
 def _frame(r: Record) -> tuple[int, int]:
     """The frame regions are given in: the input image after EXIF orientation, before the budget."""
     return (int(r.orig_width or r.width or r.image.width), int(r.orig_height or r.height or r.image.height))
+
+
+def region_columns(column: str) -> tuple[str, ...]:
+    """The input columns a record's regions are read from, as the record holds them (renamed
+    where they collide with the method's own columns); "id" is the row's key, never a column."""
+    keys = [column, "region", *(k for k in READ_KEYS if k != "id")]
+    return tuple(dict.fromkeys(RENAMED.get(k, k) for k in keys))
 
 
 def _input_view(columns: dict[str, Any]) -> dict[str, Any]:

@@ -205,7 +205,9 @@ to the camera at the right edge.
 
 ### Your task"""
 
-DEFAULTS: dict[str, Any] = {"prompt": REWRITE_PROMPT, "max_new_tokens": 512, "temperature": 0.75, "top_p": 0.95,
+# IT's sampling (refine/modify.py: temperature 0.75, top_p 0.95, max_tokens 4096); the limit was 512 before,
+# which cut long rewrites: a run made then resumes only with -S rewrite.max_new_tokens=512 (docs/textualize.md)
+DEFAULTS: dict[str, Any] = {"prompt": REWRITE_PROMPT, "max_new_tokens": 4096, "temperature": 0.75, "top_p": 0.95,
                             "max_objects": 10, "min_objects": 2}
 
 

@@ -49,7 +49,12 @@ from . import train_tokenizer
 
 SEED = 0
 _MARKER = "pixscribe_tiny.json"  # written last: a directory without it is rebuilt
-_VERSION = 2  # bump whenever a builder changes, so reused directories are rebuilt
+_VERSION = 4  # bump whenever a builder changes, so reused directories are rebuilt
+
+# Text towers: 2 heads of 64 over a hidden size of 128. vLLM's CPU attention takes head sizes of
+# 32 and up (it starts with 8 or 16 and dies on the first request), and its Qwen2 text model
+# derives the head size from hidden_size / heads, so both must be set this way to be served.
+TEXT = dict(hidden_size=128, intermediate_size=128, num_attention_heads=2, num_key_value_heads=1)
 
 # Chat templates. Content may be a string or a list of {"type": "image"|"text"} parts.
 LLAVA_CHAT_TEMPLATE = (
@@ -182,12 +187,9 @@ def _tiny_llama(vocab_size: int, *, bos: int | None, eos: int, pad: int):
 
     return LlamaConfig(
         vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
+        **TEXT,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=2048,
         bos_token_id=bos,
         eos_token_id=eos,
         pad_token_id=pad,
@@ -209,7 +211,9 @@ def _loads(path: Path, kind: str) -> bool:
     return (path / "model.safetensors").is_file() and (path / "config.json").is_file()
 
 
-def _finish(path: Path, kind: str, model, processor_or_tokenizer) -> Path:
+def _finish(path: Path, kind: str, model, processor_or_tokenizer, *, rename: dict[str, str] | None = None) -> Path:
+    """Save ``model`` and its processor; ``rename`` maps saved key prefixes to the ones the
+    published checkpoints of the family use (what vLLM loads)."""
     import torch
 
     from transformers.utils import logging as hf_logging
@@ -225,8 +229,23 @@ def _finish(path: Path, kind: str, model, processor_or_tokenizer) -> Path:
     finally:
         if bars:
             hf_logging.enable_progress_bar()
+    if rename:
+        _rename_keys(path / "model.safetensors", rename)
     (path / _MARKER).write_text(json.dumps({"kind": kind, "version": _VERSION, "class": type(model).__name__}))
     return path
+
+
+def _rename_keys(file: Path, prefixes: dict[str, str]) -> None:
+    from safetensors.torch import load_file, save_file
+
+    def new(key: str) -> str:
+        for old, repl in prefixes.items():
+            if key.startswith(old) and not key.startswith(repl):
+                return repl + key[len(old) :]
+        return key
+
+    tensors = load_file(file)
+    save_file({new(k): v for k, v in tensors.items()}, file, metadata={"format": "pt"})
 
 
 def _seeded(offset: int = 0) -> None:
@@ -299,7 +318,9 @@ def build_tiny_llava(root: str | Path, *, force: bool = False) -> Path:
         num_additional_image_tokens=1,  # CLIP's CLS token
         chat_template=LLAVA_CHAT_TEMPLATE,
     )
-    return _finish(path, "llava", model, processor)
+    # transformers 5 saves the CLIP tower as vision_tower.embeddings.*; the llava-hf checkpoints
+    # (and so vLLM's loader, and transformers' own) have vision_tower.vision_model.embeddings.*
+    return _finish(path, "llava", model, processor, rename={"vision_tower.": "vision_tower.vision_model."})
 
 
 def build_tiny_idefics3(root: str | Path, *, force: bool = False) -> Path:
@@ -386,12 +407,9 @@ def build_tiny_text_llm(root: str | Path, *, force: bool = False) -> Path:
     tok.chat_template = CHATML_TEMPLATE
     config = Qwen2Config(
         vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
+        **TEXT,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=2048,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
         bos_token_id=None,
@@ -448,11 +466,8 @@ def _qwen_text(tok, *, head_dim: int, mrope_section: list[int], **extra) -> dict
     """Text-tower settings shared by the Qwen-VL builders (M-RoPE scaled down to ``head_dim``)."""
     return dict(
         vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
+        **TEXT,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         head_dim=head_dim,
         max_position_embeddings=2048,
         rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": mrope_section, **extra},
@@ -491,7 +506,7 @@ def build_tiny_qwen3_vl(root: str | Path, *, force: bool = False) -> Path:
     )
 
     tok = _qwen_tokenizer(QWEN3_VL_CHAT_TEMPLATE)
-    text = _qwen_text(tok, head_dim=16, mrope_section=[4, 2, 2], mrope_interleaved=True)
+    text = _qwen_text(tok, head_dim=64, mrope_section=[12, 10, 10], mrope_interleaved=True)
     vision = dict(
         depth=2,
         hidden_size=32,
@@ -534,7 +549,7 @@ def build_tiny_qwen2_5_vl(root: str | Path, *, force: bool = False) -> Path:
     )
 
     tok = _qwen_tokenizer(QWEN25_VL_CHAT_TEMPLATE)
-    text = _qwen_text(tok, head_dim=8, mrope_section=[2, 1, 1])
+    text = _qwen_text(tok, head_dim=64, mrope_section=[8, 12, 12])
     vision = dict(
         depth=2,
         hidden_size=32,

@@ -8,6 +8,13 @@
 
 Both save safetensors and load offline with ``AutoModel``/``AutoProcessor`` and
 ``AutoModelForCausalLM``/``AutoTokenizer``. Building is idempotent (a marker is written last).
+
+From the shell (the offline route of docs/tipcap.md)::
+
+    python -m pixscribe.testing.tiny_tipcap models/ [--corpus captions.txt]   # models/clip, models/gpt2
+
+``--corpus``: the decoder's tokenizer learns the words of these captions (one per line; the
+first 3,000 distinct ones), so the captions a tiny model is trained on can be written.
 """
 
 from __future__ import annotations
@@ -93,3 +100,24 @@ def build_tiny_gpt2(root: str | Path, *, name: str = "gpt2", sentences: Sequence
 
 
 __all__ = ["build_tiny_clip", "build_tiny_gpt2"]
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(description="Build a tiny random-weight CLIP and GPT-2 for TIPCap, offline.")
+    p.add_argument("root", help="directory to build ROOT/clip and ROOT/gpt2 in")
+    p.add_argument("--corpus", help="captions, one per line: the words the decoder's tokenizer learns")
+    args = p.parse_args(argv)
+    sentences = None
+    if args.corpus:
+        lines = Path(args.corpus).read_text(encoding="utf-8").splitlines()
+        sentences = sorted({x.strip() for x in lines if x.strip()})[:3000] or None
+    clip = build_tiny_clip(args.root)
+    gpt2 = build_tiny_gpt2(args.root, sentences=sentences)
+    print(f"tiny CLIP: {clip}\ntiny GPT-2: {gpt2}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -9,7 +9,13 @@ by its pid there (so a test can kill a Ray worker by pid).
 
 A second method, ``sleep``, is the benchmarks' simulated model: one image stage that
 sleeps ``PIXSCRIBE_SCRIPTED_DELAY`` per batch and answers with the image's size (no other
-work, like a GPU doing it)."""
+work, like a GPU doing it).
+
+A third, ``scripted-textualize``, is the real textualize method (its factory, stages and
+options) with the scripted VLM/LLM and experts of ``pixscribe.testing.scripted_textualize``
+answering for any image: every picture shows the same scene (a cat on a sofa, a dog that the
+detector does not find), the rewrite is computed from its request, and
+``PIXSCRIBE_SCRIPTED_DELAY`` is each model's latency per call."""
 
 from __future__ import annotations
 
@@ -83,3 +89,38 @@ def sleep(ctx):
     stage = GenerateStage("sleep", Sleeper(), ctx.options("sleep", primary=True, prompt="Describe.",
                                                           max_new_tokens=8), provides="text")
     return Method("sleep", [stage], ["text"], "text")
+
+
+def _any_scene():
+    from pixscribe.testing.scripted_textualize import Scene, Script
+
+    def scene(size):
+        return Scene(size, "A cat sleeps on a sofa. A dog watches it from the door.", ["cat", "sofa", "dog"],
+                     gdino={"cat": (0.8, (0.1, 0.1, 0.4, 0.6)), "sofa": (0.6, (0.0, 0.7, 1.0, 1.0))},
+                     regions=[("a grey cat", (0.1, 0.1, 0.4, 0.6), 0.9), ("a blue sofa", (0.0, 0.7, 1.0, 1.0), 0.5)])
+
+    class ByText(dict):
+        def __missing__(self, text):  # any description names the scene's objects
+            return scene((1, 1))
+
+    class AnyScene(Script):
+        def __init__(self):
+            super().__init__([])
+            self.by_text = ByText()
+
+        def of(self, img):
+            return scene((img.width, img.height))
+
+    return AnyScene()
+
+
+def scripted_textualize(ctx):
+    from pixscribe.methods.textualize import textualize_method
+    from pixscribe.testing.scripted_textualize import ScriptedLLM, scripted_experts
+
+    script = _any_scene()
+    latency = float(os.environ.get("PIXSCRIBE_SCRIPTED_DELAY", "0"))
+    model = ScriptedLLM(script, "scripted-llm", latency)
+    ctx.pool.put(ctx.spec("vlm"), model)
+    ctx.pool.put(ctx.spec("llm"), model)
+    return textualize_method(ctx, scripted_experts(script, latency))

@@ -1,0 +1,95 @@
+"""Output folders made by the code before rows recorded what their stages read (tests/compat,
+made with commit 44eff38) still resume and are reused where nothing changed: no "changed
+configuration" refusal, no request for an unchanged row; a row whose inputs changed since is
+recomputed. Through the real command, the region rows through the loopback echo server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from fixtures_plugin import pixscribe
+from fixtures_reuse import last_summary as summary
+from fixtures_reuse import region_cli as region
+from fixtures_reuse import rows_once as rows_of
+
+FIXTURE = Path(__file__).parent / "compat" / "v44eff38"
+
+
+def relocate(tmp: Path) -> Path:
+    """A copy of the fixture whose manifests name the copy's inputs, with the sizes and
+    modification times they recorded (a checkout does not keep mtimes)."""
+    dest = tmp / FIXTURE.name
+    shutil.copytree(FIXTURE, dest)
+    for state in dest.glob("out_*/_state"):
+        head = json.loads((state / "manifest.json").read_text())
+        first = head["inputs"][0]
+        old = first[: first.index(f"/{FIXTURE.name}/") + len(FIXTURE.name) + 1]
+        move = lambda p: str(dest) + p[len(old):] if p and p.startswith(old) else p  # noqa: E731
+        head["roots"], head["inputs"] = [move(p) for p in head["roots"]], [move(p) for p in head["inputs"]]
+        (state / "manifest.json").write_text(json.dumps(head))
+        t = pq.read_table(state / "manifest.parquet")
+        paths = [move(p) for p in t.column("path").to_pylist()]
+        pq.write_table(t.set_column(t.column_names.index("path"), "path", pa.array(paths, pa.string())),
+                       state / "manifest.parquet")
+        for p, size, mtime in zip(paths, t.column("size").to_pylist(), t.column("mtime_ns").to_pylist()):
+            if p and mtime is not None and os.path.getsize(p) == size:
+                os.utime(p, ns=(mtime, mtime))
+    return dest
+
+
+
+
+
+
+def test_a_partial_run_of_the_old_code_resumes(plugin_env, tmp_path):
+    d = relocate(tmp_path)
+    out = d / "out_scripted_partial"
+    old = {r["id"]: r["final"] for f in sorted(out.glob("part-*.parquet")) + sorted(out.glob("_state/batches/*/*"))
+           for r in pq.read_table(f).to_pylist()}
+    assert len(old) == 7
+    r = pixscribe(plugin_env, "caption", str(d / "in" / "imgs.jsonl"), "-o", str(out), "--method", "scripted",
+                  "--shard-size", "5", "--batch-size", "1", "--flush-rows", "1", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    s = summary(out)
+    assert s["rows_written"] == 5 and s["rows_skipped"] == 7 and s["stages"]["see"]["computed"] == 5
+    rows = rows_of(out)
+    assert len(rows) == 12 and all(rows[i]["final"] == f for i, f in old.items())
+
+
+@pytest.mark.parametrize("name,table", [("out_region_rows", "regions.jsonl"), ("out_region_images", "images.jsonl")])
+def test_old_region_outputs_resume_and_are_reused_where_nothing_changed(echo_server, plugin_env, tmp_path, name, table):
+    d = relocate(tmp_path)
+    old, src = d / name, d / "in" / table
+    before = rows_of(old)
+    echo_server.reset()
+    region(echo_server, plugin_env, src, old)  # a plain rerun: finished, not refused
+    assert summary(old)["rows_written"] == 0
+    region(echo_server, plugin_env, src, tmp_path / "new", "--reuse", str(old))
+    region(echo_server, plugin_env, src, old, "--overwrite")
+    assert echo_server.stats()["chat_requests"] == 0
+    for out in (tmp_path / "new", old):
+        assert summary(out)["stages"]["region"]["reused"] == len(before)
+        rows = rows_of(out)
+        assert {k: r["caption"] for k, r in rows.items()} == {k: r["caption"] for k, r in before.items()}
+        assert {k: r["regions"] for k, r in rows.items()} == {k: r["regions"] for k, r in before.items()}
+
+
+def test_an_old_region_row_whose_box_changed_is_recomputed(echo_server, plugin_env, tmp_path):
+    d = relocate(tmp_path)
+    src = d / "in" / "images.jsonl"
+    lines = [json.loads(x) for x in src.read_text().splitlines()]
+    lines[1]["regions"][0]["box"] = [40, 10, 62, 40]  # image p's only region moves
+    src.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    echo_server.reset()
+    region(echo_server, plugin_env, src, tmp_path / "new", "--reuse", str(d / "out_region_images"))
+    assert echo_server.stats()["chat_requests"] == 1
+    rows = rows_of(tmp_path / "new")
+    assert rows["p"]["regions"][0]["box"] == [40.0, 10.0, 62.0, 40.0]
+    assert rows["s"]["regions"] == rows_of(d / "out_region_images")["s"]["regions"]
