@@ -81,3 +81,17 @@ def test_hf_writes_region_structs_as_json(tmp_path):
     got = json.loads(r["regions"])  # JSON, not a Python repr with None and single quotes
     assert [(x["region_id"], x["caption"]) for x in got] == [(x["region_id"], x["caption"]) for x in rows[0]["regions"]]
     assert json.loads(r["stages"]) and r["width"] == rows[0]["width"]
+
+
+def test_a_caption_column_of_structs_is_written_as_json(tmp_path):
+    import webdataset as wds
+
+    d = tmp_path / "in"
+    regions = write_scene(d)
+    _, rows, _ = run([image_rows(d, list(regions))], tmp_path / "out", ColourBackend())
+    cli("export", str(tmp_path / "out"), "--to", "webdataset", str(tmp_path / "wds"), "--caption-column", "regions")
+    (s,) = wds.WebDataset([str(p) for p in (tmp_path / "wds").glob("shard-*.tar")], shardshuffle=False)
+    assert [x["caption"] for x in json.loads(s["txt"])] == [x["caption"] for x in rows[0]["regions"]]
+    cli("export", str(tmp_path / "out"), "--to", "folder", str(tmp_path / "f"), "--caption-column", "regions")
+    (txt,) = (tmp_path / "f").glob("*.txt")
+    assert json.loads(txt.read_text(encoding="utf-8")) == json.loads(s["txt"])

@@ -35,7 +35,7 @@ def _refused(*args: str) -> str:
     return p.stderr
 
 
-@pytest.mark.parametrize("fmt", ["webdataset", "hf", "jsonl"])
+@pytest.mark.parametrize("fmt", ["webdataset", "hf", "hub", "folder", "embed", "jsonl"])
 def test_export_never_replaces_or_writes_into_its_own_output(out, tmp_path, fmt):
     err = _refused("export", str(out), "--to", fmt, str(out), "--overwrite")
     assert "is the output directory" in err
@@ -60,7 +60,7 @@ def test_overwrite_replaces_only_an_earlier_export(out, tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "thesis.tex").write_text("years of work")
-    for fmt in ("webdataset", "hf", "jsonl"):
+    for fmt in ("webdataset", "hf", "hub", "folder", "embed", "jsonl"):
         err = _refused("export", str(out), "--to", fmt, str(mine), "--overwrite")
         assert "is not a pixscribe" in err and "even with --overwrite" in err
     assert (mine / "thesis.tex").read_text() == "years of work"
@@ -75,6 +75,10 @@ def test_overwrite_replaces_only_an_earlier_export(out, tmp_path):
     assert datasets.load_from_disk(str(dest)).num_rows == 3 and not list(dest.glob("shard-*.tar"))
     cli("export", str(out), "--to", "webdataset", str(dest), "--overwrite", "--text-only")
     assert not (dest / "dataset_info.json").exists() and len(list(dest.glob("shard-*.tar"))) == 1
+    cli("export", str(out), "--to", "folder", str(dest), "--overwrite")  # each layout replaces any other's
+    assert len(list(dest.glob("*.txt"))) == 3 and not list(dest.glob("shard-*.tar"))
+    cli("export", str(out), "--to", "hub", str(dest), "--overwrite")
+    assert datasets.load_dataset(str(dest), split="train").num_rows == 3 and not list(dest.glob("*.txt"))
     empty = tmp_path / "empty"
     empty.mkdir()
     cli("export", str(out), "--to", "webdataset", str(empty), "--overwrite", "--text-only")

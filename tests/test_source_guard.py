@@ -79,7 +79,7 @@ def test_report_never_opens_a_refused_source(run, tmp_path):
     assert _leaks(rep) == []
 
 
-@pytest.mark.parametrize("fmt", ["webdataset", "hf"])
+@pytest.mark.parametrize("fmt", ["webdataset", "hf", "hub", "folder", "embed"])
 def test_export_keeps_error_rows_without_their_bytes(run, tmp_path, fmt):
     dest = tmp_path / fmt
     p = cli("export", str(run), "--to", fmt, str(dest), "--keep-errors")
@@ -98,11 +98,14 @@ def test_export_keeps_error_rows_without_their_bytes(run, tmp_path, fmt):
         with_image = [s for s in samples if "jpg" in s or "png" in s]
         assert len(with_image) == 2 and all("jpg" in s for s in with_image)
         assert len(samples) == 2  # rows whose image cannot be given are left out of an image format
-    else:
+    elif fmt in ("hf", "hub"):
         import datasets
 
-        ds = datasets.load_from_disk(str(dest))
+        ds = datasets.load_from_disk(str(dest)) if fmt == "hf" else datasets.load_dataset(str(dest), split="train")
         assert ds.num_rows == 2 and all(r["image"] is not None for r in ds)
+    else:  # the two images the run read, nothing else
+        assert sorted(f.suffix for f in dest.iterdir() if f.name[0] != "_") == [".jpg", ".jpg"] + \
+            ([".txt", ".txt"] if fmt == "folder" else [])
 
 
 def test_report_and_export_consult_the_runs_guard_now(run, tmp_path):

@@ -207,14 +207,14 @@ def test_json_schema_requests(backends, photos, monkeypatch):
 
     # the real prompt carries the schema; a (scripted) almost-JSON reply is repaired and parsed
     prompts = []
-    real_prompt = be._prompt
+    real_prompt = be.encoder.prompt
 
     def spy(r):
         text = real_prompt(r)
         prompts.append(text)
         return text
 
-    monkeypatch.setattr(be, "_prompt", spy)
+    monkeypatch.setattr(be.encoder, "prompt", spy)
     monkeypatch.setattr(be.tokenizer, "batch_decode", lambda ids, **kw: ['{"objects": ["astronaut", "flag"]'] * len(ids))
     res = be.generate([req])[0]
     assert res.ok, res.error
@@ -228,9 +228,12 @@ def test_json_schema_requests(backends, photos, monkeypatch):
 
 def test_describe(backends, tiny_vlms):
     d = backends["llava"].describe()
-    assert d == {"backend": "transformers", "model": str(tiny_vlms["llava"]), "revision": None, "device": "cpu", "dtype": "float32"}
+    assert d == {"backend": "transformers", "model": str(tiny_vlms["llava"]), "revision": None, "device": "cpu",
+                 "dtype": "float32", "prepare_workers": 0,
+                 "processor": {"class": "LlavaProcessor", "image_processor": "CLIPImageProcessor",
+                               "image_processor_kind": "fast (torchvision)"}}
     lazy = TransformersBackend(str(tiny_vlms["llava"]), dtype="bf16")
-    assert lazy.describe()["dtype"] == "bf16" and not lazy.loaded
+    assert lazy.describe()["dtype"] == "bf16" and not lazy.loaded and "processor" not in lazy.describe()
 
 
 def test_lazy_load_on_first_generate_and_bf16(tiny_vlms, photos):

@@ -208,6 +208,10 @@ def _caption_options(
     queries: Optional[str] = typer.Option(None, "--queries", help="Comma-separated text queries for grounding_dino/owlv2."),
     profile: Optional[str] = typer.Option(None, "--profile", help="lite (offline CPU experts) or full."),
     decode_workers: Optional[int] = typer.Option(None, "--decode-workers", help="Decode threads (default 2)."),
+    prepare_workers: Optional[int] = typer.Option(
+        None, "--prepare-workers", help="Processes preparing the transformers model's inputs (chat template, image "
+        "processor, tokenizer) ahead of generate (default: 0 on the CPU, up to 4 on a GPU; 0: on the model's thread)."
+    ),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
     flush_rows: Optional[int] = typer.Option(None, "--flush-rows", help="Rows buffered per atomic batch file (1024)."),
     flush_seconds: Optional[float] = typer.Option(

@@ -31,7 +31,8 @@ REMOVED_MODES = {
 # Fields that concern the models, recorded in _run.json only when a stage uses a model.
 MODEL_FIELDS = ("backend", "vlm", "llm", "llm_backend", "llm_base_url", "revision", "device", "dtype",
                 "trust_remote_code", "base_url", "api_key_env", "concurrency", "request_timeout", "max_retries",
-                "request_deadline", "endpoint_down_timeout", "structured_output", "models", "vllm_engine")
+                "request_deadline", "endpoint_down_timeout", "structured_output", "models", "vllm_engine",
+                "prepare_workers")
 
 
 class RunConfig(BaseModel):
@@ -94,6 +95,9 @@ class RunConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     trust_remote_code: bool = False
+    # transformers backend: processes running the processor ahead of generate (None: 0 on the
+    # CPU, up to 4 on a GPU; 0: on the model's thread); see backends/transformers_backend.py
+    prepare_workers: int | None = Field(None, ge=0)
     base_url: list[str] = Field(default_factory=list)
     api_key_env: str | None = None
     concurrency: int = Field(32, ge=1)

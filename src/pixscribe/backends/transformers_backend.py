@@ -15,24 +15,38 @@ with the request that caused it.
 within it; for processors that resize dynamically to a pixel budget (the Qwen-VL family:
 Qwen2-VL, Qwen2.5-VL, Qwen3-VL) it is also passed as their ``size={"longest_edge": ...}``
 so the number of image tokens follows it (``shortest_edge`` is lowered to it if larger).
+
+``prepare_workers`` (``--prepare-workers``): the processor (chat template, image processor,
+tokenizer) runs ahead of the model in that many worker processes
+(:mod:`pixscribe.backends.prepare_pool`), and the engine keeps ``prepare_workers + 1`` batches
+in flight: while one generates (``generate`` is serialised by a lock), the next ones are being
+prepared, so the model's thread only moves tensors to the device (pinned, non-blocking on CUDA)
+and generates. 0 prepares on the calling thread, right before ``generate``. The default is 0 on
+the CPU (the model's own threads use every core) and, on a GPU, half the cores this process may
+use less one, between 1 and 4 (:func:`default_prepare_workers`). A text-only model needs no
+image processor: its batches are tokenized on their own threads, outside the lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import dataclasses
 import importlib.util
 import json
 import os
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from ..deps import MissingDependency, pip_hint
 from ..record import format_error
 from ..torchdev import resolve_device, resolve_dtype  # noqa: F401 (re-exported)
 from .base import Backend, BackendUnavailable, GenerationRequest, GenerationResult
+from .hf_inputs import (Encoder, ProcessorSpec, cast_floats, load_processor, pinned, pixel_budget_kwargs,
+                        processor_info, to_device)
+from .prepare_pool import default_prepare_workers, device_guess
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..api.models import ModelSpec
@@ -117,25 +131,6 @@ def _count_placeholders(messages: list[dict[str, Any]]) -> int:
     return n
 
 
-# Image processors whose ``size`` is a pixel budget (``shortest_edge``/``longest_edge`` in
-# pixels, resized by ``smart_resize``) rather than a side length: the Qwen-VL family.
-_PIXEL_BUDGET_PROCESSORS = ("Qwen2VLImageProcessor", "Qwen2VLImageProcessorPil")
-
-
-def pixel_budget_kwargs(image_processor: Any, max_pixels: int | None) -> dict[str, Any]:
-    """``images_kwargs`` that hold a pixel-budget image processor to ``max_pixels``; else ``{}``."""
-    if not max_pixels or image_processor is None:
-        return {}
-    if not any(c.__name__ in _PIXEL_BUDGET_PROCESSORS for c in type(image_processor).__mro__):
-        return {}
-    size = getattr(image_processor, "size", None)
-    shortest = getattr(size, "shortest_edge", None)
-    if shortest is None and isinstance(size, dict):
-        shortest = size.get("shortest_edge")
-    shortest = min(int(shortest), int(max_pixels)) if shortest else int(max_pixels)
-    return {"size": {"shortest_edge": shortest, "longest_edge": int(max_pixels)}}
-
-
 def _check_request(req: GenerationRequest) -> str | None:
     """Reasons a request cannot be generated at all (checked before batching)."""
     from PIL import Image
@@ -149,6 +144,16 @@ def _check_request(req: GenerationRequest) -> str | None:
         if im.width < 1 or im.height < 1:
             return f"image {i} is empty ({im.width}x{im.height})"
     return None
+
+
+class _Later:
+    """A batch's inputs made when asked for, on the asking thread (a text-only model's)."""
+
+    def __init__(self, fn: Any):
+        self.fn = fn
+
+    def result(self) -> Any:
+        return self.fn()
 
 
 class TransformersBackend(Backend):
@@ -166,10 +171,14 @@ class TransformersBackend(Backend):
         trust_remote_code: bool = False,
         max_batch_size: int | None = None,
         max_pixels: int | None = None,
+        prepare_workers: int | None = None,
+        image_backend: str | None = None,
     ) -> None:
         super().__init__()
         if max_batch_size is not None and max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1 or None")
+        if prepare_workers is not None and prepare_workers < 0:
+            raise ValueError("prepare_workers must be >= 0 or None")
         self.model = str(model)
         self.requested_revision = revision
         self.revision = None  # the resolved commit hash once loaded
@@ -178,14 +187,22 @@ class TransformersBackend(Backend):
         self.trust_remote_code = trust_remote_code
         self.max_batch_size = max_batch_size
         self.max_pixels = max_pixels  # the visual budget, for processors that take one
+        self.image_backend = image_backend  # None: transformers' choice (torchvision, the fast one, if installed)
         self.processor: Any = None  # AutoProcessor (VLM) or AutoTokenizer (text model)
         self.tokenizer: Any = None
+        self.encoder: Encoder | None = None
         self.hf_model: Any = None
         self.is_vlm: bool | None = None
         self.padding_side = "left"  # generation appends on the right, so prompts pad on the left
         self.device: str | None = None
         self.torch_dtype: Any = None
+        self.prepare_workers = (default_prepare_workers(device_guess(device)) if prepare_workers is None
+                                else int(prepare_workers))
+        # the engine keeps this many batches in flight: one generating, the others being prepared
+        self.max_inflight_batches = self.prepare_workers + 1 if self.prepare_workers else 1
+        self.pool: Any = None  # the PreparePool, once loaded (a VLM with prepare_workers > 0)
         self._lock = threading.Lock()
+        self._gen_lock = threading.Lock()  # one generate at a time, however many batches are in flight
 
     @classmethod
     def from_spec(cls, spec: "ModelSpec", config: "RunConfig", *, max_batch_size: int | None = None):
@@ -198,6 +215,7 @@ class TransformersBackend(Backend):
             trust_remote_code=config.trust_remote_code,
             max_batch_size=max_batch_size,
             max_pixels=config.max_pixels,
+            prepare_workers=config.prepare_workers,
         )
 
     @classmethod
@@ -206,7 +224,7 @@ class TransformersBackend(Backend):
         from ..api.models import resolve_spec
 
         spec = resolve_spec(config, "vlm")
-        return cls.from_spec(dataclasses.replace(spec, model=model) if model else spec, config,
+        return cls.from_spec(replace(spec, model=model) if model else spec, config,
                              max_batch_size=max_batch_size)
 
     # ---- loading ------------------------------------------------------------------
@@ -242,13 +260,37 @@ class TransformersBackend(Backend):
         from ..deps import require
 
         require("torch", extra="transformers", what="--backend transformers")
-        transformers = require("transformers", extra="transformers", what="--backend transformers")
+        require("transformers", extra="transformers", what="--backend transformers")
+        src, hub_kw = self._source()
+        config = self._config(src, hub_kw)
+        self.device = resolve_device(self.device_request)
+        self.torch_dtype = resolve_dtype(self.dtype_request, self.device)
+        self.is_vlm = _is_vision_config(config)
+        spec = ProcessorSpec(src, hub_kw, bool(self.trust_remote_code), self.is_vlm, self.image_backend)
+        with _worded(self.model):
+            processor, tokenizer = load_processor(spec)
+        _check_chat_template(self.model, processor, tokenizer)
+        pool = self._start_pool(spec, config)  # the workers start while the weights load
+        try:
+            with _worded(self.model):
+                model = self._load_model(src, hub_kw)
+            model.to(self.device).eval()
+            if pool is not None:
+                pool.wait_ready()
+        except BaseException:
+            if pool is not None:
+                pool.close()
+            raise
+        tokenizer.padding_side = self.padding_side
+        self.processor, self.tokenizer, self.hf_model = processor, tokenizer, model
+        self.encoder, self.pool = Encoder(processor, tokenizer, self.is_vlm), pool
+        self.revision = getattr(model.config, "_commit_hash", None) or None
+
+    def _config(self, src: str, hub_kw: dict[str, Any]) -> Any:
         from transformers import AutoConfig
 
-        src, hub_kw = self._source()
-        trc = bool(self.trust_remote_code)
         try:
-            config = AutoConfig.from_pretrained(src, trust_remote_code=trc, **hub_kw)
+            return AutoConfig.from_pretrained(src, trust_remote_code=bool(self.trust_remote_code), **hub_kw)
         except OSError as exc:  # not on disk, hub unreachable/offline, unknown id, gated
             reason = _short(exc)
             if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
@@ -256,53 +298,46 @@ class TransformersBackend(Backend):
             raise _unavailable(self.model, reason) from exc
         except ValueError as exc:  # e.g. an architecture needing trust_remote_code
             raise _unavailable(self.model, _short(exc) + " (remote code is only run with --trust-remote-code)") from exc
-        self.device = resolve_device(self.device_request)
-        self.torch_dtype = resolve_dtype(self.dtype_request, self.device)
-        self.is_vlm = _is_vision_config(config)
-        load_kw: dict[str, Any] = dict(trust_remote_code=trc, **hub_kw)
-        try:
-            if self.is_vlm:
-                processor = transformers.AutoProcessor.from_pretrained(src, **load_kw)
-                tokenizer = getattr(processor, "tokenizer", None)
-                if tokenizer is None:
-                    raise BackendUnavailable(f"model {self.model!r}: its processor has no tokenizer")
-                model_cls = transformers.AutoModelForImageTextToText
-            else:
-                processor = tokenizer = transformers.AutoTokenizer.from_pretrained(src, **load_kw)
-                model_cls = transformers.AutoModelForCausalLM
-            if self.device != "cpu" and importlib.util.find_spec("accelerate") is not None:
-                load_kw["device_map"] = self.device  # load straight onto the GPU
-            model = model_cls.from_pretrained(src, dtype=self.torch_dtype, use_safetensors=True, **load_kw)
-        except (BackendUnavailable, MissingDependency):
-            raise
-        except ImportError as exc:  # e.g. the Qwen-VL processors need torchvision
-            raise _missing(self.model, exc) from exc
-        except (OSError, ValueError) as exc:
-            raise _unavailable(self.model, _short(exc)) from exc
-        model.to(self.device).eval()
-        tokenizer.padding_side = self.padding_side
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        if getattr(tokenizer, "chat_template", None) is None and getattr(processor, "chat_template", None) is None:
-            raise BackendUnavailable(
-                f"model {self.model!r} has no chat template; use an instruction-tuned model "
-                "(one whose tokenizer or processor defines chat_template)"
-            )
-        self.processor, self.tokenizer, self.hf_model = processor, tokenizer, model
-        self.revision = getattr(model.config, "_commit_hash", None) or None
+
+    def _load_model(self, src: str, hub_kw: dict[str, Any]) -> Any:
+        import transformers
+
+        load_kw: dict[str, Any] = dict(trust_remote_code=bool(self.trust_remote_code), **hub_kw)
+        model_cls = transformers.AutoModelForImageTextToText if self.is_vlm else transformers.AutoModelForCausalLM
+        if self.device != "cpu" and importlib.util.find_spec("accelerate") is not None:
+            load_kw["device_map"] = self.device  # load straight onto the GPU
+        return model_cls.from_pretrained(src, dtype=self.torch_dtype, use_safetensors=True, **load_kw)
+
+    def _start_pool(self, spec: ProcessorSpec, config: Any) -> Any:
+        """The prepare workers of a VLM (a text model's batches are only tokenized: no processes)."""
+        if not self.prepare_workers or not self.is_vlm:
+            return None
+        from .prepare_pool import PreparePool
+
+        commit = getattr(config, "_commit_hash", None)
+        if commit and spec.source == self.model and not Path(spec.source).expanduser().exists():
+            spec = replace(spec, hub_kw={**spec.hub_kw, "revision": commit})  # the very files loaded here
+        dtype = str(self.torch_dtype).replace("torch.", "")
+        return PreparePool(spec, self.prepare_workers, dtype=dtype).start()
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
         if self.loaded:
             d["device"] = self.device
             d["dtype"] = str(self.torch_dtype).replace("torch.", "")
+            d["processor"] = processor_info(self.processor)
         else:
             d["device"] = self.device_request
             d["dtype"] = self.dtype_request
+        # worker processes running the processor (a loaded text model runs none)
+        d["prepare_workers"] = self.prepare_workers if not self.loaded or self.pool is not None else 0
         return d
 
     def close(self) -> None:
-        self.hf_model = self.processor = self.tokenizer = None
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            pool.close()
+        self.hf_model = self.processor = self.tokenizer = self.encoder = None
 
     # ---- generation ---------------------------------------------------------------
     def _generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
@@ -324,82 +359,97 @@ class TransformersBackend(Backend):
             if reason is not None:
                 results[i] = GenerationResult(error=f"input: {reason}")
                 continue
-            s = req.sampling
-            key = (
-                bool(req.images),
-                s.max_new_tokens,
-                s.greedy,
-                None if s.greedy else s.temperature,
-                None if s.greedy else s.top_p,
-                None if s.greedy else s.seed,
-            )
-            groups.setdefault(key, []).append(i)
+            groups.setdefault(_sampling_key(req), []).append(i)
+        chunks = []
         for idx in groups.values():
             step = self.max_batch_size or len(idx)
-            for start in range(0, len(idx), step):
-                chunk = idx[start : start + step]
-                for i, res in zip(chunk, self._run_chunk([requests[i] for i in chunk])):
-                    results[i] = res
+            chunks += [idx[start: start + step] for start in range(0, len(idx), step)]
+        # every chunk is handed to the prepare workers now: the next ones are ready when one ends
+        ahead = [self._prepare_ahead([requests[i] for i in chunk]) for chunk in chunks]
+        for chunk, prepared in zip(chunks, ahead):
+            for i, res in zip(chunk, self._run_chunk([requests[i] for i in chunk], prepared)):
+                results[i] = res
         return [r if r is not None else GenerationResult(error="generate: no result") for r in results]
 
-    def _run_chunk(self, reqs: list[GenerationRequest]) -> list[GenerationResult]:
+    def _prepare_ahead(self, reqs: list[GenerationRequest]) -> Any:
+        """Where a batch's inputs come from: a prepare worker (starting now), this thread outside
+        the generate lock (a text model), or None: this thread, right before generate."""
+        if not self.prepare_workers:
+            return None
+        pool = self.pool
+        if pool is not None:
+            return pool.submit(reqs, self.max_pixels, self.padding_side)
+        return _Later(lambda: self._host_inputs(reqs))
+
+    def _run_chunk(self, reqs: list[GenerationRequest], prepared: Any = None) -> list[GenerationResult]:
         try:
-            return self._run_batch(reqs)
+            return self._run_batch(reqs, prepared)
         except Exception as exc:
             if len(reqs) == 1:
                 return [GenerationResult(error=format_error(exc, "generate"))]
             _free_cache()
         out = []
-        for req in reqs:  # alone, so the error stays with the request that caused it
+        alone = [self._prepare_ahead([req]) for req in reqs]
+        for req, prep in zip(reqs, alone):  # alone, so the error stays with the request that caused it
             try:
-                res = self._run_batch([req])[0]
+                res = self._run_batch([req], prep)[0]
             except Exception as exc:  # noqa: BLE001 - any failure becomes this row's error
                 res = GenerationResult(error=format_error(exc, "generate"))
             res.retries += 1
             out.append(res)
         return out
 
-    def _prompt(self, req: GenerationRequest) -> str:
-        return self.processor.apply_chat_template(req.messages, add_generation_prompt=True, tokenize=False)
+    def _encode_host(self, reqs: list[GenerationRequest]) -> Any:
+        encoder = self.encoder
+        if encoder is None:  # closed while this batch was in flight: the run is stopping
+            raise RuntimeError("the model was closed")
+        return encoder.encode(reqs, max_pixels=self.max_pixels, padding_side=self.padding_side)
 
-    def encode(self, reqs: list[GenerationRequest]) -> Any:
-        """The model inputs for one batch: chat-templated prompts, LEFT padded, images processed."""
-        import torch
+    def _host_inputs(self, reqs: list[GenerationRequest]) -> dict[str, Any]:
+        return cast_floats(dict(self._encode_host(reqs)), self.torch_dtype)
 
+    def prepared(self, reqs: list[GenerationRequest]) -> dict[str, Any]:
+        """One batch's inputs as the model's thread receives them: CPU tensors, floats in the
+        model's dtype (from a prepare worker when there are some)."""
         self.load()
-        texts = [self._prompt(r) for r in reqs]
-        bos = getattr(self.tokenizer, "bos_token", None)
-        # a chat template that already writes BOS must not get a second one from the tokenizer
-        add_special = not (bos and all(t.startswith(bos) for t in texts))
-        tok_kw: dict[str, Any] = dict(
-            padding=True, padding_side=self.padding_side, return_tensors="pt", add_special_tokens=add_special
-        )
-        if self.is_vlm and any(r.images for r in reqs):
-            budget = pixel_budget_kwargs(getattr(self.processor, "image_processor", None), self.max_pixels)
-            inputs = self.processor(
-                text=texts,
-                images=[list(r.images) for r in reqs],  # nested: one list per request
-                **({"images_kwargs": budget} if budget else {}),
-                **tok_kw,
-            )
-        elif self.is_vlm:
-            inputs = self.processor(text=texts, **tok_kw)
-        else:
-            inputs = self.tokenizer(texts, **tok_kw)
-        inputs = inputs.to(self.device)
-        for k, v in list(inputs.items()):
-            if torch.is_tensor(v) and v.is_floating_point():
-                inputs[k] = v.to(self.torch_dtype)
-        return inputs
+        ahead = self._prepare_ahead(reqs)
+        return ahead.result() if ahead is not None else self._host_inputs(reqs)
 
-    def _run_batch(self, reqs: list[GenerationRequest]) -> list[GenerationResult]:
+    def encode(self, reqs: list[GenerationRequest]) -> dict[str, Any]:
+        """The model inputs for one batch, prepared on this thread: chat-templated prompts, LEFT
+        padded, images processed, on the model's device and in its dtype."""
+        self.load()
+        return self._on_device(self._encode_host(reqs))
+
+    def _on_device(self, host: Any, non_blocking: bool = False) -> dict[str, Any]:
+        return cast_floats(to_device(host, self.device, non_blocking), self.torch_dtype)
+
+    def _run_batch(self, reqs: list[GenerationRequest], prepared: Any = None) -> list[GenerationResult]:
+        start = time.perf_counter()
+        if prepared is None:  # prepared here, right before generate (prepare_workers=0)
+            inputs = self._on_device(self._encode_host(reqs))
+            with self._gen_lock:
+                t0 = start
+                new, mask = self._generate_on(inputs, reqs[0].sampling)
+        else:  # prepared elsewhere: this thread only moves the tensors and generates
+            host = pinned(prepared.result(), self.device)
+            with self._gen_lock:
+                t0 = time.perf_counter()
+                new, mask = self._generate_on(self._on_device(host, non_blocking=True), reqs[0].sampling)
+        end = time.perf_counter()
+        # seconds: the model's time (with preparing when it ran here), shared by the batch's requests
+        return self._results(reqs, new, mask, took=end - t0, latency=end - start)
+
+    def _generate_on(self, inputs: dict[str, Any], s: Any) -> tuple[Any, Any]:
+        """The new tokens and the attention mask, on the CPU (copied before the lock is let go,
+        so the next batch's kernels do not queue ahead of the copy)."""
         import torch
 
-        t0 = time.perf_counter()
-        inputs = self.encode(reqs)
-        s = reqs[0].sampling
-        pad_id = self.tokenizer.pad_token_id
-        gen_kw: dict[str, Any] = dict(max_new_tokens=s.max_new_tokens, do_sample=not s.greedy, pad_token_id=pad_id)
+        model = self.hf_model
+        if model is None:  # closed while this batch waited for the lock: the run is stopping
+            raise RuntimeError("the model was closed")
+        gen_kw: dict[str, Any] = dict(max_new_tokens=s.max_new_tokens, do_sample=not s.greedy,
+                                      pad_token_id=self.tokenizer.pad_token_id)
         if s.greedy:
             gen_kw.update(temperature=None, top_p=None, top_k=None)
         else:
@@ -407,26 +457,63 @@ class TransformersBackend(Backend):
             if s.seed is not None:
                 torch.manual_seed(s.seed)
         with torch.inference_mode():
-            out = self.hf_model.generate(**inputs, **gen_kw)
+            out = model.generate(**inputs, **gen_kw)
         n_in = inputs["input_ids"].shape[1]
         new = out[:, n_in:] if out.shape[1] >= n_in else out
+        mask = inputs.get("attention_mask")
+        return new.cpu(), (mask.cpu() if mask is not None else torch.ones(out.shape[0], n_in, dtype=torch.long))
+
+    def _results(self, reqs: list[GenerationRequest], new: Any, mask: Any, *, took: float,
+                 latency: float) -> list[GenerationResult]:
+        s = reqs[0].sampling
         stop = _stop_ids(self.hf_model, self.tokenizer)
         texts_out = self.tokenizer.batch_decode(new, skip_special_tokens=True)
-        mask = inputs.get("attention_mask")
-        took = time.perf_counter() - t0
         per = took / len(reqs)  # each request's share of the batch; each waited for all of it
         results = []
         for i, text in enumerate(texts_out):
-            tokens_in = int(mask[i].sum()) if mask is not None else int(n_in)
             n_out, stopped = _n_generated(new[i], stop)
             truncated = not stopped and n_out >= s.max_new_tokens  # no stop token within max_new_tokens
             results.append(
                 GenerationResult(
-                    text=text.strip(), tokens_in=tokens_in, tokens_out=n_out, seconds=per, latency=took,
-                    finish_reason="length" if truncated else "stop", truncated=truncated,
+                    text=text.strip(), tokens_in=int(mask[i].sum()), tokens_out=n_out, seconds=per,
+                    latency=latency, finish_reason="length" if truncated else "stop", truncated=truncated,
                 )
             )
         return results
+
+
+def _sampling_key(req: GenerationRequest) -> tuple:
+    """Requests batch together when they have images or not alike and the same sampling."""
+    s = req.sampling
+    return (
+        bool(req.images),
+        s.max_new_tokens,
+        s.greedy,
+        None if s.greedy else s.temperature,
+        None if s.greedy else s.top_p,
+        None if s.greedy else s.seed,
+    )
+
+
+def _check_chat_template(model: str, processor: Any, tokenizer: Any) -> None:
+    if getattr(tokenizer, "chat_template", None) is None and getattr(processor, "chat_template", None) is None:
+        raise BackendUnavailable(
+            f"model {model!r} has no chat template; use an instruction-tuned model "
+            "(one whose tokenizer or processor defines chat_template)"
+        )
+
+
+@contextlib.contextmanager
+def _worded(model: str) -> Iterator[None]:
+    """Loader errors as BackendUnavailable / MissingDependency naming the model and what to do."""
+    try:
+        yield
+    except (BackendUnavailable, MissingDependency):
+        raise
+    except ImportError as exc:  # e.g. the Qwen-VL processors need torchvision
+        raise _missing(model, exc) from exc
+    except (OSError, ValueError) as exc:
+        raise _unavailable(model, _short(exc)) from exc
 
 
 def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -464,4 +551,5 @@ def _short(exc: BaseException, limit: int = 300) -> str:
     return msg if len(msg) <= limit else msg[: limit - 3] + "..."
 
 
-__all__ = ["TransformersBackend", "resolve_device", "resolve_dtype", "pixel_budget_kwargs", "JSON_INSTRUCTION"]
+__all__ = ["TransformersBackend", "default_prepare_workers", "resolve_device", "resolve_dtype", "pixel_budget_kwargs",
+           "JSON_INSTRUCTION"]

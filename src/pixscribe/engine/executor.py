@@ -40,6 +40,7 @@ class Executor(abc.ABC):
             method.check(inputs + list(run.state.known_columns()))
             run.set_columns(inputs)
             self.setup(run, method)  # load models before any work: fail fast
+            run.record_models()
         except BaseException:
             method.close()
             run._abandon()

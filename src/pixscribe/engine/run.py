@@ -122,6 +122,7 @@ class Run:
         self.state.check_config(fp, fields, overwrite=cfg.overwrite)
         self.summary.shards_total = len(self.mine)
         self._open_priors()
+        self._recorded = (fp, fields)
         self.state.write_run_json(self._run_json(fp, fields))
         from ..io.fetch import UrlFetcher
 
@@ -205,6 +206,11 @@ class Run:
         fields.update(self.method.fingerprint_fields())
         fields.update({f"fingerprint.{k}": v for k, v in self.method.fingerprints.items()})
         return fields
+
+    def record_models(self) -> None:
+        """Write _run.json again once the models are loaded: what they turned out to be (the
+        device, the dtype, which processor classes) is known only then."""
+        self.state.write_run_json(self._run_json(*self._recorded))
 
     def _run_json(self, fp: str, fields: dict[str, Any]) -> dict[str, Any]:
         return {

@@ -52,36 +52,56 @@ def report_command(
 class ExportFormat(str, Enum):
     webdataset = "webdataset"
     hf = "hf"
+    hub = "hub"
+    folder = "folder"
+    embed = "embed"
     jsonl = "jsonl"
+
+
+_TO = ("webdataset: tar shards; hf: datasets.save_to_disk; hub: parquet + dataset card for load_dataset(DEST) and "
+       "the Hub; folder: <stem>.jpg + <stem>.txt for trainers (kohya sd-scripts, SimpleTuner, ai-toolkit, "
+       "OneTrainer); embed: image copies with the caption in their XMP/IPTC/EXIF; jsonl: one row per line.")
 
 
 def export_command(
     out_dir: Path = typer.Argument(..., help="A pixscribe output directory."),
-    dest: Path = typer.Argument(..., help="Where to write: a directory (webdataset, hf) or a .jsonl file."),
-    to: ExportFormat = typer.Option(..., "--to", help="webdataset, hf or jsonl."),
+    dest: Path = typer.Argument(..., help="Where to write: a directory, or a .jsonl file for --to jsonl."),
+    to: ExportFormat = typer.Option(..., "--to", help=_TO),
+    caption_column: str = typer.Option("caption", "--caption-column", help="Column the text is taken from "
+                                       "(re_caption, caption_plain, ...)."),
     mix_original: Optional[float] = typer.Option(None, "--mix-original", help="Write `text`: the original caption "
                                                  "with probability P (the original's share), else the new one "
                                                  "(per id, reproducible)."),
     mix_per: str = typer.Option("sample", "--mix-per", help="sample: also write both captions so the training "
                                 "loader draws per sample and epoch (pixscribe.report.mix); row: only the fixed "
                                 "`text`."),
-    seed: int = typer.Option(0, "--seed", help="Seed of --mix-original."),
+    mix: Optional[str] = typer.Option(None, "--mix", help="One of several columns per row, e.g. "
+                                      "'short=0.3,long=0.7' or 'short,long' (per id, reproducible, --seed)."),
+    lines: bool = typer.Option(False, "--lines", help="--to folder with --mix: every mixed column on its own line "
+                               "(trainers that pick a random line per step)."),
+    prefix: str = typer.Option("", "--prefix", help="Put before every text, e.g. a trigger word: 'ohwx, '."),
+    suffix: str = typer.Option("", "--suffix", help="Put after every text."),
+    seed: int = typer.Option(0, "--seed", help="Seed of --mix-original, --mix and --test-fraction."),
     original_column: str = typer.Option("org_caption", "--original-column", help="Column of the original caption."),
-    text_only: bool = typer.Option(False, "--text-only", help="No images (webdataset, hf)."),
+    sidecars: bool = typer.Option(False, "--sidecars", help="--to folder/embed: also <stem>.json with the row."),
+    test_fraction: float = typer.Option(0.0, "--test-fraction", help="--to hub: share of rows in a test split "
+                                        "(per id, reproducible)."),
+    text_only: bool = typer.Option(False, "--text-only", help="No images (webdataset, hf, hub)."),
     keep_errors: bool = typer.Option(False, "--keep-errors", help="Also export rows whose captioning failed."),
-    shard_size: int = typer.Option(10_000, "--shard-size", help="Samples per webdataset shard."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace DEST if it exists."),
+    shard_size: int = typer.Option(10_000, "--shard-size", help="Samples per webdataset shard or hub parquet file."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace DEST if it is an earlier export."),
     no_fetch: bool = typer.Option(False, "--no-fetch", help="Never fetch URL sources."),
     allow_private_urls: bool = typer.Option(False, "--allow-private-urls", help="Allow URLs on private addresses."),
     allow_any_path: bool = typer.Option(False, "--allow-any-path", help=_ANY_PATH),
 ) -> None:
-    """Hand an output on in a training format: webdataset shards, a local HF dataset, or jsonl."""
+    """Hand an output on: webdataset shards, an HF dataset, a trainer's image folder, images with embedded captions, jsonl."""
     from .export import ExportOptions, export
 
-    opts = ExportOptions(fmt=to.value, mix_original=mix_original, seed=seed, mix_per=mix_per,
-                         original_column=original_column,
-                         text_only=text_only, keep_errors=keep_errors, shard_size=shard_size, overwrite=overwrite,
-                         fetch_urls=not no_fetch, allow_private_urls=allow_private_urls, allow_any_path=allow_any_path)
+    opts = ExportOptions(fmt=to.value, caption_column=caption_column, mix_original=mix_original, mix_per=mix_per,
+                         mix=mix, lines=lines, prefix=prefix, suffix=suffix, seed=seed, original_column=original_column,
+                         sidecars=sidecars, test_fraction=test_fraction, text_only=text_only, keep_errors=keep_errors,
+                         shard_size=shard_size, overwrite=overwrite, fetch_urls=not no_fetch,
+                         allow_private_urls=allow_private_urls, allow_any_path=allow_any_path)
     res = export(out_dir, dest, opts)
     typer.echo(res.describe(), err=True)
 

@@ -6,19 +6,22 @@
   keys are ids made safe as the engine's tar writer makes them (:func:`member_key`).
 - ``hf``: a local dataset written with ``datasets.save_to_disk`` (an ``image`` column unless
   ``--text-only``; ``width``, ``height`` and ``seconds`` typed, every other column a string,
-  structs and lists as JSON text), with a dataset card ``README.md``: method, models,
-  prompts, counts.
+  structs and lists as JSON text), with a dataset card ``README.md``.
+- ``hub``: the same rows as parquet shards under ``DEST/data/`` with a dataset card whose YAML
+  header ``datasets.load_dataset(DEST)`` and the Hub read (see :mod:`pixscribe.report.hub`).
+- ``folder``: a trainer's image folder, ``<stem>.<ext>`` + ``<stem>.txt`` (+ ``.json``), and
+  ``embed``: copies of the images with the caption in their XMP/IPTC/EXIF description (see
+  :mod:`pixscribe.report.layouts`).
 - ``jsonl``: one JSON object per row (the output's columns as stored, plus ``text``).
 
 An output column named like one the export adds (``text``, LAION's alt text; ``text_source``;
-``image`` in hf) is kept under ``input_<name>``, as the engine keeps input columns named like
-its own; ``--original-column text`` then reads it there.
+``image`` in hf and hub) is kept under ``input_<name>``, as the engine keeps input columns
+named like its own; ``--original-column text`` then reads it there.
 
-``text`` is the caption, or with ``--mix-original P --seed S`` the original caption with
-probability P (P is the original's share; Recap-DataComp-1B's mix, :mod:`.mix`): the choice
-is a hash of (seed, id), so it is reproducible per id and independent of order and sharding;
-rows without an original always take the new caption. ``text_source`` says which was taken.
-With ``--mix-per sample`` (the default) the rows also carry both captions (``text_original``,
+``text`` is the caption (``--caption-column``), or a seeded per-id mix of columns, with an
+optional prefix (see :mod:`pixscribe.report.captions`); ``text_source`` says which was taken.
+With ``--mix-original P`` (P is the original's share; Recap-DataComp-1B's mix, :mod:`.mix`) and
+``--mix-per sample`` (the default) the rows also carry both captions (``text_original``,
 ``text_recaption``) so a training loader draws again per sample and epoch
 (:class:`~pixscribe.report.mix.MixedCaption`), as the paper mixes; ``text`` is its epoch-0
 draw. ``--mix-per row`` writes only the fixed ``text``.
@@ -33,8 +36,8 @@ are written.
 DEST is never the output directory, inside it, or a folder holding it. Everything is
 written under a temporary name beside DEST and renamed at the end: a failed export leaves
 no half DEST. ``--overwrite`` replaces only an earlier export: a folder with ``_export.json``
-(written into every webdataset and hf export), a jsonl file whose first line is an exported
-row, or an empty folder or file (see :mod:`pixscribe.report.dest`).
+(written into every folder export), a jsonl file whose first line is an exported row, or an
+empty folder or file (see :mod:`pixscribe.report.dest`).
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ from ..deps import require
 from ..engine.prepare import input_name
 from ..errors import InputFileError
 from ..io.writers import member_key
+from .captions import TextChoice, parse_mix
+from .card import RowStats, card
 from .dest import check_apart, check_replaceable, swap_into_place
 from .images import SourceError, SourceReader
 from .mix import MIX_PER, ORIGINAL, RECAPTION, takes_original
@@ -62,7 +67,8 @@ from .parts import OutputDir
 
 __all__ = ["ExportOptions", "ExportResult", "ExportError", "export", "takes_original", "image_extension"]
 
-FORMATS = ("webdataset", "hf", "jsonl")
+FORMATS = ("webdataset", "hf", "hub", "folder", "embed", "jsonl")
+_IMAGE_LAYOUTS = ("folder", "embed")  # a copy of every image is the point: no --text-only
 _WINDOW = 64  # rows whose images are read at once
 
 
@@ -73,10 +79,17 @@ class ExportError(InputFileError):
 @dataclass
 class ExportOptions:
     fmt: str = "jsonl"
+    caption_column: str = "caption"
     mix_original: float | None = None
+    mix: str | None = None  # "a=0.3,b=0.7" or "a,b"
+    lines: bool = False
+    prefix: str = ""
+    suffix: str = ""
     seed: int = 0
     mix_per: str = "sample"  # also write both captions, so a loader can draw per sample and epoch (mix.py)
     original_column: str = "org_caption"
+    sidecars: bool = False
+    test_fraction: float = 0.0
     text_only: bool = False
     keep_errors: bool = False
     shard_size: int = 10_000
@@ -94,18 +107,26 @@ class ExportResult:
     written: int = 0
     error_rows_skipped: int = 0
     image_errors: int = 0
+    no_text: int = 0
     took_original: int = 0
     had_original: int = 0
+    sources: dict[str, int] = field(default_factory=dict)
+    splits: dict[str, int] = field(default_factory=dict)
     errors: list[dict[str, Any]] = field(default_factory=list)
 
     def describe(self) -> str:
         mix = f", text from the original caption for {self.took_original} of {self.had_original} rows that have one" \
             if self.had_original else ""
+        if self.sources and not self.had_original:
+            mix = ", text from " + ", ".join(f"{k} {n}" for k, n in sorted(self.sources.items()))
         skipped = f", {self.error_rows_skipped} error rows left out (--keep-errors keeps them)" \
             if self.error_rows_skipped else ""
-        bad = f", {self.image_errors} rows whose image could not be read again (listed in " \
-              f"{self.dest / '_export_errors.jsonl'})" if self.image_errors else ""
-        return f"export: {self.written} rows as {self.fmt} -> {self.dest}{mix}{skipped}{bad}"
+        listed = self.dest / "_export_errors.jsonl"
+        bad = f", {self.image_errors} rows whose image could not be read again (listed in {listed})" \
+            if self.image_errors else ""
+        empty = f", {self.no_text} rows with no caption text left out (listed in {listed})" if self.no_text else ""
+        splits = f" ({', '.join(f'{k} {n}' for k, n in self.splits.items())})" if len(self.splits) > 1 else ""
+        return f"export: {self.written} rows as {self.fmt}{splits} -> {self.dest}{mix}{skipped}{bad}{empty}"
 
 
 def _check_original_column(out: OutputDir, opts: ExportOptions) -> None:
@@ -138,10 +159,12 @@ def image_extension(data: bytes, source: str | None) -> str:
 
 def added_columns(opts: ExportOptions) -> list[str]:
     """The columns this export adds to every row: ``text``, ``text_source`` with a mix (and
-    both captions when it is drawn per sample), and the ``image`` feature of an hf export with images."""
-    mix = [] if opts.mix_original is None else ["text_source"] + ([ORIGINAL, RECAPTION] if opts.mix_per == "sample"
-                                                                 else [])
-    return ["text"] + mix + (["image"] if opts.fmt == "hf" and not opts.text_only else [])
+    both captions when --mix-original is drawn per sample), and the ``image`` feature of an hf
+    or hub export with images."""
+    mixed = opts.mix_original is not None or bool(opts.mix)
+    both = [ORIGINAL, RECAPTION] if opts.mix_original is not None and opts.mix_per == "sample" else []
+    return ["text"] + (["text_source"] if mixed else []) + both + \
+        (["image"] if opts.fmt in ("hf", "hub") and not opts.text_only else [])
 
 
 class _Exporter:
@@ -152,28 +175,12 @@ class _Exporter:
         self.renamed = {c: input_name(c, stored) for c in added_columns(opts) if c in stored}
         self.columns = [self.renamed.get(c, c) for c in stored]
         self.original = self.renamed.get(opts.original_column, opts.original_column)
+        self.choice = _text_choice(opts, self.renamed, self.columns)
+        self.stats = RowStats()
+        self.convert: tuple[str, ...] = ()  # image types a layout writes as PNG
         self.reader = SourceReader(guard=out.source_guard(opts.allow_any_path), fetch_urls=opts.fetch_urls,
                                    allow_private=opts.allow_private_urls)
         self.pool = cf.ThreadPoolExecutor(max_workers=max(1, opts.workers))
-
-    def _text(self, row: dict[str, Any]) -> None:
-        for old, new in self.renamed.items():
-            row[new] = row.pop(old, None)
-        caption = row.get("caption")
-        org = row.get(self.original)
-        row["text"] = caption
-        if self.opts.mix_original is None:
-            return
-        source = "recaption"
-        if self.opts.mix_per == "sample":
-            row[ORIGINAL] = org if isinstance(org, str) and org.strip() else None
-            row[RECAPTION] = caption
-        if isinstance(org, str) and org.strip():
-            self.res.had_original += 1
-            if takes_original(row.get("id"), self.opts.seed, self.opts.mix_original):
-                row["text"], source = org, "original"
-                self.res.took_original += 1
-        row["text_source"] = source
 
     def rows(self) -> Iterator[dict[str, Any]]:
         """Rows to export, ``text`` set, errors left out (and counted) unless kept."""
@@ -181,16 +188,28 @@ class _Exporter:
             for row in batch.to_pylist():
                 if row.get("error") is not None and not self.opts.keep_errors:
                     self.res.error_rows_skipped += 1
+                    self.stats.left_out(row)
                     continue
-                self._text(row)
+                for old, new in self.renamed.items():
+                    row[new] = row.pop(old, None)
+                self.choice.apply(row)
                 yield row
+
+    def wrote(self, row: dict[str, Any]) -> None:
+        self.res.written += 1
+        self.stats.add(row)
 
     def _image(self, row: dict[str, Any]) -> tuple[str, bytes] | SourceError:
         try:
             got = self.reader.load_row(row)
             if got.changed:
                 raise SourceError(f"{row.get('source')}: changed since the run (its sha256 differs from the row's)")
-            return image_extension(got.data, row.get("source")), got.data
+            ext = image_extension(got.data, row.get("source"))
+            if ext in self.convert:
+                from .layouts import as_png
+
+                return "png", as_png(got.data, row.get("source"))
+            return ext, got.data
         except SourceError as exc:
             return exc
 
@@ -204,14 +223,17 @@ class _Exporter:
                 window = []
         yield from self._flush(window)
 
+    def image_failed(self, row: dict[str, Any], exc: SourceError) -> None:
+        self.res.image_errors += 1
+        self.res.errors.append({"id": row.get("id"), "source": row.get("source"), "error": str(exc)})
+
     def _flush(self, rows: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], tuple[str, bytes] | None]]:
         if self.opts.text_only:
             yield from ((r, None) for r in rows)
             return
         for row, img in zip(rows, self.pool.map(self._image, rows)):
             if isinstance(img, SourceError):
-                self.res.image_errors += 1
-                self.res.errors.append({"id": row.get("id"), "source": row.get("source"), "error": str(img)})
+                self.image_failed(row, img)
                 continue
             yield row, img
 
@@ -220,12 +242,35 @@ class _Exporter:
         self.reader.close()
 
 
+def _text_choice(opts: ExportOptions, renamed: dict[str, str], columns: list[str]) -> TextChoice:
+    """The text choice of ``opts``, its columns as this export names them; a column asked for
+    by name that the output does not have is an error naming the ones it has."""
+    try:
+        mix = parse_mix(opts.mix) if opts.mix else None
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+    def name(c: str) -> str:
+        return renamed.get(c, c)
+
+    choice = TextChoice(column=name(opts.caption_column), original=name(opts.original_column),
+                        p=opts.mix_original, mix=[(name(c), w) for c, w in mix] if mix else None,
+                        lines=opts.lines, seed=opts.seed, prefix=opts.prefix, suffix=opts.suffix,
+                        per_sample=opts.mix_per == "sample")
+    flag = "--mix" if mix else "--caption-column"
+    asked = [c for c, _ in choice.mix] if choice.mix else [choice.column]  # --original-column: _check_original_column
+    missing = [c for c in asked if c not in columns]
+    if missing:
+        raise ExportError(f"{flag}: no column {', '.join(map(repr, missing))} in the output (it has "
+                          f"{', '.join(columns)})")
+    return choice
+
+
 # ---- formats ----------------------------------------------------------------------------
 def _jsonl(ex: _Exporter, tmp: Path) -> None:
     with open(tmp, "w", encoding="utf-8") as f:
         for row in ex.rows():
             f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-            ex.res.written += 1
+            ex.wrote(row)
 
 
 class _Shards:
@@ -259,12 +304,12 @@ def _webdataset(ex: _Exporter, tmp: Path) -> None:
     shards = _Shards(tmp, ex.opts.shard_size)
     try:
         for row, img in ex.with_images():
-            members = {"json": json.dumps(row, ensure_ascii=False, default=str).encode("utf-8"),
-                       "txt": (row["text"] or "").encode("utf-8")}
+            members = {"json": json.dumps(row, ensure_ascii=False, default=str).encode("utf-8", "replace"),
+                       "txt": (row["text"] or "").encode("utf-8", "replace")}
             if img is not None:
                 members = {img[0]: img[1], **members}
             shards.write(member_key(row["id"]), members)
-            ex.res.written += 1
+            ex.wrote(row)
     finally:
         shards.close()
 
@@ -280,29 +325,34 @@ def as_text(value: Any) -> str | None:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-def _hf_features(datasets: Any, columns: list[str], opts: ExportOptions) -> Any:
-    typed = {"width": datasets.Value("int32"), "height": datasets.Value("int32"), "seconds": datasets.Value("float64")}
-    feats = {c: typed.get(c, datasets.Value("string")) for c in columns}
-    feats["text"] = datasets.Value("string")
-    for c in added_columns(opts):
-        if c not in ("text", "image"):
-            feats[c] = datasets.Value("string")
-    if not opts.text_only:
-        feats["image"] = datasets.Image()
-    return datasets.Features(feats)
+def record(row: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """A row as the hf and hub features hold it: ``width``, ``height``, ``seconds`` as they
+    are, every other column as text."""
+    return {c: row.get(c) if c in _HF_TYPED else as_text(row.get(c)) for c in names}
+
+
+def feature_names(ex: _Exporter) -> list[str]:
+    """The hf/hub columns: the output's (renamed where needed), then those the export adds."""
+    return ex.columns + added_columns(ex.opts)
+
+
+def _hf_features(datasets: Any, names: list[str]) -> Any:
+    typed = {"width": datasets.Value("int32"), "height": datasets.Value("int32"),
+             "seconds": datasets.Value("float64"), "image": datasets.Image()}
+    return datasets.Features({c: typed.get(c, datasets.Value("string")) for c in names})
 
 
 def _hf(ex: _Exporter, tmp: Path) -> None:
     datasets = require("datasets", extra="hf", what="pixscribe export --to hf")
-    columns = ex.columns
-    features = _hf_features(datasets, columns, ex.opts)
+    names = feature_names(ex)
+    features = _hf_features(datasets, names)
 
     def gen() -> Iterator[dict[str, Any]]:
         for row, img in ex.with_images():
-            rec = {c: row.get(c) if c in _HF_TYPED else as_text(row.get(c)) for c in features}
+            rec = record(row, [c for c in names if c != "image"])
             if img is not None:
                 rec["image"] = {"bytes": img[1], "path": None}
-            ex.res.written += 1
+            ex.wrote(row)
             yield rec
 
     bars = datasets.is_progress_bar_enabled()
@@ -311,47 +361,13 @@ def _hf(ex: _Exporter, tmp: Path) -> None:
         with tempfile.TemporaryDirectory(prefix="pixscribe-export-", dir=tmp.parent) as cache:
             # a fresh fingerprint: the generator holds a thread pool (not hashable) and must run every time
             ds = datasets.Dataset.from_generator(gen, features=features, cache_dir=cache, fingerprint=os.urandom(8).hex())
-            ds.info.description = _card(ex, columns)
+            ds.info.description = card(ex, names)
             ds.save_to_disk(str(tmp))
             del ds
     finally:
         if bars:
             datasets.enable_progress_bars()
-    (tmp / "README.md").write_text(_card(ex, columns), encoding="utf-8")
-
-
-def _card(ex: _Exporter, columns: list[str]) -> str:
-    """A dataset card: where the rows came from and how they were made."""
-    run = ex.out.run_info()
-    method = run.get("method") or {}
-    lines = ["---", "tags: [pixscribe, image-captioning]", "---", "", "# pixscribe export", "",
-             f"Exported by pixscribe {__version__} from `{ex.out.path.resolve()}`.", "",
-             f"- method: **{method.get('method', '?')}** (caption from `{method.get('caption_field', 'caption')}`)",
-             f"- rows: {ex.res.written}; error rows left out: {ex.res.error_rows_skipped}; "
-             f"rows whose image could not be read again: {ex.res.image_errors}",
-             f"- images: {'none (--text-only)' if ex.opts.text_only else 'the original bytes, re-read from each source'}"]
-    if ex.opts.mix_original is not None:
-        lines.append(f"- text: the original caption (`{ex.original}`) with probability "
-                     f"{ex.opts.mix_original} (seed {ex.opts.seed}): {ex.res.took_original} of {ex.res.had_original} "
-                     "rows with an original took it; the others the new caption")
-        if ex.opts.mix_per == "sample":
-            lines.append(f"- mix per sample: `{ORIGINAL}` and `{RECAPTION}` hold both captions; draw per epoch with "
-                         f"`pixscribe.report.mix.MixedCaption(p={ex.opts.mix_original}, seed={ex.opts.seed})"
-                         "(row, epoch)` (`text` is its epoch 0)")
-    for m in run.get("models") or []:
-        lines.append(f"- model ({m.get('role')}): `{m.get('model')}` backend {m.get('backend')}, "
-                     f"revision {m.get('revision') or 'none'}")
-    for s in method.get("stages") or []:
-        lines.append(f"- stage `{s.get('stage')}`: fingerprint {s.get('fingerprint')}"
-                     + (f", model `{s.get('model')}`" if s.get("model") else "")
-                     + (f", experts {', '.join(str(e.get('expert')) for e in s.get('experts') or [])}" if s.get("experts") else ""))
-        if s.get("prompt"):
-            lines += ["", f"  prompt ({s.get('prompt_sha')}):", "", "  > " + str(s["prompt"]).replace("\n", "\n  > ")]
-    for old, new in ex.renamed.items():
-        lines.append(f"- the output's own `{old}` column is `{new}` here (the export writes `{old}`)")
-    added = [c for c in added_columns(ex.opts) if c != "image"]
-    lines += ["", "Columns: " + ", ".join(f"`{c}`" for c in columns + added), ""]
-    return "\n".join(lines)
+    (tmp / "README.md").write_text(card(ex, names), encoding="utf-8")
 
 
 MARKER = "_export.json"
@@ -366,15 +382,42 @@ def _write_marker(ex: _Exporter, tmp: Path) -> None:
     (tmp / MARKER).write_text(json.dumps(marker, indent=1), encoding="utf-8")
 
 
+def check_options(opts: ExportOptions) -> None:
+    """Refuse options that contradict each other or the format, before anything is read."""
+    if opts.fmt not in FORMATS:
+        raise ExportError(f"--to {opts.fmt!r}: expected one of {', '.join(FORMATS)}")
+    for flag, p in (("--mix-original", opts.mix_original), ("--test-fraction", opts.test_fraction)):
+        if p is not None and not 0.0 <= p <= 1.0:
+            raise ExportError(f"{flag} {p}: a probability, between 0 and 1")
+    if opts.mix_per not in MIX_PER:
+        raise ExportError(f"--mix-per {opts.mix_per!r}: expected one of {', '.join(MIX_PER)}")
+    if opts.mix and opts.mix_original is not None:
+        raise ExportError("--mix and --mix-original: give one (--mix org_caption=P,caption=Q mixes the original too)")
+    if opts.lines and (opts.fmt != "folder" or not opts.mix):
+        raise ExportError("--lines: only with --to folder and --mix (each mixed column on its own line)")
+    if opts.text_only and opts.fmt in _IMAGE_LAYOUTS:
+        raise ExportError(f"--text-only: --to {opts.fmt} is a folder of images; leave --text-only out")
+    if opts.sidecars and opts.fmt not in _IMAGE_LAYOUTS:
+        raise ExportError("--sidecars: only with --to folder or --to embed (the other formats hold the row already)")
+    if opts.test_fraction and opts.fmt != "hub":
+        raise ExportError("--test-fraction: only with --to hub (the one format with splits)")
+    if opts.fmt == "embed":
+        require("pyexiv2", extra="embed", what="pixscribe export --to embed")
+    if opts.fmt == "hf":
+        require("datasets", extra="hf", what="pixscribe export --to hf")
+
+
+def _writer(fmt: str) -> Any:
+    from . import hub, layouts
+
+    return {"jsonl": _jsonl, "webdataset": _webdataset, "hf": _hf, "hub": hub.write_hub,
+            "folder": layouts.write_folder, "embed": layouts.write_embed}[fmt]
+
+
 def export(out_dir: str | Path, dest: str | Path, opts: ExportOptions | None = None) -> ExportResult:
     """Write ``out_dir`` to ``dest`` as ``opts.fmt`` (see the module docstring)."""
     opts = opts or ExportOptions()
-    if opts.fmt not in FORMATS:
-        raise ExportError(f"--to {opts.fmt!r}: expected one of {', '.join(FORMATS)}")
-    if opts.mix_original is not None and not 0.0 <= opts.mix_original <= 1.0:
-        raise ExportError(f"--mix-original {opts.mix_original}: a probability, between 0 and 1")
-    if opts.mix_per not in MIX_PER:
-        raise ExportError(f"--mix-per {opts.mix_per!r}: expected one of {', '.join(MIX_PER)}")
+    check_options(opts)
     out = OutputDir(Path(out_dir))
     _check_original_column(out, opts)
     dest = Path(dest)
@@ -382,12 +425,14 @@ def export(out_dir: str | Path, dest: str | Path, opts: ExportOptions | None = N
     what = "a pixscribe jsonl export" if opts.fmt == "jsonl" else "a pixscribe export"
     check_replaceable(dest, marker=MARKER, what=what, flag="DEST", overwrite=opts.overwrite,
                       row_keys=_ROW_KEYS if opts.fmt == "jsonl" else ())
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     res = ExportResult(dest, opts.fmt)
     ex = _Exporter(out, opts, res)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     try:
-        {"jsonl": _jsonl, "webdataset": _webdataset, "hf": _hf}[opts.fmt](ex, tmp)
+        _writer(opts.fmt)(ex, tmp)
+        res.took_original, res.had_original = ex.choice.took_original, ex.choice.had_original
+        res.sources = dict(ex.choice.sources)
         if tmp.is_dir():
             if res.errors:
                 with open(tmp / "_export_errors.jsonl", "w", encoding="utf-8") as f:

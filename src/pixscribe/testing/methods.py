@@ -12,11 +12,14 @@ from ..engine.context import BuildContext
 def method_with(config: RunConfig, backend: Backend, name: str | None = None,
                 roles: tuple[str, ...] = ("vlm", "llm")) -> Method:
     """The method ``name`` (default: ``config.method``) built for ``config``, with ``backend``
-    answering each of ``roles`` (the others come from the configuration, as in a run)."""
+    answering each of ``roles`` (the others come from the configuration, as in a run). The
+    backend stays the caller's: closing the method does not close it (a test may run it again)."""
     ctx = BuildContext(config)
     for role in roles:
         ctx.pool.put(ctx.spec(role), backend)
-    return ctx.build(name or config.method)
+    method = ctx.build(name or config.method)
+    method.on_close.remove(ctx.pool.close)
+    return method
 
 
 __all__ = ["method_with"]
