@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from fixtures_plugin import pixscribe
-from pixscribe.api import MethodError, method_spec
+from pixscribe.api import MethodError, method_spec, method_specs
 from pixscribe.cli_methods import markdown
 from pixscribe.config import RunConfig
 from pixscribe.engine.context import build_method
@@ -45,6 +45,8 @@ def test_a_declared_flag_is_in_help_in_S_in_the_fingerprint_and_in_the_docs(tmp_
 
     help_text = CliRunner().invoke(app, ["caption", "--help"], env={"COLUMNS": "200"}).output
     assert "--max-objects <int>" in help_text and "rewrite.max_objects" in help_text
+    for spec in method_specs():  # every method, with its one-line summary
+        assert any(line.split() and line.split()[0] == spec.name and spec.summary in line for line in help_text.splitlines())
     base = ["in", "-o", str(tmp_path / "o"), "--vlm", QWEN]
     flagged = _caption_config(*base, "--max-objects", "5")
     assert flagged.method == "textualize" and flagged.stages == {"rewrite": {"max_objects": 5}}  # the flag picks it
@@ -65,8 +67,6 @@ def test_the_docs_table_is_generated_from_the_declarations():
 
 
 def test_every_flag_of_every_method_names_a_declared_option_of_its_type():
-    from pixscribe.api import method_specs
-
     seen = 0
     for spec in method_specs():
         for f in spec.flags:

@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import ConfigError
 from .mix import ORIGINAL, RECAPTION, draw, takes_original
 
 __all__ = ["uniform", "takes_original", "parse_mix", "TextChoice", "one_line"]
@@ -43,14 +44,14 @@ def parse_mix(spec: str) -> list[tuple[str, float]]:
         try:
             w = float(weight) if eq else 1.0
         except ValueError:
-            raise ValueError(f"--mix {spec!r}: the weight of {name!r} is not a number") from None
+            raise ConfigError(f"--mix {spec!r}: the weight of {name!r} is not a number") from None
         if not name or not (w >= 0.0) or w == float("inf"):
-            raise ValueError(f"--mix {spec!r}: expected COLUMN[=WEIGHT] items, weights >= 0")
+            raise ConfigError(f"--mix {spec!r}: expected COLUMN[=WEIGHT] items, weights >= 0")
         if name in (n for n, _ in out):
-            raise ValueError(f"--mix {spec!r}: {name!r} named twice")
+            raise ConfigError(f"--mix {spec!r}: {name!r} named twice")
         out.append((name, w))
     if not out or sum(w for _, w in out) <= 0:
-        raise ValueError(f"--mix {spec!r}: name at least one column with a weight above 0")
+        raise ConfigError(f"--mix {spec!r}: name at least one column with a weight above 0")
     return out
 
 
