@@ -210,14 +210,14 @@ def test_pip_hints_are_printed_whole():
 
     from rich.console import Console
 
-    import pixscribe.cli as c
+    import pixscribe.commands as c  # where every command's errors are printed
 
     buf = io.StringIO()
     old = c.err
     c.err = Console(file=buf, emoji=False, width=200)
     try:
         with pytest.raises(c.typer.Exit):
-            c._fail("'datasets' is needed: pip install 'pixscribe[hf]'")
+            c.fail("'datasets' is needed: pip install 'pixscribe[hf]'")
     finally:
         c.err = old
     assert "pip install 'pixscribe[hf]'" in buf.getvalue()
