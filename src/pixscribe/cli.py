@@ -239,6 +239,10 @@ def caption(
                                                   "flags the entities the image contradicts."),
     decode_workers: Optional[int] = typer.Option(None, "--decode-workers", help="Decode threads (default 2)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    log_every: Optional[float] = typer.Option(
+        None, "--log-every", help="When stderr is not a terminal (a Slurm log, a pipe): a progress line (rows, "
+        "rate, ETA) every this many seconds (30)."
+    ),
     flush_rows: Optional[int] = typer.Option(None, "--flush-rows", help="Rows buffered per atomic batch file (1024)."),
     flush_seconds: Optional[float] = typer.Option(
         None, "--flush-seconds", help="...or seconds between batch files (10); a crash redoes at most this much."
