@@ -152,6 +152,7 @@ def test_loopback_refused_by_default_with_hint(server):
     msg = format_error(ei.value)
     assert msg.startswith(f"fetch: {base}/img/astronaut.jpg: refusing to connect")
     assert "loopback" in msg and "--allow-private-urls" in msg
+    assert "UrlFetcher(" not in msg  # users read the flag's name, not the Python API's
     assert h.hits.get("/img/astronaut.jpg", 0) == before  # never connected
 
 
