@@ -26,7 +26,7 @@ from typing import Any
 
 from ..backends.base import BackendUsage
 from ..record import RunStop
-from .executor import Executor, _batch_size, _sigterm_as_interrupt, _total
+from .executor import Executor, _batch_size, _sigterm_as_interrupt, make_progress
 from .ray_flow import Flow
 from .ray_plan import StageGroup, plan_groups
 from .ray_pool import Pool
@@ -34,7 +34,6 @@ from .ray_watch import watch_driver
 from .ray_worker import MethodShape, RunInfo, StageActor, build_checked, prepare_task, read_shard, warm_up
 from .run import Run, ShardWork
 from .stage import Method, MethodError
-from .summary import Progress
 from .writer import Writer
 
 # variables a remote cluster's workers get from the driver (a local instance inherits them all)
@@ -87,7 +86,7 @@ class RayExecutor(Executor):
     # ---- the run ---------------------------------------------------------------------------------------
     def execute(self, run: Run, works: list[ShardWork]) -> None:
         cfg, summary = run.config, run.summary
-        progress = Progress(_total(works, cfg.limit), enabled=cfg.progress, console=self.console)
+        progress = make_progress(works, cfg, self.console)
         writer = Writer(run, run.method, summary, progress, self.on_batch).start()
         flow = self._flow(run, writer)
         restore = _sigterm_as_interrupt()

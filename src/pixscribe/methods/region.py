@@ -81,6 +81,8 @@ def resolve_options(opts: dict[str, Any], given: dict[str, Any]) -> dict[str, An
     o = dict(opts)
     if o.get("attribute") and "task" not in given:
         o["task"] = "attribute"  # --attribute alone asks for that attribute
+    if "task" not in given and "own_attribute" not in given:
+        o["own_attribute"] = True  # --task not given: a region with its own attribute is asked for it
     _choice(o, "prompt_mode", MODES, "--region-prompt")
     _choice(o, "task", TASKS, "--task")
     _choice(o, "overlay", OVERLAYS, "region.overlay")
