@@ -73,14 +73,9 @@ class VerifyStage(Stage):
         setup_experts(list(self.verifier.detectors.values()), FIX)
 
     def _ground(self, records: list[Record]) -> list[list[Grounding]]:
-        if not self.opts["per_phrase"]:  # all phrases of an image in one query text
-            return self.verifier.verify_batch([r.image for r in records], [r.fields["phrases"] for r in records])
-        jobs = [(i, p) for i, r in enumerate(records) for p in r.fields["phrases"]]
-        got = self.verifier.verify_batch([records[i].image for i, _ in jobs], [[p] for _, p in jobs]) if jobs else []
-        out: list[list[Grounding]] = [[] for _ in records]
-        for (i, _), g in zip(jobs, got):
-            out[i].extend(g)
-        return out
+        # per_phrase: each phrase checked alone (IT), each image's own work done once; else all in one text
+        return self.verifier.verify_batch([r.image for r in records], [r.fields["phrases"] for r in records],
+                                          each=bool(self.opts["per_phrase"]))  # fmt: skip
 
     def __call__(self, records: list[Record]) -> list[Record]:
         t = time.perf_counter()
