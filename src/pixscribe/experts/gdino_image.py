@@ -69,6 +69,7 @@ class ServedBackbone(nn.Module):
         self.position_embedding = original.position_embedding  # used for the extra, downsampled level
         self.sides = sides
         self.calls = 0
+        self.train(original.training)
 
     def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor) -> tuple[list, list]:
         self.calls += 1
@@ -112,7 +113,7 @@ def run_shared(det: Any, images: list[Any], per: list[list[str]], bt: float, tt:
     sides: dict[int, ImageSide] = {}
     for part in _same_shape_batches(pairs, shape, det.batch_size):
         idx = [i for i, _ in part]
-        sides = {i: sides[i] for i in idx if i in sides}
+        sides = {i: sides[i] for i in idx if i in sides}  # the images whose pairs are all done are dropped
         sides.update(_sides_of(det, [i for i in dict.fromkeys(idx) if i not in sides], pixels))
         inputs = det.processor(text=[det._text([q]) for _, q in part], return_tensors="pt", padding=True)
         for k in ("pixel_values", "pixel_mask"):
