@@ -6,10 +6,8 @@ same ``from_pretrained`` code they use for hub ids, offline:
 
 - ``owlv2``: :class:`Owlv2ForObjectDetection` + :class:`Owlv2Processor` (64 px, BPE tokenizer)
 - ``grounding_dino``: :class:`GroundingDinoForObjectDetection` (Swin + BERT, 2 decoder
-  layers: fewer breaks weight tying; ``d_model`` 64, so that its GroupNorm(32 groups) has two
-  channels per group and a 1x1 feature level, a lone square image, still normalises) +
-  :class:`GroundingDinoProcessor` (a ``BertTokenizer`` built from a word vocabulary: v5's
-  ``vocab_file=`` path silently loses the vocabulary)
+  layers: fewer breaks weight tying) + :class:`GroundingDinoProcessor` (a ``BertTokenizer``
+  built from a word vocabulary: v5's ``vocab_file=`` path silently loses the vocabulary)
 - ``sam``: :class:`SamModel` + :class:`SamProcessor` (64 px input, 16 px low-res masks)
 - ``depth_anything``: :class:`DepthAnythingForDepthEstimation` (DINOv2 backbone) + DPT image processor
 - ``dpt``: :class:`DPTForDepthEstimation` (ViT backbone) + DPT image processor
@@ -34,7 +32,7 @@ from . import CORPUS, train_tokenizer
 
 SEED = 0
 _MARKER = "pixscribe_tiny_expert.json"
-_VERSION = 2
+_VERSION = 1
 
 FLORENCE_EXTRA_TOKENS = [
     "<od>", "</od>", "<ocr>", "</ocr>", "<poly>", "</poly>", "<sep>", "<cap>", "</cap>", "<ncap>", "</ncap>",
@@ -108,7 +106,7 @@ def build_grounding_dino(d: Path) -> None:
                       intermediate_size=64, max_position_embeddings=64)  # fmt: skip
     cfg = GroundingDinoConfig(
         backbone_config=backbone, text_config=text, num_queries=20, encoder_layers=1, decoder_layers=2,
-        d_model=64, encoder_ffn_dim=64, decoder_ffn_dim=64, encoder_attention_heads=2, decoder_attention_heads=2,
+        d_model=32, encoder_ffn_dim=64, decoder_ffn_dim=64, encoder_attention_heads=2, decoder_attention_heads=2,
         num_feature_levels=4, encoder_n_points=2, decoder_n_points=2, max_text_len=64,
     )  # fmt: skip
     _seed()
