@@ -54,6 +54,14 @@ def test_grounding_dino_per_image_queries(gdino, photos):
     json.dumps(to_jsonable(out))
 
 
+def test_grounding_dino_takes_a_square_image(gdino):
+    """The tiny Grounding DINO's last feature level was 1x1 for a square image (64 px input),
+    where its GroupNorm fails ("Expected more than 1 value per channel")."""
+    img = sample_photo("astronaut")  # 512 x 512
+    (dets,) = gdino.run([img], queries=["a person"], box_threshold=0.0, text_threshold=0.0)
+    assert dets and all(d.label == "a person" for d in dets)
+
+
 def test_grounding_dino_long_query_lists_are_chunked(gdino, photos):
     qs = [f"a {w} {v}" for w in ("red", "blue", "green", "white", "black") for v in ("cat", "dog", "car", "cup", "bus")]
     assert len(gdino._chunks(qs)) > 1  # the tiny model's max_text_len is 64 tokens

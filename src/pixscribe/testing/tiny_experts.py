@@ -32,7 +32,7 @@ from . import CORPUS, train_tokenizer
 
 SEED = 0
 _MARKER = "pixscribe_tiny_expert.json"
-_VERSION = 1
+_VERSION = 2
 
 FLORENCE_EXTRA_TOKENS = [
     "<od>", "</od>", "<ocr>", "</ocr>", "<poly>", "</poly>", "<sep>", "<cap>", "</cap>", "<ncap>", "</ncap>",
@@ -111,7 +111,9 @@ def build_grounding_dino(d: Path) -> None:
     )  # fmt: skip
     _seed()
     model = GroundingDinoForObjectDetection(cfg).eval()
-    ip = GroundingDinoImageProcessorPil(size={"shortest_edge": 64, "longest_edge": 96})
+    # 128 px and up: a square image's last feature level is then 2x2 (at 64 px, 1x1, where the
+    # extra level's GroupNorm has one value per group and fails on every square image)
+    ip = GroundingDinoImageProcessorPil(size={"shortest_edge": 128, "longest_edge": 192})
     model.save_pretrained(d)
     GroundingDinoProcessor(image_processor=ip, tokenizer=tok).save_pretrained(d)
 
