@@ -8,8 +8,10 @@ This stage does that with :class:`pixscribe.experts.detection.Verifier`, in thre
 - ``consensus``: Grounding DINO and OWLv2 must both find it, with overlapping boxes (GranD);
 - ``any``: either detector finding it is enough.
 
-Detectors are run at ``probe_threshold`` (0.05) so that near misses show in the scores;
-the verdict uses the thresholds above.
+Each phrase is checked alone (``per_phrase``, IT's rule) with the detectors' image side done
+once per image: ``Verifier.verify_batch(..., each=True)``; docs/textualize.md says how and
+what it costs. Detectors are run at ``probe_threshold`` (0.05) so that near misses show in
+the scores; the verdict uses the thresholds above.
 
 Fields: ``objects`` (per phrase: ``phrase``, ``grounded``, ``score`` (the best score of the
 boxes that ground it, else the best score any detector gave it), ``box``/``box_norm`` of
