@@ -161,6 +161,7 @@ class GroundingDinoExpert(_TransformersDetector):
     name = "grounding_dino"
     default_model = DEFAULT_GROUNDING_DINO
     default_box_threshold = 0.3
+    speed_only = ("share_image",)  # the same boxes either way: not in the fingerprint
 
     def __init__(self, model: str | None = None, *, share_image: bool = True, **kw: Any) -> None:
         super().__init__(model, **kw)
