@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import signal
 import subprocess
@@ -23,16 +24,23 @@ N_IMAGES = 80
 
 SCRIPT = textwrap.dedent(
     """
-    import sys
+    import os, sys, time
     sys.path.insert(0, {tests!r})
     from fixtures_engine import ScriptedBackend
     from pixscribe.config import RunConfig
     from pixscribe.engine.runner import Runner
     from pixscribe.testing.methods import method_with
 
+    class Gated(ScriptedBackend):  # GATE=PATH: after two batches, each waits until PATH exists
+        def _generate(self, requests):
+            gate = os.environ.get("GATE")
+            while gate and len(self.batches) >= 2 and not os.path.exists(gate):
+                time.sleep(0.02)
+            return super()._generate(requests)
+
     cfg = RunConfig(inputs=[{inp!r}], output={out!r}, progress=False, batch_size=4, shard_size=25, vlm="scripted-vlm",
                 flush_rows=4, flush_seconds=0.5)
-    s = Runner(cfg, method_with(cfg, ScriptedBackend(delay=0.15))).run()
+    s = Runner(cfg, method_with(cfg, Gated(delay=0.15))).run()
     print("written", s.rows_written, "skipped", s.rows_skipped, flush=True)
     sys.exit(130 if s.interrupted else 0)
     """
@@ -96,13 +104,14 @@ def test_kill_9_at_random_moments_then_rerun(tmp_path, many_images):
 def test_ctrl_c_stops_cleanly_and_resumes(tmp_path, many_images):
     out = tmp_path / "out"
     script = _script(tmp_path, many_images, out)
+    gate = tmp_path / "go"  # the run writes two batches, then waits: the interrupt meets it mid-run
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=ctrl_c_reaches_it)
-    deadline = time.monotonic() + 60
+                            preexec_fn=ctrl_c_reaches_it, env={**os.environ, "GATE": str(gate)})
+    deadline = time.monotonic() + 300
     while not list(out.glob("_state/batches/*/*.parquet")) and time.monotonic() < deadline:
         time.sleep(0.05)  # interrupt once some rows are on disk, however slow the machine
-    time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
+    gate.touch()  # the batch in flight may end; nothing new starts
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, (stdout, stderr)
     written = int(stdout.split()[1])

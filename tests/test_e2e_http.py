@@ -25,7 +25,7 @@ def test_openai_backend_tiny_server_end_to_end(tiny_vlms, tmp_path, photo_dir):
         assert {r["model"] for r in rows} == {"tiny-llava"}
         usage = _summary(out)["usage"]["vlm:tiny-llava"]
         assert usage["requests"] == 6 and usage["tokens_in"] > 0 and usage["latency_p95"] is not None
-        assert "latency_p50" in p.stderr
+        assert "vlm:tiny-llava: latency p50 / p95" in p.stderr and " s / " in p.stderr
         assert srv.stats()["requests"] >= 6
 
 

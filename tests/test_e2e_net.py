@@ -63,12 +63,12 @@ def test_url_options_on_the_command_line(tmp_path, image_server):
             out = tmp_path / "out"
             t = time.perf_counter()
             cli("caption", *urls, "-o", str(out), "--backend", "openai", "--base-url", srv.url, "--vlm", "m",
-                "--allow-url-host", "127.0.0.1", "--url-max-bytes", "20000", "--url-timeout", "0.3", "--no-progress")
+                "--allow-url-host", "127.0.0.1", "--url-max-bytes", "20000", "--url-timeout", "1", "--no-progress")
             assert time.perf_counter() - t < 60
         rows = _rows(out)
         assert rows[urls[0]]["error"] is None and rows[urls[0]]["caption"].startswith("echo:")
         assert "over the limit of 20000 bytes" in rows[urls[1]]["error"]
-        assert "whole-fetch deadline of 1.2 s" in rows[slow]["error"]
+        assert "whole-fetch deadline of 4 s" in rows[slow]["error"]  # 4 x --url-timeout
     finally:
         trickler.close()
     # without --allow-url-host (or --allow-private-urls) loopback URLs are refused
@@ -97,7 +97,7 @@ def test_a_20mb_caption_is_an_error_row_never_a_20mb_row(tmp_path, photo_dir):
 
 
 def test_server_killed_mid_run_gives_error_rows_in_bounded_time_then_a_rerun_completes(tmp_path, photo_dir):
-    srv = ServerProcess("--mode", "echo", "--model", "m", "--latency", "0.5")
+    srv = ServerProcess("--mode", "echo", "--model", "m", "--hold", "2")  # two answers, then it holds the rest
     out = tmp_path / "out"
     args = ["caption", str(photo_dir), "-o", str(out), "--backend", "openai", "--vlm", "m", "--concurrency", "2",
             "--batch-size", "2", "--request-deadline", "3", "--endpoint-down-timeout", "0", "--no-progress"]
@@ -123,7 +123,7 @@ def test_server_killed_mid_run_gives_error_rows_in_bounded_time_then_a_rerun_com
     assert len(rows) == 6
     failed = [r for r in rows if r["error"]]
     assert failed and all("request deadline of 3 s" in r["error"] for r in failed)
-    assert elapsed < 40  # startup + a few 0.5 s batches + one 3 s deadline, not hours
+    assert elapsed < 300  # startup + one 3 s deadline, not hours
     with ServerProcess("--mode", "echo", "--model", "m") as srv2:
         cli(*args, "--base-url", srv2.url, "--retry-errors")
     rows2 = pq.read_table(out).to_pylist()
@@ -134,7 +134,7 @@ def test_server_killed_mid_run_gives_error_rows_in_bounded_time_then_a_rerun_com
 def test_every_endpoint_down_stops_the_run_cleanly_and_it_resumes(tmp_path, photo_dir):
     """--endpoint-down-timeout: the run stops (exit 3, one clear line, no traceback), keeps
     what it wrote, and a rerun against a live server completes exactly once."""
-    srv = ServerProcess("--mode", "echo", "--model", "m", "--latency", "0.3")
+    srv = ServerProcess("--mode", "echo", "--model", "m", "--hold", "5")  # five answers, then it holds the sixth
     out = tmp_path / "out"
     args = ["caption", str(photo_dir), "-o", str(out), "--backend", "openai", "--vlm", "m", "--concurrency", "1",
             "--batch-size", "1", "--flush-rows", "1", "--endpoint-down-timeout", "2", "--no-progress"]

@@ -53,7 +53,7 @@ def assert_exactly_once(out: Path, files: list[Path]) -> list[dict]:
     return rows
 
 
-def wait_for(pred, timeout=60.0):
+def wait_for(pred, timeout=300.0):  # a state, not a time: however slow the machine
     t = time.monotonic() + timeout
     while not pred():
         assert time.monotonic() < t, "timed out"
@@ -64,8 +64,11 @@ def wait_for(pred, timeout=60.0):
 def test_two_runs_started_together_write_everything_once(plugin_env, tmp_path):
     files = make_images(tmp_path / "in", 40)
     out = tmp_path / "out"
-    a = start(plugin_env, tmp_path / "in", out, **SLOW)
-    b = start(plugin_env, tmp_path / "in", out, **SLOW)
+    gate = tmp_path / "go"  # the winner waits at its first batch until the loser has stopped: no race
+    a = start(plugin_env, tmp_path / "in", out, PIXSCRIBE_SCRIPTED_GATE=str(gate))
+    b = start(plugin_env, tmp_path / "in", out, PIXSCRIBE_SCRIPTED_GATE=str(gate))
+    wait_for(lambda: a.poll() is not None or b.poll() is not None, timeout=300)
+    gate.touch()
     ra, rb = a.wait(timeout=300), b.wait(timeout=300)
     errs = (a.stderr.read(), b.stderr.read())
     assert sorted([ra, rb]) == [0, 2], errs
@@ -77,12 +80,13 @@ def test_two_runs_started_together_write_everything_once(plugin_env, tmp_path):
 def test_a_second_run_staggered_fails_fast_or_waits(plugin_env, tmp_path):
     files = make_images(tmp_path / "in", 40)
     out = tmp_path / "out"
-    a = start(plugin_env, tmp_path / "in", out, **SLOW)
+    gate = tmp_path / "go"  # a writes one batch, then waits until the test lets it go on
+    a = start(plugin_env, tmp_path / "in", out, PIXSCRIBE_SCRIPTED_GATE=f"{gate}:1")
     wait_for(lambda: list(out.glob("_state/batches/*/*.parquet")))
-    t0 = time.monotonic()
-    b = caption(plugin_env, tmp_path / "in", out, **SLOW)
-    assert b.returncode == 2 and f"pid {a.pid}" in b.stderr and time.monotonic() - t0 < 30
+    b = caption(plugin_env, tmp_path / "in", out, **SLOW)  # stops at once: it does not wait for a
+    assert b.returncode == 2 and f"pid {a.pid}" in b.stderr
     c = start(plugin_env, tmp_path / "in", out, "--wait", **SLOW)  # waits for a, then finds all done
+    gate.touch()
     assert a.wait(timeout=300) == 0 and c.wait(timeout=300) == 0, c.stderr.read()
     assert_exactly_once(out, files)
     summaries = [json.loads(p.read_text()) for p in sorted((out / "_state" / "summaries").glob("*.json"))]
@@ -92,7 +96,8 @@ def test_a_second_run_staggered_fails_fast_or_waits(plugin_env, tmp_path):
 def test_a_killed_owner_is_taken_over(plugin_env, tmp_path):
     files = make_images(tmp_path / "in", 40)
     out = tmp_path / "out"
-    a = start(plugin_env, tmp_path / "in", out, **SLOW)
+    never = tmp_path / "never"  # a writes one batch, then waits: it is killed holding its claims
+    a = start(plugin_env, tmp_path / "in", out, PIXSCRIBE_SCRIPTED_GATE=f"{never}:1")
     wait_for(lambda: list(out.glob("_state/batches/*/*.parquet")))
     os.kill(a.pid, signal.SIGKILL)
     a.wait(timeout=60)

@@ -195,6 +195,42 @@ def test_florence_real_processor_agrees_and_runs(tiny_experts, photos):
         fl.run(photos[:1], task="<NOPE>")
 
 
+@pytest.mark.slow  # a 3-beam search of 160 tokens on 2 shared cores: 20-35 s
+def test_dense_stage_runs_the_plain_tiny_florence2_at_its_default_length(tiny_experts, photos):
+    """Regression: the tiny Florence-2's decoder has 160 learned positions and the expert asked for
+    its default 1024 new tokens, so random weights (whose 3-beam search writes no </s> on these
+    photos) failed every image of the dense stage with "index out of range in self". The expert now
+    stops at the decoder's limit."""
+    from pixscribe.record import Record
+    from pixscribe.stages.detail import DetailStage
+
+    fl = FlorenceExpert(str(tiny_experts["florence2"]), device="cpu")  # the defaults: 1024 new tokens, 3 beams
+    assert (fl.max_new_tokens, fl.num_beams) == (1024, 3)
+    stage = DetailStage(fl, SamExpert(str(tiny_experts["sam"]), device="cpu"),
+                        DepthExpert(str(tiny_experts["depth_anything"]), device="cpu"))  # fmt: skip
+    stage.setup()
+    lengths = []
+    generate = fl.net.generate
+
+    def counted(**kw):
+        out = generate(**kw)
+        lengths.append(out.shape[1])
+        return out
+
+    fl.net.generate = counted
+    recs = []
+    for k, img in enumerate(photos[:1]):
+        r = Record(source=f"p{k}", id=f"p{k}")
+        r.image, (r.width, r.height) = img, img.size
+        recs.append(r)
+    for r in stage(recs):
+        assert r.error is None and isinstance(r.fields["regions"], list)
+    assert fl.token_limit() == 160
+    fl.num_beams = 1
+    forced = fl.run(photos[:1], min_new_tokens=2000)  # more than the table holds: capped, not an IndexError
+    assert isinstance(forced[0], list) and lengths[-1] == 1 + 160  # the decoder start token + 160
+
+
 def test_from_config_and_registry(tiny_experts):
     cfg = RunConfig(device="cpu", expert_models={"grounding_dino": str(tiny_experts["grounding_dino"]),
                                                  "sam": str(tiny_experts["sam"]), "depth": str(tiny_experts["dpt"]),

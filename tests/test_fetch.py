@@ -71,7 +71,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         if path == "/slow":
-            time.sleep(1.5)
+            time.sleep(30)  # far past the client's timeout, however loaded the machine
             return self._send(200, b"late")
         if path == "/flaky":  # 503 twice, then the image
             if _Handler.hits[path] <= 2:
@@ -152,6 +152,7 @@ def test_loopback_refused_by_default_with_hint(server):
     msg = format_error(ei.value)
     assert msg.startswith(f"fetch: {base}/img/astronaut.jpg: refusing to connect")
     assert "loopback" in msg and "--allow-private-urls" in msg
+    assert "UrlFetcher(" not in msg  # users read the flag's name, not the Python API's
     assert h.hits.get("/img/astronaut.jpg", 0) == before  # never connected
 
 
@@ -183,7 +184,7 @@ def test_timeout_on_slow_handler(server):
         t0 = time.perf_counter()
         with pytest.raises(FetchError, match=r"/slow: timed out after 0.3 s"):
             f.fetch(f"{base}/slow")
-        assert time.perf_counter() - t0 < 1.4
+        assert time.perf_counter() - t0 < 15  # the 0.3 s timeout, not the 30 s answer
 
 
 def test_404_reports_status(server, fetcher):

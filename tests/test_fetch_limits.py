@@ -68,21 +68,21 @@ def trickler():
 
 
 def test_trickled_headers_end_at_the_whole_fetch_deadline(trickler):
-    with UrlFetcher(allow_private=True, timeout=0.4, deadline=1.0, retries=0) as f:
+    with UrlFetcher(allow_private=True, timeout=5.0, deadline=1.0, retries=0) as f:
         t = time.perf_counter()
         with pytest.raises(FetchError, match=r"whole-fetch deadline of 1 s"):
             f.fetch(f"http://127.0.0.1:{trickler.port}/x.jpg")
         elapsed = time.perf_counter() - t
-    assert 0.9 <= elapsed < 2.5  # each byte arrives well within the 0.4 s read timeout
+    assert 0.9 <= elapsed < 30  # each byte arrives well within the 5 s read timeout: only the deadline ends it
 
 
 def test_default_deadline_is_four_url_timeouts_and_retries_are_bounded(trickler):
-    with UrlFetcher(allow_private=True, timeout=0.25, retries=1, backoff=0.01) as f:
-        assert f.deadline == 1.0
+    with UrlFetcher(allow_private=True, timeout=0.5, retries=1, backoff=0.01) as f:
+        assert f.deadline == 2.0
         t = time.perf_counter()
-        with pytest.raises(FetchError, match=r"deadline.*\(after 2 attempts\)"):
-            f.fetch(f"http://127.0.0.1:{trickler.port}/x.jpg")
-        assert time.perf_counter() - t < 2 * 1.0 + 0.8
+        with pytest.raises(FetchError, match=r"deadline of 2 s.*\(after 2 attempts\)"):
+            f.fetch(f"http://127.0.0.1:{trickler.port}/x.jpg")  # a byte every 0.05 s: never the read timeout
+        assert time.perf_counter() - t < 60  # two deadlines, not forever
 
 
 class _Handler(BaseHTTPRequestHandler):

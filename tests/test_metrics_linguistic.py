@@ -136,3 +136,28 @@ def test_fixed_consonant_le_is_a_syllable():
 def test_pos_is_honestly_unavailable():
     with pytest.raises(RuntimeError, match="offline"):
         pos_counts("a dog")
+
+
+def test_cli_says_why_a_lin_score_is_nan(tmp_path):
+    """Captions without a final period (most VLM captions) have no LIN-Bench ARI: the CLI says why."""
+    import json
+    import subprocess
+    import sys
+
+    pred = tmp_path / "pred.jsonl"
+    pred.write_text("".join(json.dumps({"id": str(i), "caption": c}) + "\n"
+                            for i, c in enumerate(["a cat on a mat", "two dogs in a park"])))
+    refs = tmp_path / "refs.jsonl"
+    refs.write_text("".join(json.dumps({"id": str(i), "refs": ["x."]}) + "\n" for i in range(2)))
+    out = tmp_path / "r.json"
+    p = subprocess.run([sys.executable, "-m", "pixscribe.metrics.eval_cli", "eval", "--pred", str(pred), "--refs",
+                        str(refs), "--metrics", "lin,lin_fixed", "-o", str(out)],
+                       capture_output=True, text=True, timeout=120, env={**__import__("os").environ, "COLUMNS": "300"})
+    assert p.returncode == 0, p.stderr
+    rep = json.loads(out.read_text())
+    assert math.isnan(rep["corpus"]["lin_ari"]) and not math.isnan(rep["corpus"]["lin_fixed_ari"])
+    why = rep["info"]["nan"]["lin"]
+    assert why.startswith("lin_ari, lin_flesch_kincaid_grade, lin_flesch_reading_ease, lin_smog: nan")
+    assert "2 of 2 texts have no sentence end (. ? !)" in why and "lin_fixed counts unterminated text" in why
+    assert "lin_fixed" not in rep["info"]["nan"]
+    assert " ".join(why.split()) in " ".join(p.stdout.split())  # printed under the table

@@ -2,6 +2,7 @@
 
 import pytest
 
+from pixscribe.backends.structured import SchemaError
 from pixscribe.nounphrases import noun_phrases
 from pixscribe.stages.objects import parse_objects
 
@@ -51,6 +52,6 @@ def test_parse_objects(reply, phrases):
 
 
 def test_parse_objects_rejects_json_of_another_shape_and_caps():
-    with pytest.raises(ValueError, match="not .*objects"):
+    with pytest.raises(SchemaError, match="not .*objects"):
         parse_objects('{"items": ["cat"]}')
     assert parse_objects(None, {"objects": ["a", "b", "c"]}, limit=2) == ["a", "b"]

@@ -99,9 +99,7 @@ def test_a_20mb_reply_is_an_error_row_read_no_further_than_the_cap(echo):
     b = backend(echo.url)
     cap = response_cap(128)
     assert cap < 1_000_000
-    t = time.perf_counter()
     huge, stream, fine = b.generate(reqs(["[[always:huge]]", "[[always:huge_stream]]", "normal"]))
-    assert time.perf_counter() - t < 5
     assert huge.error.startswith("http: ") and f"over the {cap}-byte limit" in huge.error
     assert "declares 200" in huge.error and huge.text is None and huge.retries == 0
     assert stream.error.startswith("http: ") and f"grew past {cap} bytes" in stream.error and stream.text is None
@@ -121,19 +119,21 @@ def test_request_deadline_bounds_retry_after_waits():
         t = time.perf_counter()
         (r,) = b.generate(reqs(["[[always:429]]"]))
         elapsed = time.perf_counter() - t
-        assert 0.9 <= elapsed < 3.0  # not 30 s: the Retry-After wait counts against the deadline
+        assert 0.9 <= elapsed < 20  # not 30 s: the Retry-After wait counts against the deadline
         assert r.error.startswith("timeout: no answer within the request deadline of 1 s (--request-deadline)")
         assert "429" in r.error and r.status == 429
         b.close()
 
 
 def test_request_deadline_counts_slot_waits():
-    with ServerProcess("--mode", "echo", "--latency", "0.6") as srv:
-        b = backend(srv.url, concurrency=1, request_deadline=1.0, request_timeout=5.0)
+    # the second request gets the slot after one 2.5 s answer and cannot be answered before 5 s,
+    # past its 4 s deadline whatever the load; the first has 1.5 s of slack for a loaded machine
+    with ServerProcess("--mode", "echo", "--latency", "2.5") as srv:
+        b = backend(srv.url, concurrency=1, request_deadline=4.0, request_timeout=10.0)
         res = b.generate(reqs([f"queued {i}" for i in range(4)]))
         assert res[0].ok  # the first one had the slot
         late = [r for r in res if not r.ok]
-        assert late and all("request deadline of 1 s" in r.error for r in late)
+        assert late and all("request deadline of 4 s" in r.error for r in late)
         assert any("no endpoint was free" in r.error or "0 attempt(s)" in r.error for r in late)
         b.close()
 
@@ -141,9 +141,13 @@ def test_request_deadline_counts_slot_waits():
 # ---- a server killed mid-run, and one that comes back ------------------------------------------------
 
 
-def _kill_after(srv: ServerProcess, seconds: float) -> threading.Thread:
+def _kill_when_asked(srv: ServerProcess, n: int) -> threading.Thread:
+    """Kill the server once it has seen ``n`` chat requests (it holds them unanswered: started
+    with ``--hold``), so the batch meets the outage however slow the machine is."""
     def go():
-        time.sleep(seconds)
+        deadline = time.monotonic() + 120
+        while srv.stats()["chat_requests"] < n and time.monotonic() < deadline:
+            time.sleep(0.02)
         srv.proc.kill()
         srv.proc.wait()
 
@@ -153,16 +157,16 @@ def _kill_after(srv: ServerProcess, seconds: float) -> threading.Thread:
 
 
 def test_server_killed_mid_run_stops_the_run_within_the_down_timeout():
-    with ServerProcess("--mode", "echo", "--latency", "0.1") as srv:
+    with ServerProcess("--mode", "echo", "--hold", "1") as srv:  # answers "warm", then holds everything
         b = backend(srv.url, concurrency=4, endpoint_down_timeout=1.5, cooldown=0.5)
         assert b.generate(reqs(["warm"]))[0].ok
-        killer = _kill_after(srv, 0.4)
+        killer = _kill_when_asked(srv, 2)
         t = time.perf_counter()
         with pytest.raises(RunStop) as ei:
             b.generate(reqs([f"item {i}" for i in range(64)]))
         elapsed = time.perf_counter() - t
         killer.join()
-        assert elapsed < 0.4 + 1.5 + 0.5 + 1.5  # kill + down timeout + one probe pause + slack
+        assert elapsed < 60  # the down timeout (1.5 s) after the kill, not the requests' 60 s deadline
         msg = str(ei.value)
         assert srv.url in msg and "--endpoint-down-timeout" in msg and "rerun the same command to resume" in msg
         with pytest.raises(RunStop):  # the stop is sticky: later batches stop at once
@@ -171,17 +175,18 @@ def test_server_killed_mid_run_stops_the_run_within_the_down_timeout():
 
 
 def test_server_killed_mid_run_without_a_run_stop_gives_error_rows_in_bounded_time():
-    with ServerProcess("--mode", "echo", "--latency", "0.1") as srv:
-        b = backend(srv.url, concurrency=4, endpoint_down_timeout=None, request_deadline=1.5, cooldown=0.5)
-        killer = _kill_after(srv, 0.3)
+    with ServerProcess("--mode", "echo", "--hold", "4") as srv:  # answers 4 requests, then holds
+        b = backend(srv.url, concurrency=4, endpoint_down_timeout=None, request_deadline=1.5, cooldown=0.5,
+                    request_timeout=30)
+        killer = _kill_when_asked(srv, 5)
         t = time.perf_counter()
         res = b.generate(reqs([f"item {i}" for i in range(32)]))
         elapsed = time.perf_counter() - t
         killer.join()
-        assert elapsed < 1.5 + 1.5  # every request's life is bounded by its deadline
+        assert elapsed < 25  # every request's life is bounded by its 1.5 s deadline, not the 30 s timeout
         done = [r for r in res if r.ok]
         failed = [r for r in res if not r.ok]
-        assert failed and len(done) + len(failed) == 32
+        assert len(failed) >= 28 and len(done) + len(failed) == 32
         assert all(r.error.startswith("timeout: no answer within the request deadline") for r in failed)
         b.close()
 
@@ -190,7 +195,7 @@ def test_server_that_comes_back_is_used_again_within_seconds():
     port = free_port()
     args = ("--mode", "echo", "--latency", "0.05", "--port", str(port))
     srv = ServerProcess(*args)
-    b = backend(srv.url, concurrency=4, endpoint_down_timeout=60, cooldown=0.5)
+    b = backend(srv.url, concurrency=4, endpoint_down_timeout=600, cooldown=0.5, request_deadline=600)
     try:
         assert b.generate(reqs(["warm"]))[0].ok
         srv.close()  # down
@@ -199,8 +204,9 @@ def test_server_that_comes_back_is_used_again_within_seconds():
         assert not fut.done()  # waiting (no attempts spent, no error rows)
         srv = ServerProcess(*args)  # back, on the same port
         back = time.perf_counter()
-        res = fut.result(30)
-        assert time.perf_counter() - back < 3.0  # probed every <= 0.5 s, then everyone goes at once (was: up to 60 s)
+        res = fut.result(120)
+        # probed every <= 0.5 s, then everyone goes at once (was: up to the down timeout, here 600 s)
+        assert time.perf_counter() - back < 60
         assert all(r.ok for r in res), [r.error for r in res if not r.ok]
         assert srv.stats()["ok"] == 20
         ep = b.stats()["endpoints"][0]

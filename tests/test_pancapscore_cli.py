@@ -55,7 +55,9 @@ def _eval(app, refs, out, report, *extra, name="pancapscore_unofficial"):
     return json.loads(report.read_text()), r.output
 
 
-def test_tiny_transformers_judge_then_rerun_from_cache(app, files, tiny_llm, tmp_path):
+def test_tiny_transformers_judge_then_rerun_from_cache(app, files, stopping_llm, tmp_path):
+    # a tiny model that ends its answers (random weights never emit EOS; a cut answer is never data)
+    tiny_llm = stopping_llm
     refs, out = files
     cache = tmp_path / "judge.sqlite3"
     args = ["--judge", str(tiny_llm), "--judge-cache", str(cache)]
@@ -64,6 +66,7 @@ def test_tiny_transformers_judge_then_rerun_from_cache(app, files, tiny_llm, tmp
     assert pc["status"].startswith("unofficial: ")
     assert pc["judge"]["backend"] == "transformers" and pc["judge"]["model"] == str(tiny_llm)
     assert pc["judge"]["generated"] >= 3 and pc["judge"]["cache_hits"] == 0  # 3 distinct captions extracted
+    assert pc["judge"]["failed"] == 0
     assert pc["sampling"]["extract"] == {"max_new_tokens": 12, "temperature": 0.0, "top_p": 1.0, "seed": None}
     assert pc["config"]["iou_threshold"] == 0.5 and pc["config"]["extract_max_new_tokens"] == 12
     assert len(pc["prompts"]["sha256"]) == 16 and "-->>" in pc["prompts"]["extract_system"]

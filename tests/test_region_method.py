@@ -107,6 +107,29 @@ def test_attribute_task_and_global_task(tmp_path):
     assert rows2[0]["caption"] and {x["caption"] for x in rows2[0]["regions"]} == {rows2[0]["caption"]}
 
 
+@pytest.mark.parametrize("mode", ["focal", "som"])
+def test_a_regions_own_attribute_switches_the_default_task_and_task_dense_given_keeps_it(tmp_path, mode):
+    R, B = write_scene(tmp_path)  # R has its own attribute (color), B none
+    src = image_rows(tmp_path, [R, B])
+
+    def asked(be):
+        return [p["text"] for q in be.seen for m in q.messages for p in m["content"] if p.get("type") == "text"]
+
+    be = ColourBackend()
+    s, rows, _ = run([src], tmp_path / "auto", be, stages={"prompt_mode": mode})  # --task not given
+    by = {x["region_id"]: x for x in rows[0]["regions"]}
+    assert (by["R"]["task"], by["R"]["attribute"]) == ("attribute", "color")
+    assert (by["B"]["task"], by["B"]["attribute"]) == ("dense", None)
+    texts = asked(be)
+    assert len(texts) == 2 and sum("colour or colours" in t for t in texts) == 1  # R asked for its colour only
+    assert sum("in detail" in t for t in texts) == 1  # and B for a dense description
+    assert s.error_rows == 0 and {x["caption"] for x in by.values()} == {"red", "blue"}
+    be2 = ColourBackend()
+    _, rows2, _ = run([src], tmp_path / "dense", be2, stages={"prompt_mode": mode, "task": "dense"})
+    assert {x["task"] for x in rows2[0]["regions"]} == {"dense"}  # --task dense given: every region dense
+    assert not any("colour or colours" in t for t in asked(be2))
+
+
 class Counting(Backend):
     """Answers every request (JSON for set-of-mark) and records the size of every call."""
 

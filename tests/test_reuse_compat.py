@@ -69,10 +69,15 @@ def test_old_region_outputs_resume_and_are_reused_where_nothing_changed(echo_ser
     old, src = d / name, d / "in" / table
     before = rows_of(old)
     echo_server.reset()
-    region(echo_server, plugin_env, src, old)  # a plain rerun: finished, not refused
+    # since a region's own attribute switches its task when --task is not given, such a run differs
+    # from these (every region dense): it is refused by name; --task dense is what they did
+    r = pixscribe(plugin_env, "caption", str(src), "-o", str(old), "--method", "region", "--region-prompt", "focal",
+                  "--backend", "openai", "--base-url", echo_server.url, "--vlm", "pixscribe-test", "--no-progress")
+    assert r.returncode == 2 and "region.own_attribute: None -> True" in r.stderr, r.stderr
+    region(echo_server, plugin_env, src, old, "--task", "dense")  # a plain rerun: finished, not refused
     assert summary(old)["rows_written"] == 0
-    region(echo_server, plugin_env, src, tmp_path / "new", "--reuse", str(old))
-    region(echo_server, plugin_env, src, old, "--overwrite")
+    region(echo_server, plugin_env, src, tmp_path / "new", "--reuse", str(old), "--task", "dense")
+    region(echo_server, plugin_env, src, old, "--overwrite", "--task", "dense")
     assert echo_server.stats()["chat_requests"] == 0
     for out in (tmp_path / "new", old):
         assert summary(out)["stages"]["region"]["reused"] == len(before)
@@ -88,7 +93,7 @@ def test_an_old_region_row_whose_box_changed_is_recomputed(echo_server, plugin_e
     lines[1]["regions"][0]["box"] = [40, 10, 62, 40]  # image p's only region moves
     src.write_text("".join(json.dumps(x) + "\n" for x in lines))
     echo_server.reset()
-    region(echo_server, plugin_env, src, tmp_path / "new", "--reuse", str(d / "out_region_images"))
+    region(echo_server, plugin_env, src, tmp_path / "new", "--reuse", str(d / "out_region_images"), "--task", "dense")
     assert echo_server.stats()["chat_requests"] == 1
     rows = rows_of(tmp_path / "new")
     assert rows["p"]["regions"][0]["box"] == [40.0, 10.0, 62.0, 40.0]

@@ -100,13 +100,14 @@ def test_verify_modes(mode, halls):
     (r,) = VerifyStage(ex, opts)(_records(CAT_SOFA_DOG, phrases=["cat", "sofa", "dog"]))
     assert r.fields["hallucinations"] == halls
     gd = ex["grounding_dino"].seen
-    # each phrase alone is a query; Grounding DINO gets IT's text threshold
-    assert [q for call in gd for q in call["queries"]] == [["cat"], ["sofa"], ["dog"]]
+    # the image once with its phrases, each checked alone; Grounding DINO gets IT's text threshold
+    assert [(c["queries"], c["each"]) for c in gd] == [([["cat", "sofa", "dog"]], True)]
     assert {c["text_threshold"] for c in gd} == {0.18}
     if mode == "single":
         assert ex["owlv2"].calls == 0
     else:  # consensus: the sofa boxes do not overlap (IoU < 0.5); any: OWLv2's dog (0.4) is enough
-        assert ex["owlv2"].calls == 3 and r.fields["objects"][2]["support"] == {"grounding_dino": 0.1, "owlv2": 0.4}
+        assert ex["owlv2"].calls == 1 and ex["owlv2"].seen[0]["each"]
+        assert r.fields["objects"][2]["support"] == {"grounding_dino": 0.1, "owlv2": 0.4}
 
 
 def test_both_skip_rules_pass_the_description_through(tmp_path):
@@ -259,8 +260,9 @@ def test_changing_only_the_rewrite_prompt_reruns_only_the_rewrite(tmp_path):
     run = ScriptedRun(tmp_path, SCENES)
     run.run(batch_size=3)
     first = run.calls()
-    assert first == {"dense": 4, "sam": 4, "depth": 4, "grounding_dino": 10, "owlv2": 0, "describe": 4,
-                     "objects": 5, "rewrite": 2}  # depth: images with regions; rewrite: 2 scenes are skipped
+    assert first == {"dense": 4, "sam": 4, "depth": 4, "grounding_dino": 4, "owlv2": 0, "describe": 4,
+                     "objects": 5, "rewrite": 2}  # depth: images with regions; rewrite: 2 scenes are skipped;
+    # grounding_dino: each image once, its 10 phrases checked alone within the call
     s, rows = run.run(batch_size=3, overwrite=True, stages={"rewrite": {"prompt": "Rewrite it, briefly."}})
     again = run.calls()
     assert again == {**{k: 0 for k in first}, "rewrite": 2}, again

@@ -74,17 +74,41 @@ def print_summary(summary: Any, out_dir: str, console: Console | None = None) ->
     t.add_row("img/s", f"{d['images_per_second']:.2f}")
     t.add_row("seconds", f"{d['seconds']:.1f}")
     for stage, counts in (d.get("stages") or {}).items():
-        t.add_row(f"stage {stage}", ", ".join(f"{k} {v}" for k, v in counts.items()))
+        t.add_row(f"stage {stage} (rows)", ", ".join(f"{k} {_unit(k, v)}" for k, v in counts.items()))
+    retried = False
     for who, usage in (d.get("usage") or {}).items():
-        for k, v in usage.items():
-            if v is not None:
-                t.add_row(f"{who}: {k}", str(v))
+        for k, v in _usage_rows(usage):
+            t.add_row(f"{who}: {k}", v)
+        retried = retried or bool(usage.get("failures") or usage.get("retries"))
     for note in d.get("notes") or []:
         t.add_row("note", note)
     if d["interrupted"]:
         t.add_row("interrupted", "yes: rerun the same command to resume")
     t.add_row("output", str(out_dir))
     c.print(t)
+    if retried:
+        c.print("requests are model calls, retries their extra attempts; a request that failed after its retries "
+                "fails its row only when the stage cannot recover (a cut reply asked again, a fallback): a stage's "
+                "'failed' counts rows", highlight=False)
+
+
+def _usage_rows(usage: dict[str, Any]) -> list[tuple[str, str]]:
+    """A model's counters as labelled rows with units; a stage's or a pool's own counters as they are."""
+    u = {k: v for k, v in usage.items() if v is not None}
+    rows: list[tuple[str, str]] = []
+    if {"requests", "failures", "retries"} <= set(u):
+        rows.append(("requests", f"{u.pop('requests')} ({u.pop('failures')} failed after retries, "
+                                 f"{u.pop('retries')} retries)"))
+    if {"tokens_in", "tokens_out"} <= set(u):
+        rows.append(("tokens in / out", f"{u.pop('tokens_in')} / {u.pop('tokens_out')}"))
+    if {"latency_p50", "latency_p95"} <= set(u):
+        rows.append(("latency p50 / p95", f"{u.pop('latency_p50'):.3f} s / {u.pop('latency_p95'):.3f} s"))
+    return rows + [(k, _unit(k, v)) for k, v in u.items()]
+
+
+def _unit(key: str, v: Any) -> str:
+    """A latency says it is in seconds."""
+    return f"{v} s" if isinstance(v, (int, float)) and key.startswith("latency") else str(v)
 
 
 def _stage_options(items: list[str] | None) -> dict[str, dict[str, Any]]:
@@ -213,6 +237,10 @@ def _caption_options(
         "processor, tokenizer) ahead of generate (default: 0 on the CPU, up to 4 on a GPU; 0: on the model's thread)."
     ),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    log_every: Optional[float] = typer.Option(
+        None, "--log-every", help="When stderr is not a terminal (a Slurm log, a pipe): a progress line (rows, "
+        "rate, ETA) every this many seconds (30)."
+    ),
     flush_rows: Optional[int] = typer.Option(None, "--flush-rows", help="Rows buffered per atomic batch file (1024)."),
     flush_seconds: Optional[float] = typer.Option(
         None, "--flush-seconds", help="...or seconds between batch files (10); a crash redoes at most this much."

@@ -81,6 +81,7 @@ class RunConfig(BaseModel):
     decode_workers: int = Field(2, ge=1)
     prefetch_batches: int = Field(4, ge=1)
     progress: bool = True
+    log_every: float = Field(30.0, gt=0)  # not a terminal (a Slurm log): a progress line every this many seconds
     flush_rows: int = Field(1024, ge=1)  # rows buffered before an atomic batch file is written
     flush_seconds: float = Field(10.0, gt=0)  # ... or seconds since the first buffered row
 

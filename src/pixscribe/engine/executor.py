@@ -77,8 +77,7 @@ class LocalExecutor(Executor):
     def execute(self, run: Run, works: list[ShardWork]) -> None:
         cfg, method, summary = run.config, run.method, run.summary
         runner = MethodRunner(method)
-        total = _total(works, cfg.limit)
-        progress = Progress(total, enabled=cfg.progress, console=self.console)
+        progress = make_progress(works, cfg, self.console)
         writer = Writer(run, method, summary, progress, self.on_batch).start()
         pipe = Pipeline(run, runner, writer, _batch_size(cfg, method), _inflight(method))
         restore = _sigterm_as_interrupt()
@@ -114,11 +113,29 @@ def _inflight(method: Method) -> int:
     return max(1, min(int(st.max_inflight_batches) for st in method.stages)) if method.stages else 1
 
 
-def _total(works: list[ShardWork], limit: int | None) -> int | None:
-    if not all(w.shard.count is not None for w in works):
+def make_progress(works: list[ShardWork], cfg: Any, console: Any) -> Progress:
+    """The run's progress; a total that needs tars' member indexes is counted in the background."""
+    progress = Progress(_total(works, cfg.limit), enabled=cfg.progress, console=console,
+                        log_every=cfg.log_every)
+    if progress.total is None and progress.enabled:
+        progress.total_from(lambda: _total(works, cfg.limit, count_tars=True))
+    return progress
+
+
+def _total(works: list[ShardWork], limit: int | None, count_tars: bool = False) -> int | None:
+    counts = [_count(w, count_tars) for w in works]
+    if any(c is None for c in counts):
         return None
-    total = sum(int(w.shard.count or 0) for w in works) - sum(len(w.skip) for w in works)
+    total = sum(counts) - sum(len(w.skip) for w in works)  # type: ignore[arg-type]
     return min(total, limit) if limit is not None else total
+
+
+def _count(w: ShardWork, count_tars: bool) -> int | None:
+    if w.shard.count is None and count_tars and w.spec.kind == "tar" and w.spec.path:
+        from ..io.readers import count_tar_samples
+
+        return count_tar_samples(w.spec.path)
+    return w.shard.count
 
 
 def _pool_usage(method: Method) -> dict[str, Any]:

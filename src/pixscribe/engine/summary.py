@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 
 @dataclass
@@ -60,7 +61,10 @@ class Summary:
 
 
 class Progress:
-    """A rich progress bar with img/s and ETA (quiet when disabled)."""
+    """The run's progress: a rich bar on a terminal; elsewhere (a Slurm log, a pipe) a plain line
+    every ``log_every`` seconds from its own timer thread, so a log shows life even while one
+    slow batch is in flight. ``total`` may be learnt later (:meth:`total_from`): tars are
+    counted from their member index in the background."""
 
     def __init__(self, total: int | None, enabled: bool, console: Any = None, log_every: float = 30.0):
         self.enabled = enabled
@@ -68,57 +72,97 @@ class Progress:
         self._p = None
         self._console = console
         self._log_every = log_every
-        self._last_log = time.perf_counter()
+        self._stop = threading.Event()
+        self._timer: threading.Thread | None = None
         # Not a terminal (a Slurm log, a pipe): a plain line every ``log_every`` seconds.
         self._log_mode = enabled and console is not None and not getattr(console, "is_terminal", True)
         if enabled and not self._log_mode:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._p = Progress(
-                TextColumn("[bold]captioning"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]} img/s"),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                console=console,
-                transient=False,
-            )
-            self._task = self._p.add_task("run", total=total, rate="-")
+            self._p = _bar(console, total)
+            self._task = self._p.task_ids[0]
         self._t0 = time.perf_counter()
         self._n = 0
 
     def __enter__(self) -> "Progress":
+        self._t0 = time.perf_counter()
         if self._p:
             self._p.start()
+        if self._log_mode:
+            self._timer = threading.Thread(target=self._tick, daemon=True, name="pixscribe-progress")
+            self._timer.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._timer is not None:
+            self._timer.join()
         if self._p:
             self._p.stop()
 
+    def total_from(self, count: Callable[[], int | None]) -> None:
+        """Learn the total in a background thread (``count`` may read file indexes)."""
+        def run() -> None:
+            try:
+                n = count()
+            except Exception:  # noqa: BLE001 - a total is a nicety; the reader reports bad files
+                return
+            if n is not None:
+                self.total = n
+                if self._p:
+                    self._p.update(self._task, total=n)
+
+        threading.Thread(target=run, daemon=True, name="pixscribe-count").start()
+
     def advance(self, n: int) -> None:
         self._n += n
-        now = time.perf_counter()
-        dt = now - self._t0
         if self._p:
-            rate = f"{self._n / dt:.2f}" if dt > 0 else "-"
-            self._p.update(self._task, advance=n, rate=rate)
-        elif self._log_mode and now - self._last_log >= self._log_every:
-            self._last_log = now
-            r = self._n / dt if dt > 0 else 0.0
-            of = f"/{self.total}" if self.total is not None else ""
-            eta = ""
-            if self.total is not None and r > 0:
-                eta = f", ETA {time.strftime('%H:%M:%S', time.gmtime(max(0, self.total - self._n) / r))}"
-            self._console.print(f"pixscribe: {self._n}{of} rows, {r:.2f} img/s{eta}", highlight=False)
+            dt = time.perf_counter() - self._t0
+            self._p.update(self._task, advance=n, rate=f"{self._n / dt:.2f}" if dt > 0 else "-")
+
+    def line(self) -> str:
+        """``pixscribe: 120/1000 rows (12%), 0.85 rows/s, elapsed 0:02:21, ETA 0:17:15``."""
+        n, total = self._n, self.total
+        dt = time.perf_counter() - self._t0
+        rate = n / dt if dt > 0 else 0.0
+        done = f"{n}/{total} rows ({100 * n / total:.0f}%)" if total else f"{n} rows"
+        if total is None:
+            eta = "total not known"
+        elif rate > 0:
+            eta = "ETA " + clock(max(0, total - n) / rate)
+        else:
+            eta = "ETA unknown until a row is done"
+        return f"pixscribe: {done}, {rate:.2f} rows/s, elapsed {clock(dt)}, {eta}"
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self._log_every):
+            self._console.print(self.line(), highlight=False, markup=False, soft_wrap=True)
 
 
+def clock(seconds: float) -> str:
+    """``H:MM:SS`` (hours not wrapped at a day)."""
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _bar(console: Any, total: int | None) -> Any:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    p = Progress(
+        TextColumn("[bold]captioning"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} img/s"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+    p.add_task("run", total=total, rate="-")
+    return p

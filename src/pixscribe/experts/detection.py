@@ -18,6 +18,7 @@ function :func:`decide_groundings`, which takes per-detector detection lists.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
@@ -28,6 +29,8 @@ from .hf import ExpertUnavailable, TransformersExpert, _to_device, load_pretrain
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import RunConfig
+
+log = logging.getLogger("pixscribe")
 
 DEFAULT_GROUNDING_DINO = "IDEA-Research/grounding-dino-base"
 DEFAULT_OWLV2 = "google/owlv2-base-patch16-ensemble"
@@ -99,20 +102,18 @@ class _TransformersDetector(TransformersExpert):
         queries: Any = None,
         box_threshold: float | None = None,
         text_threshold: float | None = None,
+        each: bool = False,
         **_: Any,
     ) -> list[list[Detection]]:
+        """Detections per image, best first. ``each=True``: every query is checked alone, as if
+        ``run`` were called once per query (Image Textualization's rule), with the image's own
+        work shared between its queries where that is exact."""
         self.setup()
         check_bounds(images, self.name)
         per = _per_image_queries(queries, len(images))
         bt = self.box_threshold if box_threshold is None else float(box_threshold)
         tt = self.text_threshold if text_threshold is None else float(text_threshold)
-        jobs = [(i, chunk) for i, qs in enumerate(per) for chunk in self._chunks(qs)]
-        results: list[list[Detection]] = [[] for _ in images]
-        for s in range(0, len(jobs), self.batch_size):
-            part = jobs[s : s + self.batch_size]
-            dets = self._detect([images[i] for i, _ in part], [qs for _, qs in part], bt, tt)
-            for (i, _), d in zip(part, dets):
-                results[i].extend(d)
+        results = self._run_each(images, per, bt, tt) if each else self._run_jobs(images, per, bt, tt, self._chunks)
         out = []
         for r in results:
             if self.nms_iou is not None:
@@ -120,10 +121,27 @@ class _TransformersDetector(TransformersExpert):
             out.append(sorted(r, key=lambda d: -d.score))
         return out
 
+    def _run_jobs(self, images: list[Any], per: list[list[str]], bt: float, tt: float, chunks: Any,
+                  each: bool = False) -> list[list[Detection]]:
+        """``_detect`` on (image, query chunk) jobs, ``batch_size`` jobs per forward."""
+        jobs = [(i, chunk) for i, qs in enumerate(per) for chunk in chunks(qs)]
+        results: list[list[Detection]] = [[] for _ in images]
+        for s in range(0, len(jobs), self.batch_size):
+            part = jobs[s : s + self.batch_size]
+            dets = self._detect([images[i] for i, _ in part], [qs for _, qs in part], bt, tt, each)
+            for (i, _), d in zip(part, dets):
+                results[i].extend(d)
+        return results
+
+    def _run_each(self, images: list[Any], per: list[list[str]], bt: float, tt: float) -> list[list[Detection]]:
+        """Each query alone: one (image, query) job each, the image's work repeated per query."""
+        return self._run_jobs(images, per, bt, tt, lambda qs: [[q] for q in qs])
+
     def _chunks(self, queries: list[str]) -> list[list[str]]:
         return [queries] if queries else []
 
-    def _detect(self, images: list[Any], queries: list[list[str]], bt: float, tt: float) -> list[list[Detection]]:
+    def _detect(self, images: list[Any], queries: list[list[str]], bt: float, tt: float,
+                each: bool = False) -> list[list[Detection]]:
         raise NotImplementedError
 
 
@@ -134,11 +152,21 @@ class GroundingDinoExpert(_TransformersDetector):
     the query whose tokens it scores highest on (the span between the "." separators), and
     kept only if that score passes ``text_threshold``. Long query lists are split into
     several texts that fit the model's ``max_text_len``.
+
+    ``run(..., each=True)`` gives each query its own text (Image Textualization's rule) and, with
+    ``share_image`` (the default), runs the processor's image work and the Swin backbone once per
+    image instead of once per query (:mod:`pixscribe.experts.gdino_image`).
     """
 
     name = "grounding_dino"
     default_model = DEFAULT_GROUNDING_DINO
     default_box_threshold = 0.3
+    speed_only = ("share_image",)  # the same boxes either way: not in the fingerprint
+
+    def __init__(self, model: str | None = None, *, share_image: bool = True, **kw: Any) -> None:
+        super().__init__(model, **kw)
+        self.share_image = share_image  # each=True: the backbone once per image (see gdino_image)
+        self._warned = False
 
     def _chunks(self, queries: list[str]) -> list[list[str]]:
         if not queries:
@@ -176,16 +204,48 @@ class GroundingDinoExpert(_TransformersDetector):
         spans = [s for s in spans if s]
         return spans[:n_phrases]
 
-    def _detect(self, images, queries, bt, tt):
+    def _text(self, queries: list[str]) -> str:
+        return ". ".join(self._clean(q) for q in queries) + "."
+
+    def _detect(self, images, queries, bt, tt, each=False):
+        inputs = self.processor(images=images, text=[self._text(qs) for qs in queries], return_tensors="pt",
+                                padding=True)  # fmt: skip
+        return self._forward(inputs, images, queries, bt, tt)
+
+    def _run_each(self, images, per, bt, tt):
+        from . import gdino_image
+
+        problem = gdino_image.structure_problem(self.net.model) if self.share_image else "share_image is off"
+        if problem is None:
+            return gdino_image.run_shared(self, images, per, bt, tt)
+        if self.share_image and not self._warned:
+            self._warned = True
+            log.warning("grounding_dino: the image side is computed per phrase (%s)", problem)
+        return super()._run_each(images, per, bt, tt)
+
+    def _forward(self, inputs, images, queries, bt, tt, sides=None):
+        """The model on ``inputs`` (with the backbone's output served from ``sides``, one per row,
+        when given), then :meth:`_decode`."""
         import torch
 
-        texts = [". ".join(self._clean(q) for q in qs) + "." for qs in queries]
-        inputs = self.processor(images=images, text=texts, return_tensors="pt", padding=True)
+        from .gdino_image import serving
+
         with torch.inference_mode():
-            outputs = self.net(**_to_device(inputs, self.device, self.torch_dtype))
+            moved = _to_device(inputs, self.device, self.torch_dtype)
+            if sides is None:
+                outputs = self.net(**moved)
+            else:
+                with serving(self.net.model, sides):
+                    outputs = self.net(**moved)
+        return self._decode(outputs, inputs["input_ids"], images, queries, bt, tt)
+
+    def _decode(self, outputs, input_ids, images, queries, bt, tt):
+        """The processor's post-processing; each kept box goes to the query it scores highest on."""
+        import torch
+
         sizes = [(im.height, im.width) for im in images]
         post = self.processor.post_process_grounded_object_detection(
-            outputs, inputs["input_ids"], threshold=bt, text_threshold=tt, target_sizes=sizes
+            outputs, input_ids, threshold=bt, text_threshold=tt, target_sizes=sizes
         )
         probs_all = torch.sigmoid(outputs.logits.float()).cpu()
         out: list[list[Detection]] = []
@@ -196,7 +256,7 @@ class GroundingDinoExpert(_TransformersDetector):
             boxes = res["boxes"].float().cpu().tolist()
             if len(boxes) != kept.shape[0]:  # pragma: no cover - guards a change in transformers
                 raise RuntimeError("Grounding DINO post-processing kept a different set of boxes than expected")
-            spans = self._spans(inputs["input_ids"][b].tolist(), len(qs))
+            spans = self._spans(input_ids[b].tolist(), len(qs))
             dets = []
             for box, p in zip(boxes, kept):
                 best, best_q = -1.0, None
@@ -229,7 +289,13 @@ class OwlV2Expert(_TransformersDetector):
     def _chunks(self, queries: list[str]) -> list[list[str]]:
         return [queries[i : i + 32] for i in range(0, len(queries), 32)]
 
-    def _detect(self, images, queries, bt, tt):
+    def _run_each(self, images, per, bt, tt):
+        """Each query alone is all of an image's queries in one forward: the image embeddings do not
+        depend on the text, the class head scores each query embedding on its own, and the boxes
+        are kept per query (not only under the query a box scores best on) before per-label NMS."""
+        return self._run_jobs(images, per, bt, tt, self._chunks, each=True)
+
+    def _detect(self, images, queries, bt, tt, each=False):
         import torch
 
         inputs = self.processor(text=[list(q) for q in queries], images=images, return_tensors="pt", truncation=True)
@@ -238,14 +304,16 @@ class OwlV2Expert(_TransformersDetector):
         outputs.logits = outputs.logits.float().cpu()
         outputs.pred_boxes = outputs.pred_boxes.float().cpu()
         sizes = [(im.height, im.width) for im in images]
-        post = self.processor.post_process_grounded_object_detection(outputs, threshold=bt, target_sizes=sizes)
-        out: list[list[Detection]] = []
-        for im, qs, res in zip(images, queries, post):
-            dets = []
-            for box, score, label in zip(res["boxes"].tolist(), res["scores"].tolist(), res["labels"].tolist()):
-                if 0 <= int(label) < len(qs):  # padded " " queries of a shorter list are dropped
-                    dets.append(Detection.make(box, score, qs[int(label)], im.width, im.height))
-            out.append(dets)
+        out: list[list[Detection]] = [[] for _ in images]
+        for col in range(outputs.logits.shape[-1]) if each else [None]:
+            view = outputs if col is None else type(outputs)(logits=outputs.logits[..., col : col + 1],
+                                                             pred_boxes=outputs.pred_boxes)  # fmt: skip
+            post = self.processor.post_process_grounded_object_detection(view, threshold=bt, target_sizes=sizes)
+            for dets, im, qs, res in zip(out, images, queries, post):
+                for box, score, label in zip(res["boxes"].tolist(), res["scores"].tolist(), res["labels"].tolist()):
+                    q = int(label) if col is None else col
+                    if 0 <= q < len(qs):  # padded " " queries of a shorter list are dropped
+                        dets.append(Detection.make(box, score, qs[q], im.width, im.height))
         return out
 
 
@@ -376,13 +444,17 @@ class Verifier:
         for d in self.detectors.values():
             d.setup()
 
-    def verify_batch(self, images: list[Any], phrases: Sequence[Sequence[str]]) -> list[list[Grounding]]:
+    def verify_batch(self, images: list[Any], phrases: Sequence[Sequence[str]],
+                     each: bool = False) -> list[list[Grounding]]:
+        """Groundings per image. ``each=True`` checks every phrase alone (Image Textualization's rule;
+        the detectors share each image's own work between its phrases where that is exact);
+        ``each=False`` sends all phrases of an image to the detector together."""
         if len(phrases) != len(images):
             raise ValueError(f"got {len(phrases)} phrase lists for {len(images)} images")
         idx = [i for i, p in enumerate(phrases) if p]
         results: dict[str, list[list[Detection]]] = {}
         for name, det in self.detectors.items():
-            kw: dict[str, Any] = {"box_threshold": self.probe_threshold}
+            kw: dict[str, Any] = {"box_threshold": self.probe_threshold, "each": each}
             if isinstance(det, GroundingDinoExpert):
                 kw["text_threshold"] = self.text_threshold
             res = det.run([images[i] for i in idx], queries=[list(phrases[i]) for i in idx], **kw) if idx else []

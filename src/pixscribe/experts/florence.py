@@ -101,6 +101,20 @@ class FlorenceExpert(TransformersExpert):
         self.max_new_tokens = max_new_tokens
         self.num_beams = num_beams
 
+    def token_limit(self) -> int | None:
+        """How many tokens the decoder can write: its learned position table's size.
+
+        Florence-2's BART decoder embeds positions from a table of ``max_position_embeddings``
+        rows; asking ``generate`` for more new tokens fails part-way with "index out of range
+        in self" (the released models have 1024, the default ``max_new_tokens``).
+        """
+        text = getattr(self.net.config, "text_config", self.net.config)
+        limit = getattr(text, "max_position_embeddings", None)
+        return int(limit) if limit else None
+
+    def _new_tokens(self, asked: int | None) -> int | None:
+        limit = self.token_limit()
+        return asked if asked is None or limit is None else min(asked, limit)
 
     def parse(self, text: str, task: str, image_size: tuple[int, int]) -> Any:
         """The processor's ``post_process_generation``, or :func:`parse_generation` if it has no parser config."""
@@ -146,8 +160,8 @@ class FlorenceExpert(TransformersExpert):
             with torch.inference_mode():
                 gen = self.net.generate(
                     **_to_device(inputs, self.device, self.torch_dtype),
-                    max_new_tokens=max_new_tokens or self.max_new_tokens, num_beams=self.num_beams, do_sample=False,
-                    **({"min_new_tokens": min_new_tokens} if min_new_tokens else {}),
+                    max_new_tokens=self._new_tokens(max_new_tokens or self.max_new_tokens), num_beams=self.num_beams,
+                    do_sample=False, **({"min_new_tokens": self._new_tokens(min_new_tokens)} if min_new_tokens else {}),
                 )  # fmt: skip
             texts = self.processor.batch_decode(gen, skip_special_tokens=False)
             for im, t in zip(part, texts):

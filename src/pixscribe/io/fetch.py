@@ -65,7 +65,7 @@ __all__ = [
 ]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-ALLOW_PRIVATE_HINT = "pass --allow-private-urls (UrlFetcher(allow_private=True)) to fetch from private networks"
+ALLOW_PRIVATE_HINT = "pass --allow-private-urls to fetch from private networks"
 
 ALLOW_HOST_HINT = (
     "cloud metadata addresses are refused even with --allow-private-urls; "

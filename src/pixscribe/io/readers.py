@@ -466,6 +466,44 @@ def _group_record(tar_disp: str, key: str, members: dict[str, tuple[str, bytes]]
     return Record(source=f"{tar_disp}::{name}", key=key, columns=columns, data=data)
 
 
+def count_tar_samples(path: str) -> int | None:
+    """The rows :func:`_iter_tar` will yield for an uncompressed tar, from its member headers
+    alone (each member's bytes are seeked over, never read): one per run of a key, plus one
+    per duplicate member. None for a compressed tar (counting would decompress it all) or
+    one that cannot be opened (its reader reports why)."""
+    try:
+        raw = open_regular(path)
+    except OSError:
+        return None
+    try:
+        tf = tarfile.open(fileobj=raw, mode="r:")
+    except (tarfile.TarError, OSError, EOFError):
+        raw.close()
+        return None
+    rows, current, exts = 0, None, set()
+    try:
+        while True:
+            info = tf.next()
+            tf.members.clear()  # keep no index: a shard may hold millions of members
+            if info is None:
+                break
+            parts = _split_key(info.name) if info.isfile() else None
+            if parts is None:
+                continue
+            key, ext = parts
+            if key != current:
+                rows, current, exts = rows + 1, key, set()
+            elif ext in exts:
+                rows += 1  # a second member with this key and extension: an error row
+            exts.add(ext)
+    except (tarfile.TarError, OSError, EOFError):
+        rows += 1  # the reader's "corrupt or truncated" row
+    finally:
+        tf.close()
+        raw.close()
+    return rows
+
+
 def _iter_tar(path: str) -> Iterator[Record]:
     disp = path  # sources use absolute paths: stable when a rerun starts elsewhere
     current_key: str | None = None

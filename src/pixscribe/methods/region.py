@@ -45,6 +45,8 @@ class RegionOptions(StageOptions):
     prompt_mode: str = option("focal", "how a region is shown to the VLM", choices=MODES)
     task: str = option(_P.task, "what is asked of each region", choices=TASKS)
     attribute: str | None = option(_P.attribute, "the attribute for task attribute when a row has none")
+    own_attribute: bool = option(_P.own_attribute, "task dense: a region with its own attribute is asked for it "
+                                 "(on unless --task is given; fingerprinted only when on)")
     outline: bool = option(_P.outline, "focal: the mask outlined on both images")
     overlay: str = option(_P.overlay, "overlay mode: dim the outside, or draw a contour", choices=OVERLAYS)
     dim: float = option(_P.dim, "overlay dim: the brightness kept outside the region")
@@ -85,6 +87,8 @@ def resolve_options(opts: dict[str, Any], given: dict[str, Any]) -> dict[str, An
     o = dict(opts)
     if o.get("attribute") and "task" not in given:
         o["task"] = "attribute"  # --attribute alone asks for that attribute
+    if "task" not in given and "own_attribute" not in given:
+        o["own_attribute"] = True  # --task not given: a region with its own attribute is asked for it
     _choice(o, "prompt_mode", MODES, "--region-prompt")
     _choice(o, "task", TASKS, "--task")
     _choice(o, "overlay", OVERLAYS, "region.overlay")

@@ -31,6 +31,8 @@ def _print_table(report: dict[str, Any]) -> None:
                   f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
     c = Console()
     c.print(t)
+    for why in report["info"].get("nan", {}).values():
+        c.print(f"[yellow]{why}[/yellow]", highlight=False)
     miss = report["missing"]
     if miss["count"]:
         shown = ", ".join(miss["ids"][:10]) + (" ..." if miss["count"] > 10 else "")

@@ -200,11 +200,14 @@ def evaluate(
         info["clip_model"] = clip_model
         info["clip_chunked"] = cs.chunked
     for variant in (m for m in ("lin", "lin_fixed") if m in ms):
-        from .linguistic import TextStats, corpus_stats, text_stats
+        from .linguistic import TextStats, corpus_stats, nan_reason, text_stats
 
         texts = [preds[k] for k in ids]
         stats = [text_stats(t, variant) for t in texts]
-        corpus.update(corpus_stats(texts, stats, variant))
+        lin = corpus_stats(texts, stats, variant)
+        corpus.update(lin)
+        if nan_reason(variant, stats, lin):
+            info.setdefault("nan", {})[variant] = nan_reason(variant, stats, lin)
         for f in TextStats.__dataclass_fields__:
             per[f"{variant}_{f}"] = np.asarray([float(getattr(s, f)) for s in stats])
         info["pos"] = "not computed: no part-of-speech tagger is available offline"

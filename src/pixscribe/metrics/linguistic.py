@@ -161,6 +161,24 @@ def corpus_stats(texts: Iterable[str], stats: Sequence[TextStats] | None = None,
     return out
 
 
+def nan_reason(variant: str, stats: Sequence[TextStats], corpus: dict[str, float]) -> str | None:
+    """Why some corpus scores are NaN, in a line a user can act on (None when none is)."""
+    nan = [k for k, v in corpus.items() if k.startswith(variant + "_") and math.isnan(v)]
+    if not nan:
+        return None
+    n = len(stats)
+    no_words = sum(1 for s in stats if s.words == 0)
+    no_sents = sum(1 for s in stats if s.sentences == 0)
+    why = []
+    if no_sents:
+        why.append(f"{no_sents} of {n} texts have no sentence end (. ? !), and the reference counts no sentence "
+                   "in them" + (" (lin_fixed counts unterminated text as a sentence)" if variant == "lin" else ""))
+    if no_words:
+        why.append(f"{no_words} of {n} texts have no words")
+    return (f"{', '.join(nan)}: nan, as the reference gives when no text has a value (each divides by zero): "
+            + "; ".join(why or ["every text divides by zero"]))
+
+
 def pos_counts(text: str) -> dict[str, int]:
     raise ModelUnavailable(
         "POS counts need a part-of-speech tagger with local data; none is available offline "

@@ -126,7 +126,7 @@ def select_images(segments: Sequence[Mapping[str, Any]], sample_num: int, img_nu
     n = img_num or len(eligible)
     if len(eligible) < n:
         raise InputFileError(f"POPE: only {len(eligible)} images have at least {sample_num} objects, "
-                             f"fewer than img_num={n} (pass a smaller img_num, or 0 for all of them)")
+                             f"fewer than the {n} asked for (pass a smaller --img-num, or --img-num 0 for all of them)")
     return rng.sample(eligible, n)
 
 

@@ -54,6 +54,7 @@ class PromptOptions:
 
     task: str = "dense"
     attribute: str | None = None  # for task attribute, when a region has none of its own
+    own_attribute: bool = False  # task dense: a region with its own attribute is asked for it instead
     outline: bool = True  # focal: outline on both images; som always outlines
     overlay: str = "dim"  # overlay mode: "dim" the outside or draw a "contour"
     dim: float = 0.35  # brightness kept outside the region (overlay dim)
@@ -144,10 +145,17 @@ def _attr(r: Region, o: PromptOptions) -> str | None:
     return r.attribute or o.attribute
 
 
+def region_task(r: Region, o: PromptOptions) -> str:
+    """The task ``r`` is asked: ``o.task``, except that with ``own_attribute`` (the region
+    method's default: ``--task`` not given) a region with its own attribute is asked for it."""
+    return "attribute" if o.task == "dense" and o.own_attribute and r.attribute else o.task
+
+
 def _single(mode: str, r: Region, o: PromptOptions, images: list[Any], region_text: str,
             boxes: Sequence[BoxText] = ()) -> RegionPrompt:  # fmt: skip
-    text = task_text(o.task, region_text, attribute=_attr(r, o), instruction=r.instruction)
-    return RegionPrompt(mode, o.task, images, text, [r.key], _attr(r, o), boxes=list(boxes))
+    task = region_task(r, o)
+    text = task_text(task, region_text, attribute=_attr(r, o), instruction=r.instruction)
+    return RegionPrompt(mode, task, images, text, [r.key], _attr(r, o), boxes=list(boxes))
 
 
 def _upscale(im: Image.Image, min_side: int) -> Image.Image:
@@ -235,15 +243,16 @@ _MARKS_PHRASE = f"each outlined in {OUTLINE_NAME}, with its number on a white la
 
 def som(image: Image.Image, regions: Sequence[Region], o: PromptOptions) -> list[RegionPrompt]:
     """Set-of-mark: one numbered image and one JSON request per group of regions."""
-    groups: dict[tuple[str | None, str | None], list[Region]] = {}
-    for r in regions:  # one request per attribute (task attribute) and instruction
-        groups.setdefault((_attr(r, o) if o.task == "attribute" else None, r.instruction), []).append(r)
+    groups: dict[tuple[str, str | None, str | None], list[Region]] = {}
+    for r in regions:  # one request per task, attribute (task attribute) and instruction
+        task = region_task(r, o)
+        groups.setdefault((task, _attr(r, o) if task == "attribute" else None, r.instruction), []).append(r)
     out = []
-    for (attribute, instruction), rs in groups.items():
+    for (task, attribute, instruction), rs in groups.items():
         for s in range(0, len(rs), max(1, o.som_max_marks)):
             part = rs[s : s + o.som_max_marks]
-            text = marks_text(o.task, _MARKS_PHRASE, len(part), attribute=attribute, instruction=instruction)
-            out.append(RegionPrompt("som", o.task, [draw_marks(image, part)], text, [r.key for r in part], attribute,
+            text = marks_text(task, _MARKS_PHRASE, len(part), attribute=attribute, instruction=instruction)
+            out.append(RegionPrompt("som", task, [draw_marks(image, part)], text, [r.key for r in part], attribute,
                                     json_schema=marks_schema(len(part))))  # fmt: skip
     return out
 
@@ -288,6 +297,7 @@ __all__ = [
     "box",
     "box_convention",
     "build_prompts",
+    "region_task",
     "crop",
     "draw_marks",
     "focal",

@@ -11,9 +11,11 @@ FIX = "Fix that (expert_models in the YAML config can point at local copies; see
 
 
 def expert_identity(e: Expert) -> dict[str, Any]:
-    """What changes an expert's output: its model and its public settings."""
-    settings = {k: v for k, v in vars(e).items()
-                if not k.startswith("_") and isinstance(v, (str, int, float, bool, type(None), list, tuple))}
+    """What changes an expert's output: its model and its public settings (less those its class
+    names in ``speed_only``, which change how fast, not what)."""
+    skip = set(getattr(e, "speed_only", ()))
+    settings = {k: v for k, v in vars(e).items() if not k.startswith("_") and k not in skip
+                and isinstance(v, (str, int, float, bool, type(None), list, tuple))}
     return {"expert": e.name, "model": e.model, **settings}
 
 

@@ -37,17 +37,19 @@ from ..backends.base import Backend, GenerationRequest, Sampling
 from ..record import PixscribeError, Record, error_kind, prompt_sha
 from ..region.output import region_output
 from ..region.parse import READ_KEYS, region_ids, regions_from_columns
-from ..region.prompts import PromptOptions, RegionPrompt, build_prompts, read_answer
+from ..region.prompts import PromptOptions, RegionPrompt, build_prompts, read_answer, region_task
 from ..region.types import Region
 from . import replies
 
 FIELDS = ("caption", "region", "regions", "task", "attribute", "prompt_mode")
 # input columns renamed so they do not collide with the method's own (read back by this stage)
 RENAMED = {"regions": "input_regions", "region": "input_region", "attribute": "input_attribute"}
-PROMPT_KEYS = ("task", "attribute", "outline", "overlay", "dim", "min_size", "context", "crop_min_side",
-               "som_max_marks", "box_convention", "input_size")  # fmt: skip
+PROMPT_KEYS = ("task", "attribute", "own_attribute", "outline", "overlay", "dim", "min_size", "context",
+               "crop_min_side", "som_max_marks", "box_convention", "input_size")  # fmt: skip
 # memory and batching only, or a record of where a setting came from: the outputs do not change
 NOT_FINGERPRINTED = ("requests_per_call", "box_convention_from")
+# added later and off in every older run: fingerprinted only when on, so older runs keep theirs
+ONLY_WHEN_ON = ("own_attribute",)
 Answer = tuple[str | None, str | None, float, bool]  # caption, error, model seconds, the caption was cut
 
 
@@ -96,7 +98,8 @@ class RegionStage(Stage):
 
     # ---- what changes the output --------------------------------------------------------
     def options(self) -> dict[str, Any]:
-        opts = {k: v for k, v in self.opts.items() if k not in NOT_FINGERPRINTED and v is not None}
+        opts = {k: v for k, v in self.opts.items()
+                if k not in NOT_FINGERPRINTED and v is not None and (v or k not in ONLY_WHEN_ON)}
         out: dict[str, Any] = {"model": self.identity, **opts, "sam": self.sam_identity}
         if self.proposer is not None:
             out["proposer"] = self.proposer_identity
@@ -294,14 +297,16 @@ class RegionStage(Stage):
                                                     0.0, False))  # fmt: skip
             secs += s
             cut += [rid] if was_cut else []
-            attr = (reg.attribute or self.opts.get("attribute")) if self.opts["task"] == "attribute" else reg.attribute
-            outs.append(region_output(reg, region_id=rid, task=self.opts["task"], attribute=attr, caption=text,
+            task = region_task(reg, self.prompt)
+            attr = (reg.attribute or self.opts.get("attribute")) if task == "attribute" else reg.attribute
+            outs.append(region_output(reg, region_id=rid, task=task, attribute=attr, caption=text,
                                       prompt_mode=self.opts["prompt_mode"], error=err))  # fmt: skip
         self._tally(outs)
         first = outs[0] if unit.per_row and outs else None
         caption = first["caption"] if first else _global_caption(outs, self.opts["task"])
         values = {"caption": caption, "region": first, "regions": None if unit.per_row else outs,
-                  "task": self.opts["task"], "attribute": first["attribute"] if first else self.opts.get("attribute"),
+                  "task": first["task"] if first else self.opts["task"],
+                  "attribute": first["attribute"] if first else self.opts.get("attribute"),
                   "prompt_mode": self.opts["prompt_mode"]}  # fmt: skip
         self._count("truncated_captions", len(cut))
         frame = self._frame_provenance()

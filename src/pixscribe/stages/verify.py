@@ -8,8 +8,10 @@ This stage does that with :class:`pixscribe.experts.detection.Verifier`, in thre
 - ``consensus``: Grounding DINO and OWLv2 must both find it, with overlapping boxes (GranD);
 - ``any``: either detector finding it is enough.
 
-Detectors are run at ``probe_threshold`` (0.05) so that near misses show in the scores;
-the verdict uses the thresholds above.
+Each phrase is checked alone (``per_phrase``, IT's rule) with the detectors' image side done
+once per image: ``Verifier.verify_batch(..., each=True)``; docs/textualize.md says how and
+what it costs. Detectors are run at ``probe_threshold`` (0.05) so that near misses show in
+the scores; the verdict uses the thresholds above.
 
 Fields: ``objects`` (per phrase: ``phrase``, ``grounded``, ``score`` (the best score of the
 boxes that ground it, else the best score any detector gave it), ``box``/``box_norm`` of
@@ -91,14 +93,9 @@ class VerifyStage(Stage):
         setup_experts(list(self.verifier.detectors.values()), FIX)
 
     def _ground(self, records: list[Record]) -> list[list[Grounding]]:
-        if not self.opts["per_phrase"]:  # all phrases of an image in one query text
-            return self.verifier.verify_batch([r.image for r in records], [r.fields["phrases"] for r in records])
-        jobs = [(i, p) for i, r in enumerate(records) for p in r.fields["phrases"]]
-        got = self.verifier.verify_batch([records[i].image for i, _ in jobs], [[p] for _, p in jobs]) if jobs else []
-        out: list[list[Grounding]] = [[] for _ in records]
-        for (i, _), g in zip(jobs, got):
-            out[i].extend(g)
-        return out
+        # per_phrase: each phrase checked alone (IT), each image's own work done once; else all in one text
+        return self.verifier.verify_batch([r.image for r in records], [r.fields["phrases"] for r in records],
+                                          each=bool(self.opts["per_phrase"]))  # fmt: skip
 
     def __call__(self, records: list[Record]) -> list[Record]:
         t = time.perf_counter()

@@ -8,7 +8,9 @@ Run it in a subprocess; it prints its bound port on the first stdout line::
 Endpoints: ``POST /v1/chat/completions``, ``GET /v1/models`` (with ``--root``, each entry's
 ``root`` as vLLM gives it), ``GET /stats`` (JSON
 counters, including the most requests seen in flight at once), ``POST /stats/reset`` and
-``POST /admin`` (change options at run time, e.g. ``{"capacity": null}``).
+``POST /admin`` (change options at run time, e.g. ``{"capacity": null}``). ``--hold K`` answers K chat
+requests and holds later ones until ``/admin`` gives more passes (``{"hold": 1}``) or lifts the
+hold (``{"hold": null}``): a test decides exactly when a batch ends.
 
 Modes:
 
@@ -244,6 +246,7 @@ class Handler(BaseHTTPRequestHandler):
                 st.bump("by_fault", "capacity")
                 self._error(429, "server at capacity", "rate_limit", self._retry_after())
                 return
+            _wait_for_pass(st)
             self._chat(raw)
         except (BrokenPipeError, ConnectionResetError):
             pass
@@ -475,6 +478,19 @@ class Handler(BaseHTTPRequestHandler):
         return text, n_in, n_out, finish
 
 
+def _wait_for_pass(st: State) -> None:
+    """``--hold K``: K more chat requests are answered, later ones wait until ``/admin`` gives
+    more passes (``{"hold": 1}``) or lifts the hold (``{"hold": null}``)."""
+    while True:
+        with st.lock:
+            left = st.opts.hold
+            if left is None or left > 0:
+                if left is not None:
+                    st.opts.hold = left - 1
+                return
+        time.sleep(0.02)
+
+
 # ---- scripted replies ------------------------------------------------------------------------
 
 
@@ -579,6 +595,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--root", action="append", default=None,
                     help="the /v1/models 'root' of the i-th --model (vLLM reports the loaded path or hub id there)")
     ap.add_argument("--latency", type=float, default=0.0)
+    ap.add_argument("--hold", type=int, default=None, help="answer this many chat requests, hold later ones "
+                    "until /admin gives more ({\"hold\": 1}) or lifts the hold ({\"hold\": null})")
     ap.add_argument("--faults", default="")
     ap.add_argument("--fault-share", type=float, default=1.0)
     ap.add_argument("--permanent", default=None)

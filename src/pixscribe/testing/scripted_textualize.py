@@ -177,12 +177,12 @@ class _ScriptedDetector(_Counting):
 
     @_timed
     def run(self, images: list[Any], queries: Any = None, box_threshold: float | None = None,
-            text_threshold: float | None = None, **_: Any) -> list[list[Detection]]:
+            text_threshold: float | None = None, each: bool = False, **_: Any) -> list[list[Detection]]:
         self._tick(len(images))
         per = queries if queries and not isinstance(queries[0], str) else [queries] * len(images)
         bt = 0.0 if box_threshold is None else box_threshold
         self.seen.append({"queries": [list(q) for q in per], "box_threshold": box_threshold,
-                          "text_threshold": text_threshold})
+                          "text_threshold": text_threshold, "each": each})
         out = []
         for img, qs in zip(images, per):
             found = getattr(self.script.of(img), self.table)

@@ -29,9 +29,8 @@ from ...backends.base import BackendUsage
 from ...config import RunConfig
 from ...errors import MethodError
 from ...record import RunStop
-from ..executor import Executor, _batch_size, _sigterm_as_interrupt, _total
+from ..executor import Executor, _batch_size, _sigterm_as_interrupt, make_progress
 from ..run import Run, ShardWork
-from ..summary import Progress
 from ..writer import Writer
 from .flow import Flow
 from .plan import StageGroup, plan_groups
@@ -89,7 +88,7 @@ class RayExecutor(Executor):
     # ---- the run ---------------------------------------------------------------------------------------
     def execute(self, run: Run, works: list[ShardWork]) -> None:
         cfg, summary = run.config, run.summary
-        progress = Progress(_total(works, cfg.limit), enabled=cfg.progress, console=self.console)
+        progress = make_progress(works, cfg, self.console)
         writer = Writer(run, run.method, summary, progress, self.on_batch).start()
         flow = self._flow(run, writer)
         restore = _sigterm_as_interrupt()

@@ -5,7 +5,9 @@ from the pixels (``see``: the image's size and mean colour) and from the text be
 (comma-separated) whose ``see`` request fails; ``PIXSCRIBE_SCRIPTED_CRASH`` lists ids on
 which the process answering dies at once (a poison row that kills its worker); with
 ``PIXSCRIBE_SCRIPTED_PIDDIR`` set, every process that answers a batch leaves a file named
-by its pid there (so a test can kill a Ray worker by pid).
+by its pid there (so a test can kill a Ray worker by pid). ``PIXSCRIBE_SCRIPTED_GATE=PATH[:N]``:
+after the process's first N calls with images (0 when not given), each such call waits until
+PATH exists, so a test holds a run at a known point instead of racing it.
 
 A second method, ``sleep``, is the benchmarks' simulated model: one image stage that
 sleeps ``PIXSCRIBE_SCRIPTED_DELAY`` per batch and answers with the image's size (no other
@@ -49,6 +51,8 @@ class Scripted(Backend):
         if any(r.id in crash for r in requests):
             os._exit(17)
         time.sleep(float(os.environ.get("PIXSCRIBE_SCRIPTED_DELAY", "0")))
+        if any(r.images for r in requests):
+            _gate()
         fail = set(filter(None, os.environ.get("PIXSCRIBE_SCRIPTED_FAIL", "").split(",")))
         out = []
         for r in requests:
@@ -65,6 +69,21 @@ class Scripted(Backend):
                 out.append(GenerationResult(text="re " + hashlib.sha256(text.encode()).hexdigest()[:8],
                                             seconds=0.001))
         return out
+
+
+_image_calls = [0]
+
+
+def _gate():
+    spec = os.environ.get("PIXSCRIBE_SCRIPTED_GATE")
+    if not spec:
+        return
+    path, _, free = spec.partition(":")
+    _image_calls[0] += 1
+    if _image_calls[0] <= int(free or 0):
+        return
+    while not os.path.exists(path):
+        time.sleep(0.02)
 
 
 def _rewrite_request(rec, opts):
