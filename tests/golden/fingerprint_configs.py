@@ -3,7 +3,10 @@
 ``python tests/golden/fingerprint_configs.py > tests/golden/fingerprints.json`` wrote the
 golden file with the code of c44a9c2 (main before issue 24's redesign, importing
 ``build_method`` from ``pixscribe.engine.stage`` there); run it again only to add
-configurations, never to change a value. Building a method loads no model.
+configurations, never to change a value. Main's 887eef9 changed region's default on purpose
+(own_attribute on unless --task is given; runs made before resume with --task dense): the four
+region values without a task are that commit's, computed with its own code. Building a method
+loads no model.
 """
 
 from __future__ import annotations
