@@ -202,7 +202,7 @@ def test_dense_stage_runs_the_plain_tiny_florence2_at_its_default_length(tiny_ex
     photos) failed every image of the dense stage with "index out of range in self". The expert now
     stops at the decoder's limit."""
     from pixscribe.record import Record
-    from pixscribe.stages.detail import DetailStage
+    from pixscribe.methods.textualize.detail import DetailStage
 
     fl = FlorenceExpert(str(tiny_experts["florence2"]), device="cpu")  # the defaults: 1024 new tokens, 3 beams
     assert (fl.max_new_tokens, fl.num_beams) == (1024, 3)

@@ -3,8 +3,8 @@
 import pytest
 
 from pixscribe.backends.structured import SchemaError
-from pixscribe.nounphrases import noun_phrases
-from pixscribe.stages.objects import parse_objects
+from pixscribe.methods.textualize.nounphrases import noun_phrases
+from pixscribe.methods.textualize.objects import parse_objects
 
 
 @pytest.mark.parametrize("text, phrases", [

@@ -21,9 +21,9 @@ from pixscribe.engine.context import BuildContext
 from pixscribe.api import MethodError
 from pixscribe.experts import rle
 from pixscribe.record import Record
-from pixscribe.stages.detail import DetailStage
-from pixscribe.stages.rewrite import RewriteStage, object_numbers, skip_reason
-from pixscribe.stages.verify import VerifyStage
+from pixscribe.methods.textualize.detail import DetailStage
+from pixscribe.methods.textualize.rewrite import RewriteStage, object_numbers, skip_reason
+from pixscribe.methods.textualize.verify import VerifyStage
 from pixscribe.testing.scripted_textualize import (Scene, Script, ScriptedDense, ScriptedLLM, ScriptedSam,
                                                    scripted_experts)
 
@@ -94,7 +94,7 @@ def _records(scene: Scene, **fields) -> list[Record]:
 def test_verify_modes(mode, halls):
     script = Script([CAT_SOFA_DOG])
     ex = scripted_experts(script)
-    from pixscribe.stages.verify import DEFAULTS
+    from pixscribe.methods.textualize.verify import DEFAULTS
 
     opts = {**DEFAULTS, "mode": mode}
     (r,) = VerifyStage(ex, opts)(_records(CAT_SOFA_DOG, phrases=["cat", "sofa", "dog"]))
@@ -219,7 +219,7 @@ def test_extraction_without_structured_output_reads_the_reply_as_is(tmp_path):
 
 
 def test_an_empty_rewrite_fails_its_row():
-    from pixscribe.stages.rewrite import clean_answer
+    from pixscribe.methods.textualize.rewrite import clean_answer
 
     assert clean_answer('Rewritten description: "A cat."') == "A cat."
     with pytest.raises(ValueError, match="the rewrite is empty"):

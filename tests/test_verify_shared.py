@@ -195,7 +195,7 @@ def _records(photos, phrases):
 
 @pytest.mark.parametrize("mode", ["single", "consensus", "any"])
 def test_verify_stage_groundings_equal_one_check_per_phrase(mode, tiny_experts, gdino, photos):
-    from pixscribe.stages.verify import DEFAULTS, VerifyStage, grounding_json
+    from pixscribe.methods.textualize.verify import DEFAULTS, VerifyStage, grounding_json
 
     owl = OwlV2Expert(str(tiny_experts["owlv2"]), device="cpu", batch_size=3)
     # the tiny Grounding DINO scores every phrase near 1; OWLv2 gives 0.06 to 1.0: at 0.5 it splits the

@@ -24,15 +24,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..api import Flag, Method, MethodContext, ModelRole, Stage, StageOptions, option, register_method
-from ..experts import build_expert
-from ..experts.base import Expert
-from ..stages import GenerateStage
-from ..stages import objects as objects_mod
-from ..stages import rewrite as rewrite_mod
-from ..stages import verify as verify_mod
-from ..stages.column import ColumnStage
-from ..stages.detail import DetailStage
+from ...api import Flag, Method, MethodContext, ModelRole, Stage, StageOptions, option, register_method
+from ...experts import build_expert
+from ...experts.base import Expert
+from ...stages import GenerateStage
+from . import objects as objects_mod
+from . import rewrite as rewrite_mod
+from . import verify as verify_mod
+from .column import ColumnStage
+from .detail import DetailStage
 
 DESCRIBE_PROMPT = ("Describe this image in detail: the objects in it with their colours, sizes and positions, how "
                    "they relate to each other, any visible text, and the setting. Only state what you can see.")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..api.stage import Stage
-from ..record import Record
+from ...api.stage import Stage
+from ...record import Record
 
 
 class ColumnStage(Stage):

@@ -4,7 +4,7 @@ Image Textualization gives its rewriting LLM, per object, a region caption (GRiT
 captions; here Florence-2's ``<DENSE_REGION_CAPTION>``), the box, how near the object is
 (a depth map averaged over the object's SAM mask) and how much of the image the mask
 covers. This stage computes those per image; the rewrite stage normalises them over the
-objects it uses (see :mod:`pixscribe.stages.rewrite`).
+objects it uses (see :mod:`pixscribe.methods.textualize.rewrite`).
 
 ``regions`` (one entry per dense region, in the captioner's order):
 
@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from ..api.stage import Stage
-from ..experts import rle
-from ..experts.base import Detection, Expert, Mask, to_jsonable
-from ..record import Record
-from .experts import FIX, expert_identity, setup_experts
+from ...api.stage import Stage
+from ...experts import rle
+from ...experts.base import Detection, Expert, Mask, to_jsonable
+from ...record import Record
+from ...stages.experts import FIX, expert_identity, setup_experts
 
 VERSION = 1  # bump when the numbers change meaning
 

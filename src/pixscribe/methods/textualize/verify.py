@@ -25,13 +25,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ..api.options import StageOptions, option
-from ..api.stage import Stage
-from ..errors import MethodError
-from ..experts.base import Expert
-from ..experts.detection import Grounding, Verifier
-from ..record import Record
-from .experts import FIX, expert_identity, setup_experts
+from ...api.options import StageOptions, option
+from ...api.stage import Stage
+from ...errors import MethodError
+from ...experts.base import Expert
+from ...experts.detection import Grounding, Verifier
+from ...record import Record
+from ...stages.experts import FIX, expert_identity, setup_experts
 
 MODES = ("single", "consensus", "any")
 

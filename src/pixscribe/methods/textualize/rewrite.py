@@ -21,10 +21,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..api.options import StageOptions, option
-from ..backends.base import Backend, GenerationRequest, GenerationResult
-from ..record import Record
-from .generate import GenerateStage, quote, sampling_of
+from ...api.options import StageOptions, option
+from ...backends.base import Backend, GenerationRequest, GenerationResult
+from ...record import Record
+from ...stages.generate import GenerateStage, quote, sampling_of
 
 CAPTION, SKIPPED = "caption", "textualize_skipped"
 ANSWER = "Rewritten description:"

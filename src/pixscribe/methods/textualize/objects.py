@@ -11,7 +11,7 @@ Two extractors, one stage name (``objects``), one field (``phrases``, a list of 
   list of strings) is a ``schema:`` error, and a reply cut at the token limit is a
   ``truncated:`` error after one retry with ``retry_max_new_tokens``: neither is ever read as
   phrases (json-repair once made the object list ``["objects"]`` of the cut ``{"objects"``).
-- ``nouns`` (:class:`NounsStage`): :func:`pixscribe.nounphrases.noun_phrases`, offline and
+- ``nouns`` (:class:`NounsStage`): :func:`pixscribe.methods.textualize.nounphrases.noun_phrases`, offline and
   deterministic, skipping hedged and negated objects.
 
 Phrases are deduplicated (case and surrounding punctuation ignored) and capped at
@@ -26,15 +26,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..api.options import StageOptions, option
-from ..api.stage import Stage
-from ..backends.base import Backend, GenerationRequest, GenerationResult
-from ..errors import MethodError
-from ..experts.detection import normalize_phrase
-from ..nounphrases import VERSION as NOUNS_VERSION
-from ..nounphrases import noun_phrases
-from ..record import Record
-from .generate import GenerateStage, quote, sampling_of
+from ...api.options import StageOptions, option
+from ...api.stage import Stage
+from ...backends.base import Backend, GenerationRequest, GenerationResult
+from ...errors import MethodError
+from ...experts.detection import normalize_phrase
+from ...record import Record
+from ...stages.generate import GenerateStage, quote, sampling_of
+from .nounphrases import VERSION as NOUNS_VERSION
+from .nounphrases import noun_phrases
 
 PHRASES = "phrases"
 MARKER = "OBJECTS:"
@@ -104,7 +104,7 @@ def _json_items(text: str) -> list[str] | None:
     """``{"objects": [...]}`` or a bare list; None when the text does not start like JSON.
     Raises :class:`~pixscribe.backends.structured.SchemaError` when it does but is not JSON of
     that shape (json-repair's reading included: an object never becomes a list)."""
-    from ..backends.structured import SchemaError, opens_json, parse_json
+    from ...backends.structured import SchemaError, opens_json, parse_json
 
     body = text.strip()
     if not opens_json(body):
@@ -171,7 +171,7 @@ class ExtractStage(GenerateStage):
         return records
 
     def _keep(self, r: Record, res: GenerationResult, info: dict[str, Any], retried_at: int | None = None) -> None:
-        from ..backends.structured import opens_json
+        from ...backends.structured import opens_json
 
         if (not res.ok and res.text and (res.error or "").startswith("schema:") and not res.truncated
                 and not opens_json(res.text)):
@@ -180,7 +180,7 @@ class ExtractStage(GenerateStage):
 
 
 class NounsStage(Stage):
-    """The deterministic extractor (:mod:`pixscribe.nounphrases`)."""
+    """The deterministic extractor (:mod:`pixscribe.methods.textualize.nounphrases`)."""
 
     name = "objects"
     provides = (PHRASES,)
