@@ -27,7 +27,7 @@ from pixscribe.metrics import pancap_prompts as P
 from pixscribe.metrics.judge import CachedJudge, JudgeCache
 from pixscribe.metrics.pancap_tags import TagMatcher
 from pixscribe.metrics.pancapscore import PancapConfig, iou_matrix, match_entities, pancapscore
-from pixscribe.panoptic.boxes import render_reference
+from pixscribe.metrics.pancap_boxes import render_reference
 from pixscribe.testing.scripted_judge import ScriptedJudge
 
 NOUNS = ("dog cat horse bird cow sheep person child car bus truck bicycle boat train plane tree flower grass "

@@ -304,7 +304,7 @@ def test_total_interval_resamples_the_dimension_means():
 
 def test_iou_matrix_equals_pairwise_iou():
     from pixscribe.metrics.pancapscore import iou_matrix
-    from pixscribe.panoptic.boxes import iou
+    from pixscribe.spatial import iou
 
     rng = np.random.default_rng(1)
 

@@ -136,8 +136,11 @@ def test_round_trips_are_exact_to_the_formats_precision(size):
         assert B.render_reference(B.parse_reference_box(text)) == text
 
 
-def test_iou():
-    assert B.iou((0, 0, 2, 2), (0, 0, 2, 2)) == 1.0
-    assert B.iou((0, 0, 2, 2), (1, 1, 3, 3)) == pytest.approx(1 / 7)
-    assert B.iou((0, 0, 1, 1), (2, 2, 3, 3)) == 0.0
-    assert B.iou((0, 0, 0, 0), (0, 0, 0, 0)) == 0.0
+def test_iou():  # the one iou (spatial), as panoptic's re-detection merge calls it
+    from pixscribe.spatial import iou
+
+    assert iou((0, 0, 2, 2), (0, 0, 2, 2), degenerate=0.0) == 1.0
+    assert iou((0, 0, 2, 2), (1, 1, 3, 3), degenerate=0.0) == pytest.approx(1 / 7)
+    assert iou((0, 0, 1, 1), (2, 2, 3, 3), degenerate=0.0) == 0.0
+    assert iou((0, 0, 0, 0), (0, 0, 0, 0), degenerate=0.0) == 0.0
+    assert iou((0, 0, 0, 0), (0, 0, 0, 0)) == 1.0  # NMS and "overlapping": a point is its own match

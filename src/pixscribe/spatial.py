@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-Box = Sequence[float]
+Box = tuple[float, float, float, float]  # xyxy: the one box type of pixscribe (functions here take any 4 numbers)
 
 _ROWS = ("upper", "middle", "lower")
 _COLS = ("left", "center", "right")
@@ -98,10 +98,13 @@ def intersection(a: Box, b: Box) -> float:
     return max(0.0, min(ax1, bx1) - max(ax0, bx0)) * max(0.0, min(ay1, by1) - max(ay0, by0))
 
 
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union; identical boxes give 1.0, even degenerate ones."""
+def iou(a: Box, b: Box, *, degenerate: float = 1.0) -> float:
+    """Intersection over union (0 when the union is empty); two identical boxes give 1.0, or
+    ``degenerate`` when they have no area (1.0: a point is its own match, as NMS and
+    "overlapping" want; 0.0: an empty box matches nothing, as panoptic's re-detection merge
+    wants)."""
     if _check(a) == _check(b):
-        return 1.0
+        return 1.0 if area(a) > 0 else degenerate
     inter = intersection(a, b)
     union = area(a) + area(b) - inter
     return inter / union if union > 0 else 0.0

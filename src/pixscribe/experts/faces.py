@@ -43,13 +43,11 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..imaging import resize_to_budget
-from ..spatial import area, intersection
+from ..spatial import Box, area, intersection
 from .base import Expert, Face, normalize_box, require
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import RunConfig
-
-Box = tuple[float, float, float, float]
 
 
 def nms(boxes: list[Box], scores: list[float], iou: float = 0.3) -> list[int]:

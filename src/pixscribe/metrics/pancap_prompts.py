@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from ..backends.base import GenerationRequest, Sampling
-from ..panoptic.boxes import Box, parse_reference_box, render_reference
+from ..spatial import Box
+from .pancap_boxes import parse_reference_box, render_reference
 
 EXTRACT_SYSTEM = """\
 You turn an image description into a list of facts, for an evaluation. The description is \

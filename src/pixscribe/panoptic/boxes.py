@@ -5,6 +5,8 @@ Two text formats:
 - **reference** (SA-Pancap captions, and what pixscribe writes in ``caption``): prose with
   inline boxes ``[[x1, y1, x2, y2]]``, coordinates normalised to [0, 1] by the image's own
   width and height, written with 3 decimals. ``[[a, b, c, d], [e, f, g, h]]`` holds two.
+  PancapScore reads it too, so it lives in :mod:`pixscribe.metrics.pancap_boxes` (its names
+  are used here under the same names).
 - **model** (what PancapChain reads and writes): items ``tag <box>[[x1, y1, x2, y2]]</box>``
   separated by ", " (its first stage writes items without a tag), integers in
   0..:data:`MODEL_SCALE` (999, so values in [0, 1000)) on the image padded to a square as
@@ -33,32 +35,22 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from ..metrics.pancap_boxes import (
+    BOX_SEP,
+    REFERENCE_DECIMALS,
+    BoxProblem,
+    InlineBox,
+    ordered_reason,
+    parse_reference,
+    parse_reference_box,
+    render_reference,
+    strip_reference,
+)
+from ..spatial import Box
+
 MODEL_SCALE = 999
-REFERENCE_DECIMALS = 3
 
-Box = tuple[float, float, float, float]
 IntBox = tuple[int, int, int, int]
-
-
-@dataclass(frozen=True)
-class BoxProblem:
-    """A malformed item: the text that was skipped, where it starts, and why."""
-
-    text: str
-    start: int
-    reason: str
-
-    def __str__(self) -> str:
-        return f"at {self.start}: {self.reason}: {self.text!r}"
-
-
-@dataclass(frozen=True)
-class InlineBox:
-    """A box of the reference format and the span of its ``[[...]]`` in the text."""
-
-    box: Box
-    start: int
-    end: int
 
 
 @dataclass(frozen=True)
@@ -69,35 +61,12 @@ class ModelItem:
     box: IntBox
 
 
-_INLINE = re.compile(r"\[\[(.*?)\]\]", re.S)
 _MODEL_ITEM = re.compile(r"<box>(.*?)</box>", re.S)
 _DOUBLE_BRACKETS = re.compile(r"\s*\[\[(.*)\]\]\s*", re.S)
-_BOX_SEP = re.compile(r"\]\s*,\s*\[")
 _INT = re.compile(r"[+-]?\d+")
 
 
 # ---- checking four numbers ---------------------------------------------------------
-
-
-def _ordered_reason(v: Sequence[float], lo: float, hi: float) -> str | None:
-    if min(v) < lo or max(v) > hi:
-        return f"coordinates outside [{lo:g}, {hi:g}]"
-    if v[2] < v[0] or v[3] < v[1]:
-        return "x2 < x1 or y2 < y1"
-    return None
-
-
-def _floats(body: str) -> list[float] | str:
-    parts = [p.strip() for p in body.split(",")]
-    if len(parts) != 4:
-        return f"{len(parts)} numbers, expected 4"
-    try:
-        vals = [float(p) for p in parts]
-    except ValueError:
-        return "not numbers"
-    if not all(math.isfinite(x) for x in vals):
-        return "not finite numbers"
-    return vals
 
 
 def _ints(body: str) -> list[int] | str:
@@ -109,41 +78,6 @@ def _ints(body: str) -> list[int] | str:
     return [int(p) for p in parts]
 
 
-# ---- the reference format ----------------------------------------------------------
-
-
-def parse_reference(text: str) -> tuple[list[InlineBox], list[BoxProblem]]:
-    """Every inline ``[[x1, y1, x2, y2]]`` box of a caption, in order, and the malformed ones."""
-    boxes: list[InlineBox] = []
-    problems: list[BoxProblem] = []
-    for m in _INLINE.finditer(text):
-        for part in _BOX_SEP.split(m.group(1)):
-            vals = _floats(part)
-            reason = vals if isinstance(vals, str) else _ordered_reason(vals, 0.0, 1.0)
-            if reason is not None:
-                problems.append(BoxProblem(m.group(0), m.start(), reason))
-                continue
-            boxes.append(InlineBox((vals[0], vals[1], vals[2], vals[3]), m.start(), m.end()))
-    return boxes, problems
-
-
-def parse_reference_box(text: str) -> Box | None:
-    """The single box of a text such as ``[[0.1, 0.2, 0.3, 0.4]]``; None if it holds none or several."""
-    boxes, problems = parse_reference(text)
-    return boxes[0].box if len(boxes) == 1 and not problems else None
-
-
-def render_reference(box: Sequence[float]) -> str:
-    """``[[x1, y1, x2, y2]]`` with 3 decimals (values clamped to [0, 1])."""
-    vals = [min(1.0, max(0.0, float(v))) + 0.0 for v in box]  # + 0.0 turns -0.0 into 0.0
-    return "[[" + ", ".join(f"{v:.{REFERENCE_DECIMALS}f}" for v in vals) + "]]"
-
-
-def strip_reference(text: str) -> str:
-    """The caption without its inline boxes (and the spaces before them)."""
-    return _INLINE.sub("", re.sub(r"[ \t]+(?=\[\[)", "", text))
-
-
 # ---- the model format --------------------------------------------------------------
 
 
@@ -152,9 +86,9 @@ def _model_boxes(body: str) -> list[IntBox] | str:
     if m is None:
         return "box is not [[x1, y1, x2, y2]]"
     out: list[IntBox] = []
-    for part in _BOX_SEP.split(m.group(1)):
+    for part in BOX_SEP.split(m.group(1)):
         vals = _ints(part)
-        reason = vals if isinstance(vals, str) else _ordered_reason(vals, 0, MODEL_SCALE)
+        reason = vals if isinstance(vals, str) else ordered_reason(vals, 0, MODEL_SCALE)
         if reason is not None:
             return reason
         out.append((vals[0], vals[1], vals[2], vals[3]))
@@ -263,18 +197,9 @@ def reference_to_model(box: Sequence[float], width: int, height: int, *, scale: 
     return pixels_to_model(reference_to_pixels(box, width, height), width, height, scale=scale)
 
 
-def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two xyxy boxes (0 when the union is empty)."""
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    inter = max(0.0, iw) * max(0.0, ih)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 __all__ = [
     "MODEL_SCALE", "REFERENCE_DECIMALS", "BoxProblem", "InlineBox", "ModelItem",
     "parse_reference", "parse_reference_box", "render_reference", "strip_reference",
     "parse_model", "render_model", "pad_geometry", "model_to_pixels", "pixels_to_model",
-    "pixels_to_reference", "reference_to_pixels", "model_to_reference", "reference_to_model", "iou",
+    "pixels_to_reference", "reference_to_pixels", "model_to_reference", "reference_to_model",
 ]

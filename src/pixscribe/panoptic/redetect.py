@@ -21,7 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from .boxes import ModelItem, iou, model_to_pixels, pixels_to_model
+from ..spatial import iou
+from .boxes import ModelItem, model_to_pixels, pixels_to_model
 from .entities import entity_row, norm_tag
 
 
@@ -37,7 +38,8 @@ class _Candidate:
 def _support(c: _Candidate, detections: Mapping[str, Sequence[Any]], match_iou: float) -> None:
     tag = norm_tag(c.item.tag)
     for name, dets in detections.items():
-        scores = [float(d.score) for d in dets if norm_tag(d.label) == tag and iou(d.box, c.px) >= match_iou]
+        scores = [float(d.score) for d in dets
+                  if norm_tag(d.label) == tag and iou(d.box, c.px, degenerate=0.0) >= match_iou]
         if scores:
             c.confirmed_by[name] = round(max(scores), 4)
 
@@ -57,7 +59,7 @@ def _new_detections(cands: list[_Candidate], detections: Mapping[str, Sequence[A
             if float(d.score) < th:
                 continue
             tag = norm_tag(d.label)
-            if any(norm_tag(c.item.tag) == tag and iou(d.box, c.px) >= match_iou for c in cands):
+            if any(norm_tag(c.item.tag) == tag and iou(d.box, c.px, degenerate=0.0) >= match_iou for c in cands):
                 continue
             item = ModelItem(str(d.label).strip(), pixels_to_model(d.box, width, height))
             out.append(_Candidate(item, model_to_pixels(item.box, width, height), "redetect", name,
@@ -69,8 +71,8 @@ def _dedupe(cands: list[_Candidate], dedup_iou: float) -> tuple[list[_Candidate]
     kept: list[_Candidate] = []
     merged = 0
     for c in cands:
-        twin = next((k for k in kept if norm_tag(k.item.tag) == norm_tag(c.item.tag) and iou(k.px, c.px) >= dedup_iou),
-                    None)
+        twin = next((k for k in kept if norm_tag(k.item.tag) == norm_tag(c.item.tag)
+                     and iou(k.px, c.px, degenerate=0.0) >= dedup_iou), None)
         if twin is None:
             kept.append(c)
             continue

@@ -22,8 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ..record import PixscribeError
-
-Box = tuple[float, float, float, float]
+from ..spatial import Box
 
 
 class RegionError(PixscribeError):

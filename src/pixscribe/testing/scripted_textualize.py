@@ -36,8 +36,7 @@ from ..experts import rle
 from ..experts.base import Detection, Expert, Mask, TextLine, normalize_box
 from ..experts.depth import DepthExpert
 from ..experts.detection import GroundingDinoExpert, OwlV2Expert, normalize_phrase
-
-Box = tuple[float, float, float, float]
+from ..spatial import Box
 
 
 @dataclass
