@@ -86,7 +86,7 @@ def run_chain(inp: Path, out: Path, batch: int, lat: float, **kw) -> tuple[float
 
 
 def run_experts(inp: Path, out: Path, batch: int, lat: float) -> tuple[float, Sleepy, dict]:
-    import pixscribe.methods.panoptic as mp
+    import pixscribe.methods.panoptic.method as mp
 
     b = Sleepy(lat)
     real = mp.build_expert

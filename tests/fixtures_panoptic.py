@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from pixscribe.backends.base import Backend, GenerationRequest, GenerationResult
-from pixscribe.panoptic import prompts as P
+from pixscribe.methods.panoptic import prompts as P
 
 # stage 1: a duplicate box, a box wholly in the top padding of a wide image's square (inside a
 # square or tall one), a malformed item

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from pixscribe.panoptic import boxes as B
+from pixscribe.methods.panoptic import boxes as B
 
 
 # ---- the reference format ----------------------------------------------------------

@@ -24,10 +24,10 @@ from pixscribe.backends.openai_backend import OpenAIBackend
 from pixscribe.config import RunConfig
 from pixscribe.engine.runner import Runner
 from pixscribe.api import MethodError
-from pixscribe.panoptic import boxes as B
-from pixscribe.panoptic.prompts import PREAMBLE
+from pixscribe.methods.panoptic import boxes as B
+from pixscribe.methods.panoptic.prompts import PREAMBLE
 from pixscribe.stages import quote
-from pixscribe.stages.panoptic import PAD_COLOR, square
+from pixscribe.methods.panoptic.chain import PAD_COLOR, square
 
 STAGES = ("localize", "tag", "discover", "caption")
 
@@ -161,7 +161,7 @@ def test_the_square_is_made_once_and_lives_only_with_its_image():
     from PIL import Image
 
     from pixscribe.record import Record
-    from pixscribe.stages import panoptic as SP
+    from pixscribe.methods.panoptic import chain as SP
 
     r = Record(source="x", id="x")
     r.image = Image.new("RGB", (64, 32), (1, 2, 3))
@@ -211,7 +211,7 @@ def test_a_failed_stage_fails_only_its_row_and_retry_redoes_it(photo_dir, tmp_pa
 
 @pytest.mark.parametrize("wide", [True, False])
 def test_structured_caption_renders_prose_from_json(tmp_path, wide):
-    from pixscribe.panoptic.caption import render_structured
+    from pixscribe.methods.panoptic.caption import render_structured
 
     w, h = (640, 427) if wide else (400, 600)
     obj = {"entities": [{"id": "E1", "tag": "dog", "box": [100, 200, 400, 700], "attributes": ["brown", "asleep"]},
@@ -262,7 +262,7 @@ def test_consistency_vlm_flags_contradicted_entities(photo_dir, tmp_path):
 
 
 def test_caption_conversion_cases():
-    from pixscribe.panoptic.caption import plain, to_reference
+    from pixscribe.methods.panoptic.caption import plain, to_reference
 
     w, h = 600, 400
     r = lambda b: B.render_reference(B.model_to_reference(b, w, h))

@@ -16,9 +16,9 @@ from test_e2e_cli import cli
 
 from pixscribe.config import RunConfig
 from pixscribe.engine.runner import Runner
-from pixscribe.panoptic import boxes as B
-from pixscribe.panoptic.entities import parse_list
-from pixscribe.panoptic.redetect import merge_redetections
+from pixscribe.methods.panoptic import boxes as B
+from pixscribe.methods.panoptic.entities import parse_list
+from pixscribe.methods.panoptic.redetect import merge_redetections
 from pixscribe.stages import quote
 from pixscribe.testing.openai_server import ServerProcess
 

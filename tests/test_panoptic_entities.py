@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from pixscribe.experts.base import Detection
-from pixscribe.panoptic import entities as E
-from pixscribe.panoptic.boxes import ModelItem, model_to_pixels, pixels_to_model
-from pixscribe.panoptic.redetect import merge_redetections
+from pixscribe.methods.panoptic import entities as E
+from pixscribe.methods.panoptic.boxes import ModelItem, model_to_pixels, pixels_to_model
+from pixscribe.methods.panoptic.redetect import merge_redetections
 
 
 @pytest.mark.parametrize("text", ["None", "none.", "  None of the entities is missing", "Nothing is missing.",

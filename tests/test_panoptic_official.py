@@ -19,9 +19,9 @@ from pixscribe.backends.base import Backend, GenerationRequest, GenerationResult
 from pixscribe.config import RunConfig
 from pixscribe.engine.runner import Runner
 from pixscribe.api import MethodError
-from pixscribe.panoptic import official as O
-from pixscribe.panoptic.boxes import ModelItem
-from pixscribe.panoptic.prompts import OFFICIAL, PREAMBLE
+from pixscribe.methods.panoptic import official as O
+from pixscribe.methods.panoptic.boxes import ModelItem
+from pixscribe.methods.panoptic.prompts import OFFICIAL, PREAMBLE
 
 GOLD = json.loads((Path(__file__).parent / "golden" / "pancapchain_official_requests.json").read_text())
 REPLIES, WANT = GOLD["replies"], GOLD["requests"]

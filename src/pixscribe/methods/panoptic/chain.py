@@ -7,7 +7,7 @@ the stage's ``preamble`` (the same text at every stage), then its ``prompt``, th
 it works on as quoted data. A stage's parse also says what it dropped (duplicates, "none",
 malformed items); that goes into the provenance of the fields it sets (``parse``).
 
-Coordinates are PancapChain's model format (:mod:`pixscribe.panoptic.boxes`): integers
+Coordinates are PancapChain's model format (:mod:`pixscribe.methods.panoptic.boxes`): integers
 0..999 on the image padded to a square as LLaVA's ``pad`` mode does it. With ``pad`` on
 (the default) the stage sends that square, padded in ``pad_color`` (CLIP's mean colour, as
 LLaVA pads), so any VLM sees the frame its coordinates refer to; with ``pad`` off it sends
@@ -19,14 +19,14 @@ from __future__ import annotations
 import weakref
 from typing import Any, Callable, Sequence
 
-from ..backends.base import Backend, GenerationRequest, GenerationResult
-from ..panoptic import entities as E
-from ..panoptic import official as O
-from ..panoptic.boxes import ModelItem, pad_geometry, render_model
-from ..panoptic.caption import STRUCTURED_SCHEMA, plain, render_structured, to_reference
-from ..panoptic.prompts import CONSISTENCY_SCHEMA
-from ..record import Record, prompt_sha
-from .generate import REPORT, GenerateStage, quote, sampling_of
+from ...backends.base import Backend, GenerationRequest, GenerationResult
+from ...record import Record, prompt_sha
+from ...stages.generate import REPORT, GenerateStage, quote, sampling_of
+from . import entities as E
+from . import official as O
+from .boxes import ModelItem, pad_geometry, render_model
+from .caption import STRUCTURED_SCHEMA, plain, render_structured, to_reference
+from .prompts import CONSISTENCY_SCHEMA
 
 PAD_COLOR = (122, 116, 104)  # int(255 * CLIP's image_mean), the colour LLaVA's expand2square pads with
 
@@ -213,7 +213,7 @@ class PanopticStage(GenerateStage):
 def chain_stage(name: str, backend: Backend, opts: dict[str, Any], identity: dict[str, Any]) -> PanopticStage:
     """One of PancapChain's stages (``localize``, ``tag``, ``discover``, ``caption``) by name; with
     ``prompt_set: official`` its requests and lists are the official code's (:func:`official_from`,
-    :mod:`pixscribe.panoptic.official`)."""
+    :mod:`pixscribe.methods.panoptic.official`)."""
     spec: dict[str, tuple[tuple[str, ...], tuple[str, ...], Callable[..., GenerationRequest], Any]] = {
         "localize": ((), ("boxes",), build_from(), parse_localize),
         "tag": (("boxes",), ("tagged",), build_from(("boxes", "boxes")), parse_tag),

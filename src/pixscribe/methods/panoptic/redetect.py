@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from ..spatial import iou
+from ...spatial import iou
 from .boxes import ModelItem, model_to_pixels, pixels_to_model
 from .entities import entity_row, norm_tag
 

@@ -6,13 +6,13 @@
   (``tagged``); with ``tagger: vlm`` it gives the bare boxes (``boxes``) and PancapChain's
   ``tag`` stage asks the VLM for the tags.
 - :class:`RedetectStage` (``redetect``): each image's tags are the text queries of Grounding
-  DINO and/or OWLv2; :func:`~pixscribe.panoptic.redetect.merge_redetections` confirms,
+  DINO and/or OWLv2; :func:`~pixscribe.methods.panoptic.redetect.merge_redetections` confirms,
   adds and de-duplicates, giving ``merged`` (the list the caption prompt carries) and
   ``entities``.
 
 Boxes go between the stages in PancapChain's model format (integers 0..999 on the image
 padded to a square), converted from and to the experts' pixels with
-:mod:`pixscribe.panoptic.boxes`.
+:mod:`pixscribe.methods.panoptic.boxes`.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..api.stage import Stage
-from ..experts.base import Expert
-from ..experts.florence import clean_label
-from ..panoptic import entities as E
-from ..panoptic.boxes import ModelItem, pixels_to_model, render_model
-from ..panoptic.redetect import merge_redetections
-from ..record import PixscribeError, Record
+from ...api.stage import Stage
+from ...experts.base import Expert
+from ...experts.florence import clean_label
+from ...record import PixscribeError, Record
+from . import entities as E
+from .boxes import ModelItem, pixels_to_model, render_model
+from .redetect import merge_redetections
 
 # a detector's box threshold, and the higher score a detection needs to add an entity of its own
 DEFAULTS = {"box_threshold": {"grounding_dino": 0.3, "owlv2": 0.1},

@@ -35,7 +35,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from ..metrics.pancap_boxes import (
+from ...metrics.pancap_boxes import (
     BOX_SEP,
     REFERENCE_DECIMALS,
     BoxProblem,
@@ -46,7 +46,7 @@ from ..metrics.pancap_boxes import (
     render_reference,
     strip_reference,
 )
-from ..spatial import Box
+from ...spatial import Box
 
 MODEL_SCALE = 999
 

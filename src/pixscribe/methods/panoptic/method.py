@@ -25,11 +25,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..api import Flag, Method, MethodContext, MethodError, ModelRole, Stage, StageOptions, option, register_method
-from ..experts import build_expert
-from ..panoptic import prompts as P
-from ..stages.panoptic import PAD_COLOR, chain_stage, consistency_stage
-from ..stages.panoptic_experts import ProposalStage, RedetectStage
+from ...api import Flag, Method, MethodContext, MethodError, ModelRole, Stage, StageOptions, option, register_method
+from ...experts import build_expert
+from . import prompts as P
+from .chain import PAD_COLOR, chain_stage, consistency_stage
+from .proposals import ProposalStage, RedetectStage
 
 VARIANTS = ("chain", "experts")
 PROMPT_SETS = ("pixscribe", "official")
