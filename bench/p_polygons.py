@@ -1,12 +1,12 @@
 """COCO polygon masks: pycocotools in the run's process vs checked and isolated (issue 23).
 
 pixscribe checks each polygon's bounds and rasterises it with pycocotools in a child process
-(:mod:`pixscribe.region.polygons`), so a crash in C is one region's error. This measures what
+(:mod:`pixscribe.methods.region.polygons`), so a crash in C is one region's error. This measures what
 that costs per polygon, side by side in one run, on polygons like COCO's (a ring of 20 to
 200 vertices around an object in a 640x480 image):
 
 - ``in-process``: ``frPyObjects`` + ``merge`` + ``decode`` in this process (the old path);
-- ``checked+isolated``: :func:`pixscribe.region.masks.decode_polygons` (bounds check, one
+- ``checked+isolated``: :func:`pixscribe.methods.region.masks.decode_polygons` (bounds check, one
   round trip to the child, RLE decoded here).
 
     python bench/p_polygons.py [--polygons 2000] [--repeats 3]
@@ -21,7 +21,7 @@ import time
 import numpy as np
 import pycocotools.mask as mask_api
 
-from pixscribe.region.masks import decode_polygons
+from pixscribe.methods.region.masks import decode_polygons
 
 W, H = 640, 480
 

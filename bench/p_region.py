@@ -34,7 +34,7 @@ from PIL import Image
 from pixscribe.backends.base import Backend, GenerationRequest, GenerationResult
 from pixscribe.experts import rle
 from pixscribe.imaging import encode_jpeg
-from pixscribe.region import PromptOptions, build_prompts, read_answer, regions_from_columns
+from pixscribe.methods.region import PromptOptions, build_prompts, read_answer, regions_from_columns
 from pixscribe.testing import sample_photo
 
 

@@ -75,7 +75,7 @@ def _look(img: Image.Image, closeup: bool) -> str:
 
 
 def _read_box_text(text: str, img: Image.Image) -> str:
-    from pixscribe.region.boxtext import smart_resize
+    from pixscribe.methods.region.boxtext import smart_resize
 
     nums = [float(v) for v in re.search(r"bounding box \[([^\]]+)\]", text).group(1).split(",")]
     w, h = img.size
@@ -95,7 +95,7 @@ def _read_box_text(text: str, img: Image.Image) -> str:
 
 
 def _read_number(badge: np.ndarray, n_max: int) -> int | None:
-    from pixscribe.region.draw import render_badge
+    from pixscribe.methods.region.draw import render_badge
 
     best, best_d = None, None
     for n in range(1, n_max + 1):

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from pixscribe.commands import Commands
 from pixscribe.metrics.eval_cli import register
-from pixscribe.region.eval_cli import register as register_regions
+from pixscribe.methods.region.eval_cli import register as register_regions
 
 GOOD_REFS = "".join(json.dumps({"id": k, "refs": ["a cat on a mat", "a cat"]}) + "\n" for k in "abc")
 GOOD_PRED = "".join(json.dumps({"id": k, "caption": "a cat"}) + "\n" for k in "abc")

@@ -49,7 +49,7 @@ def test_recap_with_images(vllm_servers, tmp_path):
     """Each image reaches the server's processor at the size pixscribe wrote in the row: its image
     tokens are Qwen2.5-VL's 28 px patches of that size, and the usage the run recorded is the
     server's own token count of what was sent."""
-    from pixscribe.region.boxtext import smart_resize
+    from pixscribe.methods.region.boxtext import smart_resize
 
     srv = vllm_servers.get("qwen2_5_vl")
     out = tmp_path / "out"
@@ -143,7 +143,7 @@ def test_region_boxes_in_the_model_frame(vllm_servers, tmp_path):
     """--region-prompt box on a Qwen2.5-VL server: the box goes into the text in absolute pixels of
     the model's input, and that input is the size the server's processor really made (its image
     tokens are that grid of 28 px patches)."""
-    from pixscribe.region.boxtext import smart_resize
+    from pixscribe.methods.region.boxtext import smart_resize
 
     srv = vllm_servers.get("qwen2_5_vl")
     write_sample_photos(tmp_path, ("astronaut",))  # 512 x 512

@@ -39,7 +39,7 @@ def offline(tiny_models_root, tmp_path_factory):
 
 
 def _qwen3_tokens(w: int, h: int, max_pixels: int) -> int:
-    from pixscribe.region.boxtext import smart_resize
+    from pixscribe.methods.region.boxtext import smart_resize
 
     hh, ww = smart_resize(h, w, factor=32, min_pixels=65_536, max_pixels=max_pixels)  # the tiny one's processor
     return hh * ww // 32**2

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pixscribe.metrics.evaluate import evaluate
-from pixscribe.region.evaluate import evaluate_regions, explode_regions
-from pixscribe.region.output import regions_column
+from pixscribe.methods.region.evaluate import evaluate_regions, explode_regions
+from pixscribe.methods.region.output import regions_column
 
 REFS = {
     "r1": ["a red cotton shirt with short sleeves", "a short sleeved red shirt"],

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixscribe.region.boxtext import convention_for, format_box, read_box, smart_resize
-from pixscribe.region.draw import OUTLINE_RGB, draw_outline, outline_width
-from pixscribe.region.geometry import focal_box, label_point
-from pixscribe.region.parse import parse_region
-from pixscribe.region.prompts import PromptOptions, build_prompts
+from pixscribe.methods.region.boxtext import convention_for, format_box, read_box, smart_resize
+from pixscribe.methods.region.draw import OUTLINE_RGB, draw_outline, outline_width
+from pixscribe.methods.region.geometry import focal_box, label_point
+from pixscribe.methods.region.parse import parse_region
+from pixscribe.methods.region.prompts import PromptOptions, build_prompts
 
 
 @pytest.mark.parametrize(

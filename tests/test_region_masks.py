@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 from pixscribe.experts import rle
-from pixscribe.region.masks import decode_mask, encode_b64gzip
-from pixscribe.region.output import region_output
-from pixscribe.region.parse import parse_region
-from pixscribe.region.types import RegionError, box_pixels
+from pixscribe.methods.region.masks import decode_mask, encode_b64gzip
+from pixscribe.methods.region.output import region_output
+from pixscribe.methods.region.parse import parse_region
+from pixscribe.methods.region.types import RegionError, box_pixels
 
 W, H = 8, 6
 
@@ -163,7 +163,7 @@ def test_a_mask_image_of_another_size_is_refused_from_its_header():
 
 
 def test_a_mask_file_over_the_bound_is_not_read(tmp_path, monkeypatch):
-    import pixscribe.region.masks as M
+    import pixscribe.methods.region.masks as M
 
     monkeypatch.setattr(M, "_MAX_MASK_FILE_BYTES", 100)
     (tmp_path / "m.png").write_bytes(_png(np.ones((H, W), bool), "L") + b"\0" * 200)

@@ -20,7 +20,7 @@ from pixscribe.engine.context import BuildContext
 from pixscribe.engine.runner import Runner
 from pixscribe.api import MethodError
 from pixscribe.experts import rle
-from pixscribe.region.output import REGIONS_ARROW
+from pixscribe.methods.region.output import REGIONS_ARROW
 
 W, H = SCENE_SIZE
 
@@ -304,7 +304,7 @@ def test_mask_files_resolve_against_the_input_folder_and_stay_inside(tmp_path):
 def test_outputs_read_with_pyarrow_duckdb_and_eval_regions(tmp_path):
     """The real outputs: a typed `regions` list (the docs' DuckDB explode runs on it) and one
     row per region; eval-regions reads both shapes and scores them per prompting mode."""
-    from pixscribe.region.evaluate import evaluate_regions, read_region_predictions
+    from pixscribe.methods.region.evaluate import evaluate_regions, read_region_predictions
 
     R, B = write_scene(tmp_path)
     run([image_rows(tmp_path, [R, B])], tmp_path / "img", ColourBackend(), stages={"prompt_mode": "som"})

@@ -117,7 +117,7 @@ def test_regions_auto_proposes_boxes_then_sam_masks(tmp_path, sam_dir, scripted_
 
 def test_proposals_are_ranked_capped_and_scaled_to_the_input_frame():
     from pixscribe.experts.base import Detection
-    from pixscribe.region.propose import to_regions
+    from pixscribe.methods.region.propose import to_regions
 
     dets = [Detection.make(b, s, lab, 100, 50) for b, s, lab in
             [((0, 0, 10, 10), 0.2, "low"), ((10, 10, 30, 20), 0.9, "high"), ((5, 5, 5, 9), 0.95, "flat"),

@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pixscribe.experts import rle
-from pixscribe.region.output import REGIONS_ARROW, region_output, regions_column
-from pixscribe.region.parse import region_ids, regions_from_columns
+from pixscribe.methods.region.output import REGIONS_ARROW, region_output, regions_column
+from pixscribe.methods.region.parse import region_ids, regions_from_columns
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "region.md"
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from pixscribe.experts import rle
-from pixscribe.region.parse import parse_box, parse_region, region_ids, regions_from_columns
-from pixscribe.region.types import RegionError
+from pixscribe.methods.region.parse import parse_box, parse_region, region_ids, regions_from_columns
+from pixscribe.methods.region.types import RegionError
 
 W, H = 200, 100
 

@@ -16,9 +16,9 @@ from fixtures_region import ColourBackend
 from test_region_method import image_rows, run, write_scene
 
 from pixscribe.native import Isolated, NativeCrash
-from pixscribe.region import polygons
-from pixscribe.region.masks import decode_mask
-from pixscribe.region.types import RegionError
+from pixscribe.methods.region import polygons
+from pixscribe.methods.region.masks import decode_mask
+from pixscribe.methods.region.types import RegionError
 
 mask_api = pytest.importorskip("pycocotools.mask")
 W, H = 40, 30

@@ -11,8 +11,8 @@ from PIL import Image
 
 from pixscribe.backends.base import GenerationResult
 from pixscribe.experts import rle
-from pixscribe.region.parse import regions_from_columns
-from pixscribe.region.prompts import PromptOptions, build_prompts, marks_schema, read_answer
+from pixscribe.methods.region.parse import regions_from_columns
+from pixscribe.methods.region.prompts import PromptOptions, build_prompts, marks_schema, read_answer
 
 W, H = SCENE_SIZE
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from fixtures_region import SCENE_SIZE, scene
 
-from pixscribe.region.parse import regions_from_columns
-from pixscribe.region.sam import boxes_to_masks, points_to_masks
-from pixscribe.region.types import mask_box
+from pixscribe.methods.region.parse import regions_from_columns
+from pixscribe.methods.region.sam import boxes_to_masks, points_to_masks
+from pixscribe.methods.region.types import mask_box
 
 W, H = SCENE_SIZE
 

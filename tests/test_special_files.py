@@ -133,8 +133,8 @@ def test_open_regular_refuses_by_type_before_opening(tmp_path):
 
 
 def test_a_pipe_named_as_a_region_mask_is_that_regions_error(tmp_path):
-    from pixscribe.region.masks import decode_mask
-    from pixscribe.region.types import RegionError
+    from pixscribe.methods.region.masks import decode_mask
+    from pixscribe.methods.region.types import RegionError
 
     os.mkfifo(tmp_path / "mask.png")
     with pytest.raises(RegionError, match=r"mask\.png'?: cannot read: is a named pipe, not a regular file"):

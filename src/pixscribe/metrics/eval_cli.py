@@ -221,7 +221,7 @@ def record_judge(report: dict[str, Any], judge: Any, transcript: Path | None, ou
 
 def register(app: typer.Typer) -> None:
     """Add the ``eval`` command (with the D2I-Bench options of metrics/d2i.py) and the ``pope``
-    group (``pope build``); ``eval-regions`` is the region method's (region/eval_cli.py)."""
+    group (``pope build``); ``eval-regions`` is the region method's (methods/region/eval_cli.py)."""
     from . import pope_cli
     from .d2i import with_d2i
     from .detailed_cli import with_detailed

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..record import PixscribeError
-from ..spatial import Box
+from ...record import PixscribeError
+from ...spatial import Box
 
 
 class RegionError(PixscribeError):

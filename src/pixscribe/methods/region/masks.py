@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..experts import rle
-from ..io.files import open_regular
+from ...experts import rle
+from ...io.files import open_regular
 from .types import RegionError
 
 Guard = Callable[[str], str | None]  # path -> why it may not be read, or None
@@ -216,7 +216,7 @@ def decode_polygons(spec: Any, width: int, height: int) -> np.ndarray:
 
     The rings are checked and bounded first, and pycocotools runs in an isolated child
     process (see :mod:`.polygons`)."""
-    from ..deps import require
+    from ...deps import require
     from .polygons import check_rings, rasterise
 
     require("pycocotools.mask", extra="region", package="pycocotools", what="COCO polygon masks")

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, InputFileError
+from ...errors import ConfigError, InputFileError
 from .tasks import attribute_key
 
 NO_MODE = "unknown"
@@ -60,7 +60,7 @@ class _Scorers:
     region is embedded once and groups take means."""
 
     def __init__(self, metrics: Any, kw: dict[str, Any]) -> None:
-        from ..metrics.evaluate import parse_metrics
+        from ...metrics.evaluate import parse_metrics
 
         self.kw = dict(kw)
         ms = parse_metrics(metrics)
@@ -69,14 +69,14 @@ class _Scorers:
         self.bert = None
         self._bert_cache: dict[tuple[str, str], dict[str, float]] = {}
         if "meteor" in ms:
-            from ..metrics.meteor import Meteor
+            from ...metrics.meteor import Meteor
 
             self.meteor = Meteor()
         if "bertscore" in ms:
             model = self.kw.pop("bertscore_model", None)
             if not model:
                 raise ConfigError("bertscore needs a model: --bertscore-model DIR_OR_HUB_ID")
-            from ..metrics.embed import BertScorer
+            from ...metrics.embed import BertScorer
 
             self.bert, self.bert_model = BertScorer(model), model
         self.kw.pop("bertscore_model", None)
@@ -86,8 +86,8 @@ class _Scorers:
             self.meteor.close()
 
     def score(self, mode: str, preds: Mapping[str, str], refs: Mapping[str, Sequence[str]]) -> dict[str, Any]:
-        from ..metrics.bootstrap import bootstrap_ci
-        from ..metrics.evaluate import evaluate
+        from ...metrics.bootstrap import bootstrap_ci
+        from ...metrics.evaluate import evaluate
 
         if not any(k in refs for k in preds):
             return {"n": 0, "corpus": {}, "ci95": {}, "missing": {"count": len(refs), "ids": list(refs)}}
@@ -96,7 +96,7 @@ class _Scorers:
         corpus, per = dict(rep["corpus"]), {m: np.array([rep["per_image"][k][m] for k in ids], dtype=float)
                                             for m in rep["corpus"]}  # fmt: skip
         if self.meteor is not None:
-            from ..metrics.tokenize import ptb_tokenize
+            from ...metrics.tokenize import ptb_tokenize
 
             c, p = self.meteor.compute_score(ptb_tokenize({k: list(refs[k]) for k in ids}),
                                              ptb_tokenize({k: [preds[k]] for k in ids}))  # fmt: skip

@@ -126,7 +126,7 @@ def evidence(backend: Any, revision: str | None = None) -> list[Evidence]:
 
 def resolve(given: str | None, backend: Any, revision: str | None = None) -> Frame:
     """The box convention for ``backend``'s model (see the module doc)."""
-    from ..errors import MethodError
+    from ...errors import MethodError
 
     if given:
         return Frame(given, "given: region.box_convention")

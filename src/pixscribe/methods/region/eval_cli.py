@@ -56,7 +56,7 @@ def eval_regions_command(
     report["info"] = {"pred": [str(p) for p in pred], "refs": str(refs), "metrics": metrics}
     _print_table(report)
     if output is not None:
-        from ..io.writers import atomic_write_bytes
+        from ...io.writers import atomic_write_bytes
 
         atomic_write_bytes(output, json.dumps(report, indent=1).encode())
         typer.echo(f"wrote {output}")

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..experts import rle
+from ...experts import rle
 from .types import RegionError
 
 MAX_OUTLINE_PIXELS = 1_000_000
@@ -79,7 +79,7 @@ def _outline(xy: np.ndarray) -> int:
 
 def rasterise(rings: list[list[float]], width: int, height: int) -> np.ndarray:
     """Checked rings -> bool ``(height, width)`` mask, rasterised by pycocotools in the child."""
-    from ..native import NativeCrash
+    from ...native import NativeCrash
 
     try:
         counts = _isolated()({"rings": rings, "h": height, "w": width})
@@ -94,7 +94,7 @@ def _isolated() -> Any:
     global _worker
     with _worker_lock:
         if _worker is None:
-            from ..native import Isolated
+            from ...native import Isolated
 
             _worker = Isolated("pixscribe.native.coco:polygons_rle", what="pycocotools (COCO polygon rasteriser)")
             atexit.register(_worker.close)

@@ -4,13 +4,13 @@
     pixscribe caption images.jsonl -o out --method region --task attribute --attribute color
     pixscribe caption photos/ -o out --method region --regions auto          # experts propose them
 
-One stage, ``region`` (:class:`pixscribe.stages.region.RegionStage`), whose options are
+One stage, ``region`` (:class:`pixscribe.methods.region.stage.RegionStage`), whose options are
 declared once below (:class:`RegionOptions`: each one's type, default and meaning; the table in
 docs/options.md is generated from it). The flags ``--region-prompt``, ``--task``,
 ``--attribute``, ``--outline/--no-outline``, ``--box-to-mask`` and ``--regions`` set them, as do
 ``stages: {region: {...}}`` and ``-S region.KEY=VALUE``. All are in the stage's fingerprint but
 ``requests_per_call``, which only bounds memory. ``box_convention`` unset comes from what the
-model is (:mod:`pixscribe.region.frame`); a model that does not say stops the run before it
+model is (:mod:`pixscribe.methods.region.frame`); a model that does not say stops the run before it
 starts.
 
 Columns: ``region`` (one row per region input: the region's output dict) or ``regions`` (one
@@ -23,19 +23,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..api import Flag, Method, MethodContext, MethodError, ModelRole, StageOptions, option, register_method
-from ..experts import build_expert
-from ..region.boxtext import CONVENTIONS
-from ..region.frame import resolve as resolve_frame
-from ..region.output import REGION_ARROW, REGIONS_ARROW
-from ..region.parse import BOX_FORMATS
-from ..region.prompts import MODES, OVERLAYS, PromptOptions
-from ..region.propose import PROPOSERS, QUERY_PROPOSERS
-from ..region.tasks import TASKS
-from ..stages.region import RENAMED, MaskFiles, RegionStage
-from .experts import _expert_identity
+from ...api import Flag, Method, MethodContext, MethodError, ModelRole, StageOptions, option, register_method
+from ...experts import build_expert
+from ...stages.experts import expert_identity
+from .boxtext import CONVENTIONS
+from .frame import resolve as resolve_frame
+from .output import REGION_ARROW, REGIONS_ARROW
+from .parse import BOX_FORMATS
+from .prompts import MODES, OVERLAYS, PromptOptions
+from .propose import PROPOSERS, QUERY_PROPOSERS
+from .stage import RENAMED, MaskFiles, RegionStage
+from .tasks import TASKS
 
-_P = PromptOptions()  # the prompt's documented defaults (region/prompts.py)
+_P = PromptOptions()  # the prompt's documented defaults (methods/region/prompts.py)
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ def _box_frame(opts: dict[str, Any], backend: Any, revision: str | None) -> None
            Flag("outline", "region", "outline"), Flag("box_to_mask", "region", "box_to_mask"),
            Flag("regions", "region", "regions")],
     roles=[ModelRole("vlm", "describes each region")],
-    commands=("pixscribe.region.eval_cli",),
+    commands=("pixscribe.methods.region.eval_cli",),
 )
 def region(ctx: MethodContext) -> Method:
     cfg = ctx.config
@@ -145,7 +145,7 @@ def region(ctx: MethodContext) -> Method:
     _box_frame(opts, vlm, spec.revision)
     stage = RegionStage(vlm, opts, identity=spec.identity(), sam=sam, proposer=proposer,
                         files=MaskFiles(cfg.inputs, cfg.allow_any_path), queries=cfg.queries,
-                        sam_identity=_expert_identity(sam),
-                        proposer_identity=_expert_identity(proposer) if proposer else None)  # fmt: skip
+                        sam_identity=expert_identity(sam),
+                        proposer_identity=expert_identity(proposer) if proposer else None)  # fmt: skip
     return Method("region", [stage], list(COLUMNS), "caption", {"caption": "org_caption", **RENAMED},
                   column_types={"region": REGION_ARROW, "regions": REGIONS_ARROW}, id_column="region_id")

@@ -28,7 +28,7 @@ from typing import Any
 
 from PIL import Image
 
-from ..backends.base import GenerationRequest, GenerationResult, Sampling
+from ...backends.base import GenerationRequest, GenerationResult, Sampling
 from .boxtext import CONVENTIONS, BoxText, convention_for, format_box
 from .draw import (
     OUTLINE_NAME,
@@ -96,7 +96,7 @@ def read_answer(prompt: RegionPrompt, result: GenerationResult) -> dict[str, Ans
     Errors are in the vocabulary of every method (``generate:``, ``schema:``, ``truncated:``).
     A caption cut at the token limit is kept (prose); a set-of-mark answer cut at the limit is
     ``truncated:`` unless it is complete JSON as it stands: it is never repaired into captions."""
-    from ..backends.structured import reply_error
+    from ...backends.structured import reply_error
 
     if not result.ok:
         return {k: (None, reply_error(result.error)) for k in prompt.keys}
@@ -108,7 +108,7 @@ def read_answer(prompt: RegionPrompt, result: GenerationResult) -> dict[str, Ans
 
 
 def _read_marks(prompt: RegionPrompt, result: GenerationResult) -> dict[str, Answer]:
-    from ..backends.structured import SchemaError, check_reply, strict_json, validate
+    from ...backends.structured import SchemaError, check_reply, strict_json, validate
 
     obj = result.parsed
     if obj is None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..metrics.files import MetricsInputError, rows
-from ..metrics.io import MAX_CAPTION_CHARS, ref_texts, row_id, text
+from ...metrics.files import MetricsInputError, rows
+from ...metrics.io import MAX_CAPTION_CHARS, ref_texts, row_id, text
 
 
 def read_region_predictions(path: str | Path, max_chars: int = MAX_CAPTION_CHARS) -> list[dict[str, Any]]:

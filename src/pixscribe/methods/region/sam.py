@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..experts import rle
+from ...experts import rle
 from .types import Region, RegionError, mask_box
 
 
@@ -40,7 +40,7 @@ def _with_mask(region: Region, mask: np.ndarray, score: float) -> Region:
 def _decode_points(sam: Any, image: Image.Image, emb: Any, region: Region) -> Region:
     import torch
 
-    from ..experts.hf import _to_device
+    from ...experts.hf import _to_device
 
     sx, sy = image.width / region.size[0], image.height / region.size[1]
     pts = [[[[x * sx, y * sy] for x, y in region.points or []]]]

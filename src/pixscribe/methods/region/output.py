@@ -22,7 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..experts import rle
+from ...experts import rle
 from .types import Region
 
 REGION_FIELDS: tuple[tuple[str, pa.DataType], ...] = (

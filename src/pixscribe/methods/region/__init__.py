@@ -1,6 +1,8 @@
-"""Region captioning building blocks (issue #12): regions in, visual prompts, tasks, output,
-evaluation. The ``--method region`` file composes these; each module is usable on its own.
+"""Region captioning (issue #12), in one place: the method, its stage and its building blocks
+(regions in, visual prompts, tasks, output, evaluation); each module is usable on its own.
 
+- :mod:`.method`: the factory, registered with its declaration (options, flags, roles, the
+  ``eval-regions`` command); :mod:`.stage`: the ``region`` stage
 - :mod:`.types`: :class:`Region` (mask, box or points; id; attribute or instruction)
 - :mod:`.masks`: every mask format -> one bool array (COCO RLE, polygons, PNG, base64 gzip)
 - :mod:`.parse`: regions from input rows (one row per region, or a ``regions`` list column)
@@ -13,7 +15,10 @@ evaluation. The ``--method region`` file composes these; each module is usable o
 - :mod:`.tasks`: attribute / dense / global prompt templates, CompositionCap attribute families
 - :mod:`.prompts`: the modes focal, overlay, som, box, crop -> requests; answers -> captions
 - :mod:`.output`: the region output dict and its Arrow type
-- :mod:`.evaluate`: region-level metrics broken down by attribute and prompting mode
+- :mod:`.evaluate`, :mod:`.eval_io`, :mod:`.eval_cli`: region-level metrics broken down by
+  attribute and prompting mode, and their command
+
+Importing the package registers the method.
 """
 
 from .output import REGION_ARROW, REGIONS_ARROW, region_output, regions_column
@@ -21,6 +26,7 @@ from .parse import parse_region, region_ids, regions_from_columns
 from .prompts import MODES, PromptOptions, RegionPrompt, build_prompts, read_answer
 from .tasks import ATTRIBUTES, TASKS, attribute_key
 from .types import Region, RegionError
+from .method import region  # registers the method (after the building blocks it composes)
 
 __all__ = [
     "ATTRIBUTES",
@@ -39,5 +45,6 @@ __all__ = [
     "region_ids",
     "region_output",
     "regions_column",
+    "region",
     "regions_from_columns",
 ]

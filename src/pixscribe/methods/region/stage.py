@@ -2,13 +2,13 @@
 
 For a batch of records it
 
-1. reads each record's regions (:func:`pixscribe.region.regions_from_columns`: a ``regions``
+1. reads each record's regions (:func:`pixscribe.methods.region.regions_from_columns`: a ``regions``
    list, or the row itself as one region), or proposes them (``regions: auto``);
 2. groups the records that show the same image: one row per region repeats its image on
    every row, and those rows (same sha256, decoded once by the engine) form one group, so
    SAM embeds the image once and set-of-mark numbers all of the group's regions on one image;
 3. turns points (and, with ``box_to_mask: sam``, boxes) into masks through SAM;
-4. builds the prompts of the prompting mode (:func:`pixscribe.region.build_prompts`) and
+4. builds the prompts of the prompting mode (:func:`pixscribe.methods.region.build_prompts`) and
    asks the backend in calls of at most ``requests_per_call`` requests (batched, and bounded
    in memory: a focal request holds two images);
 5. writes each record: ``region`` (one row per region) or ``regions`` (a list, one row per
@@ -32,14 +32,14 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..api.stage import Stage
-from ..backends.base import Backend, GenerationRequest, Sampling
-from ..record import PixscribeError, Record, error_kind, prompt_sha
-from ..region.output import region_output
-from ..region.parse import READ_KEYS, region_ids, regions_from_columns
-from ..region.prompts import PromptOptions, RegionPrompt, build_prompts, read_answer, region_task
-from ..region.types import Region
-from . import replies
+from ...api.stage import Stage
+from ...backends.base import Backend, GenerationRequest, Sampling
+from ...record import PixscribeError, Record, error_kind, prompt_sha
+from ...stages import replies
+from .output import region_output
+from .parse import READ_KEYS, region_ids, regions_from_columns
+from .prompts import PromptOptions, RegionPrompt, build_prompts, read_answer, region_task
+from .types import Region
 
 FIELDS = ("caption", "region", "regions", "task", "attribute", "prompt_mode")
 # input columns renamed so they do not collide with the method's own (read back by this stage)
@@ -161,7 +161,7 @@ class RegionStage(Stage):
         return out
 
     def _proposed(self, records: list[Record]) -> list[Unit]:
-        from ..region.propose import propose
+        from .propose import propose
 
         t = time.perf_counter()
         try:
@@ -176,7 +176,7 @@ class RegionStage(Stage):
 
     # ---- SAM: points (and boxes) to masks ---------------------------------------------------
     def _segment(self, groups: list[Group], units: list[Unit]) -> None:
-        from ..region.sam import boxes_to_masks, points_to_masks
+        from .sam import boxes_to_masks, points_to_masks
 
         boxes = self.opts.get("box_to_mask") == "sam"
         for g in groups:
@@ -414,7 +414,7 @@ class MaskFiles:
 
     def _roots(self) -> Any:
         if self._guard is None:
-            from ..io.plan import PathGuard, expand_inputs
+            from ...io.plan import PathGuard, expand_inputs
 
             self._guard = PathGuard(expand_inputs(self.inputs).roots, allow_any=self.allow_any)
         return self._guard
