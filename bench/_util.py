@@ -23,7 +23,8 @@ def photo_base(size: tuple[int, int]) -> np.ndarray:
         img = sample_photo("astronaut")
     except ImportError:
         rng = np.random.default_rng(1)
-        img = Image.fromarray(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)).resize((512, 384), Image.Resampling.BICUBIC)
+        fields = rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)
+        img = Image.fromarray(fields).resize((512, 384), Image.Resampling.BICUBIC)
     return np.asarray(img.resize(size, Image.Resampling.BILINEAR), dtype=np.int16)
 
 

@@ -326,7 +326,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if r["engine"]:
             g = r["engine"]
             print(f"    engine busy {g['busy']:.3f} of {g['window_s']:.1f} s after the first reply ({g['gaps']} gaps, "
-                  f"largest {g['largest_gap_s']:.2f} s), {g['mean_requests_held']:.1f} requests in it on average; "
+                  f"largest {g['largest_gap_s']:.2f} s), {g['mean_requests_held']:.1f} requests in it on average, "
+                  f"{g['img_s_after_first_reply']:.2f} img/s after the first reply; "
                   f"vLLM's render on the caller's thread "
                   f"{g['render_ms_per_image']:.1f} ms/image, {g['lock_wait_ms_per_batch']:.1f} ms/batch waiting for it")
     result = {"bench": "gpu_recap", "gpu": gpu, "model": f"Qwen2.5-VL-{'tiny' if a.tiny else a.size.upper()}",

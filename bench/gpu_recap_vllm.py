@@ -86,9 +86,9 @@ class BusyProbe:
     timestamp of the step that finished it (both ``time.monotonic``, one machine). The engine is
     busy while it holds at least one request; a gap is time it held none: it waited for
     pixscribe. Busy is not full: ``mean_requests_held`` says how many requests it held on
-    average (with two batches of B in flight, up to 2B). Also kept per batch: the time vLLM rendered it on the caller's thread
-    (``enqueue_chat``: chat template, image processor, tokenizer, adding) and the time that
-    batch waited for the driver's lock before rendering could start."""
+    average (with two batches of B in flight, up to 2B). Also kept per batch: the time vLLM
+    rendered it on the caller's thread (``enqueue_chat``: chat template, image processor,
+    tokenizer, adding) and the time that batch waited for the driver's lock before that."""
 
     def __init__(self) -> None:
         self.added: dict[str, float] = {}
@@ -152,8 +152,11 @@ class BusyProbe:
         return {"requests": len(spans), "window_s": window, "busy": 1 - sum(gaps) / window if window > 0 else 1.0,
                 "gaps": len(gaps), "largest_gap_s": max(gaps, default=0.0),
                 "mean_requests_held": held / window if window > 0 else 0.0,
+                # steady state: the requests finished after the first reply, over that time
+                "img_s_after_first_reply": sum(b > start for _, b in spans) / window if window > 0 else 0.0,
                 "render_ms_per_image": 1000 * sum(b["render_s"] for b in self.batches) / max(images, 1),
-                "lock_wait_ms_per_batch": 1000 * sum(b["lock_wait_s"] for b in self.batches) / max(len(self.batches), 1),
+                "lock_wait_ms_per_batch": 1000 * sum(b["lock_wait_s"] for b in self.batches)
+                / max(len(self.batches), 1),
                 "batches": len(self.batches)}
 
 
