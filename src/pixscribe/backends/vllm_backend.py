@@ -314,7 +314,7 @@ class EngineDriver:
             while not mine <= self._done.keys():
                 # a batch waiting to be added goes first: step() holds the lock until the engine
                 # core's next output, and a stepper that took it again at once kept the next batch
-                # out until its own was done (the engine then drained between batches)
+                # out until its own was done (the engine then held one batch at a time)
                 if self._stepping or self._adding:
                     self._cond.wait()
                     continue
