@@ -145,7 +145,7 @@ def model_only_transformers(a: argparse.Namespace, model_dir: Path, files: list[
 
     from pixscribe.backends import GenerationRequest, Sampling
     from pixscribe.backends.transformers_backend import TransformersBackend
-    from pixscribe.config import RECAP_PROMPT
+    from pixscribe.methods.recap import RECAP_PROMPT
     from pixscribe.imaging import decode
 
     be = TransformersBackend(str(model_dir), device=a.device, dtype=a.dtype, prepare_workers=0,

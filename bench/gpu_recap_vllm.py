@@ -52,7 +52,7 @@ def fix_reply_length() -> None:
 def model_only(a: argparse.Namespace) -> dict[str, Any]:
     from pixscribe.backends import GenerationRequest, Sampling
     from pixscribe.backends import vllm_backend as vb
-    from pixscribe.config import RECAP_PROMPT
+    from pixscribe.methods.recap import RECAP_PROMPT
     from pixscribe.imaging import decode
 
     fix_reply_length()
