@@ -9,9 +9,9 @@ eigenvalues ~ 1/k on a random rotation), normalised again, so ``|v - t|`` is abo
 large as CLIP's image-text gap.
 
 The same tiny GPT-2 (built and trained here) is trained with TIPCap's real training code
-(:func:`pixscribe.tipcap.train.train_prepared`) on the text corpus only, with each gap
+(:func:`pixscribe.methods.tipcap.train.train_prepared`) on the text corpus only, with each gap
 model below, and captions the held-out scenes' "image" embeddings through
-:class:`~pixscribe.tipcap.captioner.TipCapCaptioner`; BLEU-4 and CIDEr-D are pixscribe's
+:class:`~pixscribe.methods.tipcap.captioner.TipCapCaptioner`; BLEU-4 and CIDEr-D are pixscribe's
 (pycocoevalcap-equal) implementations against the 5 references. Prompts are off (the
 question is the gap). Printed, not asserted::
 
@@ -128,7 +128,7 @@ def build_world(work: Path, n_train: int, n_test: int, n_extra: int, seed: int) 
 
 def variants(w: dict, n_pairs: int, n_unpaired: int) -> list[tuple[str, str, str, object]]:
     """(name, setting, noise, gap estimate) of each run."""
-    from pixscribe.tipcap.gap import estimate_paired, estimate_unpaired, prior_gap
+    from pixscribe.methods.tipcap.gap import estimate_paired, estimate_unpaired, prior_gap
 
     d = w["corpus_emb"].shape[1]
     prior = prior_gap(d)
@@ -187,10 +187,10 @@ def print_reference_points(rows: list[dict]) -> None:
 def run_variant(name, setting, noise, gap, w, work: Path, decoder: Path, args) -> dict:
     from pixscribe.metrics import coco_scores
     from pixscribe.metrics.tokenize import ptb_tokenize
-    from pixscribe.tipcap.captioner import TipCapCaptioner
-    from pixscribe.tipcap.config import TrainConfig
-    from pixscribe.tipcap.prepare import Prepared
-    from pixscribe.tipcap.train import train_prepared
+    from pixscribe.methods.tipcap.captioner import TipCapCaptioner
+    from pixscribe.methods.tipcap.config import TrainConfig
+    from pixscribe.methods.tipcap.prepare import Prepared
+    from pixscribe.methods.tipcap.train import train_prepared
 
     out = work / "runs" / "".join(ch if ch.isalnum() else "_" for ch in name)
     cfg = TrainConfig(output=str(out), texts=[str(work / "corpus.txt")], setting=setting, noise=noise,

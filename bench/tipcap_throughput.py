@@ -66,9 +66,9 @@ def main() -> int:
 
     from pixscribe.testing import CORPUS, sample_photos
     from pixscribe.testing.tiny_tipcap import build_tiny_clip, build_tiny_gpt2
-    from pixscribe.tipcap.captioner import TipCapCaptioner
-    from pixscribe.tipcap.config import TrainConfig
-    from pixscribe.tipcap.train import train
+    from pixscribe.methods.tipcap.captioner import TipCapCaptioner
+    from pixscribe.methods.tipcap.config import TrainConfig
+    from pixscribe.methods.tipcap.train import train
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -54,7 +54,7 @@ def tipcap_tiny(tmp_path_factory) -> dict[str, Path]:
 
 def tiny_config(tiny: dict[str, Path], output: Path, **kw):
     """A TrainConfig for the tiny models (fast learning rate, no progress bar)."""
-    from pixscribe.tipcap.config import TrainConfig
+    from pixscribe.methods.tipcap.config import TrainConfig
 
     base = dict(output=str(output), texts=[str(tiny["corpus"])], clip=str(tiny["clip"]), lm=str(tiny["gpt2"]),
                 steps=20, batch_size=16, lr=3e-3, warmup_steps=5, save_every=1000, progress=False)
@@ -66,7 +66,7 @@ def tiny_config(tiny: dict[str, Path], output: Path, **kw):
 def tipcap_trained(tipcap_tiny, tmp_path_factory) -> Path:
     """A tiny TIPCap trained 150 steps text-only. The isotropic noise is large on purpose (sigma^2 = 1):
     it drowns most of the text embedding, so the decoder must learn to read the prompt."""
-    from pixscribe.tipcap.train import train
+    from pixscribe.methods.tipcap.train import train
 
     out = tmp_path_factory.mktemp("tipcap_trained")
     with one_thread():

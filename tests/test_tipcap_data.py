@@ -7,9 +7,9 @@ import pytest
 
 pytest.importorskip("lemminflect")
 
-from pixscribe.tipcap.data import Problems, TrainingInputError, read_texts  # noqa: E402
-from pixscribe.tipcap.embed import EmbeddingCache, embed_cached, image_key, text_key  # noqa: E402
-from pixscribe.tipcap.nouns import extract_nouns  # noqa: E402
+from pixscribe.methods.tipcap.data import Problems, TrainingInputError, read_texts  # noqa: E402
+from pixscribe.methods.tipcap.embed import EmbeddingCache, embed_cached, image_key, text_key  # noqa: E402
+from pixscribe.methods.tipcap.nouns import extract_nouns  # noqa: E402
 
 
 def test_read_texts_txt_jsonl_parquet_and_bad_rows(tmp_path):
@@ -98,7 +98,7 @@ def test_extract_nouns_is_deterministic_and_deduplicated():
 
 
 def test_a_jsonl_line_over_the_bound_is_skipped_unread(tmp_path, monkeypatch):
-    import pixscribe.tipcap.data as D
+    import pixscribe.methods.tipcap.data as D
 
     monkeypatch.setattr(D, "MAX_JSONL_LINE", 64)
     big = json.dumps({"caption": "x" * 200})

@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from pixscribe.tipcap.gap import (  # noqa: E402
+from pixscribe.methods.tipcap.gap import (  # noqa: E402
     cholesky_pd,
     estimate_paired,
     estimate_unpaired,
@@ -121,7 +121,7 @@ torch = pytest.importorskip("torch")
 
 
 def test_full_noise_is_reparameterised_with_the_cholesky_factor():
-    from pixscribe.tipcap.noise import GapNoise
+    from pixscribe.methods.tipcap.noise import GapNoise
 
     rng = np.random.default_rng(5)
     d = 6
@@ -147,7 +147,7 @@ def test_full_noise_is_reparameterised_with_the_cholesky_factor():
 
 
 def test_learnable_gap_kl_matches_closed_form_and_has_gradients():
-    from pixscribe.tipcap.noise import GapNoise
+    from pixscribe.methods.tipcap.noise import GapNoise
 
     d = 4
     g = GapNoise(d, "full", learnable=True)

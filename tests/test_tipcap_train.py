@@ -39,7 +39,7 @@ def test_loss_falls_and_the_model_directory_is_complete(tipcap_trained):
 
 def test_prompt_changes_the_caption_and_no_prompt_is_a_no_op(tipcap_trained):
     from pixscribe.testing import sample_photos
-    from pixscribe.tipcap.captioner import TipCapCaptioner
+    from pixscribe.methods.tipcap.captioner import TipCapCaptioner
 
     cap = TipCapCaptioner.load(tipcap_trained)
     images = list(sample_photos(("chelsea", "rocket")).values())
@@ -64,7 +64,7 @@ def test_prompt_changes_the_caption_and_no_prompt_is_a_no_op(tipcap_trained):
 
 
 def test_checkpoint_resumes_to_the_same_step_and_weights(tipcap_tiny, tmp_path):
-    from pixscribe.tipcap.train import TrainingMismatch, train
+    from pixscribe.methods.tipcap.train import TrainingMismatch, train
 
     kw = dict(noise="full", setting="4")  # learned covariance under the KL regulariser
     straight = train(tiny_config(tipcap_tiny, tmp_path / "a", steps=12, **kw))
@@ -99,7 +99,7 @@ def _pairs_table(tmp_path):
 
 
 def test_paired_and_unpaired_settings_estimate_the_gap_from_real_photos(tipcap_tiny, tmp_path):
-    from pixscribe.tipcap.train import train
+    from pixscribe.methods.tipcap.train import train
 
     table, photos = _pairs_table(tmp_path)
     rep = train(tiny_config(tipcap_tiny, tmp_path / "s1", steps=3, setting="1", pairs=[str(table)]))
@@ -143,8 +143,8 @@ def test_cli_trains_and_reports_bad_inputs(tipcap_tiny, tmp_path):
 
 
 def test_ctrl_c_checkpoints_the_current_step_and_a_rerun_resumes(tipcap_tiny, tmp_path, monkeypatch):
-    import pixscribe.tipcap.train as T
-    from pixscribe.tipcap.checkpoint import find_checkpoint, read_state
+    import pixscribe.methods.tipcap.train as T
+    from pixscribe.methods.tipcap.checkpoint import find_checkpoint, read_state
 
     real = T._step_loss
 

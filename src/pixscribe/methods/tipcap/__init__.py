@@ -14,4 +14,11 @@ where it is silent are written in ``docs/tipcap.md``.
 - :mod:`.embed`, :mod:`.data`, :mod:`.prepare`: CLIP embeddings (cached), inputs, gap estimation
 - :mod:`.train`, :mod:`.checkpoint`, :mod:`.cli`: ``pixscribe tipcap train``
 - :mod:`.captioner`: :class:`~.captioner.TipCapCaptioner`, images (+ prompts) -> captions
+- :mod:`.method`: ``--method tipcap``, registered with its declaration (options, flags, the
+  ``tipcap`` command group); importing the package registers it (torch is imported only
+  when a run or a command needs it)
 """
+
+from .method import tipcap
+
+__all__ = ["tipcap"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from ..deps import require
+from ...deps import require
 from .noise import GapNoise
 
 torch = require("torch", extra="tipcap", what="TIPCap")

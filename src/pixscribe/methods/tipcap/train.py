@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from ..deps import require
-from ..errors import InputFileError, ModelUnavailable
-from .embed import quiet_hf
+from ...deps import require
+from ...errors import InputFileError, ModelUnavailable
 from .checkpoint import export_model, find_checkpoint, load_checkpoint, read_state, save_checkpoint
 from .config import TrainConfig
+from .embed import quiet_hf
 from .model import TipCapModel, TokenCodec
 from .noise import GapNoise
 from .nouns import extract_nouns

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..api import Flag, Method, MethodContext, MethodError, Stage, StageOptions, option, register_method
-from ..record import Record
+from ...api import Flag, Method, MethodContext, MethodError, Stage, StageOptions, option, register_method
+from ...record import Record
 
 PROMPT_EXPERTS = ("dense", "grounding_dino", "owlv2")
 
@@ -119,8 +119,8 @@ class TipCapStage(Stage):
         return {"model": self.identity, **o}
 
     def setup(self) -> None:
-        from ..torchdev import resolve_device
-        from ..tipcap.captioner import TipCapCaptioner
+        from ...torchdev import resolve_device
+        from .captioner import TipCapCaptioner
 
         self.captioner = TipCapCaptioner.load(self.opts["model"], clip=self.opts["clip"],
                                               device=resolve_device(self.opts["device"]),
@@ -151,7 +151,7 @@ class TipCapStage(Stage):
     options={"tipcap": TipCapOptions},
     flags=[Flag("tipcap_model", "tipcap", "model"), Flag("prompt_column", "tipcap", "prompt_column"),
            Flag("prompt_experts", "tipcap", "prompt_experts")],
-    commands=("pixscribe.tipcap.cli",),
+    commands=("pixscribe.methods.tipcap.cli",),
 )
 def tipcap(ctx: MethodContext) -> Method:
     opts = ctx.options("tipcap", TipCapOptions)
@@ -167,7 +167,7 @@ def tipcap(ctx: MethodContext) -> Method:
             raise MethodError(f"--prompt-experts {experts!r}: choose one of {', '.join(PROMPT_EXPERTS)}")
         if experts != "dense" and not ctx.config.queries:
             raise MethodError(f"--prompt-experts {experts} needs --queries 'cat,dog'")
-        from ..experts import build_expert
+        from ...experts import build_expert
 
         stages.append(TagsStage(build_expert(experts, ctx.config), list(ctx.config.queries)))
         prompt_field = "tags"

@@ -26,8 +26,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from ..io.lines import iter_lines, too_long
-from ..record import PixscribeError, Record
+from ...io.lines import iter_lines, too_long
+from ...record import PixscribeError, Record
 from .embed import ClipEncoder, EmbeddingCache, image_key
 
 TEXT_COLUMNS = ("caption", "text", "sentence", "raw")
@@ -203,7 +203,7 @@ def read_texts(paths: Sequence[str | Path], column: str | None = None, problems:
 
 def iter_records(inputs: Sequence[str]) -> Iterator[Record]:
     """Records of any pixscribe inputs, in the engine's deterministic shard order."""
-    from ..io.readers import plan_shards
+    from ...io.readers import plan_shards
 
     for shard in plan_shards(list(inputs)):
         yield from shard.records()
@@ -211,7 +211,7 @@ def iter_records(inputs: Sequence[str]) -> Iterator[Record]:
 
 def _decode(rec: Record) -> Any:
     """The record's RGB image (CLIP resizes itself; the default pixel budget bounds memory)."""
-    from ..imaging import decode
+    from ...imaging import decode
 
     if rec.error:
         raise PixscribeError(rec.error.split(": ", 1)[-1], kind=rec.error.split(":", 1)[0])

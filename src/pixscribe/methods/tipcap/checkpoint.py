@@ -22,8 +22,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..deps import require
-from ..errors import InputFileError
+from ...deps import require
+from ...errors import InputFileError
 
 torch = require("torch", extra="tipcap", what="TIPCap")
 st = require("safetensors.torch", extra="tipcap", package="safetensors", what="TIPCap checkpoints")

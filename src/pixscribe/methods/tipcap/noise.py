@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from ..deps import require
+from ...deps import require
 from .config import NOISE_MODES
 
 torch = require("torch", extra="tipcap", what="TIPCap")

@@ -21,8 +21,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..deps import require
-from ..errors import InputFileError
+from ...deps import require
+from ...errors import InputFileError
 from .embed import ClipEncoder
 from .model import TipCapModel, TokenCodec
 from .noise import GapNoise

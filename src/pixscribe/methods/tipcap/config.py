@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 NOISE_MODES = ("full", "isotropic", "none")
 # The paper's four data settings, each needing less paired data than the one before.

@@ -23,8 +23,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..deps import require
-from ..errors import ModelUnavailable
+from ...deps import require
+from ...errors import ModelUnavailable
 
 
 def text_key(text: str) -> str:

@@ -93,7 +93,7 @@ def shrunk_covariance(x: np.ndarray) -> tuple[np.ndarray, float]:
     Uses scikit-learn's :func:`sklearn.covariance.ledoit_wolf` (data centred there). The
     target is ``trace(S)/d * I``, so the result is positive definite for any shrinkage > 0.
     """
-    from ..deps import require
+    from ...deps import require
 
     cov_mod = require("sklearn.covariance", extra="tipcap", package="scikit-learn", what="TIPCap's gap estimator")
     cov, shrink = cov_mod.ledoit_wolf(np.asarray(x, dtype=np.float64))

@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from ..deps import require
+from ...deps import require
 
 _WORD = re.compile(r"[a-z]+(?:[-'][a-z]+)*")
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, InputFileError
+from ...errors import ConfigError, InputFileError
 from .config import TrainConfig
 from .data import Problems, embed_images, read_texts
 from .embed import ClipEncoder, EmbeddingCache, embed_cached, text_key
