@@ -88,7 +88,7 @@ def _stage_rate(photos: list) -> tuple[float, float]:
 def child(n: int) -> dict:
     """The measurements of the pixscribe importable here (the side this process stands for)."""
     from pixscribe.config import RunConfig
-    from pixscribe.describe import lite_description
+    from pixscribe.methods.experts.describe import lite_description
     from pixscribe.experts import build_expert, to_jsonable
     from pixscribe.testing import SAMPLE_NAMES, sample_photo
 

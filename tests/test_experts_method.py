@@ -8,7 +8,7 @@ import json
 import pyarrow.parquet as pq
 
 from pixscribe.config import RunConfig
-from pixscribe.describe import lite_description, quote_text
+from pixscribe.methods.experts.describe import lite_description, quote_text
 from pixscribe.engine.runner import Runner
 from pixscribe.engine.context import build_method
 from pixscribe.experts.base import Expert

@@ -172,7 +172,7 @@ def test_no_face_on_photos_without_people():
 
 
 def test_text_only_on_text_images():
-    from pixscribe.describe import describe_text
+    from pixscribe.methods.experts.describe import describe_text
     from pixscribe.experts import to_jsonable
     from pixscribe.experts.ocr import OCRExpert
     names = sorted(set(NO_FACE) | TEXT_IMAGES | {"astronaut", "camera"})  # a broad set of skimage.data images

@@ -21,15 +21,15 @@ import json
 import time
 from typing import Any
 
-from ..api import Method, MethodContext, MethodError, ModelRole, Stage, register_method
-from ..config import RunConfig
-from ..describe import lite_description
-from ..experts import FULL_EXPERTS, LITE_EXPERTS, build_expert, to_jsonable
-from ..experts.base import Expert
-from ..record import PixscribeError, Record, format_error
-from ..stages import GenerateStage
-from ..stages.experts import expert_identity as _expert_identity
-from .recap import RecapOptions
+from ...api import Method, MethodContext, MethodError, ModelRole, Stage, register_method
+from ...config import RunConfig
+from ...experts import FULL_EXPERTS, LITE_EXPERTS, build_expert, to_jsonable
+from ...experts.base import Expert
+from ...record import PixscribeError, Record, format_error
+from ...stages import GenerateStage
+from ...stages.experts import expert_identity as _expert_identity
+from ..recap import RecapOptions
+from .describe import lite_description
 
 # experts that need boxes take them from the first of these that ran before them
 BOX_SOURCES = ("dense", "grounding_dino", "owlv2", "faces")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .spatial import position_phrase
+from ...spatial import position_phrase
 
 _NUMBERS = ["No", "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten"]
 
