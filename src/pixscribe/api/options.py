@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MethodError
+from .template import MISSING as TEMPLATE_MISSING
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import RunConfig
@@ -191,7 +192,9 @@ def resolve(stage: str, declared: dict[str, OptionInfo], config: "RunConfig", *,
     if unknown:
         raise TypeError(f"stage {stage!r}: defaults given for undeclared option(s) {', '.join(unknown)}")
     defaults.update(overrides or {})
-    allowed = set(defaults) | ({"prompt_file"} if "prompt" in defaults else set())
+    # a stage with a prompt also takes prompt_file, and template_missing (a prompt template's
+    # rule for an empty column: empty or error; api/template.py)
+    allowed = set(defaults) | ({"prompt_file", "template_missing"} if "prompt" in defaults else set())
     opts = dict(defaults)
     if primary:
         for k in COMMON_FLAGS:
@@ -206,10 +209,13 @@ def resolve(stage: str, declared: dict[str, OptionInfo], config: "RunConfig", *,
             f"{', '.join(sorted(allowed)) or 'no options'}"
         )
     for k, v in given.items():
-        info = declared.get(k) or OptionInfo("prompt_file", "", kinds=(str,))
+        info = declared.get(k) or OptionInfo(k, "", kinds=(str,))
         if k in (overrides or {}) and info.default is not None and overrides[k] is None:
             info = dataclasses.replace(info, nullable=True)  # a default of None for this build takes None
         info.check(stage, v)
+    if given.get("template_missing", "empty") not in TEMPLATE_MISSING:
+        raise MethodError(f"stages.{stage}.template_missing: {given['template_missing']!r} (allowed: "
+                          f"{', '.join(TEMPLATE_MISSING)})")
     if "prompt" in given and "prompt_file" not in given:
         opts.pop("prompt_file", None)
     opts.update(given)

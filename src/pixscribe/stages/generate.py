@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 from ..api.options import OptionValues, fingerprinted
 from ..api.stage import Stage
+from ..api.template import TemplateError, fill, placeholders
 from ..backends.base import Backend, GenerationRequest, GenerationResult, Sampling
 from ..record import Record, prompt_sha
 from . import replies
@@ -83,7 +84,9 @@ class GenerateStage(Stage):
         # the declaration the options were read by (ctx.options), for its fingerprint rules
         self.declared = options.declared if isinstance(options, OptionValues) else None
         self.provides = (provides,) if isinstance(provides, str) else tuple(provides)
-        self.needs = tuple(needs)
+        # a prompt naming input columns ({column}) is a template: the stage reads (needs) them
+        self.template = placeholders(self.opts.get("prompt"))
+        self.needs = tuple(dict.fromkeys((*needs, *self.template)))
         self.needs_image = needs_image
         self.build = build or image_request
         self.parse = parse or text_of(self.provides[0])
@@ -109,7 +112,10 @@ class GenerateStage(Stage):
         reqs: list[GenerationRequest | None] = []
         for r in records:
             try:
-                reqs.append(self.build(r, self.opts))
+                reqs.append(self.build(r, self._filled(r)))
+            except TemplateError as exc:
+                r.fail(str(exc), "template")
+                reqs.append(None)
             except Exception as exc:  # noqa: BLE001 - a request that cannot be built fails its row
                 r.fail(exc, f"stage {self.name}")
                 reqs.append(None)
@@ -121,6 +127,14 @@ class GenerateStage(Stage):
         for i, ((r, _), res) in enumerate(zip(live, results)):
             self._keep(r, res, info, retried_at=limit if i in redone else None)
         return records
+
+    def _filled(self, r: Record) -> dict[str, Any]:
+        """The options with the prompt filled from the row's columns (a template's), else as they are."""
+        if not self.template:
+            return self.opts
+        text = fill(self.opts["prompt"], r.get, self.opts.get("template_missing") or "empty")
+        r.stages.setdefault(self.name, {})["prompt_filled_sha"] = prompt_sha(text)
+        return {**self.opts, "prompt": text}
 
     def _cut(self, res: GenerationResult) -> str | None:
         """The row's ``truncated:`` error when this stage must not read ``res``, else None."""
