@@ -6,16 +6,14 @@ recomputed. Through the real command, the region rows through the loopback echo 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from fixtures_plugin import pixscribe
 from fixtures_reuse import last_summary as summary
+from fixtures_reuse import relocate_fixture
 from fixtures_reuse import region_cli as region
 from fixtures_reuse import rows_once as rows_of
 
@@ -23,25 +21,7 @@ FIXTURE = Path(__file__).parent / "compat" / "v44eff38"
 
 
 def relocate(tmp: Path) -> Path:
-    """A copy of the fixture whose manifests name the copy's inputs, with the sizes and
-    modification times they recorded (a checkout does not keep mtimes)."""
-    dest = tmp / FIXTURE.name
-    shutil.copytree(FIXTURE, dest)
-    for state in dest.glob("out_*/_state"):
-        head = json.loads((state / "manifest.json").read_text())
-        first = head["inputs"][0]
-        old = first[: first.index(f"/{FIXTURE.name}/") + len(FIXTURE.name) + 1]
-        move = lambda p: str(dest) + p[len(old):] if p and p.startswith(old) else p  # noqa: E731
-        head["roots"], head["inputs"] = [move(p) for p in head["roots"]], [move(p) for p in head["inputs"]]
-        (state / "manifest.json").write_text(json.dumps(head))
-        t = pq.read_table(state / "manifest.parquet")
-        paths = [move(p) for p in t.column("path").to_pylist()]
-        pq.write_table(t.set_column(t.column_names.index("path"), "path", pa.array(paths, pa.string())),
-                       state / "manifest.parquet")
-        for p, size, mtime in zip(paths, t.column("size").to_pylist(), t.column("mtime_ns").to_pylist()):
-            if p and mtime is not None and os.path.getsize(p) == size:
-                os.utime(p, ns=(mtime, mtime))
-    return dest
+    return relocate_fixture(FIXTURE, tmp)
 
 
 
