@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from ..imaging import resize_to_budget
-from ..spatial import area, intersection, iou
+from ..spatial import area, intersection
 from .base import Expert, Face, normalize_box, require
 
 Box = tuple[float, float, float, float]
@@ -231,6 +231,7 @@ class FaceExpert(Expert):
         """MTCNN on the image and on its mirror: a face's score is the mean of its two O-Net
         scores (0 where the mirror has none), its box the mean of the two boxes. The mirror is
         not searched when no candidate could reach ``min_score`` with a mirror score of 1."""
+        from ..spatial import iou
         self._det.min_face_size = min_side
         candidates = [(b, s) for b, s in self._mtcnn_raw(rgb) if (s + 1) / 2 >= self.min_score]
         if not candidates:
