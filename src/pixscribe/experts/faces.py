@@ -178,6 +178,8 @@ class FaceExpert(Expert):
         self.min_skin = min_skin
         self.skin_check = skin_check
         self.model = MODELS[engine]
+        if engine == "mtcnn":  # in the fingerprint: runs scored before the mirror check do not resume into it
+            self.mirror_check = True
         self._det: Any = None
 
     @classmethod

@@ -154,6 +154,11 @@ class ImageStatsExpert(Expert):
     name = "stats"
     model = "pixscribe/image-stats"
 
+    def __init__(self) -> None:
+        # in the fingerprint: 2 judges pure-colour drawings and sparse sharp edges (not blurry),
+        # so runs made with the first rule do not resume into it
+        self.blur_rule = 2
+
     @classmethod
     def from_config(cls, config: "RunConfig") -> "ImageStatsExpert":
         return cls()
