@@ -1,6 +1,11 @@
 """Every stage fingerprint of every method for existing configurations stays byte-identical
 (issue 24: moving code must not make an existing output folder refuse to resume). The golden
-file was written by the code before the redesign (tests/golden/fingerprint_configs.py)."""
+file was written by the code before the redesign (tests/golden/fingerprint_configs.py).
+
+Changed on purpose since, each for a change of output (so an older run is refused, naming it,
+instead of resuming into mixed rows): the experts configurations with faces (MTCNN's mirror
+check, ``mirror_check``) or image statistics (``blur_rule`` 2): experts, experts_full,
+experts_full_prompt, experts_some, lite."""
 
 from __future__ import annotations
 
