@@ -40,11 +40,15 @@ FORBIDDEN: dict[str, set[str]] = {
 }
 
 
-def _unit(module: str) -> str | None:
+def _unit(module: str, methods_apart: bool = False) -> str | None:
+    """The unit of a module: its top-level package or module; with ``methods_apart`` each
+    method's package (``methods.region``) is a unit of its own."""
     parts = module.split(".")
     if len(parts) < 2 or parts[0] != "pixscribe":
         return None
     top = parts[1]
+    if methods_apart and top == "methods" and len(parts) > 2 and (ROOT / "methods" / parts[2]).is_dir():
+        return f"methods.{parts[2]}"
     return top if (ROOT / top).is_dir() or (ROOT / f"{top}.py").is_file() else None
 
 
@@ -73,14 +77,14 @@ def _imports(path: Path) -> list[str]:
     return out
 
 
-def import_graph() -> dict[str, dict[str, list[str]]]:
+def import_graph(methods_apart: bool = False) -> dict[str, dict[str, list[str]]]:
     """unit -> unit it imports -> the modules doing it (``a.b imports c.d``)."""
     graph: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for path in sorted(ROOT.rglob("*.py")):
         module = ".".join(path.relative_to(ROOT.parent).with_suffix("").parts)
-        src = _unit(module.removesuffix(".__init__"))
+        src = _unit(module.removesuffix(".__init__"), methods_apart)
         for target in _imports(path):
-            dst = _unit(target)
+            dst = _unit(target, methods_apart)
             if src and dst and src != dst:
                 graph[src][dst].append(f"{module} imports {target}")
     return graph
@@ -143,6 +147,25 @@ def test_each_unit_imports_only_what_it_may():
     for unit, forbidden in FORBIDDEN.items():
         bad = {v: w[:2] for v, w in g.get(unit, {}).items() if v in forbidden}
         assert bad == {}, f"{unit} must not import {sorted(forbidden)}"
+
+
+# a method that imports another: experts' --profile full captions with recap's declared options
+METHOD_TO_METHOD = {("methods.experts", "methods.recap")}
+
+
+def test_each_method_is_a_room_of_its_own():
+    """With each method's package a unit: no cycle; no shared room (stages, metrics, experts,
+    spatial, ...) imports a method; a method imports another only where listed above."""
+    g = import_graph(methods_apart=True)
+    methods = {u for u in g if u.startswith("methods.")}
+    assert {"methods.recap", "methods.textualize", "methods.panoptic", "methods.region", "methods.tipcap",
+            "methods.experts"} <= methods
+    assert cycles({u: set(vs) for u, vs in g.items()}) == []
+    for unit, targets in g.items():
+        into = {v: w[:2] for v, w in targets.items() if v.startswith("methods.")}
+        if unit.startswith("methods."):
+            into = {v: w for v, w in into.items() if (unit, v) not in METHOD_TO_METHOD}
+        assert into == {}, f"{unit} imports a method: {into}"
 
 
 def test_a_cycle_is_found_and_named():
