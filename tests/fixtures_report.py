@@ -57,7 +57,7 @@ def _base(path: Path, method: str, w: int, h: int, **cols: Any) -> dict[str, Any
 
 
 def sample_rows(photos: Path) -> list[dict[str, Any]]:
-    """One row per documented shape (see tests/test_report.py for what each must show)."""
+    """One row per documented shape (see tests/report/test_report.py for what each must show)."""
     p = {f.stem: f for f in photos.iterdir()}
     j = json.dumps
     textualize = _base(

@@ -1,4 +1,4 @@
-"""Run in the vLLM venv by tests/test_real_vllm_offline.py: pixscribe's VLLMBackend (one
+"""Run in the vLLM venv by tests/backends/test_real_vllm_offline.py: pixscribe's VLLMBackend (one
 in-process ``vllm.LLM``) on a tiny Qwen-VL, through several request mixes, printing one JSON
 object of what came back. Not collected by pytest (no test_ prefix).
 

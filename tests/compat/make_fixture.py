@@ -1,4 +1,4 @@
-"""Make the output folders of tests/test_reuse_compat.py with the pixscribe of commit 44eff38
+"""Make the output folders of tests/engine/test_reuse_compat.py with the pixscribe of commit 44eff38
 (see README.md here), before rows recorded what their stages read (issue 23, point 2).
 
 Run from the repository root, with that commit's code first on the path:

@@ -1,4 +1,4 @@
-"""Make the output folders of tests/test_resume_after_move.py with the pixscribe of main at
+"""Make the output folders of tests/engine/test_resume_after_move.py with the pixscribe of main at
 887eef9: the code before issue 24 moved every method into methods/<name>/ (see README.md here).
 
 Run with that commit's code and tests first on the path, from a copy of that commit's tests/

@@ -1,4 +1,4 @@
-"""Configurations whose stage fingerprints must never change (tests/test_fingerprint_stability.py).
+"""Configurations whose stage fingerprints must never change (tests/engine/test_fingerprint_stability.py).
 
 ``python tests/golden/fingerprint_configs.py > tests/golden/fingerprints.json`` wrote the
 golden file with the code of c44a9c2 (main before issue 24's redesign, importing

@@ -1,7 +1,7 @@
 """What a method may import: stages and methods, the context a method is built in, the model
 pool's interface, typed option declarations, the registry and the user-error family.
 
-Nothing here imports the engine or a method (tests/test_imports.py checks it); the engine
+Nothing here imports the engine or a method (tests/project/test_imports.py checks it); the engine
 implements these interfaces (``engine/context.py``, ``engine/models.py``) and runs what they
 describe. See docs/architecture.md.
 """

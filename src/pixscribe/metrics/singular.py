@@ -15,7 +15,7 @@ which objects CHAIR sees:
 - the last rule strips any final ``s``: ``"bus" -> "bu"``, ``"glass" -> "glas"``,
   ``"tennis" -> "tenni"`` (CHAIR's ``"wine glas"`` rule exists because of this).
 
-``tests/test_metrics_chair.py::test_singularize_as_pattern`` checks the rules word by word,
+``tests/metrics/test_metrics_chair.py::test_singularize_as_pattern`` checks the rules word by word,
 worked out by hand.
 """
 

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from pixscribe.metrics.amber import AmberData, AmberInputError, amber, generative_item, read_responses
 from pixscribe.metrics.amber_text import NounExtractor, VectorSimilarity, minilm_vectors
 
-DATA = Path(__file__).parent / "data" / "amber"
+DATA = Path(__file__).resolve().parents[1] / "data" / "amber"
 # the reference's output (python inference.py --evaluation_type a --similarity_score T), in its print order
 DISC = [70.8, 80.0, 66.7, 72.7, 75.0, 50.0, 99.9, 66.6, 66.7, 83.3, 71.4, 76.9, 50.0, 66.6, 66.6, 66.6,
         75.0, 99.9, 99.9, 99.9, 75.0, 100.0, 66.6, 79.9, 75.0, 100.0, 50.0, 66.7]

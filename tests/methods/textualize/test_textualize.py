@@ -27,7 +27,7 @@ from pixscribe.methods.textualize.verify import VerifyStage
 from pixscribe.testing.scripted_textualize import (Scene, Script, ScriptedDense, ScriptedLLM, ScriptedSam,
                                                    scripted_experts)
 
-GOLDEN = Path(__file__).parent / "golden" / "textualize_rewrite_prompt.txt"
+GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "textualize_rewrite_prompt.txt"
 
 
 def _prompt(req) -> str:

@@ -60,7 +60,7 @@ def many_images(tmp_path: Path) -> Path:
 
 def _script(tmp_path: Path, inp: Path, out: Path) -> Path:
     p = tmp_path / "run_it.py"
-    p.write_text(SCRIPT.format(tests=str(Path(__file__).parent), inp=str(inp), out=str(out)))
+    p.write_text(SCRIPT.format(tests=str(Path(__file__).resolve().parents[1]), inp=str(inp), out=str(out)))
     return p
 
 

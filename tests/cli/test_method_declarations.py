@@ -18,7 +18,7 @@ from pixscribe.config import RunConfig
 from pixscribe.engine.context import build_method
 from pixscribe.engine.run import image_options
 
-DOCS = Path(__file__).parent.parent / "docs" / "options.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "options.md"
 QWEN = "Qwen/Qwen2.5-VL-7B-Instruct"
 
 

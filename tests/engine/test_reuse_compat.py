@@ -17,7 +17,7 @@ from fixtures_reuse import relocate_fixture
 from fixtures_reuse import region_cli as region
 from fixtures_reuse import rows_once as rows_of
 
-FIXTURE = Path(__file__).parent / "compat" / "v44eff38"
+FIXTURE = Path(__file__).resolve().parents[1] / "compat" / "v44eff38"
 
 
 def relocate(tmp: Path) -> Path:

@@ -23,8 +23,8 @@ from pixscribe.backends.base import Backend, GenerationResult
 from pixscribe.metrics import comprecap as C
 from pixscribe.metrics.judge import CachedJudge
 
-DATA = Path(__file__).parent / "data" / "comprecap"
-TAGGER = Path(__file__).parent / "data" / "amber" / "nltk_data"
+DATA = Path(__file__).resolve().parents[1] / "data" / "comprecap"
+TAGGER = Path(__file__).resolve().parents[1] / "data" / "amber" / "nltk_data"
 REF = json.loads((DATA / "reference_output.json").read_text())
 ANSWERS = json.loads((DATA / "judge_answers.json").read_text())
 

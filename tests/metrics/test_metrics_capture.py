@@ -25,7 +25,7 @@ from pixscribe.metrics.capture import (
     sentence_encoder,
 )
 
-DATA = Path(__file__).parent / "data" / "capture"
+DATA = Path(__file__).resolve().parents[1] / "data" / "capture"
 REF = json.loads((DATA / "reference_output.json").read_text())
 CONFIGS = {"base": CaptureConfig(), "synonym_matching=False": CaptureConfig(synonym_matching=False),
            "soft_matching=False": CaptureConfig(soft_matching=False),
@@ -122,7 +122,7 @@ def test_parse_stage_after_the_parser_equals_the_reference(monkeypatch):
                 "relations": sorted(list(r) for r in p.relations)} == want[k], k
     assert sorted(sentences_seen) == sorted(data["graphs"])  # the same sentence split
     # the stop-word list is the reference's, verbatim (317 words; "background" is one, so it never is an object)
-    raw = (Path(__file__).parents[1] / "src/pixscribe/metrics/data/capture_stop_words.txt").read_bytes()
+    raw = (Path(__file__).resolve().parents[2] / "src/pixscribe/metrics/data/capture_stop_words.txt").read_bytes()
     assert len(stop_words()) == 317 and "background" in stop_words()
     assert hashlib.sha256(raw).hexdigest() == STOP_WORDS_SHA256
 

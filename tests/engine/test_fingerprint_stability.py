@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 sys.path.insert(0, str(GOLDEN))
 
 from fingerprint_configs import configs, fingerprints  # noqa: E402

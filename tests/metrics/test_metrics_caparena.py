@@ -17,7 +17,7 @@ from pixscribe.backends.base import Backend, GenerationResult
 from pixscribe.metrics import caparena as C
 from pixscribe.metrics.judge import CachedJudge, make_judge
 
-DATA = Path(__file__).parent / "data" / "caparena"
+DATA = Path(__file__).resolve().parents[1] / "data" / "caparena"
 REF = json.loads((DATA / "reference_output.json").read_text())
 HUMAN = ["GPT-4o-0806", "human", "Gemini-2.0-flash-exp", "InternVL2-26B", "Gemini-1.5-pro-002", "Claude-3.5-Sonnet-0620",
          "GPT-4o-mini-0718", "LLama-3.2-90B", "Qwen2-VL-72B-Instruct", "CogVLM2-llama3-chat-19B", "MiniCPM-V2.6-8B",

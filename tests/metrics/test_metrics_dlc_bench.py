@@ -27,7 +27,7 @@ from pixscribe.metrics.dlc_bench import (
 )
 from pixscribe.metrics.judge import CachedJudge
 
-DATA = Path(__file__).parent / "data" / "dlc_bench"
+DATA = Path(__file__).resolve().parents[1] / "data" / "dlc_bench"
 REF_CORPUS = {"dlc_pos": 0.3333333333333333, "dlc_neg": -0.2}  # the reference's avg_pos, avg_neg
 REF_REGIONS = {"101": (1.0, 1.0, 1.0), "102": (-0.3333333333333333, -1.0, 0.0), "103": (1.0, 1.0, None),
                "104": (0.0, 0.0, 0.0), "105": (0.0, 1.0, -1.0), "106": (-0.5, 0.0, -1.0)}  # score, pos, neg

@@ -15,7 +15,7 @@ import pytest
 from fixtures_plugin import pixscribe
 from fixtures_reuse import last_summary, relocate_fixture, rows_once
 
-FIXTURE = Path(__file__).parent / "compat" / "v887eef9"
+FIXTURE = Path(__file__).resolve().parents[1] / "compat" / "v887eef9"
 _spec = importlib.util.spec_from_file_location("make_fixture_moved", FIXTURE.parent / "make_fixture_moved.py")
 MAKER = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(MAKER)

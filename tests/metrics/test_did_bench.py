@@ -15,7 +15,7 @@ import pytest
 from pixscribe.metrics.evaluate import evaluate, parse_metrics, prepare_text
 from pixscribe.metrics.io import read_predictions, read_references
 
-GOLD = Path(__file__).parent / "golden" / "did_fixed"
+GOLD = Path(__file__).resolve().parents[1] / "golden" / "did_fixed"
 EXPECTED = json.loads((GOLD / "expected.json").read_text())
 NGRAM = ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider_d"]
 try:
@@ -83,7 +83,7 @@ def test_it_res_format_is_read(tmp_path):
 
 @needs_meteor
 def test_one_command_reproduces_it_scorer(tmp_path):
-    """The documented DID-Bench command, METEOR included (tests/test_metrics_meteor.py checks the PTB side)."""
+    """The documented DID-Bench command, METEOR included (tests/metrics/test_metrics_meteor.py checks the PTB side)."""
     rep = tmp_path / "did.json"
     p = subprocess.run([sys.executable, "-m", "pixscribe.metrics.eval_cli", "eval", "--pred", str(GOLD / "preds.json"),
                         "--refs", str(GOLD / "refs.json"), "--tokenize", "none", "--metrics",

@@ -21,7 +21,7 @@ from fixtures_experts import textualize_experts
 from fixtures_vllm import check_textualize_rows, needs_vllm, vllm_run
 
 pytestmark = [needs_vllm, pytest.mark.slow]
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]
 MAX_PIXELS = 50_000  # the budget where Qwen's rounding would go over it: the processor must scale down
 
 

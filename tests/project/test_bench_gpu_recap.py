@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from fixtures_vllm import needs_vllm, vllm_run
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 @pytest.mark.slow
