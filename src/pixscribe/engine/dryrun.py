@@ -281,7 +281,9 @@ def preflight(method: Any) -> None:
         names = "; ".join(f"{m.model} ({', '.join(m.stages)}: {m.detail})" for m in missing)
         fetch = "; ".join(m.fetch for m in missing if m.fetch)
         raise ModelUnavailable(f"{len(missing)} model(s) not here, and the hub is offline (HF_HUB_OFFLINE): {names}. "
-                             f"Fetch them where the hub is reachable: {fetch}")
+                             f"Fetch them where the hub is reachable ({fetch}; add --local-dir DIR for a copy to carry), "
+                               "then rerun here, or point --vlm / --llm (a model's directory) or expert_models in "
+                               "the YAML config (an expert's) at local copies")
 
 
 # ---- output ---------------------------------------------------------------------------------
