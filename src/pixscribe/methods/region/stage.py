@@ -118,6 +118,10 @@ class RegionStage(Stage):
         with self._lock:
             return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.counts.items()}
 
+    def optional_models(self) -> list[Any]:
+        """SAM for points, unless every box becomes a mask (then :meth:`setup` loads it)."""
+        return [self.sam] if self.sam is not None and self.opts.get("box_to_mask") != "sam" else []
+
     def setup(self) -> None:
         """The VLM, and SAM / the proposer when every run needs them (points load SAM when
         the first one comes). One that cannot load stops the run with its name and reason."""
