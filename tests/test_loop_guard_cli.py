@@ -140,3 +140,45 @@ def test_region_captions_get_the_guard(tmp_path):
     (row,) = pq.read_table(tmp_path / "kept").to_pylist()
     assert row["error"] is None and all(x["caption"].startswith(LOOP_UNIT) for x in row["regions"])
     assert len(json.loads(row["provenance"])["regions"]["degenerate_regions"]) == 2
+
+
+def test_transformers_the_penalty_reaches_generate(tiny_vlms, tmp_path):
+    """A tiny llava's greedy replies loop on two of these photos at 64 tokens (random weights
+    loop by themselves); the retry with the penalty does not: the penalty reached ``generate``
+    (a greedy retry without it gives the same loop again)."""
+    write_sample_photos(tmp_path / "photos", NAMES)
+    out = tmp_path / "out"
+    cli("caption", str(tmp_path / "photos"), "-o", str(out), "--vlm", str(tiny_vlms["llava"]), "--device", "cpu",
+        "--dtype", "fp32", "--max-new-tokens", "64", "--no-progress")
+    got = rows(out)
+    for name in ("coffee", "chelsea"):
+        prov = json.loads(got[name]["provenance"])["re_caption"]
+        assert got[name]["error"] is None and prov["loop_retry"] == "penalty", (name, got[name]["re_caption"])
+    assert "loop_retry" not in json.loads(got["astronaut"]["provenance"])["re_caption"]
+    counts = summary(out)["usage"]["recap"]
+    assert counts["loops_detected"] == 2 and counts["loops_fixed_by_penalty"] == 2
+
+
+def test_transformers_generate_gets_repetition_penalty(tiny_vlms):
+    from pixscribe.backends.base import Sampling
+    from pixscribe.backends.transformers_backend import TransformersBackend
+    from pixscribe.methods.recap import RecapStage
+    from pixscribe.record import Record
+    from pixscribe.testing import sample_photo
+
+    backend = TransformersBackend(str(tiny_vlms["llava"]), device="cpu", dtype="fp32")
+    backend.load()
+    seen: list[dict] = []
+    real = backend.hf_model.generate
+
+    def spy(*a, **kw):
+        seen.append({k: kw.get(k) for k in ("repetition_penalty", "do_sample", "temperature")})
+        return real(*a, **kw)
+
+    backend.hf_model.generate = spy
+    stage = RecapStage(backend, sampling=Sampling(max_new_tokens=64))
+    (rec,) = stage([Record(source="coffee.jpg", id="c", image=sample_photo("coffee"))])
+    assert seen == [{"repetition_penalty": None, "do_sample": False, "temperature": None},
+                    {"repetition_penalty": 1.2, "do_sample": False, "temperature": None}]
+    assert rec.error is None and rec.provenance["re_caption"]["loop_retry"] == "penalty"
+    assert stage.summary()["loops_fixed_by_penalty"] == 1
