@@ -92,6 +92,27 @@ def test_two_batches_in_flight_from_two_threads(offline):
     assert out["describe"]["backend"] == "vllm" and out["describe"]["vllm"] == "0.32.0"
 
 
+def test_the_loop_guard_on_the_offline_engine(offline):
+    """Random weights loop under greedy decoding; ``repetition_penalty`` reaches the engine (the
+    penalised replies differ), and a recap stage's rows are fixed, or flagged as errors, never
+    silent loops."""
+    from pixscribe.backends.loops import find_loop
+
+    loops = offline[0]["loops"]
+    assert any(loops["plain_loops"]), loops["plain"]
+    for plain, penalised, looped in zip(loops["plain"], loops["penalised"], loops["plain_loops"]):
+        assert not looped or penalised != plain
+    summary = loops["summary"]
+    assert summary["loops_detected"] >= 1 and summary["loops_detected"] == sum(
+        summary[k] for k in ("loops_fixed_by_penalty", "loops_fixed_by_sampling", "loops_kept_flagged", "loops_errors"))
+    for row in loops["rows"]:
+        if row["error"] is not None:
+            assert row["error"].startswith("degenerate: stage recap: the reply loops"), row["error"]
+        else:
+            prov = row["provenance"]["re_caption"]
+            assert "loop_retry" in prov or find_loop(row["text"], bool(prov.get("truncated"))) is None
+
+
 def test_textualize_from_the_cli_with_two_engines(tiny_models_root, tiny_experts, tmp_path):
     import yaml
 

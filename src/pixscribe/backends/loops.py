@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 from .base import GenerationRequest, GenerationResult
+from .structured import merge_results
 
 MIN_SPAN = 12  # tokens the repeated tail must cover
 MIN_REPEATS = 3  # copies of the unit at the tail of any reply
@@ -115,11 +116,7 @@ def with_sampling(req: GenerationRequest, penalty: bool = True) -> GenerationReq
 
 def _absorb(kept: GenerationResult, other: GenerationResult) -> GenerationResult:
     """``kept`` with the counters of ``other`` (an attempt of the same request) added."""
-    kept.retries += other.retries + 1
-    kept.tokens_in += other.tokens_in
-    kept.tokens_out += other.tokens_out
-    kept.seconds += other.seconds
-    return kept
+    return merge_results(other, kept)
 
 
 def _looping(res: GenerationResult) -> Loop | None:
@@ -127,8 +124,7 @@ def _looping(res: GenerationResult) -> Loop | None:
 
 
 def guard_loops(generate: Callable[[list[GenerationRequest]], list[GenerationResult]],
-                requests: list[GenerationRequest], results: list[GenerationResult],
-                skip: Callable[[int], bool] = lambda i: False) -> dict[int, str]:
+                requests: list[GenerationRequest], results: list[GenerationResult]) -> dict[int, str]:
     """Find the looping replies in ``results`` and ask them again (penalty, then sampling).
 
     A fixed reply replaces the old in ``results`` (counters merged, ``loop_retry`` set to
@@ -136,7 +132,7 @@ def guard_loops(generate: Callable[[list[GenerationRequest]], list[GenerationRes
     ``requests`` (so a later retry of a cut reply asks the same way); one that still loops
     keeps its first reply with ``degenerate`` set. Returns ``{index: "penalty" | "sampling" |
     "degenerate"}`` for the looping ones."""
-    found = {i: loop for i, res in enumerate(results) if not skip(i) and (loop := _looping(res))}
+    found = {i: loop for i, res in enumerate(results) if (loop := _looping(res))}
     if not found:
         return {}
     out: dict[int, str] = {}
@@ -167,21 +163,15 @@ def guard_loops(generate: Callable[[list[GenerationRequest]], list[GenerationRes
     return out
 
 
-LOOP_COUNTS = ("loops_detected", "loops_fixed_by_penalty", "loops_fixed_by_sampling", "loops_kept_flagged",
-               "loops_errors")
-
-
-def tally(outcomes: Sequence[str], errors: int) -> dict[str, int]:
-    """The summary's counters for the outcomes of :func:`guard_loops` (``errors``: the
-    degenerate ones that failed their rows)."""
-    n = len(outcomes)
-    if not n:
+def tally(outcomes: Sequence[str]) -> dict[str, int]:
+    """The summary's counters for the outcomes of :func:`guard_loops` (every degenerate one
+    counted as kept: a stage that fails the row moves it to ``loops_errors``)."""
+    if not outcomes:
         return {}
-    degenerate = sum(1 for o in outcomes if o == "degenerate")
-    return {"loops_detected": n, "loops_fixed_by_penalty": sum(1 for o in outcomes if o == "penalty"),
-            "loops_fixed_by_sampling": sum(1 for o in outcomes if o == "sampling"),
-            "loops_kept_flagged": degenerate - errors, "loops_errors": errors}
+    n = {k: sum(1 for o in outcomes if o == k) for k in ("penalty", "sampling", "degenerate")}
+    return {"loops_detected": len(outcomes), "loops_fixed_by_penalty": n["penalty"],
+            "loops_fixed_by_sampling": n["sampling"], "loops_kept_flagged": n["degenerate"], "loops_errors": 0}
 
 
-__all__ = ["FREQUENCY_PENALTY", "LOOP_COUNTS", "Loop", "REPETITION_PENALTY", "find_loop", "guard_loops", "tally",
+__all__ = ["FREQUENCY_PENALTY", "Loop", "REPETITION_PENALTY", "find_loop", "guard_loops", "tally",
            "tokens", "with_penalty", "with_sampling"]

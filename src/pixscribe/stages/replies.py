@@ -23,7 +23,7 @@ again with a repetition penalty, then with sampling. A reply that still loops fa
 (``degenerate:``) or, with ``--on-degenerate keep``, is kept with ``degenerate`` (the loop)
 in its provenance; a cut reply that loops is never read for values either way. A reply fixed
 by a retry says which in its provenance (``loop_retry``). Each stage's summary counts them
-(:data:`~pixscribe.backends.loops.LOOP_COUNTS`).
+(:func:`~pixscribe.backends.loops.tally`).
 
 The retry: a stage that reads values asks once more, for the cut replies only, with
 ``max_new_tokens`` raised to its ``retry_max_new_tokens`` option (default: twice
@@ -72,9 +72,9 @@ class LoopTally:
         self._lock = threading.Lock()
         self.counts: dict[str, int] = {}
 
-    def add(self, outcomes: dict[int, str], errors: int = 0) -> None:
+    def add(self, outcomes: dict[int, str]) -> None:
         with self._lock:
-            for k, v in tally(list(outcomes.values()), errors).items():
+            for k, v in tally(list(outcomes.values())).items():
                 self.counts[k] = self.counts.get(k, 0) + v
 
     def error(self) -> None:
