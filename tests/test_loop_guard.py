@@ -44,6 +44,7 @@ NOT_LOOPS = {
                                "bus pulling away from the stop while pigeons", True),
     "short repeat in a cut reply": ("The photo shows a dog. The dog", True),
     "empty": ("", True),
+    "a long rule of punctuation, cut": ("|---" * 300 + "|--", True),  # no word in the unit
 }
 
 

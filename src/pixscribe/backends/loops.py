@@ -85,12 +85,16 @@ def find_loop(text: str | None, cut: bool = False) -> Loop | None:
     if cut:  # the last token of a cut reply may be a word cut short ("a cat on a ma")
         toks = toks[:-1]
     n = len(toks)
+    wordless: list[int] = []  # periods whose unit holds no word: their multiples hold none either
     for p in range(1, n // 2 + 1):
+        if any(p % q == 0 for q in wordless):
+            continue
         span = _tail_span(toks, p)
         if span < MIN_SPAN or span < 2 * p:
             continue
         unit = toks[n - span : n - span + p]
         if not any(_is_word(t) for t in unit):
+            wordless.append(p)
             continue
         if span >= MIN_REPEATS * p or (cut and 2 * span >= n):
             return Loop(" ".join(unit), p, round(span / p, 1))
