@@ -24,6 +24,7 @@ from pixscribe.testing import write_sample_photos
 from pixscribe.testing.openai_server import LOOP_FIXED, LOOP_UNIT, ServerProcess
 
 NAMES = ("astronaut", "coffee", "chelsea")
+RECAP = "Please generate a detailed caption of this image. Please be as descriptive as possible."  # recap's prompt
 
 
 def rows(out: Path) -> dict[str, dict]:
@@ -160,9 +161,8 @@ def test_transformers_the_penalty_reaches_generate(tiny_vlms, tmp_path):
 
 
 def test_transformers_generate_gets_repetition_penalty(tiny_vlms):
-    from pixscribe.backends.base import Sampling
     from pixscribe.backends.transformers_backend import TransformersBackend
-    from pixscribe.methods.recap import RecapStage
+    from pixscribe.stages.generate import GenerateStage
     from pixscribe.record import Record
     from pixscribe.testing import sample_photo
 
@@ -176,7 +176,7 @@ def test_transformers_generate_gets_repetition_penalty(tiny_vlms):
         return real(*a, **kw)
 
     backend.hf_model.generate = spy
-    stage = RecapStage(backend, sampling=Sampling(max_new_tokens=64))
+    stage = GenerateStage("recap", backend, {"prompt": RECAP, "max_new_tokens": 64}, provides="re_caption")
     (rec,) = stage([Record(source="coffee.jpg", id="c", image=sample_photo("coffee"))])
     assert seen == [{"repetition_penalty": None, "do_sample": False, "temperature": None},
                     {"repetition_penalty": 1.2, "do_sample": False, "temperature": None}]
