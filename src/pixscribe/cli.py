@@ -226,6 +226,10 @@ def _caption_options(
     structured_output: Optional[str] = typer.Option(
         None, "--structured-output", help="JSON-schema mode: response_format (default), vllm, sglang, none."
     ),
+    on_degenerate: Optional[str] = typer.Option(
+        None, "--on-degenerate", help="A reply still looping after a retry with a repetition penalty and one with "
+        "sampling: error (default: the row fails as degenerate:) or keep (kept, flagged degenerate in provenance)."
+    ),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="Prompt of the method's main stage."),
     prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="Read that prompt from a file."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Main stage (recap: 128)."),
