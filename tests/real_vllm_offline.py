@@ -63,8 +63,27 @@ def main() -> None:
         t.join()
     out["threads"] = [got[0], got[1]]
     out["overlaps"] = b._driver.overlaps if b._driver else None
+    out["loops"] = _loops(b, imgs)
     out["describe"] = b.describe()
     print("RESULT " + json.dumps(out))
+
+
+def _loops(b: VLLMBackend, imgs: dict) -> dict:
+    """The loop guard on the offline engine: the same greedy requests with and without the
+    penalty (random weights loop by themselves), and a recap stage's rows and counters."""
+    from pixscribe.backends.loops import find_loop, with_penalty
+    from pixscribe.stages.generate import GenerateStage
+    from pixscribe.record import Record
+
+    long = Sampling(max_new_tokens=64)
+    plain = [GenerationRequest.simple("Describe.", [imgs[n]], sampling=long) for n in PHOTOS]
+    both = b.generate(plain + [with_penalty(q) for q in plain])
+    stage = GenerateStage("recap", b, {"prompt": "Describe.", "max_new_tokens": 64}, provides="re_caption")
+    recs = stage([Record(source=n, id=n, image=imgs[n]) for n in PHOTOS])
+    return {"plain": [r.text for r in both[:4]], "penalised": [r.text for r in both[4:]],
+            "plain_loops": [find_loop(r.text, r.truncated) is not None for r in both[:4]],
+            "rows": [{"error": r.error, "provenance": r.provenance, "text": r.fields.get("re_caption")}
+                     for r in recs], "summary": stage.summary()}
 
 
 def _sent(b: VLLMBackend, req: GenerationRequest) -> list:

@@ -135,7 +135,10 @@ def _os_error_message(exc: OSError, out: str) -> str:
 def caption(**params: Any) -> None:
     """Caption images into a dataset directory (resumable, sharded, exactly once)."""
     config, stage_option, stages = params.pop("config"), params.pop("stage_option"), params.pop("stages")
+    dry_run = params.pop("dry_run", False)
     cfg = _build_caption_config(config, params, stage_option, stages)
+    if dry_run:
+        return _dry_run(cfg)
     summary = _run_caption(cfg)
     print_summary(summary, cfg.output)
     if summary.stopped:
@@ -223,6 +226,10 @@ def _caption_options(
     structured_output: Optional[str] = typer.Option(
         None, "--structured-output", help="JSON-schema mode: response_format (default), vllm, sglang, none."
     ),
+    on_degenerate: Optional[str] = typer.Option(
+        None, "--on-degenerate", help="A reply still looping after a retry with a repetition penalty and one with "
+        "sampling: error (default: the row fails as degenerate:) or keep (kept, flagged degenerate in provenance)."
+    ),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="Prompt of the method's main stage."),
     prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="Read that prompt from a file."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Main stage (recap: 128)."),
@@ -245,6 +252,10 @@ def _caption_options(
     flush_seconds: Optional[float] = typer.Option(
         None, "--flush-seconds", help="...or seconds between batch files (10); a crash redoes at most this much."
     ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Say what the run would do (inputs, shards, what resume skips, each stage's models "
+        "and whether each is here) and stop: loads and writes nothing, asks no hub; exit 2 if a model is missing."
+    ),
 ) -> None:
     """The command's own options; the methods' flags are added from the registry (cli_methods.py)."""
 
@@ -259,6 +270,7 @@ def _build_caption_config(config: Path | None, given: dict[str, Any], stage_opti
     from .config import build_config
 
     over: dict[str, Any] = dict(given)
+    over.pop("dry_run", None)  # what the command does, not the run's configuration
     flagged = given_flags(_METHOD_FLAGS, over)
     for k in _FLAGS:
         over[k] = over[k] or None
@@ -294,6 +306,16 @@ def _until_from_stages(stages: str) -> str:
     if not names:
         raise ConfigError("--stages: name at least one stage")
     return "stages:" + "|".join(names)  # checked against the method's stage order when it is built
+
+
+def _dry_run(cfg: RunConfig) -> None:
+    from .engine.dryrun import make_plan, render
+
+    plan = make_plan(cfg)
+    for line in render(plan):
+        typer.echo(line)
+    if plan.missing or str(plan.resume.get("config", "")).startswith("refused"):
+        raise typer.Exit(2)
 
 
 def _run_caption(cfg: RunConfig) -> Any:

@@ -31,8 +31,8 @@ REMOVED_MODES = {
 # Fields that concern the models, recorded in _run.json only when a stage uses a model.
 MODEL_FIELDS = ("backend", "vlm", "llm", "llm_backend", "llm_base_url", "revision", "device", "dtype",
                 "trust_remote_code", "base_url", "api_key_env", "concurrency", "request_timeout", "max_retries",
-                "request_deadline", "endpoint_down_timeout", "structured_output", "models", "vllm_engine",
-                "prepare_workers")
+                "request_deadline", "endpoint_down_timeout", "structured_output", "on_degenerate", "models",
+                "vllm_engine", "prepare_workers")
 
 
 class RunConfig(BaseModel):
@@ -110,6 +110,9 @@ class RunConfig(BaseModel):
     max_retries: int = Field(5, ge=0)
     # how a JSON schema is sent to an OpenAI-compatible server (see docs/backends.md)
     structured_output: Literal["response_format", "vllm", "sglang", "none"] = "response_format"
+    # a reply still looping after the loop guard's retries (backends/loops.py): the row is an
+    # error ("degenerate: ...") or keeps the reply, flagged ``degenerate`` in provenance
+    on_degenerate: Literal["error", "keep"] = "error"
     # --backend vllm: more vllm.LLM(...) arguments (max_model_len, gpu_memory_utilization, tensor_parallel_size...)
     vllm_engine: dict[str, Any] = Field(default_factory=dict)
 

@@ -100,6 +100,30 @@ def test_guided_json_is_ignored_by_real_vllm(vllm):
     assert "guided_json" in vllm.text() and "NOT be constrained" in vllm.text()
 
 
+def test_the_loop_guard_sends_vllms_repetition_penalty(vllm):
+    """A vLLM server says ``owned_by: vllm``; the loop guard's retry then sends vLLM's
+    ``repetition_penalty``, which the server takes (no 400) and which changes what greedy
+    decoding writes for the replies that loop (random weights loop by themselves)."""
+    from pixscribe.backends.loops import find_loop, guard_loops, with_penalty
+
+    b = backend(vllm)
+    b.check()
+    assert b.model_entry["owned_by"] == "vllm"
+    reqs = [GenerationRequest.simple(f"Describe {w}.", sampling=Sampling(max_new_tokens=128))
+            for w in ("a cat", "a dog", "the sea", "a city", "a tree", "a red car", "a kitchen", "a bird")]
+    assert b._penalty(with_penalty(reqs[0]).sampling) == {"repetition_penalty": 1.2}
+    plain = b.generate(reqs)
+    looping = [i for i, r in enumerate(plain) if find_loop(r.text, r.truncated)]
+    assert looping, [r.text for r in plain]
+    penalised = b.generate([with_penalty(reqs[i]) for i in looping])
+    assert all(r.ok for r in penalised), [r.error for r in penalised]
+    assert all(r.text != plain[i].text for i, r in zip(looping, penalised))
+    results, asked = list(plain), list(reqs)
+    out = guard_loops(b.generate, asked, results)
+    assert sorted(out) == looping and all(results[i].loop_retry or results[i].degenerate for i in looping)
+    b.close()
+
+
 def test_server_killed_mid_run_stops_the_run(vllm):  # kills the session's server: the next user restarts it
     b = backend(vllm, endpoint_down_timeout=3, cooldown=0.5)
     threading.Timer(1.0, vllm.kill).start()

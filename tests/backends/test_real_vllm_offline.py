@@ -92,6 +92,25 @@ def test_two_batches_in_flight_from_two_threads(offline):
     assert out["describe"]["backend"] == "vllm" and out["describe"]["vllm"] == "0.32.0"
 
 
+def test_the_loop_guard_on_the_offline_engine(offline):
+    """``repetition_penalty`` reaches the engine (the greedy replies of random weights change
+    with it), and a recap stage's rows are fixed, or failed as ``degenerate:``, never silent
+    loops (tiny Qwen3-VL's 64-token replies are noise that rarely loops by the rule)."""
+    from pixscribe.backends.loops import find_loop
+
+    loops = offline[0]["loops"]
+    assert all(p != q for p, q in zip(loops["plain"], loops["penalised"])), loops
+    summary = loops["summary"]
+    assert summary.get("loops_detected", 0) == sum(summary.get(k, 0) for k in (
+        "loops_fixed_by_penalty", "loops_fixed_by_sampling", "loops_kept_flagged", "loops_errors"))
+    for row in loops["rows"]:
+        if row["error"] is not None:
+            assert row["error"].startswith("degenerate: stage recap: the reply loops"), row["error"]
+        else:
+            prov = row["provenance"]["re_caption"]
+            assert "loop_retry" in prov or find_loop(row["text"], bool(prov.get("truncated"))) is None
+
+
 def test_textualize_from_the_cli_with_two_engines(tiny_models_root, tiny_experts, tmp_path):
     import yaml
 

@@ -170,8 +170,9 @@ def test_region_set_of_mark_cut_reply_from_the_cli(tmp_path):
     cut = '{"1": "a red square", "2": "a blu'  # json-repair: {"1": "a red square", "2": "a blu"}, which validates
     whole = '{"1": "a red square", "2": "a blue square"}'
     with serve(tmp_path, [{"when": MARKS, "content": cut, "finish_reason": "length"}]) as srv:
-        args = ["caption", str(src), "--method", "region", "--region-prompt", "som", "--backend", "openai",
-                "--base-url", srv.url, "--vlm", "m", "--no-progress"]
+        # --task dense: both regions in one set-of-mark request (R's own attribute would ask it alone)
+        args = ["caption", str(src), "--method", "region", "--region-prompt", "som", "--task", "dense",
+                "--backend", "openai", "--base-url", srv.url, "--vlm", "m", "--no-progress"]
         cli(*args, "-o", str(tmp_path / "cut"))
         (row,) = pq.read_table(tmp_path / "cut").to_pylist()
         assert row["error"].startswith("truncated: stage region: the reply was cut at max_new_tokens=256, and again "

@@ -65,6 +65,12 @@ class Stage(abc.ABC):
         model."""
         return []
 
+    def optional_models(self) -> list[Any]:
+        """Those of :meth:`models` loaded only when a row needs them (SAM for a region given
+        as points): a missing one makes those rows errors, not the run (``--dry-run`` marks
+        them, and the offline check before a run leaves them out)."""
+        return []
+
     def setup(self) -> None:
         """Load models. Called once, before the first batch; may raise to abort the run."""
 

@@ -28,6 +28,11 @@ class Sampling:
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
     seed: int | None = None
+    # repetition penalties, None = the model's own; set by the loop guard's retry
+    # (backends/loops.py): transformers and vLLM send ``repetition_penalty`` (multiplicative),
+    # an OpenAI-compatible server ``frequency_penalty`` (vLLM's server: ``repetition_penalty``)
+    repetition_penalty: float | None = None
+    frequency_penalty: float | None = None
 
     @property
     def greedy(self) -> bool:
@@ -82,6 +87,10 @@ class GenerationResult:
     # max_new_tokens), or whatever else the server said; None when the backend cannot tell
     finish_reason: str | None = None
     truncated: bool = False  # the reply was cut at the token limit (finish_reason == "length")
+    # the loop guard (backends/loops.py): the loop a reply still ends in after its retries, and
+    # which retry ("penalty", "sampling") got a reply that does not loop
+    degenerate: Any = None
+    loop_retry: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -540,12 +540,25 @@ class OpenAIBackend(Backend):
         }
         if s.seed is not None:
             body["seed"] = s.seed
+        body.update(self._penalty(s))
         body.update(request_fields(req.json_schema, self.structured))
         body.update(self.extra_body)
         out = json.dumps(body, ensure_ascii=False).encode()
         for key, url in urls.items():
             out = out.replace(key.encode("ascii"), url, 1)
         return out
+
+    def _penalty(self, s: Any) -> dict[str, Any]:
+        """The loop guard's repetition penalty (backends/loops.py) in the server's own field:
+        ``repetition_penalty`` (vLLM's extra sampling parameter, as transformers and vLLM
+        offline take it) when the server is vLLM (``/v1/models`` says ``owned_by: vllm``, or
+        ``--structured-output vllm``), else the OpenAI API's ``frequency_penalty``."""
+        if s.repetition_penalty is None and s.frequency_penalty is None:
+            return {}
+        vllm = self.structured == "vllm" or (self.model_entry or {}).get("owned_by") == "vllm"
+        if vllm and s.repetition_penalty is not None:
+            return {"repetition_penalty": s.repetition_penalty}
+        return {"frequency_penalty": s.frequency_penalty} if s.frequency_penalty is not None else {}
 
     def _cheap_images(self, req: GenerationRequest) -> bool:
         """Every image goes as its own JPEG bytes: the body is cheaper to build here than a thread hop."""

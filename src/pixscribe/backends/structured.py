@@ -259,7 +259,7 @@ def check_reply(text: str | None, schema: dict[str, Any], model: Any = None) -> 
     return validate(value, schema, model), repaired
 
 
-REPLY_KINDS = ("schema", "truncated", "generate")
+REPLY_KINDS = ("schema", "truncated", "degenerate", "generate")
 
 
 def reply_error(error: str | None) -> str:

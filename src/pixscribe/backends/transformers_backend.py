@@ -456,6 +456,8 @@ class TransformersBackend(Backend):
             gen_kw.update(temperature=s.temperature, top_p=s.top_p)
             if s.seed is not None:
                 torch.manual_seed(s.seed)
+        if s.repetition_penalty is not None:  # the loop guard's retry (backends/loops.py)
+            gen_kw["repetition_penalty"] = s.repetition_penalty
         with torch.inference_mode():
             out = model.generate(**inputs, **gen_kw)
         n_in = inputs["input_ids"].shape[1]
@@ -492,6 +494,7 @@ def _sampling_key(req: GenerationRequest) -> tuple:
         None if s.greedy else s.temperature,
         None if s.greedy else s.top_p,
         None if s.greedy else s.seed,
+        s.repetition_penalty,
     )
 
 

@@ -70,6 +70,8 @@ def sampling_params(vllm: ModuleType, req: GenerationRequest) -> Any:
     }
     if s.seed is not None:
         kw["seed"] = s.seed
+    if s.repetition_penalty is not None:  # the loop guard's retry (backends/loops.py)
+        kw["repetition_penalty"] = s.repetition_penalty
     if req.json_schema is not None:
         sp_mod = getattr(vllm, "sampling_params", None)
         so_cls = getattr(sp_mod, "StructuredOutputsParams", None) if sp_mod else None

@@ -74,6 +74,12 @@ class Executor(abc.ABC):
 class LocalExecutor(Executor):
     name = "local"
 
+    def setup(self, run: Run, method: Method) -> None:
+        from .dryrun import preflight
+
+        preflight(method)  # offline: every missing model named at once, before any loads
+        method.setup()
+
     def execute(self, run: Run, works: list[ShardWork]) -> None:
         cfg, method, summary = run.config, run.method, run.summary
         runner = MethodRunner(method)

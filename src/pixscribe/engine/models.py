@@ -32,6 +32,7 @@ class ModelPool:
             b = self._backends.get(spec.key)
             if b is None:
                 b = self._backends[spec.key] = self._make(spec)
+                b.on_degenerate = getattr(self.config, "on_degenerate", None)  # read by stages/replies.py
                 self._specs[spec.key] = spec
                 _count_loads(b, self.loads, spec.key)
             return b

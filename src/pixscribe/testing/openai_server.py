@@ -18,6 +18,18 @@ Modes:
   when the request asks for a JSON schema, a minimal valid object instead.
 - ``tiny``: real generation from a tiny transformers model dir (``--model-dir``), with the
   data-URL images decoded.
+- ``loop``: a model stuck in a repetition loop under greedy decoding, as Qwen-VL gets: it
+  answers ``a cat on a mat a cat on a mat ...`` up to ``max_tokens`` (``finish_reason:
+  "length"``; with a schema, ``{"objects": ["cat", "cat", ...``) until the request carries
+  what ``--loop-until`` names: ``penalty`` (``frequency_penalty`` > 0, or ``repetition_penalty``
+  > 1 where ``--owned-by vllm``), ``sampling`` (``temperature`` > 0: the penalties are
+  ignored) or ``never``; then ``A cat sits on a mat by the window.`` (a minimal valid object
+  with a schema). ``/stats`` counts ``loop_replies`` (looped, fixed), ``penalties`` (by
+  field) and ``sampled`` requests.
+
+``--owned-by`` is each ``/v1/models`` entry's ``owned_by`` (``vllm`` makes the server look
+like vLLM's, which takes ``repetition_penalty``); any other server answers a request that
+carries ``repetition_penalty`` with 400, as the OpenAI API does with unknown fields.
 
 Like a real vLLM (>= 0.12) server, it honours ``response_format`` json_schema and
 ``structured_outputs`` (the echo reply is then a minimal valid object), and *ignores* the
@@ -200,7 +212,7 @@ class Handler(BaseHTTPRequestHandler):
                 return
             now = int(time.time())
             roots = list(st.opts.root or [])  # like vLLM's: the path or hub id the served name stands for
-            data = [{"id": m, "object": "model", "created": now, "owned_by": "pixscribe",
+            data = [{"id": m, "object": "model", "created": now, "owned_by": st.opts.owned_by,
                      **({"root": roots[i]} if i < len(roots) and roots[i] else {})}
                     for i, m in enumerate(st.opts.model)]
             self._send(200, {"object": "list", "data": data})
@@ -299,6 +311,8 @@ class Handler(BaseHTTPRequestHandler):
             st.attempts[key] = attempt + 1
         fault = self._pick_fault(key, user_text, attempt)
         schema = self._note_structured(body)
+        if not self._note_penalties(body):
+            return
         with st.lock:
             if len(st.stats["max_tokens"]) < 1000:
                 st.stats["max_tokens"].append(body.get("max_tokens"))
@@ -364,6 +378,20 @@ class Handler(BaseHTTPRequestHandler):
                 "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out},
             },
         )
+
+    def _note_penalties(self, body: dict[str, Any]) -> bool:
+        """Count the penalty fields and sampled requests; refuse ``repetition_penalty`` unless
+        the server is vLLM (False: answered 400)."""
+        st = self.state
+        for f in ("frequency_penalty", "repetition_penalty"):
+            if body.get(f) is not None:
+                st.bump("penalties", f)
+        if float(body.get("temperature") or 0) > 0:
+            st.bump("sampled")
+        if body.get("repetition_penalty") is not None and st.opts.owned_by != "vllm":
+            self._error(400, "Unrecognized request argument supplied: repetition_penalty", "invalid_request_error")
+            return False
+        return True
 
     def _note_structured(self, body: dict[str, Any]) -> dict[str, Any] | None:
         """Count the structured-output fields; warn, like vLLM, about the ignored ones."""
@@ -456,6 +484,18 @@ class Handler(BaseHTTPRequestHandler):
                             self.state.stats["image_formats"].append(img.format)
         return out
 
+    def _loop(self, body: dict[str, Any], schema: dict[str, Any] | None) -> tuple[str, int, int, str]:
+        fixed = loop_ends(body, self.state.opts.loop_until)
+        self.state.bump("loop_replies", "fixed" if fixed else "looped")
+        if fixed:
+            from ..backends.structured import example_for
+
+            text = json.dumps(example_for(schema)) if schema is not None else LOOP_FIXED
+        else:
+            text = _loop_text(body, schema)
+        text, n_out, finish = _cut(text, body.get("max_tokens"))
+        return text, 16, n_out, finish
+
     def _generate(
         self, body: dict[str, Any], messages: list[dict[str, Any]], images: list[Any], schema: dict[str, Any] | None
     ) -> tuple[str, int, int, str]:
@@ -463,6 +503,8 @@ class Handler(BaseHTTPRequestHandler):
         st = self.state
         if st.opts.mode == "tiny":
             return st.generator(body, messages, images)
+        if st.opts.mode == "loop":
+            return self._loop(body, schema)
         if st.opts.latency:
             time.sleep(float(st.opts.latency))
         last_user = next((_text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
@@ -476,6 +518,24 @@ class Handler(BaseHTTPRequestHandler):
         n_in = len(" ".join(_text_of(m.get("content")) for m in messages).split()) + 16 * len(images)
         text, n_out, finish = _cut(text, body.get("max_tokens"))
         return text, n_in, n_out, finish
+
+
+LOOP_UNIT = "a cat on a mat"
+LOOP_FIXED = "A cat sits on a mat by the window."
+
+
+def loop_ends(body: dict[str, Any], until: str) -> bool:
+    """Whether ``--mode loop`` answers this request without looping (see the module doc)."""
+    if until == "penalty":
+        return float(body.get("frequency_penalty") or 0) > 0 or float(body.get("repetition_penalty") or 1) > 1
+    return until == "sampling" and float(body.get("temperature") or 0) > 0
+
+
+def _loop_text(body: dict[str, Any], schema: dict[str, Any] | None) -> str:
+    limit = int(body.get("max_tokens") or 64)
+    if schema is not None:
+        return '{"objects": [' + " ".join(['"cat",'] * limit)
+    return " ".join((LOOP_UNIT.split() * (limit // 5 + 1))[:limit + 1])
 
 
 def _wait_for_pass(st: State) -> None:
@@ -589,7 +649,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m pixscribe.testing.openai_server", description=__doc__.split("\n\n")[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--mode", choices=["echo", "tiny"], default="echo")
+    ap.add_argument("--mode", choices=["echo", "tiny", "loop"], default="echo")
+    ap.add_argument("--loop-until", choices=["penalty", "sampling", "never"], default="penalty",
+                    help="loop mode: what ends the loop (see the module doc)")
+    ap.add_argument("--owned-by", default="pixscribe", help="/v1/models owned_by (vllm: looks like vLLM's server)")
     ap.add_argument("--model", action="append", default=None, help="served model name (repeatable)")
     ap.add_argument("--model-dir", default=None, help="tiny mode: a local transformers model dir")
     ap.add_argument("--root", action="append", default=None,

@@ -74,6 +74,7 @@ class Script:
 
 
 class _Counting:
+    hub_weights = False  # answers from the scene: nothing to fetch (``caption --dry-run``, the offline check)
     latency = 0.0
     busy = 0.0  # seconds spent inside calls: the sleeps and the scripted work itself
 

@@ -131,6 +131,13 @@ def test_a_sam_that_cannot_load_stops_a_run_that_needs_it(tmp_path):
     from pixscribe.record import PixscribeError
 
     R, B = write_scene(tmp_path)
+    broken = tmp_path / "broken-sam"  # weights that are not a SAM: there, so only loading finds out
+    broken.mkdir()
+    (broken / "model.safetensors").write_bytes(b"not a model")
     with pytest.raises(PixscribeError, match="region sam .*could not be loaded"):
         run([image_rows(tmp_path, [R, B])], tmp_path / "o", ColourBackend(), stages={"box_to_mask": "sam"},
+            expert_models={"sam": str(broken)})
+    # a SAM that is not there at all is named before anything loads (offline: with every other missing model)
+    with pytest.raises(PixscribeError, match=r"1 model\(s\) not here.*missing \(region: no such directory\)"):
+        run([image_rows(tmp_path, [R, B])], tmp_path / "o2", ColourBackend(), stages={"box_to_mask": "sam"},
             expert_models={"sam": str(tmp_path / "missing")})

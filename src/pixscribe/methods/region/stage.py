@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ...api.stage import Stage
-from ...backends.base import Backend, GenerationRequest, Sampling
+from ...backends.base import Backend, GenerationRequest, GenerationResult, Sampling
 from ...record import PixscribeError, Record, error_kind, prompt_sha
 from ...stages import replies
 from .output import region_output
@@ -50,7 +50,10 @@ PROMPT_KEYS = ("task", "attribute", "own_attribute", "outline", "overlay", "dim"
 NOT_FINGERPRINTED = ("requests_per_call", "box_convention_from")
 # added later and off in every older run: fingerprinted only when on, so older runs keep theirs
 ONLY_WHEN_ON = ("own_attribute",)
-Answer = tuple[str | None, str | None, float, bool]  # caption, error, model seconds, the caption was cut
+Answer = tuple[str | None, str | None, float, tuple[str, ...]]  # caption, error, model seconds, flags (FLAGS)
+# what an answer says of its caption: cut at the token limit (kept: prose); still looping after the loop
+# guard's retries (kept with --on-degenerate keep); got by the guard's retry with a penalty or sampling
+FLAGS = ("truncated", "degenerate", "penalty", "sampling")
 
 
 @dataclass
@@ -92,6 +95,7 @@ class RegionStage(Stage):
         self.max_inflight_batches = int(backend.max_inflight_batches)
         self.prompt_sha = prompt_sha(self.options())
         self._lock = threading.Lock()  # SAM and the proposer run one batch at a time; counters
+        self.loops = replies.LoopTally()
         self._sam_error: str | None = None
         self.counts = {"regions": 0, "captioned": 0, "region_errors": 0, "requests": 0, "calls": 0,
                        "cut_retried": 0, "truncated_captions": 0, "sam_seconds": 0.0}  # fmt: skip
@@ -104,7 +108,7 @@ class RegionStage(Stage):
         if self.proposer is not None:
             out["proposer"] = self.proposer_identity
             out["queries"] = self.queries
-        return out
+        return {**out, **replies.loop_options(self.backend)}
 
     def models(self) -> list[Any]:
         return [m for m in (self.backend, self.sam, self.proposer) if m is not None]
@@ -116,7 +120,12 @@ class RegionStage(Stage):
 
     def summary(self) -> dict[str, Any]:
         with self._lock:
-            return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.counts.items()}
+            return {**{k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.counts.items()},
+                    **self.loops.summary()}
+
+    def optional_models(self) -> list[Any]:
+        """SAM for points, unless every box becomes a mask (then :meth:`setup` loads it)."""
+        return [self.sam] if self.sam is not None and self.opts.get("box_to_mask") != "sam" else []
 
     def setup(self) -> None:
         """The VLM, and SAM / the proposer when every run needs them (points load SAM when
@@ -233,7 +242,7 @@ class RegionStage(Stage):
                 try:
                     prompts = build_prompts(self.opts["prompt_mode"], g.image, regions, self.prompt)
                 except Exception as exc:  # noqa: BLE001 - these regions cannot be prompted: they say why
-                    answers.update({m: (None, f"prompt: {exc}", 0.0, False) for m in keyed.values()})
+                    answers.update({m: (None, f"prompt: {exc}", 0.0, ()) for m in keyed.values()})
                     continue
                 rid = records[part[0][0]].id
                 pending += [(p, keyed, rid) for p in prompts]
@@ -271,32 +280,47 @@ class RegionStage(Stage):
                   ) -> dict[tuple[int, int], Answer]:  # fmt: skip
         reqs: list[GenerationRequest] = [p.request(sampling=self._sampling(p), id=rid) for p, _, rid in pending]
         results = self.backend.generate(reqs)
+        self.loops.add(replies.guard_loops(self.backend.generate, reqs, results))
         # set-of-mark JSON is read into captions: a cut one is asked again; a cut caption is prose, kept
-        redone = replies.redo_cut(self.backend.generate, reqs, results, lambda i: self._retry_limit(pending[i][0]))
+        redone = replies.redo_cut(self.backend.generate, reqs, results,
+                                  lambda i: None if results[i].degenerate else self._retry_limit(pending[i][0]))
         self._count("calls", 1 + bool(redone))
         self._count("requests", len(reqs) + len(redone))
         self._count("cut_retried", len(redone))
         out: dict[tuple[int, int], Answer] = {}
         for (p, keyed, _), res in zip(pending, results):
             share = float(res.seconds or 0.0) / max(1, len(p.keys))
-            cut = bool(res.truncated) and p.json_schema is None  # a cut caption: kept, and said so
+            flags = self._flags(p, res)
             for k, (text, err) in read_answer(p, res).items():
                 if err and err.startswith("truncated:"):
                     first = int(self.opts["max_new_tokens"])
                     err = replies.cut_message(self.name, first, replies.retry_limit(self.opts, first)) + " (per region)"
-                out[keyed[k]] = (text, err, share, cut and text is not None)
+                out[keyed[k]] = (text, err, share, flags if text is not None else ())
         return out
 
     # ---- writing a record -----------------------------------------------------------------
+    def _flags(self, p: RegionPrompt, res: GenerationResult) -> tuple[str, ...]:
+        """The answer's flags (FLAGS); a reply that still loops fails its regions as
+        ``degenerate:`` under --on-degenerate error, and always when it was cut JSON."""
+        if res.ok and res.degenerate is not None and (
+                replies.on_degenerate(self.backend) == "error" or (res.truncated and p.json_schema is not None)):
+            self.loops.error()
+            res.error = replies.degenerate_message(self.name, res.degenerate)
+        flags = ("truncated",) if res.truncated and p.json_schema is None else ()
+        flags += ("degenerate",) if res.degenerate is not None else ()
+        return flags + ((res.loop_retry,) if res.loop_retry else ())
+
     def _write(self, r: Record, unit: Unit, answers: dict[int, Answer]) -> None:
         info = self.backend.describe()
         ids = region_ids(r.id or "", unit.regions, per_row=unit.per_row)
-        outs, secs, cut = [], 0.0, []
+        outs, secs, cut, looped, retried = [], 0.0, [], [], {}
         for j, (reg, rid) in enumerate(zip(unit.regions, ids)):
-            text, err, s, was_cut = answers.get(j, (None, None if not reg.ok else "prompt: the region was not asked",
-                                                    0.0, False))  # fmt: skip
+            text, err, s, flags = answers.get(j, (None, None if not reg.ok else "prompt: the region was not asked",
+                                                  0.0, ()))  # fmt: skip
             secs += s
-            cut += [rid] if was_cut else []
+            cut += [rid] if "truncated" in flags else []
+            looped += [rid] if "degenerate" in flags else []
+            retried.update({rid: f for f in flags if f in ("penalty", "sampling")})
             task = region_task(reg, self.prompt)
             attr = (reg.attribute or self.opts.get("attribute")) if task == "attribute" else reg.attribute
             outs.append(region_output(reg, region_id=rid, task=task, attribute=attr, caption=text,
@@ -313,6 +337,7 @@ class RegionStage(Stage):
         for n, (f, v) in enumerate(values.items()):
             r.set(f, v, stage=self.name, model=info.get("model"), revision=info.get("revision"),
                   prompt_sha=self.prompt_sha, seconds=secs if n == 0 else None, truncated_regions=cut or None,
+                  degenerate_regions=looped or None, loop_retried_regions=retried or None,
                   box_frame=frame)  # fmt: skip
         why = _row_error(outs, unit.per_row)
         if why:

@@ -86,6 +86,9 @@ class VerifyStage(Stage):
         self.verifier = make_verifier(detectors, self.opts)
         self.seconds = 0.0
 
+    def models(self) -> list[Any]:
+        return list(self.verifier.detectors.values())
+
     def options(self) -> dict[str, Any]:
         return {**self.opts, "detectors": [expert_identity(d) for d in self.verifier.detectors.values()]}
 
