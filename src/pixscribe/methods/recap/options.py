@@ -30,9 +30,8 @@ class RecapOptions(StageOptions):
 
 @dataclass(frozen=True)
 class SelectOptions(VerifyOptions):
-    """With n above 1: the caption each prompt's column keeps among its samples (the first, or the best
-    grounded: its noun phrases found by Grounding DINO, as the verify stage of textualize checks them)."""
+    """With n above 1: the sample each prompt's column keeps (the first, or the best grounded by Grounding DINO)."""
 
-    by: str = option("first", "first (the first sample that came back) or grounding (the sample with the most of "
+    by: str = option("first", "first (the first sample not failed) or grounding (the sample with the most of "
                                "its noun phrases grounded) (--select-by)", choices=SELECT_BY)
     max_phrases: int = option(16, "most noun phrases checked per sample (the first ones)")

