@@ -186,3 +186,14 @@ def test_the_default_recap_keeps_its_fingerprint_and_one_stage():
     assert m3.columns == ["org_caption", "re_caption", "re_caption_samples", "re_caption_errors"]
     # the prompts are fingerprinted as read, not as written (a file's name, a string's quoting)
     assert fps(stages={"recap": {"prompts": 'a="A.",b=B.'}})[0] == several
+
+
+def test_a_cut_reply_is_kept_and_flagged_in_its_columns_provenance(photos, tmp_path):
+    out = tmp_path / "out"
+    with ServerProcess("--mode", "echo", "--model", "m") as srv:
+        cli(*_args(photos, out, srv, "--prompts", "long=One two three four five.,short=Hi.", "--max-new-tokens", "6"))
+    for row in _rows(out):
+        prov = json.loads(row["provenance"])
+        assert row["re_caption_long"] == "echo: One two three four five." and prov["re_caption_long"]["truncated"]
+        assert row["re_caption_short"].startswith("echo: Hi.") and "truncated" not in prov["re_caption_short"]
+        assert row["error"] is None and row["re_caption_errors"] is None
