@@ -13,7 +13,7 @@ sees an image's requests together.
 
 Errors: a request that fails (a server error, a refused input) leaves its column (or its
 sample) null and its error in ``re_caption_errors`` (``{"long": "generate: ..."}``, a
-sample as ``"long#2"``), counted in the stage's summary; the row fails only when every
+sample as ``"long#2"``; the one default prompt's as ``"re_caption#2"``), counted in the stage's summary; the row fails only when every
 request of it failed. A cut reply is kept, flagged ``truncated`` in its provenance, as the
 single-prompt stage keeps it.
 """
@@ -76,7 +76,8 @@ class CaptionsStage(GenerateStage):
             else:
                 self.counts["failed_requests"] += 1
                 values.setdefault(name, []).append(None)
-                errors[name if self.n == 1 else f"{name}#{k + 1}"] = row_error(res.error)
+                key = name or column(name)  # the one default prompt: "re_caption#2"
+                errors[key if self.n == 1 else f"{key}#{k + 1}"] = row_error(res.error)
         if len(errors) == len(results):
             r.model = r.model or info.get("model")
             r.error = r.error or next(iter(errors.values()))
