@@ -160,6 +160,7 @@ def test_samples_at_temperature_0_and_other_mistakes_stop_the_run(photos, tmp_pa
     for args, why in [(["--n", "3"], "temperature is 0"),
                       (["--n", "0"], "recap.n (--n): 0 is not a whole number of 1 or more"),
                       (["--select-by", "grounding"], "needs --n above 1"),
+                      (["--n", "2", "--temperature", "1", "--select-by", "best"], "'best' is not one of first, grounding"),
                       (["--prompts", "a=A.", "--prompt", "B."], "give one of them"),
                       (["--prompts", "a=A.,a=B."], "given twice")]:
         p = cli("caption", str(photos), "-o", str(tmp_path / "out"), "--backend", "openai", "--base-url",

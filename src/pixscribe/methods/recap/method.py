@@ -9,7 +9,7 @@ from ...errors import ConfigError
 from ...experts.base import Expert
 from ...stages import GenerateStage
 from .captions import ERRORS, CaptionsStage, samples_column
-from .options import RecapOptions, SelectOptions
+from .options import SELECT_BY, RecapOptions, SelectOptions
 from .prompts import column, parse_prompts
 from .select import SelectStage, detector_names, scores_column
 
@@ -45,6 +45,8 @@ def recap_method(ctx: MethodContext, detectors: Mapping[str, Expert] | None = No
     columns = [c for p in prompts for c in ([column(p), samples_column(p)] if n > 1 else [column(p)])]
     if n > 1:
         sel = ctx.options("select", SelectOptions)
+        if sel["by"] not in SELECT_BY:
+            raise ConfigError(f"select.by (--select-by): {sel['by']!r} is not one of {', '.join(SELECT_BY)}")
         dets = None
         if sel["by"] == "grounding":
             from ...experts import build_expert
