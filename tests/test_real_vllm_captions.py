@@ -41,3 +41,27 @@ def test_three_prompts_per_image_hit_the_prefix_cache(vllm_servers, tmp_path):
     print(f"prefix cache: {hits:.0f} hit tokens, bound {bound}")
     assert bound >= 3 * 2 * BLOCK_CPU  # each image's two later requests reuse at least a block of it
     assert hits == bound, (hits, bound)
+
+
+def test_three_prompts_per_image_hit_the_offline_engines_prefix_cache(tiny_models_root, tmp_path):
+    """``--backend vllm`` (the in-process engine): one image per batch, its three requests enqueued
+    together; the engine's own counters show the image part of each image's two later requests
+    served from the cache (at least one whole 128-token block each)."""
+    import json
+    from pathlib import Path
+
+    from fixtures_vllm import vllm_run
+
+    from pixscribe.testing import write_sample_photos
+    from pixscribe.testing.tiny import build_tiny_qwen2_5_vl
+
+    model = build_tiny_qwen2_5_vl(tiny_models_root)
+    write_sample_photos(tmp_path / "photos", ("astronaut", "coffee", "chelsea"))
+    script = Path(__file__).resolve().parent / "real_vllm_captions_offline.py"
+    p = vllm_run([str(script), str(model), str(tmp_path / "photos"), str(tmp_path / "out")])
+    (line,) = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
+    got = json.loads(line.removeprefix("RESULT "))
+    print(f"offline prefix cache: {got['hits']:.0f} hit tokens of {got['queries']:.0f}")
+    assert len(got["rows"]) == 3 and all(r["error"] is None and r["re_caption_errors"] is None for r in got["rows"])
+    assert all(isinstance(r[f"re_caption_{k}"], str) for r in got["rows"] for k in PROMPTS)
+    assert 3 * 2 * BLOCK_CPU <= got["hits"] < got["queries"]
