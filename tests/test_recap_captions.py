@@ -162,6 +162,7 @@ def test_samples_at_temperature_0_and_other_mistakes_stop_the_run(photos, tmp_pa
                       (["--select-by", "grounding"], "needs --n above 1"),
                       (["--n", "2", "--temperature", "1", "--select-by", "best"], "'best' is not one of first, grounding"),
                       (["--prompts", "a=A.", "--prompt", "B."], "give one of them"),
+                      (["--prompts", "a=A.", "-S", "recap.prompt=B."], "recap.prompt/prompt_file in the config"),
                       (["--prompts", "a=A.,a=B."], "given twice")]:
         p = cli("caption", str(photos), "-o", str(tmp_path / "out"), "--backend", "openai", "--base-url",
                 "http://127.0.0.1:9/v1", "--vlm", "m", *args, check=False)

@@ -23,8 +23,10 @@ def _several(ctx: MethodContext, opts: dict[str, Any]) -> tuple[dict[str, str], 
         if (ctx.config.stages or {}).get("select"):
             raise ConfigError("select.* (--select-by) chooses among samples: it needs --n above 1")
         return None
-    if given is not None and (ctx.config.prompt is not None or ctx.config.prompt_file is not None):
-        raise ConfigError("--prompts and --prompt/--prompt-file: give one of them (--prompts names every prompt)")
+    yaml_prompt = {"prompt", "prompt_file"} & set((ctx.config.stages or {}).get("recap", {}))
+    if given is not None and (ctx.config.prompt is not None or ctx.config.prompt_file is not None or yaml_prompt):
+        raise ConfigError("--prompts and --prompt/--prompt-file (or recap.prompt/prompt_file in the config): give one "
+                          "of them (--prompts names every prompt)")
     if n > 1 and float(opts["temperature"]) <= 0:
         raise ConfigError(f"recap.n={n} asks {n} samples of each prompt, but the temperature is 0 (greedy): every "
                           "sample would be the same reply; set --temperature above 0 (e.g. 0.7)")
