@@ -129,14 +129,21 @@ def test_panoptic_prefix_cache_hits_within_the_block_bound(vllm_servers, tmp_pat
     rows = _rows(out)
     assert len(rows) == 3 and all(r["error"] is None for r in rows), [r["error"] for r in rows]
     assert len(proxy.bodies) == 12 and 0 < proxy.completed <= 12
+    hits, bound = prefix_cache_use(srv, proxy.bodies, before, after)
+    assert bound >= 3 * 3 * BLOCK_CPU  # each image's later requests share at least a block
+    assert hits == bound, (hits, bound)
+
+
+def prefix_cache_use(srv, bodies: list[dict], before: dict, after: dict) -> tuple[float, int]:
+    """(the prefix-cache hits /metrics counted between ``before`` and ``after``, the most these
+    requests can get one at a time: :func:`prefix_bound` of their exact prompts); checks that
+    the server was queried for exactly these prompts' tokens."""
     pad = _image_pad(srv)
-    prompts = [image_keys(srv.tokenize(b), b, pad) for b in proxy.bodies]
+    prompts = [image_keys(srv.tokenize(b), b, pad) for b in bodies]
     hits = after["vllm:prefix_cache_hits_total"] - before["vllm:prefix_cache_hits_total"]
     queries = after["vllm:prefix_cache_queries_total"] - before["vllm:prefix_cache_queries_total"]
-    bound = prefix_bound(prompts, BLOCK_CPU)
-    assert queries == sum(map(len, prompts))
-    assert bound >= 3 * 3 * BLOCK_CPU  # each image's later requests share at least a block
-    assert hits == bound, (hits, bound, [len(p) for p in prompts])
+    assert queries == sum(map(len, prompts)), (queries, [len(p) for p in prompts])
+    return hits, prefix_bound(prompts, BLOCK_CPU)
 
 
 def test_region_boxes_in_the_model_frame(vllm_servers, tmp_path):

@@ -140,14 +140,53 @@ def evaluate(
     if notes:
         info["notes"] = notes
 
-    gts_raw = {k: list(refs[k]) for k in ids}
-    res_raw = {k: [preds[k]] for k in ids}
-    need_tok = any(m in ms for m in ("bleu", "rouge_l", "cider_d", "cider", "meteor", "spice"))
-    if need_tok:
+    _text_metrics(ms, {k: list(refs[k]) for k in ids}, {k: [preds[k]] for k in ids}, tokenize, corpus, per, info)
+    for variant in (m for m in ("chair", "chair_fixed") if m in ms):
         t = time.perf_counter()
-        gts, res = prepare_text(gts_raw, tokenize), prepare_text(res_raw, tokenize)
-        info["seconds"]["tokenize"] = round(time.perf_counter() - t, 4)
-        info["tokenize"] = tokenize
+        c0, p0, info[variant] = _chair(variant, preds, refs, ids, objects)
+        corpus.update(c0)
+        per.update(p0)
+        info["seconds"][variant] = round(time.perf_counter() - t, 4)
+    _embedding_metrics(ms, preds, refs, ids, bertscore_model, clip_model, images, corpus, per, info)
+    for variant in (m for m in ("lin", "lin_fixed") if m in ms):
+        _lin(variant, [preds[k] for k in ids], corpus, per, info)
+
+    pancap_ci = None
+    if PANCAP in ms:
+        c0, p0, pancap_ci, info[PANCAP] = _pancapscore(preds, refs, ids, judge, pancap_config, tag_matcher,
+                                                               bootstrap, seed)
+        corpus.update(c0)
+        per.update(p0)
+
+    ci = bootstrap_ci({k: v for k, v in per.items() if k in corpus}, n_resamples=bootstrap, seed=seed)
+    if pancap_ci is not None:
+        ci[PANCAP] = pancap_ci  # the total's interval resamples the dimension means (see total_ci)
+    per_image = {k: {m: (None if np.isnan(v[i]) else float(v[i])) for m, v in per.items()} for i, k in enumerate(ids)}
+    miss = list(dict.fromkeys(list(missing) + [k for k in missing_preds if k in refs and k not in preds]))
+    return {
+        "corpus": corpus,
+        "ci95": ci,
+        "per_image": per_image,
+        "n_images": len(ids),
+        "missing": {"count": len(miss), "ids": miss},
+        "extra": {"count": len(extra), "ids": extra},
+        "info": info,
+    }
+
+
+Scores = dict[str, float]
+PerImage = dict[str, np.ndarray]
+
+
+def _text_metrics(ms: list[str], gts_raw: dict[str, list[str]], res_raw: dict[str, list[str]], tokenize: str,
+                  corpus: Scores, per: PerImage, info: dict[str, Any]) -> None:
+    """BLEU, ROUGE-L, CIDEr(-D), METEOR and SPICE on the texts as ``tokenize`` prepares them."""
+    if not any(m in ms for m in ("bleu", "rouge_l", "cider_d", "cider", "meteor", "spice")):
+        return
+    t = time.perf_counter()
+    gts, res = prepare_text(gts_raw, tokenize), prepare_text(res_raw, tokenize)
+    info["seconds"]["tokenize"] = round(time.perf_counter() - t, 4)
+    info["tokenize"] = tokenize
     coco_ms = [m for m in ("bleu", "rouge_l", "cider_d", "cider") if m in ms]
     if coco_ms:
         t = time.perf_counter()
@@ -170,12 +209,12 @@ def evaluate(
         c0, p0 = spice_scores(gts, res)
         corpus["spice"] = c0
         per["spice"] = np.asarray(p0)
-    for variant in (m for m in ("chair", "chair_fixed") if m in ms):
-        t = time.perf_counter()
-        c0, p0, info[variant] = _chair(variant, preds, refs, ids, objects)
-        corpus.update(c0)
-        per.update(p0)
-        info["seconds"][variant] = round(time.perf_counter() - t, 4)
+
+
+def _embedding_metrics(ms: list[str], preds: Mapping[str, str], refs: Mapping[str, Sequence[str]], ids: list[str],
+                       bertscore_model: str | None, clip_model: str | None, images: Any, corpus: Scores,
+                       per: PerImage, info: dict[str, Any]) -> None:
+    """BERTScore and CLIPScore (models named by the caller)."""
     if "bertscore" in ms:
         if not bertscore_model:
             raise ConfigError("bertscore needs a model: --bertscore-model DIR_OR_HUB_ID")
@@ -199,40 +238,20 @@ def evaluate(
             corpus[k2] = float(v.mean())
         info["clip_model"] = clip_model
         info["clip_chunked"] = cs.chunked
-    for variant in (m for m in ("lin", "lin_fixed") if m in ms):
-        from .linguistic import TextStats, corpus_stats, nan_reason, text_stats
 
-        texts = [preds[k] for k in ids]
-        stats = [text_stats(t, variant) for t in texts]
-        lin = corpus_stats(texts, stats, variant)
-        corpus.update(lin)
-        if nan_reason(variant, stats, lin):
-            info.setdefault("nan", {})[variant] = nan_reason(variant, stats, lin)
-        for f in TextStats.__dataclass_fields__:
-            per[f"{variant}_{f}"] = np.asarray([float(getattr(s, f)) for s in stats])
-        info["pos"] = "not computed: no part-of-speech tagger is available offline"
 
-    pancap_ci = None
-    if PANCAP in ms:
-        c0, p0, pancap_ci, info[PANCAP] = _pancapscore(preds, refs, ids, judge, pancap_config, tag_matcher,
-                                                               bootstrap, seed)
-        corpus.update(c0)
-        per.update(p0)
+def _lin(variant: str, texts: list[str], corpus: Scores, per: PerImage, info: dict[str, Any]) -> None:
+    """LIN-Bench's text statistics (``lin`` or ``lin_fixed``)."""
+    from .linguistic import TextStats, corpus_stats, nan_reason, text_stats
 
-    ci = bootstrap_ci({k: v for k, v in per.items() if k in corpus}, n_resamples=bootstrap, seed=seed)
-    if pancap_ci is not None:
-        ci[PANCAP] = pancap_ci  # the total's interval resamples the dimension means (see total_ci)
-    per_image = {k: {m: (None if np.isnan(v[i]) else float(v[i])) for m, v in per.items()} for i, k in enumerate(ids)}
-    miss = list(dict.fromkeys(list(missing) + [k for k in missing_preds if k in refs and k not in preds]))
-    return {
-        "corpus": corpus,
-        "ci95": ci,
-        "per_image": per_image,
-        "n_images": len(ids),
-        "missing": {"count": len(miss), "ids": miss},
-        "extra": {"count": len(extra), "ids": extra},
-        "info": info,
-    }
+    stats = [text_stats(t, variant) for t in texts]
+    lin = corpus_stats(texts, stats, variant)
+    corpus.update(lin)
+    if nan_reason(variant, stats, lin):
+        info.setdefault("nan", {})[variant] = nan_reason(variant, stats, lin)
+    for f in TextStats.__dataclass_fields__:
+        per[f"{variant}_{f}"] = np.asarray([float(getattr(s, f)) for s in stats])
+    info["pos"] = "not computed: no part-of-speech tagger is available offline"
 
 
 def _chair(variant: str, preds: Mapping[str, str], refs: Mapping[str, Sequence[str]], ids: Sequence[str],

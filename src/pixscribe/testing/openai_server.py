@@ -7,7 +7,9 @@ Run it in a subprocess; it prints its bound port on the first stdout line::
 
 Endpoints: ``POST /v1/chat/completions``, ``GET /v1/models`` (with ``--root``, each entry's
 ``root`` as vLLM gives it), ``GET /stats`` (JSON
-counters, including the most requests seen in flight at once), ``POST /stats/reset`` and
+counters, including the most requests seen in flight at once and ``log``: the first 1000 answered
+chat requests in the order they were answered, each with its images' sha256, its last user text and the chat
+requests in flight when it arrived), ``POST /stats/reset`` and
 ``POST /admin`` (change options at run time, e.g. ``{"capacity": null}``). ``--hold K`` answers K chat
 requests and holds later ones until ``/admin`` gives more passes (``{"hold": 1}``) or lifts the
 hold (``{"hold": null}``): a test decides exactly when a batch ends.
@@ -162,6 +164,9 @@ class State:
                 "completion_tokens": 0,
                 "by_reply": {},
                 "max_tokens": [],  # of the first 1000 chat requests
+                # the first 1000 answered chat requests, in order: the sha256 of each image's bytes,
+                # the last user text and how many chat requests were in flight on arrival (itself too)
+                "log": [],
             }
             self.attempts.clear()
 
@@ -253,6 +258,7 @@ class Handler(BaseHTTPRequestHandler):
             st.inflight += 1
             st.stats["max_inflight"] = max(st.stats["max_inflight"], st.inflight)
             over = st.opts.capacity is not None and st.inflight > int(st.opts.capacity)
+            self.arrived_with = st.inflight
         try:
             if over:
                 st.bump("by_fault", "capacity")
@@ -346,6 +352,7 @@ class Handler(BaseHTTPRequestHandler):
             if fault == "slow":
                 time.sleep(float(st.opts.slow))
         images = self._images(messages)
+        self._log(messages, [hashlib.sha256(b).hexdigest() for b in self.image_bytes])
         try:
             text, n_in, n_out, finish = self._generate(body, messages, images, schema)
         except Exception as exc:  # a model failure is a 500, like a real server
@@ -392,6 +399,13 @@ class Handler(BaseHTTPRequestHandler):
             self._error(400, "Unrecognized request argument supplied: repetition_penalty", "invalid_request_error")
             return False
         return True
+
+    def _log(self, messages: list[dict[str, Any]], shas: list[str]) -> None:
+        st = self.state
+        last_user = next((_text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+        with st.lock:
+            if len(st.stats["log"]) < 1000:
+                st.stats["log"].append({"images": shas, "text": last_user[:200], "inflight": self.arrived_with})
 
     def _note_structured(self, body: dict[str, Any]) -> dict[str, Any] | None:
         """Count the structured-output fields; warn, like vLLM, about the ignored ones."""
@@ -461,6 +475,7 @@ class Handler(BaseHTTPRequestHandler):
         from PIL import Image
 
         out = []
+        self.image_bytes: list[bytes] = []
         for m in messages:
             content = m.get("content")
             if not isinstance(content, list):
@@ -472,6 +487,7 @@ class Handler(BaseHTTPRequestHandler):
                     if not header.startswith("data:image/") or ";base64" not in header:
                         raise ValueError("only base64 data URLs are supported by the test server")
                     raw = base64.b64decode(b64)
+                    self.image_bytes.append(raw)
                     img = Image.open(io.BytesIO(raw))
                     out.append(img)
                     with self.state.lock:

@@ -15,7 +15,7 @@ The layout every method follows (docs/architecture.md):
 - this ``__init__``: the method's public names (importing it registers the method).
 """
 
-from .method import recap
-from .options import RECAP_PROMPT, RecapOptions
+from .method import recap, recap_method
+from .options import RECAP_PROMPT, RecapOptions, SelectOptions
 
-__all__ = ["RECAP_PROMPT", "RecapOptions", "recap"]
+__all__ = ["RECAP_PROMPT", "RecapOptions", "SelectOptions", "recap", "recap_method"]
