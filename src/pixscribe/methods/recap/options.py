@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...api import StageOptions, option
-from ..textualize.verify import VerifyOptions
+from ...stages.grounding import VerifyOptions
 
 RECAP_PROMPT = "Please generate a detailed caption of this image. Please be as descriptive as possible."
 SELECT_BY = ("first", "grounding")

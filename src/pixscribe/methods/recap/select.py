@@ -20,11 +20,11 @@ from typing import Any, Mapping
 
 from ...api import Stage
 from ...experts.base import Expert
+from ...nounphrases import VERSION as NOUNS_VERSION
+from ...nounphrases import noun_phrases
 from ...record import Record
 from ...stages.experts import FIX, expert_identity, setup_experts
-from ..textualize.nounphrases import VERSION as NOUNS_VERSION
-from ..textualize.nounphrases import noun_phrases
-from ..textualize.verify import make_verifier
+from ...stages.grounding import make_verifier
 from .captions import samples_column
 from .prompts import column
 

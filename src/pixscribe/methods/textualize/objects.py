@@ -11,7 +11,7 @@ Two extractors, one stage name (``objects``), one field (``phrases``, a list of 
   list of strings) is a ``schema:`` error, and a reply cut at the token limit is a
   ``truncated:`` error after one retry with ``retry_max_new_tokens``: neither is ever read as
   phrases (json-repair once made the object list ``["objects"]`` of the cut ``{"objects"``).
-- ``nouns`` (:class:`NounsStage`): :func:`pixscribe.methods.textualize.nounphrases.noun_phrases`, offline and
+- ``nouns`` (:class:`NounsStage`): :func:`pixscribe.nounphrases.noun_phrases`, offline and
   deterministic, skipping hedged and negated objects.
 
 Phrases are deduplicated (case and surrounding punctuation ignored) and capped at
@@ -31,10 +31,10 @@ from ...api.stage import Stage
 from ...backends.base import Backend, GenerationRequest, GenerationResult
 from ...errors import MethodError
 from ...experts.detection import normalize_phrase
+from ...nounphrases import VERSION as NOUNS_VERSION
+from ...nounphrases import noun_phrases
 from ...record import Record
 from ...stages.generate import GenerateStage, quote, sampling_of
-from .nounphrases import VERSION as NOUNS_VERSION
-from .nounphrases import noun_phrases
 
 PHRASES = "phrases"
 MARKER = "OBJECTS:"
@@ -180,7 +180,7 @@ class ExtractStage(GenerateStage):
 
 
 class NounsStage(Stage):
-    """The deterministic extractor (:mod:`pixscribe.methods.textualize.nounphrases`)."""
+    """The deterministic extractor (:mod:`pixscribe.nounphrases`)."""
 
     name = "objects"
     provides = (PHRASES,)

