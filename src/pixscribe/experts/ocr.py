@@ -26,12 +26,16 @@ from __future__ import annotations
 
 import shutil
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..imaging import resize_to_budget
 from .base import Expert, TextLine, normalize_box, require
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import RunConfig
 
 
 def _reading_order(lines: list[TextLine]) -> list[TextLine]:
@@ -106,7 +110,7 @@ class OCRExpert(Expert):
     def __init__(self, engine: str = "rapidocr", min_score: float = 0.8, max_side: int = 1600,
                  min_det_score: float = 0.5, min_score_digits: float = 0.95, det_side: int = 736):
         if engine not in ("rapidocr", "tesseract"):
-            raise ValueError(f"unknown OCR engine {engine!r}: rapidocr or tesseract")
+            raise ConfigError(f"unknown OCR engine {engine!r}: rapidocr or tesseract")
         self.engine = engine
         self.min_score = min_score
         self.min_det_score = min_det_score
@@ -126,14 +130,14 @@ class OCRExpert(Expert):
         return ("rapidocr", "onnxruntime") if self.engine == "rapidocr" else ("pytesseract", "bin:tesseract")
 
     @classmethod
-    def from_config(cls, config: Any) -> "OCRExpert":
+    def from_config(cls, config: "RunConfig") -> "OCRExpert":
         """The engine is an option (``expert_options: {ocr: {engine: tesseract}}``), not a model:
         RapidOCR and Tesseract bring their own models. ``expert_models.ocr`` naming an engine is
         still read, for configs written before."""
         legacy = (config.expert_models or {}).get("ocr")
         if legacy is not None and legacy not in ("rapidocr", "tesseract"):
-            raise ValueError(f"expert_models.ocr: {legacy!r} is not an OCR engine; choose the engine with "
-                             "expert_options: {ocr: {engine: rapidocr|tesseract}} (the engines bring their models)")
+            raise ConfigError(f"expert_models.ocr: {legacy!r} is not an OCR engine; choose the engine with "
+                              "expert_options: {ocr: {engine: rapidocr|tesseract}} (the engines bring their models)")
         return cls(engine=legacy or "rapidocr")
 
     def setup(self) -> None:

@@ -3,7 +3,7 @@ colourfulness, aspect, and EXIF camera/time when the file had them. Pure numpy +
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -11,6 +11,9 @@ from PIL import Image
 from ..imaging import resize_to_budget
 from .base import Expert
 from .colours import COLOUR_NAMES, PALETTE, color_name, colour_words, named_colours
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import RunConfig
 
 __all__ = ["COLOUR_NAMES", "PALETTE", "color_name", "image_stats", "ImageStatsExpert"]
 
@@ -158,7 +161,7 @@ class ImageStatsExpert(Expert):
         self.blur_rule = 2
 
     @classmethod
-    def from_config(cls, config: Any) -> "ImageStatsExpert":
+    def from_config(cls, config: "RunConfig") -> "ImageStatsExpert":
         return cls()
 
     def run(self, images: list[Any], exif: list[dict[str, Any] | None] | None = None,
