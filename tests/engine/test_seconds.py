@@ -29,6 +29,7 @@ def test_share_clock_splits_time_among_requests_in_flight():
 
 
 def test_http_rows_share_the_servers_time(tmp_path):
+    import concurrent.futures
     import time
 
     from pixscribe.backends.openai_backend import OpenAIBackend
@@ -37,8 +38,9 @@ def test_http_rows_share_the_servers_time(tmp_path):
     held = 2.0
     with ServerProcess("--mode", "echo", "--model", "m", "--hold", "0") as srv:  # holds every request
         b = OpenAIBackend("m", [srv.url], concurrency=4)
+        pool = concurrent.futures.ThreadPoolExecutor(1)
         try:
-            fut = b.submit([GenerationRequest.simple(f"say {i}") for i in range(8)])
+            fut = pool.submit(b.generate, [GenerationRequest.simple(f"say {i}") for i in range(8)])
             deadline = time.monotonic() + 120
             while srv.stats()["max_inflight"] < 4:  # a state, not a time: however slow the machine
                 assert time.monotonic() < deadline, "the first four requests never reached the server"
@@ -47,6 +49,7 @@ def test_http_rows_share_the_servers_time(tmp_path):
             srv.admin(hold=None)
             res = fut.result(120)
         finally:
+            pool.shutdown()
             b.close()
     assert all(r.ok for r in res)
     total = sum(r.seconds for r in res)

@@ -16,6 +16,7 @@ Text-only requests (LLM rewriting, fusion) simply have no images.
 from __future__ import annotations
 
 import abc
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -37,6 +38,15 @@ class Sampling:
     @property
     def greedy(self) -> bool:
         return self.temperature <= 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields, less the penalties when unset: what caches, transcripts and reports
+        record (so the keys made before the penalties existed stay the same)."""
+        d = dataclasses.asdict(self)
+        for k in ("repetition_penalty", "frequency_penalty"):
+            if d[k] is None:
+                del d[k]
+        return d
 
 
 @dataclass

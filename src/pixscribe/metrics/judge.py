@@ -32,7 +32,6 @@ import hashlib
 import json
 import sqlite3
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -98,11 +97,11 @@ def image_hash(image: Any) -> str:
 def exchange_of(req: GenerationRequest) -> dict[str, Any]:
     """What a request asks, as the transcript writes it (images as their hashes)."""
     return {"messages": req.messages, "images": [image_hash(i) for i in req.images],
-            "sampling": asdict(req.sampling), "schema": req.json_schema}
+            "sampling": req.sampling.to_dict(), "schema": req.json_schema}
 
 
 def request_key(identity: dict[str, Any], req: GenerationRequest) -> str:
-    blob = {"judge": identity, "messages": req.messages, "sampling": asdict(req.sampling), "schema": req.json_schema}
+    blob = {"judge": identity, "messages": req.messages, "sampling": req.sampling.to_dict(), "schema": req.json_schema}
     if req.images:  # text-only keys are unchanged, so caches written before images were allowed stay valid
         blob["images"] = [image_hash(i) for i in req.images]
     return hashlib.sha256(json.dumps(blob, sort_keys=True, ensure_ascii=False).encode()).hexdigest()

@@ -347,8 +347,8 @@ def pancapscore(preds: Mapping[str, str], refs: Mapping[str, str], judge: Any, *
             per_image[img.id], details[img.id] = image_scores(img, cfg)
     info = {"status": STATUS, "config": dataclasses.asdict(cfg), "prompts": P.prompt_config(),
             "tags": matcher.describe(),
-            "sampling": {"extract": dataclasses.asdict(cfg.extract_sampling()),
-                         "questions": dataclasses.asdict(cfg.qa_sampling())},
+            "sampling": {"extract": cfg.extract_sampling().to_dict(),
+                         "questions": cfg.qa_sampling().to_dict()},
             "judge": judge.describe() if hasattr(judge, "describe") else None,
             "unanswered": sum(d["unanswered"] for d in details.values()),
             "parse_problems": sum(len(v) for d in details.values() for v in d["problems"].values())}
