@@ -119,8 +119,9 @@ def _resume(cfg: Any, method: Any, specs: list[Any]) -> dict[str, Any]:
     state = RunState(out, cfg.format)
     info: dict[str, Any] = {"output": str(out), "exists": True, "overwrite": bool(cfg.overwrite)}
     try:
-        fields = _fingerprint_fields(cfg, method)
-        from .run import fingerprint
+        from .run import fingerprint, fingerprint_fields
+
+        fields = fingerprint_fields(cfg, method)
 
         state.check_config(fingerprint(fields), fields, overwrite=bool(cfg.overwrite))
         info["config"] = "matches" if state.previous_run() else "new"
@@ -133,16 +134,6 @@ def _resume(cfg: Any, method: Any, specs: list[Any]) -> dict[str, Any]:
     info["rows_done"] = sum(int(state.marker(s.index).get("rows", 0)) for s in done)
     info["rows_in_batches"] = sum(_batch_rows(state, s.index) for s in specs if s not in done)
     return info
-
-
-def _fingerprint_fields(cfg: Any, method: Any) -> dict[str, Any]:
-    from .run import image_options
-
-    fields: dict[str, Any] = {"format": cfg.format, "method": method.name, "stages": [s.name for s in method.stages]}
-    fields.update({f"image.{k}": v for k, v in image_options(cfg).items()})
-    fields.update(method.fingerprint_fields())
-    fields.update({f"fingerprint.{k}": v for k, v in method.fingerprints.items()})
-    return fields
 
 
 def _batch_rows(state: Any, shard: int) -> int:

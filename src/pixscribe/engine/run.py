@@ -199,13 +199,7 @@ class Run:
 
     # ---- fingerprints and _run.json ----------------------------------------------------
     def fingerprint_fields(self) -> dict[str, Any]:
-        cfg = self.config
-        fields: dict[str, Any] = {"format": cfg.format, "method": self.method.name,
-                                  "stages": [s.name for s in self.method.stages]}
-        fields.update({f"image.{k}": v for k, v in image_options(cfg).items()})
-        fields.update(self.method.fingerprint_fields())
-        fields.update({f"fingerprint.{k}": v for k, v in self.method.fingerprints.items()})
-        return fields
+        return fingerprint_fields(self.config, self.method)
 
     def record_models(self) -> None:
         """Write _run.json again once the models are loaded: what they turned out to be (the
@@ -362,6 +356,16 @@ class Run:
             atomic_write_json(self.state.state / "summaries" / name, summary.to_dict())
         except OSError:
             pass
+
+
+def fingerprint_fields(cfg: RunConfig, method: Method) -> dict[str, Any]:
+    """What a run's fingerprint is made of (``_run.json``'s ``fingerprint_fields``); the run and
+    ``caption --dry-run`` both read it here."""
+    fields: dict[str, Any] = {"format": cfg.format, "method": method.name, "stages": [s.name for s in method.stages]}
+    fields.update({f"image.{k}": v for k, v in image_options(cfg).items()})
+    fields.update(method.fingerprint_fields())
+    fields.update({f"fingerprint.{k}": v for k, v in method.fingerprints.items()})
+    return fields
 
 
 def image_options(cfg: RunConfig) -> dict[str, Any]:

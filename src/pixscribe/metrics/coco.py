@@ -46,6 +46,57 @@ def _dense_ids(words: list[str]) -> tuple[np.ndarray, int]:
     return np.fromiter(map(vocab.__getitem__, words), dtype=np.int64, count=len(words)), len(vocab)
 
 
+
+def _flatten(ids: list[object], gts: Mapping[object, Sequence[str]],
+             res: Mapping[object, Sequence[str]]) -> tuple[list[str], list[str], list[int]]:
+    """(one hypothesis per image, every reference in image order, references per image)."""
+    hyps: list[str] = []
+    refs: list[str] = []
+    n_refs: list[int] = []
+    for i in ids:
+        h, r = res[i], gts[i]
+        if len(h) != 1:
+            raise ValueError(f"image {i!r}: expected exactly one hypothesis, got {len(h)}")
+        if len(r) < 1:
+            raise InputFileError(f"image {i!r}: no references")
+        hyps.append(h[0])
+        refs.extend(r)
+        n_refs.append(len(r))
+    return hyps, refs, n_refs
+
+
+def _ngram_occurrences(tok: np.ndarray, pos: np.ndarray, V: int,
+                       n: int) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
+    """Per order k = 1..n: the token positions where a k-gram ends, its gram id (offset past
+    the lower orders' ids) and how many distinct k-grams there are. The k-gram ending at p is
+    (id of the (k-1)-gram ending at p-1, token p)."""
+    T = len(tok)
+    occ_tok: list[np.ndarray] = []
+    occ_gram: list[np.ndarray] = []
+    sizes: list[int] = []
+    offset = 0
+    prev = tok
+    for k in range(1, n + 1):
+        if k == 1:
+            idx = np.arange(T, dtype=np.int64)
+            ids_k, n_k = tok, V
+        else:
+            idx = np.flatnonzero(pos >= k - 1)
+            raw = prev[idx - 1] * V + tok[idx]
+            if len(raw):
+                _u, inv = np.unique(raw, return_inverse=True)
+                ids_k, n_k = inv.reshape(-1).astype(np.int64), len(_u)
+            else:
+                ids_k, n_k = raw, 0
+            nxt = np.zeros(T, dtype=np.int64)
+            nxt[idx] = ids_k
+            prev = nxt
+        occ_tok.append(idx)
+        occ_gram.append(ids_k + offset)
+        sizes.append(n_k)
+        offset += n_k
+    return occ_tok, occ_gram, sizes
+
 class _Prepared:
     """Hypotheses and references of a corpus, split into tokens and counted once.
 
@@ -63,20 +114,7 @@ class _Prepared:
             raise ValueError("gts and res must have the same image ids")
         self.ids = list(gts.keys())
         self.n = n
-        hyps = []
-        for i in self.ids:
-            h = res[i]
-            if len(h) != 1:
-                raise ValueError(f"image {i!r}: expected exactly one hypothesis, got {len(h)}")
-            hyps.append(h[0])
-        refs: list[str] = []
-        n_refs: list[int] = []
-        for i in self.ids:
-            r = gts[i]
-            if len(r) < 1:
-                raise InputFileError(f"image {i!r}: no references")
-            refs.extend(r)
-            n_refs.append(len(r))
+        hyps, refs, n_refs = _flatten(self.ids, gts, res)
         self.hyp_text = hyps
         self.ref_text = refs
         N = self.N = len(self.ids)
@@ -100,32 +138,8 @@ class _Prepared:
         pos = np.arange(T, dtype=np.int64) - starts[sent_of_tok]
         self.sent_of_tok, self.pos = sent_of_tok, pos
 
-        # n-gram ids: the k-gram ending at p is (id of the (k-1)-gram ending at p-1, token p)
-        occ_tok: list[np.ndarray] = []
-        occ_gram: list[np.ndarray] = []
-        sizes: list[int] = []
-        offset = 0
-        prev = tok
-        for k in range(1, n + 1):
-            if k == 1:
-                idx = np.arange(T, dtype=np.int64)
-                ids_k, n_k = tok, V
-            else:
-                idx = np.flatnonzero(pos >= k - 1)
-                raw = prev[idx - 1] * V + tok[idx]
-                if len(raw):
-                    _u, inv = np.unique(raw, return_inverse=True)
-                    ids_k, n_k = inv.reshape(-1).astype(np.int64), len(_u)
-                else:
-                    ids_k, n_k = raw, 0
-                nxt = np.zeros(T, dtype=np.int64)
-                nxt[idx] = ids_k
-                prev = nxt
-            occ_tok.append(idx)
-            occ_gram.append(ids_k + offset)
-            sizes.append(n_k)
-            offset += n_k
-        G = self.G = max(offset, 1)
+        occ_tok, occ_gram, sizes = _ngram_occurrences(tok, pos, V, n)
+        G = self.G = max(sum(sizes), 1)
         self.order_of_gram = np.repeat(np.arange(n, dtype=np.int64), sizes)
         S = int(self.n_refs.max()) + 1 if N else 1
         if N * G * S >= 2 ** 62:  # pragma: no cover - far beyond any caption corpus
